@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything ingestor needs on a fresh Debian machine, idempotently:
+#   - Debian's redis-server
+#   - the Apache Kafka broker jars, resolved from Maven Central (deploy/kafka/pom.xml)
+#   - a Python virtual environment with ingestor and its dependencies (torch is large: the venv
+#     lives outside the checkout so that later runs and fresh clones reuse it)
+# Environment: INGESTOR_VENV (default ~/.cache/ingestor/venv), INGESTOR_HOME (default ~/.cache/ingestor).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
+venv="${INGESTOR_VENV:-$home/venv}"
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null 2>&1 || py=python3
+mkdir -p "$home"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  # Debian's package starts a system instance; ours run under deploy/local/services.sh.
+  (service redis-server stop || true) >/dev/null 2>&1
+fi
+
+kafka_lib="$home/kafka/lib"
+if [ ! -f "$home/kafka/.resolved" ]; then
+  log "resolving the Apache Kafka broker jars from Maven Central"
+  mkdir -p "$kafka_lib"
+  mvn -q -B -f "$repo/deploy/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$kafka_lib" -DincludeScope=runtime
+  touch "$home/kafka/.resolved"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating the virtual environment at $venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip uv
+fi
+[ -x "$venv/bin/uv" ] || "$venv/bin/python" -m pip install -q uv
+stamp="$venv/.ingestor-deps"
+want="$(sha256sum "$repo/pyproject.toml" | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python dependencies (torch is several GB on a cold machine)"
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --python "$venv/bin/python" -q -e "$repo[test]"
+  echo "$want" >"$stamp"
+else
+  # Dependencies are current; (re)link this checkout into the venv, which takes a second.
+  VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --python "$venv/bin/python" -q --no-deps -e "$repo"
+fi
+log "ready: $venv"

@@ -1,0 +1,179 @@
+"""The Redis cache: embedding vectors by text, and per-id markers of what was last written.
+
+The cache is an optimisation, never a source of truth:
+- markers are written only after Milvus acknowledged the write, and a marker alone never causes
+  a skip — the pipeline verifies it against Milvus first (see `pipeline`);
+- any Redis failure is a cache miss: a warning, a metric, then the cache is bypassed for
+  `retry_after_ms` so a dead or hung Redis costs one bounded wait, not one per batch;
+- keys carry the model identity (vectors) and the collection's incarnation (markers), so a model
+  change or a re-created collection starts cold instead of inheriting stale claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from ingestor import metrics
+from ingestor.config import RedisSettings
+
+log = logging.getLogger(__name__)
+
+
+def _h(text: str, n: int = 32) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def embedding_key(prefix: str, model_identity: str, text_sha256: str) -> str:
+    return f"{prefix}:emb:{_h(model_identity, 16)}:{text_sha256}"
+
+
+def marker_key(prefix: str, namespace: str, record_id: str) -> str:
+    return f"{prefix}:doc:{_h(namespace, 16)}:{_h(record_id)}"
+
+
+def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
+    """What a marker records: everything that determines the entity we wrote for an id."""
+    canonical = json.dumps(
+        [model_identity, text_sha256, metadata, store_text], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Cache:
+    """Pipelined Redis access: one round trip per batch for lookups, one for writes."""
+
+    def __init__(self, settings: RedisSettings, model_identity: str, namespace: str, dimension: int) -> None:
+        self.settings = settings
+        self.model_identity = model_identity
+        self.namespace = namespace
+        self.dimension = dimension
+        self._client: redis.Redis | None = None
+        self._down_until = 0.0
+        if settings.url is not None:
+            timeout = settings.socket_timeout_ms / 1000.0
+            self._client = redis.Redis.from_url(
+                settings.url.get_secret_value(),
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+                health_check_interval=30,
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def _available(self) -> redis.Redis | None:
+        if self._client is None or time.monotonic() < self._down_until:
+            return None
+        return self._client
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        kind = type(exc).__name__
+        metrics.DEPENDENCY_ERRORS.labels("redis", kind).inc()
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            if time.monotonic() >= self._down_until:
+                log.warning(
+                    "redis %s failed (%s); bypassing the cache for %d ms",
+                    op, kind, self.settings.retry_after_ms,
+                )
+            self._down_until = time.monotonic() + self.settings.retry_after_ms / 1000.0
+        else:
+            # Redis answered but refused (e.g. OOM under maxmemory noeviction): count and go on.
+            log.warning("redis %s refused: %s", op, exc)
+
+    def ping(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError as exc:
+            self._failed("ping", exc)
+            return False
+
+    def lookup(
+        self, record_ids: Sequence[str], text_shas: Sequence[str]
+    ) -> tuple[list[str | None], list[np.ndarray | None]]:
+        """Markers for `record_ids` and cached vectors for `text_shas`, in one round trip.
+        Any failure returns all misses."""
+        markers: list[str | None] = [None] * len(record_ids)
+        vectors: list[np.ndarray | None] = [None] * len(text_shas)
+        client = self._available()
+        if client is None or (not record_ids and not text_shas):
+            return markers, vectors
+        p = self.settings.key_prefix
+        keys = [marker_key(p, self.namespace, i) for i in record_ids]
+        keys += [embedding_key(p, self.model_identity, s) for s in text_shas]
+        started = time.perf_counter()
+        try:
+            values = client.mget(keys)
+        except redis.RedisError as exc:
+            self._failed("lookup", exc)
+            return markers, vectors
+        metrics.CACHE_SECONDS.labels("lookup").observe(time.perf_counter() - started)
+        n = len(record_ids)
+        markers = [v.decode("ascii", "replace") if v is not None else None for v in values[:n]]
+        vectors = [self._vector(v) for v in values[n:]]
+        return markers, vectors
+
+    def _vector(self, raw: bytes | None) -> np.ndarray | None:
+        if raw is None or len(raw) != self.dimension * 4:
+            return None
+        return np.frombuffer(raw, dtype=np.float32)
+
+    def store(self, vectors: Mapping[str, np.ndarray], markers: Mapping[str, str]) -> None:
+        """Write vectors (by text sha) and markers (by id). Call only after Milvus acknowledged."""
+        client = self._available()
+        if client is None or (not vectors and not markers):
+            return
+        p = self.settings.key_prefix
+        started = time.perf_counter()
+        try:
+            pipe = client.pipeline(transaction=False)
+            for sha, vec in vectors.items():
+                pipe.set(embedding_key(p, self.model_identity, sha), np.asarray(vec, dtype=np.float32).tobytes(),
+                         ex=self.settings.embedding_ttl_seconds)
+            for record_id, digest in markers.items():
+                pipe.set(marker_key(p, self.namespace, record_id), digest, ex=self.settings.marker_ttl_seconds)
+            results = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            self._failed("store", exc)
+            return
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            self._failed("store", errors[0])
+        metrics.CACHE_SECONDS.labels("store").observe(time.perf_counter() - started)
+
+    def forget(self, record_ids: Sequence[str]) -> None:
+        """Delete markers (before the entities are deleted). A failure is logged and ignored: a
+        stale marker can never cause a wrong skip, since skips are verified against Milvus."""
+        client = self._available()
+        if client is None or not record_ids:
+            return
+        try:
+            client.delete(*(marker_key(self.settings.key_prefix, self.namespace, i) for i in record_ids))
+        except redis.RedisError as exc:
+            self._failed("forget", exc)
+
+    def stats(self) -> dict[str, Any]:
+        client = self._available()
+        if client is None:
+            return {}
+        try:
+            info = client.info("memory")
+            return {"keys": client.dbsize(), "used_memory_human": info.get("used_memory_human")}
+        except redis.RedisError as exc:
+            self._failed("stats", exc)
+            return {}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,136 @@
+"""`ingestor check` and `ingestor stats`: look at each dependency with a real call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from ingestor.config import Settings
+from ingestor.kafka_common import client_kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    skipped: bool = False
+
+
+def _kafka(settings: Settings) -> CheckResult:
+    from kafka import KafkaConsumer
+
+    try:
+        consumer = KafkaConsumer(**client_kwargs(settings.kafka))
+        try:
+            topics = consumer.topics()
+        finally:
+            consumer.close()
+    except Exception as exc:
+        return CheckResult("kafka", False, f"{settings.kafka.bootstrap_servers}: {exc}")
+    missing = [t for t in settings.kafka.topics if t not in topics]
+    note = f"; topics not created yet: {', '.join(missing)}" if missing else ""
+    return CheckResult("kafka", True, f"{settings.kafka.bootstrap_servers}: {len(topics)} topic(s){note}")
+
+
+def _redis(settings: Settings) -> CheckResult:
+    if settings.redis.url is None:
+        return CheckResult("redis", False, "no redis.url configured: the cache is off", skipped=True)
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        version = client.info("server").get("redis_version", "?")
+        client.close()
+    except Exception as exc:
+        return CheckResult("redis", False, f"{type(exc).__name__}: {exc}")
+    return CheckResult("redis", True, f"redis {version} answers")
+
+
+def _milvus(settings: Settings) -> CheckResult:
+    from ingestor.sink import MilvusSink
+
+    sink = MilvusSink(settings.milvus, dimension=0, model_identity="")
+    try:
+        sink.connect()
+        names = sink._client.list_collections()
+    except Exception as exc:
+        return CheckResult("milvus", False, f"{settings.milvus.uri}: {exc}")
+    finally:
+        sink.close()
+    present = "exists" if settings.milvus.collection in names else "will be created"
+    return CheckResult("milvus", True, f"{settings.milvus.uri}: collection {settings.milvus.collection!r} {present}")
+
+
+def _model(settings: Settings) -> CheckResult:
+    from ingestor.embedder import Embedder
+
+    try:
+        embedder = Embedder(settings.model)
+        vector = embedder.encode(["a probe sentence"])
+    except Exception as exc:
+        return CheckResult("model", False, f"{settings.model.name}: {exc}")
+    return CheckResult("model", True, f"{embedder.identity} on {embedder.device}, dimension {vector.shape[1]}")
+
+
+def run_checks(settings: Settings) -> list[CheckResult]:
+    return [_kafka(settings), _redis(settings), _milvus(settings), _model(settings)]
+
+
+def render_stats(settings: Settings, console: Console) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    table = Table(title="ingestor stats", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    # Milvus
+    try:
+        from pymilvus import MilvusClient
+
+        kwargs = {"uri": settings.milvus.uri}
+        if settings.milvus.token is not None:
+            kwargs["token"] = settings.milvus.token.get_secret_value()
+        client = MilvusClient(**kwargs)
+        if client.has_collection(settings.milvus.collection):
+            rows = client.query(settings.milvus.collection, filter="", output_fields=["count(*)"],
+                                consistency_level="Strong")
+            table.add_row(f"milvus rows ({settings.milvus.collection})", str(rows[0]["count(*)"]))
+        else:
+            table.add_row(f"milvus rows ({settings.milvus.collection})", "no collection")
+        client.close()
+    except Exception as exc:
+        table.add_row("milvus", f"[red]{type(exc).__name__}[/red]")
+    # Redis
+    if settings.redis.url is not None:
+        try:
+            import redis
+
+            r = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2)
+            table.add_row("cache keys", str(r.dbsize()))
+            table.add_row("cache memory", str(r.info("memory").get("used_memory_human")))
+        except Exception as exc:
+            table.add_row("redis", f"[red]{type(exc).__name__}[/red]")
+    # Kafka lag and DLQ depth
+    try:
+        consumer = KafkaConsumer(**client_kwargs(settings.kafka), group_id=settings.kafka.group_id,
+                                 enable_auto_commit=False)
+        for topic in settings.kafka.topics:
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            ends = consumer.end_offsets(parts) if parts else {}
+            for tp in parts:
+                committed = consumer.committed(tp) or 0
+                table.add_row(f"lag {tp.topic}[{tp.partition}]", str(max(0, ends[tp] - committed)))
+            dlq_topic = settings.dlq.topic_for(topic)
+            dparts = [TopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or [])]
+            if dparts:
+                dends, dbegins = consumer.end_offsets(dparts), consumer.beginning_offsets(dparts)
+                table.add_row(f"dlq depth {dlq_topic}", str(sum(dends[p] - dbegins[p] for p in dparts)))
+            else:
+                table.add_row(f"dlq depth {dlq_topic}", "0 (no topic)")
+        consumer.close(autocommit=False)
+    except Exception as exc:
+        table.add_row("kafka", f"[red]{type(exc).__name__}: {exc}[/red]")
+    console.print(table)

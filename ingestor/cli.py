@@ -1,0 +1,188 @@
+"""The command line: `ingestor run | produce | search | check | stats | dlq replay | bench`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ingestor.config import Settings, load_settings
+from ingestor.errors import ConfigError, StartupError
+from ingestor.logs import setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter topic.")
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("ingestor")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file")]
+BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help="Kafka bootstrap servers")]
+TopicsOpt = Annotated[Optional[str], typer.Option("--topics", help="Topics, comma-separated")]
+GroupOpt = Annotated[Optional[str], typer.Option("--group-id", help="Kafka consumer group")]
+RedisOpt = Annotated[Optional[str], typer.Option("--redis-url", help="Redis URL; unset runs without a cache")]
+MilvusOpt = Annotated[Optional[str], typer.Option("--milvus-uri", help="Milvus Lite file or http(s):// URI")]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="sentence-transformers model name or path")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16")]
+LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="text or json")]
+LogLevelOpt = Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+
+
+def _settings(
+    config: Path | None = None, bootstrap_servers: str | None = None, topics: str | None = None,
+    group_id: str | None = None, redis_url: str | None = None, milvus_uri: str | None = None,
+    collection: str | None = None, model: str | None = None, device: str | None = None,
+    precision: str | None = None, log_format: str | None = None, log_level: str | None = None,
+) -> Settings:
+    settings = load_settings(config, {
+        "kafka": {"bootstrap_servers": bootstrap_servers, "topics": topics, "group_id": group_id},
+        "redis": {"url": redis_url},
+        "milvus": {"uri": milvus_uri, "collection": collection},
+        "model": {"name": model, "device": device, "precision": precision},
+        "runtime": {"log_format": log_format, "log_level": log_level.upper() if log_level else None},
+    })
+    setup_logging(settings.runtime.log_level, settings.runtime.log_format)
+    return settings
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, topics: TopicsOpt = None,
+    group_id: GroupOpt = None, redis_url: RedisOpt = None, milvus_uri: MilvusOpt = None,
+    collection: CollectionOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    precision: PrecisionOpt = None, log_format: LogFormatOpt = None, log_level: LogLevelOpt = None,
+    until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
+) -> None:
+    """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
+    settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
+                         model, device, precision, log_format, log_level)
+    from ingestor.daemon import Daemon
+
+    daemon = Daemon(settings, until_caught_up=until_caught_up)
+    daemon.install_signal_handlers()
+    raise typer.Exit(daemon.run())
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSONL file (one JSON object a line) or plain text lines")],
+    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None,
+    topic: Annotated[Optional[str], typer.Option("--topic", help="Topic (default: the first of kafka.topics)")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Publish at most N records")] = None,
+) -> None:
+    """Publish a file of records to Kafka, with a progress bar."""
+    from ingestor.produce import publish_file
+
+    settings = _settings(config, bootstrap_servers)
+    target = topic or settings.kafka.topics[0]
+    count = publish_file(settings.kafka, file, target, limit, console)
+    console.print(f"published {count} record(s) to [bold]{target}[/bold]")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Text to search for")],
+    k: Annotated[int, typer.Option("-k", help="Number of results")] = 5,
+    config: ConfigOpt = None, milvus_uri: MilvusOpt = None, collection: CollectionOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
+) -> None:
+    """Embed a query with the same model and print the nearest records."""
+    settings = _settings(config, milvus_uri=milvus_uri, collection=collection, model=model, device=device,
+                         precision=precision, log_level="WARNING")
+    from ingestor.embedder import Embedder
+    from ingestor.sink import MilvusSink
+
+    embedder = Embedder(settings.model)
+    sink = MilvusSink(settings.milvus, embedder.dimension, embedder.identity)
+    sink.connect()
+    sink.ensure_collection()
+    try:
+        hits = sink.search(embedder.encode([query])[0], k)
+    finally:
+        sink.close()
+    table = Table(title=f"top {k} for {query!r}")
+    table.add_column("id", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("text", overflow="fold")
+    for hit in hits:
+        text = hit["text"] if len(hit["text"]) <= 160 else hit["text"][:157] + "..."
+        table.add_row(str(hit["id"]), f"{hit['score']:.4f}", text)
+    console.print(table)
+
+
+@app.command()
+def check(
+    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
+    milvus_uri: MilvusOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+) -> None:
+    """Test each dependency and the model; one line each; non-zero exit if any fails."""
+    settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri, model=model,
+                         device=device, log_level="WARNING")
+    from ingestor.checks import run_checks
+
+    results = run_checks(settings)
+    for r in results:
+        mark = "[green]ok  [/green]" if r.ok else ("[yellow]skip[/yellow]" if r.skipped else "[red]FAIL[/red]")
+        console.print(f"{mark} {r.name:<7} {r.detail}")
+    raise typer.Exit(0 if all(r.ok or r.skipped for r in results) else 1)
+
+
+@app.command()
+def stats(config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
+          milvus_uri: MilvusOpt = None, collection: CollectionOpt = None) -> None:
+    """Collection rows, cache keys and memory, consumer lag per partition, DLQ depth."""
+    settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri,
+                         collection=collection, log_level="WARNING")
+    from ingestor.checks import render_stats
+
+    render_stats(settings, console)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None,
+    reason: Annotated[Optional[list[str]], typer.Option("--reason", help="Only records with this reason (repeatable)")] = None,
+    from_offset: Annotated[Optional[int], typer.Option("--from-offset", help="Only source offsets >= N")] = None,
+    to_offset: Annotated[Optional[int], typer.Option("--to-offset", help="Only source offsets <= N")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed")] = False,
+) -> None:
+    """Re-publish dead-lettered records to their source topic, once their cause is fixed."""
+    settings = _settings(config, bootstrap_servers, log_level="WARNING")
+    from ingestor.replay import replay_dead_letters
+
+    n = replay_dead_letters(settings, set(reason or []), from_offset, to_offset, dry_run, console)
+    console.print(f"{'would replay' if dry_run else 'replayed'} {n} record(s)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except StartupError as exc:
+        err_console.print(f"[red]cannot start:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise

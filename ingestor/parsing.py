@@ -1,0 +1,164 @@
+"""Decode one Kafka record into a Document, a Delete or a Rejected. Pure: no I/O, no clock.
+
+The message contract (also in the README):
+
+- value format ``json``: a UTF-8 JSON object with ``text`` (non-blank string), optional ``id``
+  (string or integer) and optional ``metadata`` (object); field names are configurable.
+- value format ``text``: the whole value is the text.
+- id = the JSON id, else the Kafka key, else the SHA-256 of the text.
+- a null value (tombstone) with a key deletes that id.
+- anything else is Rejected with one of the reason codes in `Reason`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from ingestor.records import Delete, Document, Parsed, RawRecord, Rejected
+
+MAX_ID_BYTES = 512
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic (the `ingestor.reason` header)."""
+
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TEXT = "missing_text"
+    TEXT_NOT_STRING = "text_not_string"
+    BLANK_TEXT = "blank_text"
+    INVALID_ID = "invalid_id"
+    ID_TOO_LONG = "id_too_long"
+    INVALID_KEY = "invalid_key"
+    INVALID_METADATA = "invalid_metadata"
+    TOMBSTONE_WITHOUT_KEY = "tombstone_without_key"
+    EMBED_FAILED = "embed_failed"
+    SINK_REJECTED = "sink_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOptions:
+    value_format: Literal["json", "text"] = "json"
+    text_field: str = "text"
+    id_field: str = "id"
+    metadata_field: str = "metadata"
+    max_record_bytes: int = 1 << 20
+
+
+class _Reject(Exception):
+    def __init__(self, reason: Reason, error: str) -> None:
+        self.reason = reason
+        self.error = error
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_record(raw: RawRecord, options: ParseOptions) -> Parsed:
+    """Turn raw bytes into what the pipeline does with them. Never raises."""
+    try:
+        if raw.value is None:
+            return _tombstone(raw)
+        if len(raw.value) > options.max_record_bytes:
+            raise _Reject(
+                Reason.TOO_LARGE,
+                f"value is {len(raw.value)} bytes, over max_record_bytes={options.max_record_bytes}",
+            )
+        text = _decode_utf8(raw.value, "value")
+        if options.value_format == "text":
+            return _document(raw, _check_text(text), None, {})
+        return _from_json(raw, text, options)
+    except _Reject as rejection:
+        return Rejected(raw=raw, reason=rejection.reason.value, error=rejection.error)
+
+
+def _tombstone(raw: RawRecord) -> Parsed:
+    if raw.key is None:
+        raise _Reject(Reason.TOMBSTONE_WITHOUT_KEY, "null value without a key: nothing to delete")
+    return Delete(id=_check_id(_decode_key(raw.key)), raw=raw)
+
+
+def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
+    try:
+        obj = json.loads(decoded)
+    except json.JSONDecodeError as exc:
+        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(obj, dict):
+        raise _Reject(Reason.NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, not an object")
+    if options.text_field not in obj:
+        raise _Reject(Reason.MISSING_TEXT, f"field {options.text_field!r} is missing")
+    text = obj[options.text_field]
+    if not isinstance(text, str):
+        raise _Reject(
+            Reason.TEXT_NOT_STRING, f"field {options.text_field!r} is a {type(text).__name__}, not a string"
+        )
+    text = _check_text(text)
+    record_id = _json_id(obj.get(options.id_field), options.id_field)
+    metadata = obj.get(options.metadata_field)
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise _Reject(
+            Reason.INVALID_METADATA,
+            f"field {options.metadata_field!r} is a {type(metadata).__name__}, not an object",
+        )
+    return _document(raw, text, record_id, metadata)
+
+
+def _document(raw: RawRecord, text: str, record_id: str | None, metadata: dict[str, Any]) -> Document:
+    text_sha = sha256_hex(text)
+    if record_id is None:
+        record_id = _check_id(_decode_key(raw.key)) if raw.key is not None else text_sha
+    return Document(id=record_id, text=text, text_sha256=text_sha, metadata=metadata, raw=raw)
+
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise _Reject(Reason.BLANK_TEXT, "text is empty or blank")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # JSON may carry lone surrogates (\ud800) that no UTF-8 consumer downstream accepts.
+        raise _Reject(Reason.INVALID_UTF8, f"text is not valid Unicode: {exc.reason}") from None
+    return text
+
+
+def _json_id(value: object, id_field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Reject(Reason.INVALID_ID, f"field {id_field!r} is a {type(value).__name__}, not a string or integer")
+    return _check_id(str(value))
+
+
+def _check_id(record_id: str) -> str:
+    if not record_id.strip():
+        raise _Reject(Reason.INVALID_ID, "id is empty or blank")
+    try:
+        size = len(record_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _Reject(Reason.INVALID_ID, "id is not valid Unicode") from None
+    if size > MAX_ID_BYTES:
+        raise _Reject(Reason.ID_TOO_LONG, f"id is {size} bytes, over {MAX_ID_BYTES}")
+    return record_id
+
+
+def _decode_key(key: bytes) -> str:
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(Reason.INVALID_KEY, f"key is not valid UTF-8 at byte {exc.start}") from None
+
+
+def _decode_utf8(value: bytes, what: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(Reason.INVALID_UTF8, f"{what} is not valid UTF-8 at byte {exc.start}") from None

@@ -1,0 +1,389 @@
+"""The processing stages, each on its own thread, joined by bounded queues:
+
+    intake ─▶ [batcher] ─▶ prepared ─▶ [model] ─▶ embedded ─▶ [writer] ─▶ tracker.done
+
+- batcher: collects a window, collapses ids, counts tokens, cuts token-budget batches, resolves
+  the cache (one Redis round trip per batch) and the unchanged-record skips;
+- model: the forward pass (bisecting a batch that fails, splitting one that runs out of memory);
+- writer: dead-letter writes, deletes (marker first), the Milvus upsert, then the cache writes,
+  then the offsets become done — in that order, always.
+
+The next batch is prepared while the current one runs on the device. A retriable failure makes
+its stage retry the same work with backoff; the queues fill, the consumer pauses its partitions,
+and nothing new is committed until the work lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter as Multiset
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ingestor import metrics
+from ingestor.batcher import BatchLimits, BatchWindow
+from ingestor.cache import Cache, content_hash
+from ingestor.config import BatchSettings
+from ingestor.dlq import DeadLetterQueue
+from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
+from ingestor.errors import DataError, RetriableError
+from ingestor.faults import crash_point
+from ingestor.isolate import run_isolating
+from ingestor.offsets import OffsetTracker
+from ingestor.parsing import Reason
+from ingestor.planning import Unit, Work, collapse, plan
+from ingestor.records import Document, Parsed, Position, Rejected
+from ingestor.retry import Backoff
+from ingestor.sink import Entity, MilvusSink
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class Aborted(Exception):
+    """Shutdown gave up on in-flight work (it replays after restart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Kafka record timestamp to acknowledged Milvus write, for the benchmark."""
+
+    timestamp_ms: int
+    written_ms: int
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: BatchSettings,
+        tracker: OffsetTracker,
+        embedder: Embedder,
+        cache: Cache,
+        sink: MilvusSink,
+        dlq: DeadLetterQueue,
+        backoff: Backoff,
+        store_text: bool,
+        record_latency: Callable[[list[Latency]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.embedder = embedder
+        self.cache = cache
+        self.sink = sink
+        self.dlq = dlq
+        self.backoff = backoff
+        self.store_text = store_text
+        self.record_latency = record_latency
+        self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens)
+        self.intake: queue.Queue[Any] = queue.Queue()
+        self._prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._embedded: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._flush = threading.Event()  # cut the window now (shutdown)
+        self._abort = threading.Event()  # give up retries (shutdown bound reached)
+        self._retrying: dict[str, str] = {}  # stage thread -> dependency it is retrying
+        self._ids_in_flight: Multiset[str] = Multiset()
+        self._ids_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.failure: BaseException | None = None
+        self._rng = random.Random()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (("batcher", self._batcher_loop), ("model", self._model_loop), ("writer", self._writer_loop)):
+            thread = threading.Thread(target=self._guard(target), name=f"ingestor-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Aborted:
+                pass
+            except BaseException as exc:  # a bug: stop the daemon; uncommitted work replays
+                log.exception("pipeline stage %s failed", threading.current_thread().name)
+                self.failure = exc
+        return run
+
+    def submit(self, items: list[Parsed]) -> None:
+        """Called by the consumer thread; never blocks (the consumer bounds what is in flight)."""
+        self.intake.put(items)
+
+    def is_retrying(self) -> bool:
+        return bool(self._retrying)
+
+    def flush(self) -> None:
+        """Stop waiting for batches to fill: shutdown drains what was read."""
+        self._flush.set()
+        self.intake.put([])
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._flush.set()
+        self.intake.put([])
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.intake.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=timeout_s)
+
+    def healthy(self) -> bool:
+        return self.failure is None and all(t.is_alive() for t in self._threads)
+
+    # -- retries ---------------------------------------------------------------------------------
+
+    def _retry(self, dependency: str, call: Callable[[], T]) -> T:
+        """Retry `call` while it raises RetriableError, with capped exponential backoff."""
+        attempt = 0
+        while True:
+            try:
+                result = call()
+            except RetriableError as exc:
+                if self._abort.is_set():
+                    raise Aborted() from exc
+                self._retrying[threading.current_thread().name] = dependency
+                delay = self.backoff.delay_s(attempt, self._rng)
+                metrics.RETRIES.labels(exc.dependency).inc()
+                log.warning("%s unavailable, retry %d in %.1fs: %s", exc.dependency, attempt + 1, delay, exc)
+                attempt += 1
+                if self._abort.wait(delay):
+                    raise Aborted() from exc
+                continue
+            if attempt:
+                log.info("%s recovered after %d retr%s", dependency, attempt, "y" if attempt == 1 else "ies")
+            self._retrying.pop(threading.current_thread().name, None)
+            return result
+
+    # -- stage 1: batcher ------------------------------------------------------------------------
+
+    def _batcher_loop(self) -> None:
+        window: BatchWindow[Parsed] = BatchWindow(self.limits, self.settings.max_wait_ms, self.settings.max_window_records)
+        stopping = False
+        while not stopping:
+            deadline = window.deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                got = self.intake.get(timeout=timeout)
+            except queue.Empty:
+                got = []
+            batches = [got]
+            # Take whatever else is already waiting: under backlog the window grows large.
+            while not window.full():
+                try:
+                    batches.append(self.intake.get_nowait())
+                except queue.Empty:
+                    break
+            for items in batches:
+                if items is _STOP:
+                    stopping = True
+                    continue
+                self._add_to_window(window, items)
+            now = time.monotonic()
+            if window and (window.ready(now) and (window.full() or self.intake.empty()) or self._flush.is_set() or stopping):
+                self._emit(window.take())
+        self._prepared.put(_STOP)
+
+    def _add_to_window(self, window: BatchWindow[Parsed], items: list[Parsed]) -> None:
+        now = time.monotonic()
+        for item in items:
+            window.add(item, len(item.text) // 4 if isinstance(item, Document) else 0, now)
+
+    def _emit(self, items: list[Parsed]) -> None:
+        live = [i for i in items if self._current(i)]
+        if len(live) < len(items):
+            metrics.RECORDS_DROPPED.inc(len(items) - len(live))
+        window = collapse(live)
+        unique = {d.text_sha256: d.text for d in window.documents}
+        counts = self.embedder.count_tokens(list(unique.values()))
+        tokens = {sha: (c.tokens, c.truncated) for sha, c in zip(unique, counts)}
+        for work in plan(window, tokens, self.limits):
+            self._register(work)
+            self._resolve_cache(work)
+            self._put(self._prepared, work)
+
+    def _current(self, item: Parsed) -> bool:
+        """Still ours? Superseded positions of other partitions count too (they need the write)."""
+        return self.tracker.is_current(item.position)
+
+    def _register(self, work: Work) -> None:
+        with self._ids_lock:
+            self._ids_in_flight.update(work.ids())
+
+    def _unregister(self, work: Work) -> None:
+        with self._ids_lock:
+            self._ids_in_flight.subtract(work.ids())
+            self._ids_in_flight += Multiset()  # drop zero counts
+
+    def _resolve_cache(self, work: Work) -> None:
+        """Mark unchanged records as skipped (verified against Milvus) and fill cached vectors."""
+        docs = [d for u in work.units for d in u.docs]
+        if not self.cache.enabled or not docs:
+            return
+        identity = self.embedder.identity
+        digests = {id(d): content_hash(identity, d.text_sha256, d.metadata, self.store_text) for d in docs}
+        markers, vectors = self.cache.lookup([d.id for d in docs], [u.text_sha256 for u in work.units])
+        with self._ids_lock:
+            # An id also waiting in earlier, unwritten work must be written again here: Milvus
+            # does not yet hold what those records will write.
+            busy = {i for i, n in self._ids_in_flight.items() if n > 1}
+        candidates = [d for d, m in zip(docs, markers) if m is not None and m == digests[id(d)] and d.id not in busy]
+        skip: set[int] = set()
+        if candidates:
+            held = self._retry("milvus", lambda: self.sink.content_hashes([d.id for d in candidates]))
+            skip = {id(d) for d in candidates if held.get(d.id) == digests[id(d)]}
+        kept_units: list[Unit] = []
+        for unit, vector in zip(work.units, vectors):
+            work.skipped += [d for d in unit.docs if id(d) in skip]
+            unit.docs = [d for d in unit.docs if id(d) not in skip]
+            if not unit.docs:
+                continue
+            if vector is not None:
+                unit.vector, unit.from_cache = vector, True
+            kept_units.append(unit)
+        work.units = kept_units
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._abort.is_set():
+                    raise Aborted()
+
+    # -- stage 2: model --------------------------------------------------------------------------
+
+    def _model_loop(self) -> None:
+        while True:
+            work = self._prepared.get()
+            if work is _STOP:
+                self._embedded.put(_STOP)
+                return
+            self._embed(work)
+            self._put(self._embedded, work)
+
+    def _embed(self, work: Work) -> None:
+        todo = [u for u in work.units if u.vector is None]
+        cached = len(work.units) - len(todo)
+        if cached:
+            metrics.RECORDS_CACHE_HIT.inc(sum(len(u.docs) for u in work.units if u.from_cache))
+        if not todo:
+            return
+        metrics.BATCH_RECORDS.observe(len(todo))
+        metrics.BATCH_TOKENS.observe(work.padded_tokens)
+        started = time.perf_counter()
+
+        def encode(units: list[Unit]) -> np.ndarray:
+            return self.embedder.encode([u.text for u in units])
+
+        # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
+        result = run_isolating(todo, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
+        for units, vectors in result.results:
+            for unit, vector in zip(units, vectors):
+                unit.vector = vector
+        for unit, exc in result.failures:
+            if is_out_of_memory(exc):
+                log.warning("one text runs out of device memory alone; dead-lettering it")
+            error = embed_failure_reason(exc)
+            work.rejected += [Rejected(d.raw, error.reason, str(error), list(d.superseded)) for d in unit.docs]
+        work.units = [u for u in work.units if u.vector is not None]
+        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECORDS_EMBEDDED.inc(len(todo))
+        metrics.RECORDS_TRUNCATED.inc(sum(len(u.docs) for u in todo if u.truncated))
+        crash_point("after_embed")
+
+    # -- stage 3: writer -------------------------------------------------------------------------
+
+    def _writer_loop(self) -> None:
+        while True:
+            work = self._embedded.get()
+            if work is _STOP:
+                return
+            self._write(work)
+
+    def _write(self, work: Work) -> None:
+        identity = self.embedder.identity
+        entities: list[Entity] = []
+        for unit in work.units:
+            for doc in unit.docs:
+                entities.append(self._entity(doc, unit, identity))
+        # 1. deletes: the marker goes first, so no marker outlives its entity.
+        if work.deletes:
+            ids = [d.id for d in work.deletes]
+            self.cache.forget(ids)
+            self._retry("milvus", lambda: self.sink.delete(ids))
+            metrics.RECORDS_DELETED.inc(len(ids))
+        # 2. upserts, isolating any entity Milvus refuses.
+        written: list[Entity] = []
+        if entities:
+            outcome = self._retry("milvus", lambda: run_isolating(
+                entities, self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
+            written = [e for batch, _ in outcome.results for e in batch]
+            for entity, exc in outcome.failures:
+                doc = self._doc_of(work, entity)
+                work.rejected.append(Rejected(doc.raw, Reason.SINK_REJECTED.value, str(exc), list(doc.superseded)))
+            metrics.RECORDS_UPSERTED.inc(len(written))
+        crash_point("after_upsert")
+        # 3. dead letters: only acknowledged ones become done.
+        if work.rejected:
+            self._retry("dlq", lambda: self.dlq.send(work.rejected))
+        # 4. cache, only for what Milvus acknowledged.
+        if self.cache.enabled and written:
+            written_ids = {e.id for e in written}
+            vectors = {u.text_sha256: u.vector for u in work.units if not u.from_cache and u.vector is not None
+                       and any(d.id in written_ids for d in u.docs)}
+            markers = {e.id: e.content_hash for e in written}
+            self.cache.store(vectors, markers)
+        # 5. offsets.
+        metrics.RECORDS_SKIPPED.inc(len(work.skipped))
+        self.tracker.done(self._positions(work))
+        self._unregister(work)
+        self._observe_latency(work, written)
+
+    def _entity(self, doc: Document, unit: Unit, identity: str) -> Entity:
+        p = doc.position
+        assert unit.vector is not None
+        return Entity(
+            id=doc.id, vector=unit.vector, text=doc.text, metadata=doc.metadata,
+            content_hash=content_hash(identity, doc.text_sha256, doc.metadata, self.store_text),
+            model=identity, truncated=unit.truncated,
+            kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset,
+        )
+
+    @staticmethod
+    def _doc_of(work: Work, entity: Entity) -> Document:
+        for unit in work.units:
+            for doc in unit.docs:
+                if doc.id == entity.id:
+                    return doc
+        raise KeyError(entity.id)
+
+    @staticmethod
+    def _positions(work: Work) -> list[Position]:
+        positions: list[Position] = []
+        for item in [d for u in work.units for d in u.docs] + work.skipped + work.deletes:
+            positions.append(item.position)
+            positions.extend(item.superseded)
+        for rejected in work.rejected:
+            positions.append(rejected.position)
+            positions.extend(rejected.superseded)
+        return positions
+
+    def _observe_latency(self, work: Work, written: list[Entity]) -> None:
+        now_ms = int(time.time() * 1000)
+        stamps = [d.position.timestamp_ms for u in work.units for d in u.docs]
+        for ts in stamps:
+            if ts and ts > 0:
+                metrics.TIME_TO_SEARCHABLE.observe(max(0.0, (now_ms - ts) / 1000.0))
+        if self.record_latency is not None and stamps:
+            self.record_latency([Latency(ts, now_ms) for ts in stamps])

@@ -1,0 +1,97 @@
+"""Turning a window of parsed records into embedding work. Pure logic.
+
+Within one window:
+- records of the same id collapse to the latest one read (the others' offsets ride along and are
+  done when it is), so a length-sorted batch order can never write an older version last;
+- identical texts become one `Unit`, embedded once however many records carry them;
+- units are cut into batches by the token budget (`batcher.cut_batches`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ingestor.batcher import BatchLimits, cut_batches
+from ingestor.records import Delete, Document, Parsed, Rejected
+
+
+@dataclass(slots=True)
+class Unit:
+    """One distinct text of a batch and the documents that carry it."""
+
+    text: str
+    text_sha256: str
+    tokens: int
+    truncated: bool
+    docs: list[Document]
+    vector: np.ndarray | None = None
+    from_cache: bool = False
+
+
+@dataclass(slots=True)
+class Work:
+    """What flows from the batcher through the model to the writer."""
+
+    units: list[Unit] = field(default_factory=list)
+    skipped: list[Document] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def padded_tokens(self) -> int:
+        todo = [u.tokens for u in self.units if u.vector is None]
+        return len(todo) * max(todo, default=0)
+
+    def ids(self) -> list[str]:
+        return [d.id for u in self.units for d in u.docs] + [d.id for d in self.skipped] + [d.id for d in self.deletes]
+
+
+@dataclass(slots=True)
+class Window:
+    documents: list[Document]
+    deletes: list[Delete]
+    rejected: list[Rejected]
+
+
+def collapse(items: list[Parsed]) -> Window:
+    """Keep the latest record per id; earlier ones become `superseded` positions of it."""
+    latest: dict[str, Document | Delete] = {}
+    rejected: list[Rejected] = []
+    for item in items:
+        if isinstance(item, Rejected):
+            rejected.append(item)
+            continue
+        previous = latest.pop(item.id, None)  # pop+insert keeps dict order = order of latest
+        if previous is not None:
+            item.superseded.extend(previous.superseded)
+            item.superseded.append(previous.position)
+            previous.superseded = []
+        latest[item.id] = item
+    docs = [i for i in latest.values() if isinstance(i, Document)]
+    deletes = [i for i in latest.values() if isinstance(i, Delete)]
+    return Window(docs, deletes, rejected)
+
+
+def group_texts(docs: list[Document], tokens: dict[str, tuple[int, bool]]) -> list[Unit]:
+    """One unit per distinct text; `tokens` maps text sha to (tokens, truncated)."""
+    units: dict[str, Unit] = {}
+    for doc in docs:
+        unit = units.get(doc.text_sha256)
+        if unit is None:
+            n, cut = tokens[doc.text_sha256]
+            unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, n, cut, [])
+        unit.docs.append(doc)
+    return list(units.values())
+
+
+def plan(window: Window, tokens: dict[str, tuple[int, bool]], limits: BatchLimits) -> list[Work]:
+    """Cut the window into works; deletes and rejected records ride with the first one."""
+    batches = cut_batches(group_texts(window.documents, tokens), lambda u: u.tokens, limits)
+    works = [Work(units=b) for b in batches] or [Work()]
+    works[0].deletes = list(window.deletes)
+    works[0].rejected = list(window.rejected)
+    if not (works[0].units or works[0].deletes or works[0].rejected):
+        return []
+    return works

@@ -1,0 +1,88 @@
+"""The values that flow through the pipeline. Plain dataclasses: no I/O, no behaviour beyond
+what their names promise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record came from, and which ownership of its partition read it.
+
+    `generation` changes every time the partition is (re)assigned to this process; work carrying
+    an old generation is never committed (the partition's next owner replays it)."""
+
+    tp: TopicPartition
+    offset: int
+    leader_epoch: int
+    generation: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as Kafka delivered it: bytes only, decoded later by `parsing`."""
+
+    position: Position
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Document:
+    """A valid record to embed and upsert."""
+
+    id: str
+    text: str
+    text_sha256: str
+    metadata: dict[str, Any]
+    raw: RawRecord
+    # Records of the same id that this one supersedes within a batching window: their offsets
+    # are done when this one is written.
+    superseded: list[Position] = field(default_factory=list)
+
+    @property
+    def position(self) -> Position:
+        return self.raw.position
+
+
+@dataclass(slots=True)
+class Delete:
+    """A tombstone with a key: delete that id."""
+
+    id: str
+    raw: RawRecord
+    superseded: list[Position] = field(default_factory=list)
+
+    @property
+    def position(self) -> Position:
+        return self.raw.position
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A record that goes to the dead-letter topic, with a short reason code and a message."""
+
+    raw: RawRecord
+    reason: str
+    error: str
+    superseded: list[Position] = field(default_factory=list)
+
+    @property
+    def position(self) -> Position:
+        return self.raw.position
+
+
+Parsed = Document | Delete | Rejected

@@ -1,0 +1,360 @@
+"""Milvus: the collection, upserts, deletes, reads. The one boundary where pymilvus and gRPC
+exceptions become `RetriableError("milvus", …)` or `DataError("sink_rejected", …)`.
+
+Entities have a deterministic primary key (the record id) and are always written with `upsert`,
+never `auto_id`, so a replay overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingestor import metrics
+from ingestor.config import MilvusSettings
+from ingestor.errors import DataError, RetriableError, StartupError
+from ingestor.parsing import Reason
+
+log = logging.getLogger(__name__)
+
+TEXT_MAX_BYTES = 65_535
+_INCARNATION_PREFIX = "ingestor:v1:"
+
+# name -> (pymilvus DataType name, params) for every field we own; `vector` gets its dim at run time.
+SCHEMA_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "id": ("VARCHAR", {"max_length": 512}),
+    "vector": ("FLOAT_VECTOR", {}),
+    "text": ("VARCHAR", {"max_length": TEXT_MAX_BYTES}),
+    "metadata": ("JSON", {}),
+    "content_hash": ("VARCHAR", {"max_length": 64}),
+    "model": ("VARCHAR", {"max_length": 512}),
+    "truncated": ("BOOL", {}),
+    "kafka_topic": ("VARCHAR", {"max_length": 255}),
+    "kafka_partition": ("INT32", {}),
+    "kafka_offset": ("INT64", {}),
+    "ingested_at": ("INT64", {}),
+}
+
+_RETRIABLE_HINTS = (
+    "deny to write", "quota", "rate limit", "ratelimit", "timeout", "timed out", "deadline",
+    "unavailable", "connect", "connection", "not ready", "service", "closed", "broken pipe",
+    "server is shutting", "no available", "eof",
+)
+
+
+def classify(exc: BaseException) -> RetriableError | DataError:
+    """Map a pymilvus/gRPC failure to the delivery contract. Unknown errors count as retriable:
+    a stalled batch is visible and heals; a wrongly dead-lettered one is silent damage."""
+    import grpc
+    from pymilvus.exceptions import (
+        DataNotMatchException, DataTypeNotMatchException, MilvusException, MilvusUnavailableException,
+        ParamError, PrimaryKeyException,
+    )
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, grpc.RpcError):
+        return RetriableError("milvus", text)
+    if isinstance(exc, (ParamError, DataNotMatchException, DataTypeNotMatchException, PrimaryKeyException)):
+        return DataError(Reason.SINK_REJECTED.value, text)
+    if isinstance(exc, MilvusUnavailableException):
+        return RetriableError("milvus", text)
+    if isinstance(exc, MilvusException):
+        message = (exc.message or "").lower()
+        if exc.retriable or exc.code in (2, 8, 9) or any(h in message for h in _RETRIABLE_HINTS):
+            return RetriableError("milvus", text)
+        if exc.is_input_error or exc.code in (5, 6, 1100):
+            return DataError(Reason.SINK_REJECTED.value, text)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return RetriableError("milvus", text)
+    return RetriableError("milvus", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    id: str
+    vector: Sequence[float]
+    text: str
+    metadata: dict[str, Any]
+    content_hash: str
+    model: str
+    truncated: bool
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+    def row(self, store_text: bool, now_ms: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "vector": list(map(float, self.vector)),
+            "text": clip_utf8(self.text, TEXT_MAX_BYTES) if store_text else "",
+            "metadata": self.metadata,
+            "content_hash": self.content_hash,
+            "model": self.model,
+            "truncated": self.truncated,
+            "kafka_topic": self.kafka_topic,
+            "kafka_partition": self.kafka_partition,
+            "kafka_offset": self.kafka_offset,
+            "ingested_at": now_ms,
+        }
+
+    def approx_bytes(self) -> int:
+        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(json.dumps(self.metadata)) + 256
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def chunk_by_bytes(entities: Sequence[Entity], max_bytes: int) -> Iterator[list[Entity]]:
+    """Split a write into calls under `max_bytes` (Milvus limits one request's size)."""
+    chunk: list[Entity] = []
+    size = 0
+    for entity in entities:
+        n = entity.approx_bytes()
+        if chunk and size + n > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entity)
+        size += n
+    if chunk:
+        yield chunk
+
+
+class LiteLock:
+    """Milvus Lite serves one process per data file; a second one must refuse to start clearly."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = Path(db_path).expanduser().resolve()
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(
+                f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
+                "per file: for several workers run a Milvus server (or `milvus-lite server --data-dir DIR "
+                "--host 127.0.0.1 --port 19530`) and set milvus.uri to its http:// address."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class MilvusSink:
+    def __init__(self, settings: MilvusSettings, dimension: int, model_identity: str) -> None:
+        self.settings = settings
+        self.dimension = dimension
+        self.model_identity = model_identity
+        self.collection = settings.collection
+        self._lock = LiteLock(settings.uri) if settings.is_lite else None
+        self._client: Any = None
+        self.namespace = ""
+        self.last_ok_monotonic = 0.0
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the client and make a real call (creating a client is not a health check)."""
+        from pymilvus import MilvusClient
+
+        if self._lock is not None and self._lock._fd is None:
+            self._lock.acquire()
+        kwargs: dict[str, Any] = {"uri": self.settings.uri, "timeout": self.settings.timeout_s}
+        if self.settings.token is not None:
+            kwargs["token"] = self.settings.token.get_secret_value()
+        if self.settings.db_name:
+            kwargs["db_name"] = self.settings.db_name
+        try:
+            self._client = MilvusClient(**kwargs)
+            self._client.list_collections(timeout=self.settings.timeout_s)
+        except Exception as exc:
+            self._client = None
+            raise classify(exc) from exc
+        self._ok()
+
+    def ensure_collection(self) -> None:
+        """Create the collection if missing; refuse to start if an existing one does not fit."""
+        try:
+            if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
+                self._create()
+            info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
+            self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        self._verify(info)
+        description = info.get("description") or ""
+        incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
+        self.namespace = f"{self.settings.uri}|{self.settings.db_name or ''}|{self.collection}|{incarnation}"
+        self._ok()
+
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False,
+            description=f"{_INCARNATION_PREFIX}{uuid.uuid4().hex}",
+        )
+        for name, (type_name, params) in SCHEMA_FIELDS.items():
+            extra = dict(params)
+            if name == "vector":
+                extra["dim"] = self.dimension
+            schema.add_field(name, getattr(DataType, type_name), is_primary=(name == "id"), **extra)
+        index = self._client.prepare_index_params()
+        index.add_index(
+            "vector", index_type=self.settings.index_type, metric_type=self.settings.metric_type,
+            params=self.settings.index_params,
+        )
+        self._client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level="Strong",
+            timeout=self.settings.timeout_s,
+        )
+        log.info("created Milvus collection %r (dimension %d)", self.collection, self.dimension)
+
+    def _verify(self, info: dict[str, Any]) -> None:
+        fields = {f["name"]: f for f in info.get("fields", [])}
+        problems = []
+        for name, (type_name, _params) in SCHEMA_FIELDS.items():
+            field = fields.get(name)
+            if field is None:
+                problems.append(f"field {name!r} is missing")
+                continue
+            actual = getattr(field.get("type"), "name", str(field.get("type")))
+            if actual != type_name:
+                problems.append(f"field {name!r} is {actual}, expected {type_name}")
+        vector = fields.get("vector")
+        if vector is not None:
+            dim = int(vector.get("params", {}).get("dim", -1))
+            if dim != self.dimension:
+                problems.append(
+                    f"vector dimension is {dim} but model {self.model_identity} produces {self.dimension}"
+                )
+        if info.get("auto_id"):
+            problems.append("auto_id is on; ingestor needs deterministic primary keys")
+        if problems:
+            raise StartupError(
+                f"Milvus collection {self.collection!r} at {self.settings.uri} does not fit: "
+                + "; ".join(problems)
+                + ". Use another milvus.collection, or drop this one."
+            )
+
+    # -- writes and reads ------------------------------------------------------------------------
+
+    def _ok(self) -> None:
+        self.last_ok_monotonic = time.monotonic()
+
+    def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._client is None:
+            self.connect()
+        started = time.perf_counter()
+        try:
+            result = fn(*args, timeout=self.settings.timeout_s, **kwargs)
+        except Exception as exc:
+            error = classify(exc)
+            if isinstance(error, RetriableError):
+                metrics.DEPENDENCY_ERRORS.labels("milvus", type(exc).__name__).inc()
+            raise error from exc
+        metrics.WRITE_SECONDS.labels(op).observe(time.perf_counter() - started)
+        self._ok()
+        return result
+
+    def upsert(self, entities: Sequence[Entity]) -> int:
+        """Write entities; returns the number written. Raises RetriableError or DataError."""
+        if self._client is None:
+            self.connect()
+        now_ms = int(time.time() * 1000)
+        written = 0
+        for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
+            rows = [e.row(self.settings.store_text, now_ms) for e in chunk]
+            self._call("upsert", self._client.upsert, self.collection, rows)
+            written += len(rows)
+        return written
+
+    max_write_bytes: int = 16 << 20
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            if self._client is None:
+                self.connect()
+            self._call("delete", self._client.delete, self.collection, ids=list(ids))
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """The content_hash Milvus holds for each of `ids` that exists (strongly consistent)."""
+        if not ids:
+            return {}
+        if self._client is None:
+            self.connect()
+        rows = self._call(
+            "query", self._client.query, self.collection, ids=list(ids),
+            output_fields=["id", "content_hash"], consistency_level="Strong",
+        )
+        return {r["id"]: r["content_hash"] for r in rows}
+
+    def get(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+        if self._client is None:
+            self.connect()
+        return list(self._call("query", self._client.query, self.collection, ids=list(ids),
+                               output_fields=list(fields), consistency_level="Strong"))
+
+    def count(self) -> int:
+        if self._client is None:
+            self.connect()
+        rows = self._call("query", self._client.query, self.collection, filter="",
+                          output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
+        if self._client is None:
+            self.connect()
+        hits = self._call(
+            "search", self._client.search, self.collection, data=[list(map(float, vector))], limit=limit,
+            output_fields=["id", "text", "truncated"], consistency_level="Strong",
+            search_params={"metric_type": self.settings.metric_type},
+        )
+        out = []
+        for hit in hits[0]:
+            entity = hit.get("entity", {})
+            out.append({"id": hit.get("id", entity.get("id")), "score": float(hit.get("distance", 0.0)),
+                        "text": entity.get("text", ""), "truncated": entity.get("truncated", False)})
+        return out
+
+    def ping(self) -> bool:
+        try:
+            if self._client is None:
+                self.connect()
+            self._call("ping", self._client.has_collection, self.collection)
+            return True
+        except (RetriableError, DataError):
+            return False
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # closing a dead connection must not mask the real outcome
+                pass
+            self._client = None
+        if self._lock is not None:
+            self._lock.release()
