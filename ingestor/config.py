@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -206,7 +207,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str
         return Settings(**{k: v for k, v in clean.items() if v})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
-    except (ValueError, OSError) as exc:  # e.g. YAML syntax, a JSON list that does not parse
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # e.g. YAML syntax, a JSON list that does not parse
         raise ConfigError(f"invalid configuration: {exc}") from None
     finally:
         _yaml_file.reset(token)

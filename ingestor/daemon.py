@@ -169,8 +169,20 @@ class Daemon:
         pipeline.dlq.close()
         pipeline.cache.close()
         self.sink.close()
-        log.info("stopped")
+        log.info("stopped: %s", summary())
         return drained or not graceful
+
+
+def summary() -> str:
+    """Totals since start, one line (the tests read it; operators like it)."""
+
+    def value(counter: object) -> int:
+        return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
+
+    return (f"consumed={value(metrics.RECORDS_CONSUMED)} embedded={value(metrics.RECORDS_EMBEDDED)} "
+            f"cache_hits={value(metrics.RECORDS_CACHE_HIT)} skipped={value(metrics.RECORDS_SKIPPED)} "
+            f"upserted={value(metrics.RECORDS_UPSERTED)} deleted={value(metrics.RECORDS_DELETED)} "
+            f"dead_lettered={value(metrics.RECORDS_DEAD_LETTERED)} dropped={value(metrics.RECORDS_DROPPED)}")
 
 
 class _Progress:

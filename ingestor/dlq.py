@@ -15,6 +15,7 @@ from ingestor.config import DlqSettings, KafkaSettings
 from ingestor.errors import RetriableError
 from ingestor.kafka_common import client_kwargs
 from ingestor.records import Rejected
+from ingestor.sink import clip_utf8
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ MAX_ERROR_HEADER_BYTES = 2_000
 
 def dlq_headers(item: Rejected) -> list[tuple[str, bytes]]:
     p = item.raw.position
-    error = item.error.encode("utf-8", "replace")[:MAX_ERROR_HEADER_BYTES]
+    error = clip_utf8(item.error, MAX_ERROR_HEADER_BYTES).encode("utf-8", "replace")
     ours = [
         ("ingestor.reason", item.reason.encode()),
         ("ingestor.error", error),

@@ -66,6 +66,13 @@ class Embedder:
         if path != settings.name or os.path.isdir(path):
             # A local copy must never reach for a hub: many production hosts have none.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         try:
             self.model = SentenceTransformer(path, device=self.device)
         except Exception as exc:
@@ -78,7 +85,8 @@ class Embedder:
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         self.max_seq_length = int(self.model.max_seq_length)
-        dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = get_dim()
         if dim is None:
             dim = int(self.model.encode(["probe"], convert_to_numpy=True).shape[1])
         self.dimension = int(dim)

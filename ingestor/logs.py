@@ -8,7 +8,11 @@ import logging
 import sys
 import time
 
-_NOISY = ("kafka", "pymilvus", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite")
+_NOISY = ("kafka", "pymilvus", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite",
+          "faiss")
+# Milvus Lite's in-process gRPC server logs an ERROR traceback for a probe pymilvus makes of
+# every server (AllocTimestamp, which Lite does not implement); it is harmless.
+_SILENT = ("grpc._server",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,3 +39,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for name in _NOISY:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for name in _SILENT:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

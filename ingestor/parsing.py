@@ -80,7 +80,7 @@ def parse_record(raw: RawRecord, options: ParseOptions) -> Parsed:
 
 
 def _tombstone(raw: RawRecord) -> Parsed:
-    if raw.key is None:
+    if not raw.key:
         raise _Reject(Reason.TOMBSTONE_WITHOUT_KEY, "null value without a key: nothing to delete")
     return Delete(id=_check_id(_decode_key(raw.key)), raw=raw)
 
@@ -90,6 +90,8 @@ def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
         obj = json.loads(decoded)
     except json.JSONDecodeError as exc:
         raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise _Reject(Reason.NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, not an object")
     if options.text_field not in obj:
@@ -109,6 +111,12 @@ def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
             Reason.INVALID_METADATA,
             f"field {options.metadata_field!r} is a {type(metadata).__name__}, not an object",
         )
+    else:
+        try:
+            json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError, RecursionError):
+            # Lone surrogates (\ud800) parse as JSON but nothing downstream can store them.
+            raise _Reject(Reason.INVALID_METADATA, f"field {options.metadata_field!r} is not valid Unicode") from None
     return _document(raw, text, record_id, metadata)
 
 

@@ -21,7 +21,7 @@ def encode_line(line: str) -> tuple[bytes | None, bytes]:
     if stripped.startswith("{"):
         try:
             obj = json.loads(stripped)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None, stripped.encode("utf-8")
         key = obj.get("id") if isinstance(obj, dict) else None
         return (str(key).encode("utf-8") if isinstance(key, (str, int)) and not isinstance(key, bool) else None,

@@ -16,6 +16,8 @@ class Backoff:
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before retry number `attempt` (0-based): grows geometrically up to the cap, with
         ±`jitter` spread so that many workers do not retry in lockstep."""
-        base = min(self.max_ms, self.initial_ms * self.multiplier ** max(attempt, 0))
+        # The exponent stops growing at the cap: an outage of hours must not overflow a float.
+        exponent = min(max(attempt, 0), 64)
+        base = min(float(self.max_ms), self.initial_ms * self.multiplier ** exponent)
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, base * (1.0 + spread)) / 1000.0

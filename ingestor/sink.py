@@ -110,9 +110,10 @@ class Entity:
 
 
 def clip_utf8(text: str, max_bytes: int) -> str:
-    data = text.encode("utf-8")
+    """At most `max_bytes` of UTF-8, cut on a character boundary (unencodable characters → '?')."""
+    data = text.encode("utf-8", "replace")
     if len(data) <= max_bytes:
-        return text
+        return data.decode("utf-8")
     return data[:max_bytes].decode("utf-8", "ignore")
 
 

@@ -118,7 +118,8 @@ class _Listener(ConsumerRebalanceListener):
                 self.source.consumer.commit_async(offsets)
             except Exception as exc:  # never raise into the client's loop
                 log.warning("commit on revoke failed (the next owner replays): %s", exc)
-        log.info("partitions revoked: %s", ", ".join(sorted(str(_tp(k)) for k in revoked)) or "none")
+        if revoked:
+            log.info("partitions revoked: %s", ", ".join(sorted(str(_tp(k)) for k in revoked)))
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
     def on_partitions_lost(self, lost: set[KafkaTP]) -> None:
@@ -221,20 +222,21 @@ class KafkaSource:
         self._report_lag()
 
     def _seed_new_partitions(self) -> None:
-        # The start position of a newly owned partition counts as committed for catch-up checks.
+        # The group's committed offset of a newly owned partition counts as committed by us (for
+        # catch-up); `position()` would not do: it moves as soon as records are fetched.
         while self.newly_assigned:
             tp = self.newly_assigned.pop()
             generation = self.tracker.generation(tp)
             if generation is None:
                 continue
             try:
-                position = self.consumer.position(_ktp(tp), timeout_ms=5_000)
+                committed = self.consumer.committed(_ktp(tp), timeout_ms=5_000)
             except KafkaError as exc:
-                log.debug("position of %s not known yet: %s", tp, exc)
+                log.debug("committed offset of %s not known yet: %s", tp, exc)
                 self.newly_assigned.add(tp)
                 return
-            if position is not None:
-                self.tracker.committed(tp, CommitPoint(position, -1), generation)
+            if committed is not None:
+                self.tracker.committed(tp, CommitPoint(committed, -1), generation)
 
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()

@@ -144,14 +144,26 @@ peek_pid() {
 # (no SIGHUP when the invoking terminal or pytest goes away, and `stop` can signal the whole group,
 # children included), stdin/stdout/stderr are not inherited (a caller that captures our output,
 # such as subprocess.run(capture_output=True), would otherwise wait for the daemon to exit), and
-# the lock fd 9 is closed so the daemon cannot hold our lock. The process writes its own pid
-# before exec'ing, which is right whether or not setsid had to fork.
+# every other inherited fd is closed (our lock on fd 9, which the daemon would otherwise hold, and
+# whatever pipes the caller leaked to us). The process writes its own pid before exec'ing, which
+# is right whether or not setsid had to fork.
 launch() {
-  local svc=$1 out=$2 f
+  local svc=$1 out=$2 f log_file
   shift 2
   f="$(pidfile "$svc")"
   rm -f "$f"
-  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$f" "$@" </dev/null >>"$out" 2>&1 9>&- &
+  # Where this start begins in each log, so that a failure shows this start's lines only.
+  for log_file in $(logs_of "$svc"); do
+    echo "$log_file $(stat -c %s "$log_file" 2>/dev/null || echo 0)"
+  done >"$state/run/$svc.logpos"
+  # shellcheck disable=SC2016  # $$, $0 and $fd are meant for the inner bash
+  setsid nohup bash -c '
+    echo $$ >"$0"
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      [ "$fd" -le 2 ] || eval "exec $fd>&-"
+    done
+    exec "$@"' "$f" "$@" </dev/null >>"$out" 2>&1 &
   local waited=0
   until [ -s "$f" ]; do
     sleep 0.05
@@ -161,7 +173,7 @@ launch() {
 }
 
 # Milliseconds since the epoch, for reporting how long a start or stop took.
-now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+now_ms() { local us="${EPOCHREALTIME//[!0-9]/}"; echo $((10#$us / 1000)); }
 since() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01d s' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 tcp_open() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
@@ -269,11 +281,11 @@ launch_kafka() {
 # A real check: the broker answers a metadata request, not only a TCP connect.
 kafka_ready() {
   tcp_open "$kafka_port" || return 1
-  timeout 15 "$venv/bin/python" - "$host:$kafka_port" <<'EOF' >/dev/null 2>&1
+  timeout 10 "$venv/bin/python" - "$host:$kafka_port" <<'EOF' >/dev/null 2>&1
 import sys
 from kafka import KafkaAdminClient
 admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], client_id="services.sh",
-                         bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+                         bootstrap_timeout_ms=3000, request_timeout_ms=3000)
 try:
     admin.list_topics()
 finally:
@@ -293,7 +305,7 @@ launch_redis() {
 }
 
 redis_ready() {
-  [ "$(timeout 5 redis-cli -h "$host" -p "$redis_port" ping 2>/dev/null)" = PONG ]
+  [ "$(timeout 2 redis-cli -h "$host" -p "$redis_port" ping 2>/dev/null)" = PONG ]
 }
 
 # --- Milvus Lite server --------------------------------------------------------------------------
@@ -315,9 +327,10 @@ MilvusClient('http://$host:$milvus_port', timeout=10).list_collections()" >/dev/
 
 # --- generic lifecycle ---------------------------------------------------------------------------
 
+# The readiness checks use the venv's kafka-python; without it Kafka would only ever "time out".
 ensure_venv() {
-  [ -x "$venv/bin/python" ] && return 0
-  log "no virtual environment at $venv: running bootstrap.sh"
+  compgen -G "$venv/lib/python3*/site-packages/kafka/admin/__init__.py" >/dev/null && return 0
+  log "no kafka-python in $venv: running bootstrap.sh"
   bash "$here/bootstrap.sh"
 }
 
@@ -348,20 +361,31 @@ ensure_ready() {
       fail "$svc" "exited before answering on $host:$(port_of "$svc")"
     fi
     if [ $((SECONDS - start)) -ge "$ready_timeout" ]; then
-      fail "$svc" "not answering on $host:$(port_of "$svc") after $ready_timeout s (pid $pid still running)"
+      fail "$svc" "not answering on $host:$(port_of "$svc") after $ready_timeout s (pid $pid left running: \`services.sh stop $svc\` ends it)"
     fi
     sleep 0.25
   done
 }
 
+# Reports a service that did not come up, with what its logs said during this start: Kafka's
+# first ERROR lines with the exception that follows them (its last lines are only the shutdown
+# that the error caused), then the last lines.
 fail() {
-  local svc=$1 msg=$2 f
+  local svc=$1 msg=$2 f pos size errors
   log "error: $svc $msg"
-  for f in $(logs_of "$svc"); do
+  while read -r f pos; do
     [ -s "$f" ] || continue
+    size="$(stat -c %s "$f")"
+    [ "$size" -ge "$pos" ] || pos=0 # the log rolled over meanwhile
+    errors="$(tail -c +$((pos + 1)) "$f" | grep -E -A4 '^\[[^]]*\] (ERROR|FATAL) ' | head -n 40 || true)"
+    if [ -n "$errors" ]; then
+      log "--- first errors in $f"
+      printf '%s\n' "$errors" >&2
+    fi
+    [ "$size" -gt "$pos" ] || continue
     log "--- last lines of $f"
-    tail -n 30 "$f" >&2
-  done
+    tail -c +$((pos + 1)) "$f" | tail -n 20 >&2
+  done < <(cat "$state/run/$svc.logpos" 2>/dev/null || for f in $(logs_of "$svc"); do echo "$f 0"; done)
   exit 1
 }
 
@@ -441,7 +465,7 @@ cmd_down() {
     --wipe) wipe=1 ;;
     *) usage ;;
   esac
-  if [ -d "$state" ]; then
+  if [ -d "$state" ] && [ -n "$(ls -A "$state")" ]; then
     [ -e "$state/$marker" ] || die "$state was not created by services.sh; not touching it"
     take_lock
     for svc in milvus redis kafka; do stop_service "$svc"; done

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests import harness
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("INGESTOR_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set INGESTOR_SLOW_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    """Kafka and Redis from deploy/local/services.sh (started if not running)."""
+    result = harness.services("up")
+    if result.returncode != 0:
+        pytest.fail(f"services.sh up failed:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """The model as plain sentence-transformers loads it: the oracle for stored vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    from ingestor.config import DEFAULT_MODEL
+    from ingestor.embedder import resolve_model_path
+
+    return SentenceTransformer(resolve_model_path(DEFAULT_MODEL), device="cpu")

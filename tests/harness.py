@@ -1,0 +1,213 @@
+"""Test harness: the real local services (started by deploy/local/services.sh), real ingestor
+processes, and the oracle helpers that read Kafka, Redis and Milvus back record by record."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+SAMPLE = REPO / "ingestor" / "data" / "sample.jsonl"
+KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
+REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
+
+
+def services(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def sample_records(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[offset:offset + n]
+    return [json.loads(line) for line in lines]
+
+
+# -- Kafka -----------------------------------------------------------------------------------------
+
+
+def create_topic(topic: str, partitions: int = 4) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], partition: int | None = None) -> int:
+    """Publish in order; a (None, None) record goes through the Java client (see NullRecord.java)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=KAFKA, acks="all", linger_ms=5, max_request_size=8 << 20)
+    n = 0
+    for k, v in records:
+        if k is None and v is None:
+            producer.flush()
+            produce_null_record(topic)
+        else:
+            producer.send(topic, key=k, value=v, partition=partition)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def produce_null_record(topic: str) -> None:
+    home = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor"))
+    subprocess.run(
+        ["java", "-cp", f"{home}/kafka/lib/*", str(REPO / "tests" / "support" / "NullRecord.java"), KAFKA, topic],
+        check=True, capture_output=True, timeout=120,
+    )
+
+
+def json_record(rec: dict[str, Any]) -> tuple[bytes | None, bytes]:
+    key = rec.get("id")
+    return (str(key).encode() if key is not None else None, json.dumps(rec).encode())
+
+
+@dataclass
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+def read_topic(topic: str, timeout_s: float = 20) -> list[DeadLetter]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        out: list[DeadLetter] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for _tp, recs in consumer.poll(timeout_ms=500).items():
+                for r in recs:
+                    out.append(DeadLetter(r.key, r.value, {k: v.decode("utf-8", "replace") for k, v in r.headers or []}))
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def offsets(group: str, topic: str) -> tuple[dict[int, int | None], dict[int, int]]:
+    """(committed by partition, end offset by partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = consumer.end_offsets(parts)
+        return {tp.partition: consumer.committed(tp) for tp in parts}, {tp.partition: ends[tp] for tp in parts}
+    finally:
+        consumer.close(autocommit=False)
+
+
+# -- ingestor processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+    def summary(self) -> dict[str, int]:
+        found = re.findall(r"stopped: (consumed=.*)$", self.output, re.M)
+        assert found, f"no summary line in ingestor output:\n{self.output[-3000:]}"
+        return {k: int(v) for k, v in (kv.split("=") for kv in found[-1].split())}
+
+
+def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    env.update({
+        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": KAFKA,
+        "INGESTOR_KAFKA__TOPICS": topic,
+        "INGESTOR_KAFKA__GROUP_ID": group,
+        "INGESTOR_MILVUS__URI": milvus_uri,
+        "INGESTOR_METRICS__PORT": "0",
+        "INGESTOR_MODEL__DEVICE": "cpu",
+        "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S": "60",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if redis:
+        env["INGESTOR_REDIS__URL"] = REDIS_URL
+    env.update(extra)
+    return env
+
+
+def run_ingestor(env: dict[str, str], *args: str, timeout: float = 600) -> Run:
+    cmd = [sys.executable, "-m", "ingestor", "run", "--until-caught-up", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def start_ingestor(env: dict[str, str], *args: str, log_path: Path, until_caught_up: bool = False) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "ingestor", "run", *(["--until-caught-up"] if until_caught_up else []), *args]
+    log = open(log_path, "ab")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.25, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 90) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout_s)
+
+
+# -- Milvus ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def milvus(uri: str) -> Iterator[Any]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def milvus_rows(uri: str, collection: str = "documents", fields: tuple[str, ...] = ("id", "vector", "content_hash", "truncated", "text", "metadata")) -> list[dict[str, Any]]:
+    """Every entity in the collection (an iterator, so duplicates would show)."""
+    with milvus(uri) as client:
+        if not client.has_collection(collection):
+            return []
+        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=list(fields), consistency_level="Strong")
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = it.next()
+            if not page:
+                break
+            rows.extend(page)
+        it.close()
+        return rows

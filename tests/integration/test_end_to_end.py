@@ -1,0 +1,129 @@
+"""The whole path on the real services: Kafka → ingestor (a real subprocess) → Milvus Lite, with
+Redis; then the oracle, record by record."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.services
+
+# One bad record per reason code the parser knows; (key, value, expected reason).
+BAD_RECORDS: list[tuple[bytes | None, bytes | None, str]] = [
+    (None, b"\xff\xfe{\"text\": \"x\"}", "invalid_utf8"),
+    (None, b'{"text": "\\ud800 lone surrogate"}', "invalid_utf8"),
+    (None, b'{"text": ', "invalid_json"),
+    (None, b"[1, 2, 3]", "not_an_object"),
+    (None, b'"just a string"', "not_an_object"),
+    (None, b'{"id": "no-text"}', "missing_text"),
+    (None, b'{"text": 5}', "text_not_string"),
+    (None, b'{"text": "   "}', "blank_text"),
+    (None, b'{"id": true, "text": "boolean id"}', "invalid_id"),
+    (None, json.dumps({"id": "x" * 600, "text": "long id"}).encode(), "id_too_long"),
+    (b"\xff\xfe", b'{"text": "id from a broken key"}', "invalid_key"),
+    (None, b'{"text": "metadata is a list", "metadata": [1]}', "invalid_metadata"),
+    (None, None, "tombstone_without_key"),
+    (None, json.dumps({"id": "huge", "text": "y" * 200_000}).encode(), "too_large"),
+]
+
+
+@pytest.fixture(scope="module")
+def run1(services, tmp_path_factory):
+    topic = harness.unique("e2e")
+    harness.create_topic(topic, partitions=4)
+    good = harness.sample_records(520)
+    # Two more ids whose texts repeat earlier records: embedded once, stored under both ids.
+    dup_texts = [{"id": "dup-a", "text": good[0]["text"]}, {"id": "dup-b", "text": good[1]["text"]}]
+    doomed = {"id": "to-delete", "text": "This record is deleted by the tombstone that follows it."}
+    stream = [harness.json_record(r) for r in good[:260]]
+    stream += [(k, v) for k, v, _ in BAD_RECORDS]
+    stream += [harness.json_record(r) for r in good[260:] + dup_texts + [doomed]]
+    stream.append((b"to-delete", None))
+    harness.produce(topic, stream)
+    uri = str(tmp_path_factory.mktemp("milvus") / "e2e.db")
+    group = harness.unique("g")
+    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000")
+    result = harness.run_ingestor(env)
+    assert result.returncode == 0, result.output[-4000:]
+    return {"topic": topic, "uri": uri, "group": group, "env": env, "good": good + dup_texts,
+            "result": result, "rows": harness.milvus_rows(uri)}
+
+
+def test_every_good_record_is_in_milvus_exactly_once(run1):
+    ids = [r["id"] for r in run1["rows"]]
+    assert len(ids) == len(set(ids)), "an id is stored twice"
+    assert set(ids) == {r["id"] for r in run1["good"]}
+
+
+def test_stored_vectors_match_plain_encode(run1, reference_model):
+    texts = {r["id"]: r["text"] for r in run1["good"]}
+    rows = sorted(run1["rows"], key=lambda r: r["id"])
+    expected = reference_model.encode([texts[r["id"]] for r in rows], convert_to_numpy=True, normalize_embeddings=True)
+    stored = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    cosine = (stored * expected).sum(axis=1)
+    assert cosine.min() >= 0.999, f"worst cosine {cosine.min():.5f} for {rows[int(cosine.argmin())]['id']}"
+
+
+def test_texts_over_the_model_limit_are_flagged_truncated(run1, reference_model):
+    limit = reference_model.max_seq_length
+    texts = {r["id"]: r["text"] for r in run1["good"]}
+    tokens = reference_model.tokenizer(list(texts.values()), truncation=False)["input_ids"]
+    over = {i for i, ids in zip(texts, tokens) if len(ids) > limit}
+    assert over, "the sample corpus should hold texts beyond the model's limit"
+    flagged = {r["id"] for r in run1["rows"] if r["truncated"]}
+    assert flagged == over
+
+
+def test_search_for_an_exact_text_returns_its_id_first(run1, reference_model):
+    texts = [r["text"] for r in run1["good"]]
+    picks = [r for r in run1["good"][100:400:37] if texts.count(r["text"]) == 1]
+    vectors = reference_model.encode([p["text"] for p in picks], normalize_embeddings=True)
+    with harness.milvus(run1["uri"]) as client:
+        hits = client.search("documents", data=vectors.tolist(), limit=3, output_fields=["id"], consistency_level="Strong")
+    for pick, top in zip(picks, hits):
+        assert top[0]["id"] == pick["id"]
+
+
+def test_bad_records_land_in_the_dlq_with_their_reason(run1):
+    letters = harness.read_topic(run1["topic"] + ".dlq")
+    got = sorted(dl.headers["ingestor.reason"] for dl in letters)
+    assert got == sorted(reason for _, _, reason in BAD_RECORDS)
+    by_value = {(dl.key, dl.value): dl for dl in letters}
+    for key, value, reason in BAD_RECORDS:
+        dl = by_value[(key, value)]  # original key and value bytes, unchanged
+        assert dl.headers["ingestor.reason"] == reason
+        assert dl.headers["ingestor.topic"] == run1["topic"]
+        assert dl.headers["ingestor.error"]
+        assert int(dl.headers["ingestor.offset"]) >= 0 and int(dl.headers["ingestor.partition"]) in range(4)
+
+
+def test_tombstone_deleted_its_id(run1):
+    assert "to-delete" not in {r["id"] for r in run1["rows"]}
+
+
+def test_offsets_committed_to_the_end(run1):
+    committed, ends = harness.offsets(run1["group"], run1["topic"])
+    assert committed == ends
+
+
+def test_identical_texts_are_embedded_once(run1):
+    s = run1["result"].summary()
+    good = len(run1["good"]) + 1  # + the deleted one, embedded before its tombstone... or collapsed
+    assert s["embedded"] + s["cache_hits"] <= good - 2
+    assert s["dead_lettered"] == len(BAD_RECORDS)
+
+
+def test_replay_embeds_nothing_and_keeps_the_count(run1):
+    env = dict(run1["env"], INGESTOR_KAFKA__GROUP_ID=harness.unique("replay"))
+    result = harness.run_ingestor(env)
+    assert result.returncode == 0, result.output[-4000:]
+    s = result.summary()
+    assert s["embedded"] == 0 and s["upserted"] == 0
+    assert s["skipped"] == len(run1["good"])
+    rows = harness.milvus_rows(run1["uri"])
+    assert len(rows) == len(run1["rows"]) == len({r["id"] for r in rows})

@@ -1,0 +1,103 @@
+"""The cache's pure functions: key layout and the marker content hash."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingestor.cache import content_hash, embedding_key, marker_key
+
+SHA_A = hashlib.sha256(b"a").hexdigest()
+SHA_B = hashlib.sha256(b"b").hexdigest()
+
+
+def test_embedding_key_is_prefixed_and_deterministic():
+    key = embedding_key("ing", "model-x", SHA_A)
+    assert key.startswith("ing:emb:")
+    assert key.endswith(SHA_A)
+    assert key == embedding_key("ing", "model-x", SHA_A)
+
+
+def test_embedding_key_differs_by_model_identity():
+    assert embedding_key("ing", "model-x", SHA_A) != embedding_key("ing", "model-y", SHA_A)
+
+
+def test_embedding_key_differs_by_text():
+    assert embedding_key("ing", "model-x", SHA_A) != embedding_key("ing", "model-x", SHA_B)
+
+
+def test_embedding_key_differs_by_prefix():
+    assert embedding_key("one", "m", SHA_A) != embedding_key("two", "m", SHA_A)
+
+
+def test_marker_key_is_prefixed_and_deterministic():
+    key = marker_key("ing", "ns", "doc-1")
+    assert key.startswith("ing:doc:")
+    assert key == marker_key("ing", "ns", "doc-1")
+
+
+def test_marker_key_differs_by_namespace():
+    assert marker_key("ing", "ns-1", "doc-1") != marker_key("ing", "ns-2", "doc-1")
+
+
+def test_marker_key_differs_by_id():
+    assert marker_key("ing", "ns", "doc-1") != marker_key("ing", "ns", "doc-2")
+
+
+def test_marker_key_length_is_bounded_for_long_ids():
+    assert len(marker_key("ing", "ns", "x" * 512)) == len(marker_key("ing", "ns", "y"))
+
+
+def test_marker_and_embedding_keys_never_collide():
+    assert marker_key("p", "m", SHA_A) != embedding_key("p", "m", SHA_A)
+
+
+@given(a=st.text(max_size=50), b=st.text(max_size=50))
+def test_marker_key_distinct_ids_distinct_keys(a, b):
+    if a != b:
+        assert marker_key("p", "ns", a) != marker_key("p", "ns", b)
+
+
+BASE = dict(model_identity="m1", text_sha256=SHA_A, metadata={"lang": "en", "n": 1}, store_text=True)
+
+
+def ch(**changes) -> str:
+    return content_hash(**{**BASE, **changes})
+
+
+def test_content_hash_is_sha256_hex_and_deterministic():
+    h = ch()
+    assert len(h) == 64 and int(h, 16) >= 0
+    assert h == ch()
+
+
+def test_content_hash_changes_with_text():
+    assert ch(text_sha256=SHA_B) != ch()
+
+
+def test_content_hash_changes_with_metadata():
+    assert ch(metadata={"lang": "fr", "n": 1}) != ch()
+    assert ch(metadata={"lang": "en"}) != ch()
+    assert ch(metadata={"lang": "en", "n": "1"}) != ch()
+
+
+def test_content_hash_ignores_metadata_key_order():
+    assert ch(metadata={"n": 1, "lang": "en"}) == ch(metadata={"lang": "en", "n": 1})
+
+
+def test_content_hash_ignores_nested_metadata_key_order():
+    assert ch(metadata={"a": {"x": 1, "y": 2}}) == ch(metadata={"a": {"y": 2, "x": 1}})
+
+
+def test_content_hash_changes_with_model_identity():
+    assert ch(model_identity="m2") != ch()
+
+
+def test_content_hash_changes_with_store_text():
+    assert ch(store_text=False) != ch()
+
+
+def test_content_hash_handles_non_ascii_metadata():
+    assert ch(metadata={"titre": "café"}) != ch(metadata={"titre": "cafe"})

@@ -1,0 +1,150 @@
+"""sink's pure parts: request chunking, UTF-8 clipping, error classification."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymilvus.exceptions import MilvusException, ParamError
+
+from ingestor.errors import DataError, RetriableError
+from ingestor.parsing import Reason
+from ingestor.sink import TEXT_MAX_BYTES, Entity, chunk_by_bytes, classify, clip_utf8
+
+
+def entity(i: int, text: str = "t", dim: int = 4) -> Entity:
+    return Entity(
+        id=str(i), vector=[0.0] * dim, text=text, metadata={}, content_hash="h", model="m", truncated=False,
+        kafka_topic="docs", kafka_partition=0, kafka_offset=i,
+    )
+
+
+# -- chunk_by_bytes -------------------------------------------------------------------------------
+
+
+def test_no_entities_no_chunks():
+    assert list(chunk_by_bytes([], 1000)) == []
+
+
+def test_all_fit_in_one_chunk():
+    es = [entity(i) for i in range(5)]
+    assert list(chunk_by_bytes(es, 10_000)) == [es]
+
+
+def test_chunks_split_at_max_bytes():
+    es = [entity(i, text="x" * 100) for i in range(10)]
+    size = es[0].approx_bytes()
+    chunks = list(chunk_by_bytes(es, 3 * size))
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+
+
+def test_single_oversize_entity_gets_its_own_chunk():
+    small, big = entity(0), entity(1, text="x" * 5000)
+    chunks = list(chunk_by_bytes([small, big, entity(2)], 1000))
+    assert [big] in chunks
+    assert [e.id for c in chunks for e in c] == ["0", "1", "2"]
+
+
+@settings(max_examples=200)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
+       max_bytes=st.integers(min_value=300, max_value=8000))
+def test_every_entity_once_in_order_and_chunks_under_max(sizes, max_bytes):
+    es = [entity(i, text="x" * n) for i, n in enumerate(sizes)]
+    chunks = list(chunk_by_bytes(es, max_bytes))
+    assert [e for c in chunks for e in c] == es
+    for c in chunks:
+        assert c
+        if len(c) > 1:
+            assert sum(e.approx_bytes() for e in c) <= max_bytes
+
+
+def test_approx_bytes_counts_text_in_utf8_bytes():
+    assert entity(0, text="€" * 10).approx_bytes() - entity(0, text="").approx_bytes() == 30
+
+
+# -- clip_utf8 ------------------------------------------------------------------------------------
+
+
+def test_short_text_is_unchanged():
+    assert clip_utf8("héllo", 100) == "héllo"
+
+
+def test_exact_fit_is_unchanged():
+    assert clip_utf8("héllo", len("héllo".encode())) == "héllo"
+
+
+def test_clip_does_not_split_a_multibyte_character():
+    # "€" is 3 bytes: 4 bytes hold one and a third
+    assert clip_utf8("€€", 4) == "€"
+    assert clip_utf8("a€", 3) == "a"
+
+
+@given(text=st.text(max_size=200), max_bytes=st.integers(min_value=0, max_value=400))
+def test_clip_is_a_prefix_within_max_bytes(text, max_bytes):
+    clipped = clip_utf8(text, max_bytes)
+    data = clipped.encode("utf-8")
+    assert len(data) <= max_bytes
+    assert text.startswith(clipped)
+    if len(text.encode("utf-8")) > max_bytes:
+        # as long as possible: the next character would not have fit
+        assert len(data) + len(text[len(clipped)].encode("utf-8")) > max_bytes
+    else:
+        assert clipped == text
+
+
+def test_row_clips_text_and_drops_it_when_not_stored():
+    e = entity(0, text="é" * TEXT_MAX_BYTES)
+    row = e.row(store_text=True, now_ms=5)
+    assert len(row["text"].encode()) <= TEXT_MAX_BYTES
+    assert e.row(store_text=False, now_ms=5)["text"] == ""
+    assert row["ingested_at"] == 5 and row["id"] == "0" and row["kafka_offset"] == 0
+
+
+# -- classify -------------------------------------------------------------------------------------
+
+
+class FakeRpcError(grpc.RpcError):
+    pass
+
+
+def test_grpc_error_is_retriable():
+    err = classify(FakeRpcError("unavailable"))
+    assert isinstance(err, RetriableError)
+    assert err.dependency == "milvus"
+
+
+def test_milvus_length_violation_is_data_error():
+    exc = MilvusException(code=6, message="VARCHAR field 'id' value length 600 exceeds max_length=512")
+    err = classify(exc)
+    assert isinstance(err, DataError)
+    assert err.reason == Reason.SINK_REJECTED.value
+    assert "600" in str(err)
+
+
+@pytest.mark.parametrize("code,message", [(2, "connection refused"), (9, "deny to write"), (8, "whatever")])
+def test_milvus_unavailable_codes_are_retriable(code, message):
+    assert isinstance(classify(MilvusException(code=code, message=message)), RetriableError)
+
+
+@pytest.mark.parametrize("message", ["rate limit exceeded", "quota exceeded for database", "request timed out"])
+def test_milvus_transient_messages_are_retriable(message):
+    assert isinstance(classify(MilvusException(code=65535, message=message)), RetriableError)
+
+
+def test_param_error_is_data_error():
+    err = classify(ParamError(message="invalid vector dim"))
+    assert isinstance(err, DataError)
+    assert err.reason == Reason.SINK_REJECTED.value
+
+
+def test_unknown_exception_is_retriable():
+    assert isinstance(classify(RuntimeError("???")), RetriableError)
+
+
+def test_unknown_milvus_code_is_retriable():
+    assert isinstance(classify(MilvusException(code=12345, message="something odd")), RetriableError)
+
+
+def test_os_level_connection_error_is_retriable():
+    assert isinstance(classify(ConnectionResetError("reset by peer")), RetriableError)
