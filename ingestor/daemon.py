@@ -22,6 +22,7 @@ from ingestor.config import Settings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
+from ingestor.health import HealthServer, MilvusWatch, Status
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import ParseOptions
 from ingestor.pipeline import Latency, Pipeline
@@ -61,6 +62,9 @@ class Daemon:
         self.sink: MilvusSink | None = None
         self.source: KafkaSource | None = None
         self.pipeline: Pipeline | None = None
+        self.http: HealthServer | None = None
+        self.milvus_watch: MilvusWatch | None = None
+        self.model_loaded = False
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -91,11 +95,42 @@ class Daemon:
                 if self.stop_requested.wait(delay):
                     raise SystemExit(0) from None
 
+    # -- health ----------------------------------------------------------------------------------
+
+    def live(self) -> Status:
+        if self.pipeline is not None and not self.pipeline.healthy():
+            return Status(False, "a pipeline stage stopped")
+        if self.source is not None and time.monotonic() - self.source.alive_monotonic > 60:
+            return Status(False, "the consumer loop has not run for 60s")
+        return Status(True, "alive")
+
+    def ready(self) -> Status:
+        if not self.model_loaded:
+            return Status(False, "model loading")
+        if self.source is None or self.pipeline is None or self.milvus_watch is None:
+            return Status(False, "starting")
+        if self.stop_requested.is_set():
+            return Status(False, "shutting down")
+        if not self.live().ok:
+            return self.live()
+        if time.monotonic() - self.milvus_watch.last_ok > 3 * self.milvus_watch.interval_s:
+            return Status(False, self.milvus_watch.last_error or "milvus did not answer recently")
+        owned = len(self.source.tracker.owned())
+        return Status(True, f"{owned} partition(s) assigned" if owned else "waiting for partitions")
+
+    def _start_http(self) -> None:
+        m = self.settings.metrics
+        if m.port and self.http is None:
+            self.http = HealthServer(m.host, m.port, self.live, self.ready)
+            self.http.start()
+
     def start(self) -> None:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
+        self._start_http()  # /healthz answers during the model load; /readyz says why not yet
         embedder = self.embedder or Embedder(s.model)
         self.embedder = embedder
+        self.model_loaded = True
         sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity)
         sink.max_write_bytes = s.batch.max_write_bytes
         self.sink = sink
@@ -123,6 +158,8 @@ class Daemon:
         self.source.hold = self.pipeline.is_retrying
         self.source.start()
         self.pipeline.start()
+        self.milvus_watch = MilvusWatch(sink.ping)
+        self.milvus_watch.start()
 
     # -- main loop -------------------------------------------------------------------------------
 
@@ -168,7 +205,11 @@ class Daemon:
         pipeline.stop(timeout_s=5.0)
         pipeline.dlq.close()
         pipeline.cache.close()
+        if self.milvus_watch is not None:
+            self.milvus_watch.stop()
         self.sink.close()
+        if self.http is not None:
+            self.http.stop()
         log.info("stopped: %s", summary())
         return drained or not graceful
 

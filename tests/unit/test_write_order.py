@@ -1,0 +1,183 @@
+"""The order of effects in the writer, with small fakes: Milvus first, then Redis, then offsets.
+A marker or a commit must never claim a write that Milvus does not hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingestor.config import BatchSettings
+from ingestor.errors import DataError, RetriableError
+from ingestor.offsets import OffsetTracker
+from ingestor.parsing import ParseOptions, parse_record
+from ingestor.pipeline import Pipeline
+from ingestor.planning import Window, plan
+from ingestor.batcher import BatchLimits
+from ingestor.records import Position, RawRecord, TopicPartition
+from ingestor.retry import Backoff
+
+TP = TopicPartition("t", 0)
+
+
+class Log(list):
+    pass
+
+
+class FakeEmbedder:
+    identity = "fake@fp32"
+    dimension = 4
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def encode(self, texts):
+        self.log.append(("encode", len(texts)))
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+class FakeCache:
+    enabled = True
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def lookup(self, ids, shas):
+        return [None] * len(ids), [None] * len(shas)
+
+    def store(self, vectors, markers):
+        self.log.append(("store", sorted(markers)))
+
+    def forget(self, ids):
+        self.log.append(("forget", sorted(ids)))
+
+
+class FakeSink:
+    def __init__(self, log: Log, fail_times: int = 0, reject_id: str | None = None) -> None:
+        self.log = log
+        self.fail_times = fail_times
+        self.reject_id = reject_id
+
+    def upsert(self, entities):
+        if self.fail_times:
+            self.fail_times -= 1
+            self.log.append(("upsert-failed", len(entities)))
+            raise RetriableError("milvus", "down")
+        if self.reject_id and any(e.id == self.reject_id for e in entities):
+            raise DataError("sink_rejected", "no")
+        self.log.append(("upsert", sorted(e.id for e in entities)))
+        return len(entities)
+
+    def delete(self, ids):
+        self.log.append(("delete", sorted(ids)))
+
+    def content_hashes(self, ids):
+        return {}
+
+
+class FakeDlq:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def send(self, items):
+        self.log.append(("dlq", sorted(i.reason for i in items)))
+
+
+class LoggingTracker(OffsetTracker):
+    def __init__(self, log: Log) -> None:
+        super().__init__()
+        self.log = log
+
+    def done(self, positions):
+        self.log.append(("done", sorted(p.offset for p in positions)))
+        super().done(positions)
+
+
+def _pipeline(log: Log, sink: FakeSink) -> tuple[Pipeline, LoggingTracker]:
+    tracker = LoggingTracker(log)
+    p = Pipeline(BatchSettings(), tracker, FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
+                 Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True)
+    return p, tracker
+
+
+def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):
+    generation = tracker.assign(TP)
+    out = []
+    for offset, (key, value) in enumerate(values):
+        pos = Position(TP, offset, 0, generation, 0)
+        tracker.add(pos)
+        out.append(parse_record(RawRecord(pos, key, value), ParseOptions()))
+    return out
+
+
+def _work(items):
+    from ingestor.planning import collapse
+
+    window = collapse(items)
+    tokens = {d.text_sha256: (5, False) for d in window.documents}
+    [work] = plan(window, tokens, BatchLimits(64, 8192))
+    return work
+
+
+def _run(p: Pipeline, work) -> None:
+    p._embed(work)
+    p._write(work)
+
+
+def test_milvus_then_dead_letters_then_cache_then_offsets():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log))
+    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}'), (b"gone", None), (None, b"not json"),
+                               (None, b'{"id":"b","text":"beta"}')])
+    _run(p, _work(items))
+    names = [entry[0] for entry in log]
+    assert names == ["encode", "forget", "delete", "upsert", "dlq", "store", "done"]
+    assert ("store", ["a", "b"]) in log
+    assert tracker.to_commit()[TP].offset == 4
+
+
+def test_a_retried_upsert_writes_no_marker_and_no_offset_until_it_lands():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log, fail_times=2))
+    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
+    _run(p, _work(items))
+    names = [entry[0] for entry in log]
+    assert names == ["encode", "upsert-failed", "upsert-failed", "upsert", "store", "done"]
+
+
+def test_an_entity_milvus_rejects_goes_to_the_dlq_alone_and_gets_no_marker():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log, reject_id="bad"))
+    items = _records(tracker, [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n))
+                               for n, i in enumerate(["a", "b", "bad", "c"])])
+    _run(p, _work(items))
+    assert ("dlq", ["sink_rejected"]) in log
+    [store] = [e for e in log if e[0] == "store"]
+    assert store[1] == ["a", "b", "c"]
+    upserted = sorted(i for e in log if e[0] == "upsert" for i in e[1])
+    assert upserted == ["a", "b", "c"]
+    assert tracker.to_commit()[TP].offset == 4  # the rejected one is done once dead-lettered
+
+
+def test_an_id_superseded_in_the_window_is_written_once_and_both_offsets_are_done():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log))
+    items = _records(tracker, [(None, b'{"id":"a","text":"old"}'), (None, b'{"id":"a","text":"new"}')])
+    work = _work(items)
+    assert [u.text for u in work.units] == ["new"]
+    _run(p, work)
+    assert ("done", [0, 1]) in log
+    assert tracker.to_commit()[TP].offset == 2
+
+
+def test_retries_stop_when_shutdown_gives_up():
+    from ingestor.pipeline import Aborted
+
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log, fail_times=10**6))
+    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
+    work = _work(items)
+    p._embed(work)
+    p.abort()
+    with pytest.raises(Aborted):
+        p._write(work)
+    assert not [e for e in log if e[0] in ("store", "done")]
