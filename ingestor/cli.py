@@ -62,15 +62,59 @@ def run(
     collection: CollectionOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
     precision: PrecisionOpt = None, log_format: LogFormatOpt = None, log_level: LogLevelOpt = None,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="auto, cpu, or GPU indices like 0,1: one worker process per device")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="CPU worker processes (with --devices cpu)")] = None,
 ) -> None:
     """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
     settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
                          model, device, precision, log_format, log_level)
+    if devices is not None or (workers or 1) > 1:
+        raise typer.Exit(_supervise(settings, devices or "cpu", workers))
     from ingestor.daemon import Daemon
 
     daemon = Daemon(settings, until_caught_up=until_caught_up)
     daemon.install_signal_handlers()
     raise typer.Exit(daemon.run())
+
+
+def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
+    import os
+
+    from ingestor.supervisor import Supervisor, plan_workers, warn_if_few_partitions
+
+    try:
+        import torch
+
+        cuda_count = torch.cuda.device_count()
+    except Exception:
+        cuda_count = 0
+    plans = plan_workers(devices, workers, os.cpu_count() or 1, cuda_count, settings.metrics.port)
+    if len(plans) > 1 and settings.milvus.is_lite:
+        raise StartupError(
+            f"{len(plans)} workers cannot share the Milvus Lite file {settings.milvus.uri}: run a Milvus server "
+            "(or `milvus-lite server --data-dir DIR --host 127.0.0.1 --port 19530`) and set milvus.uri to its "
+            "http:// address"
+        )
+    warn_if_few_partitions(settings, len(plans))
+    # Workers re-read the same environment and config file; the CLI flags travel as arguments.
+    args = _drop_option_values(sys.argv[2:], ("--devices", "--workers"))
+    return Supervisor(settings, plans, args).run()
+
+
+def _drop_option_values(args: list[str], names: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in names:
+            skip = True
+            continue
+        if a.startswith(tuple(n + "=" for n in names)):
+            continue
+        out.append(a)
+    return out
 
 
 @app.command()

@@ -151,6 +151,7 @@ class RuntimeSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     progress_interval_s: float = Field(30.0, gt=0)
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
 
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ingestor_yaml_file", default=None)

@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+_PROBE_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Return a new list containing all items from the iterable in ascending order.",
+    "Offsets are committed only after the vectors are written.",
+    "Kafka consumer groups spread partitions across processes and machines.",
+    "A short one.",
+    "Embeddings map text to vectors so that similar meanings lie close together in space.",
+    "Raise ValueError if the value is not present.",
+    "How do I read a file line by line in Python?",
+]
+
+
 def parse_options(settings: Settings) -> ParseOptions:
     k = settings.kafka
     return ParseOptions(k.value_format, k.text_field, k.id_field, k.metadata_field, k.max_record_bytes)
@@ -128,8 +140,10 @@ class Daemon:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
-        embedder = self.embedder or Embedder(s.model)
+        embedder = self.embedder or Embedder(s.model, s.runtime.torch_threads)
         self.embedder = embedder
+        if s.model.precision != "fp32":
+            embedder.precision_report(_PROBE_TEXTS)
         self.model_loaded = True
         sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity)
         sink.max_write_bytes = s.batch.max_write_bytes

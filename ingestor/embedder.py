@@ -56,10 +56,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class Embedder:
     """Wraps a SentenceTransformer; `identity` names model and precision for cache keys."""
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, torch_threads: int | None = None) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         self.settings = settings
         self.device = resolve_device(settings.device)
         path = resolve_model_path(settings.name)
@@ -95,6 +97,20 @@ class Embedder:
             "model loaded: %s on %s, %s, dimension %d, max_seq_length %d",
             settings.name, self.device, settings.precision, self.dimension, self.max_seq_length,
         )
+
+    def precision_report(self, texts: list[str]) -> float | None:
+        """Cosine of this precision's vectors to fp32's on `texts` (min); None for fp32 itself."""
+        if self.settings.precision == "fp32":
+            return None
+        reference = Embedder(self.settings.model_copy(update={"precision": "fp32"}))
+        a = reference.encode(texts)
+        b = self.encode(texts)
+        del reference
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        worst = float((a * b).sum(axis=1).min())
+        log.info("%s vs fp32 on %d sample texts: min cosine %.4f", self.settings.precision, len(texts), worst)
+        return worst
 
     def count_tokens(self, texts: list[str]) -> list[TokenCount]:
         """Tokens each text occupies in a forward pass (after truncation), and whether it was cut."""

@@ -24,8 +24,11 @@ KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGES
 REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
 
 
-def services(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=timeout, check=False)
+def services(*args: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`env`: extra environment for services.sh (another port set or state dir)."""
+    full = None if env is None else {**os.environ, **env}
+    return subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, env=full)
 
 
 def unique(prefix: str) -> str:
@@ -40,26 +43,29 @@ def sample_records(n: int, offset: int = 0) -> list[dict[str, Any]]:
 # -- Kafka -----------------------------------------------------------------------------------------
 
 
-def create_topic(topic: str, partitions: int = 4) -> None:
+def create_topic(topic: str, partitions: int = 4, bootstrap: str | None = None,
+                 topic_configs: dict[str, str] | None = None) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap or KAFKA)
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                      topic_configs=topic_configs or {})])
     finally:
         admin.close()
 
 
-def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], partition: int | None = None) -> int:
+def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], partition: int | None = None,
+            bootstrap: str | None = None) -> int:
     """Publish in order; a (None, None) record goes through the Java client (see NullRecord.java)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=KAFKA, acks="all", linger_ms=5, max_request_size=8 << 20)
+    producer = KafkaProducer(bootstrap_servers=bootstrap or KAFKA, acks="all", linger_ms=5, max_request_size=8 << 20)
     n = 0
     for k, v in records:
         if k is None and v is None:
             producer.flush()
-            produce_null_record(topic)
+            produce_null_record(topic, bootstrap)
         else:
             producer.send(topic, key=k, value=v, partition=partition)
         n += 1
@@ -68,10 +74,10 @@ def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], pa
     return n
 
 
-def produce_null_record(topic: str) -> None:
+def produce_null_record(topic: str, bootstrap: str | None = None) -> None:
     home = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor"))
     subprocess.run(
-        ["java", "-cp", f"{home}/kafka/lib/*", str(REPO / "tests" / "support" / "NullRecord.java"), KAFKA, topic],
+        ["java", "-cp", f"{home}/kafka/lib/*", str(REPO / "tests" / "support" / "NullRecord.java"), bootstrap or KAFKA, topic],
         check=True, capture_output=True, timeout=120,
     )
 
@@ -88,10 +94,10 @@ class DeadLetter:
     headers: dict[str, str]
 
 
-def read_topic(topic: str, timeout_s: float = 20) -> list[DeadLetter]:
+def read_topic(topic: str, timeout_s: float = 20, bootstrap: str | None = None) -> list[DeadLetter]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap or KAFKA, enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not parts:
@@ -110,11 +116,11 @@ def read_topic(topic: str, timeout_s: float = 20) -> list[DeadLetter]:
         consumer.close(autocommit=False)
 
 
-def offsets(group: str, topic: str) -> tuple[dict[int, int | None], dict[int, int]]:
+def offsets(group: str, topic: str, bootstrap: str | None = None) -> tuple[dict[int, int | None], dict[int, int]]:
     """(committed by partition, end offset by partition)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=KAFKA, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap or KAFKA, group_id=group, enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         ends = consumer.end_offsets(parts)
@@ -137,10 +143,11 @@ class Run:
         return {k: int(v) for k, v in (kv.split("=") for kv in found[-1].split())}
 
 
-def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, **extra: str) -> dict[str, str]:
+def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, bootstrap: str | None = None,
+                 redis_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
     env.update({
-        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": KAFKA,
+        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap or KAFKA,
         "INGESTOR_KAFKA__TOPICS": topic,
         "INGESTOR_KAFKA__GROUP_ID": group,
         "INGESTOR_MILVUS__URI": milvus_uri,
@@ -150,7 +157,7 @@ def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, **
         "PYTHONUNBUFFERED": "1",
     })
     if redis:
-        env["INGESTOR_REDIS__URL"] = REDIS_URL
+        env["INGESTOR_REDIS__URL"] = redis_url or REDIS_URL
     env.update(extra)
     return env
 
