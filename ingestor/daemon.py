@@ -190,7 +190,9 @@ class Daemon:
                 self._close(graceful=False)
                 return 1
             progress.maybe_log(source)
-        return 0 if self._close(graceful=True) else 1
+        drained = self._close(graceful=True)
+        # Work abandoned at the shutdown bound after a signal replays on the next start: exit 0.
+        return 0 if drained or self.stop_requested.is_set() else 1
 
     def _close(self, graceful: bool) -> bool:
         """Drain within the bound, commit what is done, release everything. True if drained."""

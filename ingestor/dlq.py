@@ -20,6 +20,7 @@ from ingestor.sink import clip_utf8
 log = logging.getLogger(__name__)
 
 MAX_ERROR_HEADER_BYTES = 2_000
+NULL_VALUE_HEADER = "ingestor.null_value"
 
 
 def dlq_headers(item: Rejected) -> list[tuple[str, bytes]]:
@@ -32,6 +33,10 @@ def dlq_headers(item: Rejected) -> list[tuple[str, bytes]]:
         ("ingestor.partition", str(p.tp.partition).encode()),
         ("ingestor.offset", str(p.offset).encode()),
     ]
+    if item.raw.key is None and item.raw.value is None:
+        # A record with neither key nor value cannot be re-published as such by most clients:
+        # it travels with an empty value and this header, and `dlq replay` restores the null.
+        ours.append((NULL_VALUE_HEADER, b"true"))
     # Keep the producer's own headers, minus any stale ingestor.* from an earlier dead-lettering.
     theirs = [(k, v) for k, v in item.raw.headers if not k.startswith("ingestor.")]
     return ours + theirs
@@ -66,7 +71,9 @@ class DeadLetterQueue:
             futures = [
                 producer.send(
                     self.settings.topic_for(item.raw.position.tp.topic),
-                    key=item.raw.key, value=item.raw.value, headers=dlq_headers(item),
+                    key=item.raw.key,
+                    value=b"" if item.raw.key is None and item.raw.value is None else item.raw.value,
+                    headers=dlq_headers(item),
                 )
                 for item in items
             ]

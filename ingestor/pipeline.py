@@ -34,7 +34,7 @@ from ingestor.config import BatchSettings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
 from ingestor.errors import DataError, RetriableError
-from ingestor.faults import crash_point
+from ingestor.faults import crash_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import Reason
@@ -282,6 +282,7 @@ class Pipeline:
         metrics.BATCH_RECORDS.observe(len(todo))
         metrics.BATCH_TOKENS.observe(work.padded_tokens)
         started = time.perf_counter()
+        slow_point()
 
         def encode(units: list[Unit]) -> np.ndarray:
             return self.embedder.encode([u.text for u in units])

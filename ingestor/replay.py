@@ -49,7 +49,12 @@ def replay_dead_letters(settings: Settings, reasons: set[str], from_offset: int 
                                 console.print(f"{target} offset {source_offset}: {reason}")
                             else:
                                 kept = [(k, v) for k, v in headers if not k.startswith("ingestor.")]
-                                producer.send(target, key=r.key, value=r.value, headers=kept)
+                                if _header(headers, "ingestor.null_value") == "true":
+                                    # A tombstone without a key deletes nothing, whatever is fixed.
+                                    replayed -= 1
+                                    console.print(f"{target} offset {source_offset}: null record, not replayed")
+                                else:
+                                    producer.send(target, key=r.key, value=r.value, headers=kept)
                     if consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
         if producer is not None:

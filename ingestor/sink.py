@@ -132,6 +132,16 @@ def chunk_by_bytes(entities: Sequence[Entity], max_bytes: int) -> Iterator[list[
         yield chunk
 
 
+def _lite_file_busy(exc: BaseException) -> bool:
+    """Milvus Lite's own lock (a process that is not ingestor holds the file)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "open local milvus failed" in str(exc).lower()
+
+
 class LiteLock:
     """Milvus Lite serves one process per data file; a second one must refuse to start clearly."""
 
@@ -147,14 +157,21 @@ class LiteLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StartupError(
-                f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
-                "per file: for several workers run a Milvus server (or `milvus-lite server --data-dir DIR "
-                "--host 127.0.0.1 --port 19530`) and set milvus.uri to its http:// address."
-            ) from None
+            raise StartupError(self.busy_message()) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def busy_message(self) -> str:
+        return (
+            f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
+            "per file: for several workers run a Milvus server (or `milvus-lite server --data-dir DIR "
+            "--host 127.0.0.1 --port 19530`) and set milvus.uri to its http:// address."
+        )
 
     def release(self) -> None:
         if self._fd is not None:
@@ -179,7 +196,7 @@ class MilvusSink:
         """Open the client and make a real call (creating a client is not a health check)."""
         from pymilvus import MilvusClient
 
-        if self._lock is not None and self._lock._fd is None:
+        if self._lock is not None and not self._lock.held:
             self._lock.acquire()
         kwargs: dict[str, Any] = {"uri": self.settings.uri, "timeout": self.settings.timeout_s}
         if self.settings.token is not None:
@@ -191,6 +208,8 @@ class MilvusSink:
             self._client.list_collections(timeout=self.settings.timeout_s)
         except Exception as exc:
             self._client = None
+            if self._lock is not None and _lite_file_busy(exc):
+                raise StartupError(self._lock.busy_message()) from exc
             raise classify(exc) from exc
         self._ok()
 
@@ -276,10 +295,20 @@ class MilvusSink:
             error = classify(exc)
             if isinstance(error, RetriableError):
                 metrics.DEPENDENCY_ERRORS.labels("milvus", type(exc).__name__).inc()
+            if any(m in str(exc).lower() for m in ("not loaded", "state 'released'", "call load()")):
+                # A restarted Milvus server comes back with collections released.
+                self._reload()
+                error = RetriableError("milvus", f"collection {self.collection!r} was not loaded; reloaded it")
             raise error from exc
         metrics.WRITE_SECONDS.labels(op).observe(time.perf_counter() - started)
         self._ok()
         return result
+
+    def _reload(self) -> None:
+        try:
+            self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
+        except Exception as exc:  # the retry of the original call will tell
+            log.warning("reloading collection %r failed: %s", self.collection, exc)
 
     def upsert(self, entities: Sequence[Entity]) -> int:
         """Write entities; returns the number written. Raises RetriableError or DataError."""

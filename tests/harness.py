@@ -195,8 +195,11 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: fl
 
 @contextmanager
 def milvus(uri: str) -> Iterator[Any]:
+    """A client for a Milvus *server*. Milvus Lite files are read through `milvus_rows`, in a
+    subprocess: Milvus Lite keeps a file locked for the life of the process that opened it."""
     from pymilvus import MilvusClient
 
+    assert uri.startswith("http"), "open Milvus Lite files with milvus_rows / milvus_search"
     client = MilvusClient(uri=uri)
     try:
         yield client
@@ -204,17 +207,43 @@ def milvus(uri: str) -> Iterator[Any]:
         client.close()
 
 
+_READER = r"""
+import json, sys
+from pymilvus import MilvusClient
+uri, collection, fields, queries = sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])
+client = MilvusClient(uri=uri)
+out = {"rows": [], "hits": []}
+if client.has_collection(collection):
+    client.load_collection(collection)  # a reopened Lite file comes back released
+    it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=fields, consistency_level="Strong")
+    while True:
+        page = it.next()
+        if not page:
+            break
+        out["rows"].extend(page)
+    it.close()
+    if queries:
+        hits = client.search(collection, data=queries, limit=3, output_fields=["id"], consistency_level="Strong")
+        out["hits"] = [[h["id"] for h in hit] for hit in hits]
+client.close()
+json.dump(out, sys.stdout, default=float)
+"""
+
+
+def _read_milvus(uri: str, collection: str, fields: tuple[str, ...], queries: list[list[float]]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _READER, uri, collection, ",".join(fields), json.dumps(queries)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
 def milvus_rows(uri: str, collection: str = "documents", fields: tuple[str, ...] = ("id", "vector", "content_hash", "truncated", "text", "metadata")) -> list[dict[str, Any]]:
     """Every entity in the collection (an iterator, so duplicates would show)."""
-    with milvus(uri) as client:
-        if not client.has_collection(collection):
-            return []
-        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=list(fields), consistency_level="Strong")
-        rows: list[dict[str, Any]] = []
-        while True:
-            page = it.next()
-            if not page:
-                break
-            rows.extend(page)
-        it.close()
-        return rows
+    return _read_milvus(uri, collection, fields, [])["rows"]
+
+
+def milvus_search(uri: str, vectors: list[list[float]], collection: str = "documents") -> list[list[str]]:
+    """Top-3 ids for each query vector."""
+    return _read_milvus(uri, collection, ("id",), vectors)["hits"]

@@ -10,6 +10,7 @@ mistake that would otherwise only show up at deploy time, or in production.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import tomllib
@@ -19,8 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 from prometheus_client.metrics import MetricWrapperBase
+from pydantic import BaseModel
 
 import ingestor.metrics as metrics_module
 from ingestor.config import Settings
@@ -83,8 +84,6 @@ KNOWN_SERIES = {**SERIES, "up": ("gauge", set())}
 
 def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
     """The Settings a process would build from exactly this environment."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("INGESTOR_"):
             monkeypatch.delenv(name)
@@ -223,7 +222,8 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # Not `services`: tests/conftest.py has a fixture of that name that starts the real services.
     return compose["services"]
 
 
@@ -273,13 +273,13 @@ def compose_settings(monkeypatch: pytest.MonkeyPatch, service: dict[str, Any]) -
     return settings_from_env(monkeypatch, {**env, **env_of(service)})
 
 
-def test_compose_services_present(services: dict[str, Any]) -> None:
+def test_compose_services_present(compose_services: dict[str, Any]) -> None:
     required = {"kafka", "redis", "etcd", "minio", "milvus", "ingestor", "prometheus", "grafana"}
-    assert required <= services.keys(), f"missing services: {sorted(required - services.keys())}"
+    assert required <= compose_services.keys(), f"missing services: {sorted(required - compose_services.keys())}"
 
 
-def test_compose_images_pinned(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+def test_compose_images_pinned(compose_services: dict[str, Any]) -> None:
+    for name, service in compose_services.items():
         image = service.get("image")
         assert image or service.get("build"), f"{name}: neither image nor build"
         if not image:
@@ -289,46 +289,46 @@ def test_compose_images_pinned(services: dict[str, Any]) -> None:
         assert tag != "latest", f"{name}: image {image!r} is not pinned"
 
 
-def test_compose_official_images(services: dict[str, Any]) -> None:
+def test_compose_official_images(compose_services: dict[str, Any]) -> None:
     expected = {"kafka": "apache/kafka", "redis": "redis", "etcd": "quay.io/coreos/etcd",
                 "minio": "minio/minio", "milvus": "milvusdb/milvus",
                 "prometheus": "prom/prometheus", "grafana": "grafana/grafana"}
     for name, repo in expected.items():
-        assert services[name]["image"].rpartition(":")[0] == repo, name
-    assert services["redis"]["image"].rpartition(":")[2].split(".")[0] == "7"
+        assert compose_services[name]["image"].rpartition(":")[0] == repo, name
+    assert compose_services["redis"]["image"].rpartition(":")[2].split(".")[0] == "7"
 
 
-def test_compose_healthchecks(services: dict[str, Any]) -> None:
-    metrics_port = Settings.model_fields["metrics"].default_factory().port
+def test_compose_healthchecks(compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     expectations = {
         "kafka": ["/opt/kafka/bin/kafka-topics.sh", "--list"],
         "redis": ["redis-cli", "ping"],
         "milvus": ["curl", "-f", "http://localhost:9091/healthz"],
-        "ingestor": ["python", f":{metrics_port}/healthz"],
-        "ingestor-gpu": ["python", f":{metrics_port}/healthz"],
     }
+    for name in INGESTOR_SERVICES:  # slim images have no curl; the port is the one the daemon binds
+        port = compose_settings(monkeypatch, compose_services[name]).metrics.port
+        expectations[name] = ["python", f":{port}/healthz"]
     for name, needles in expectations.items():
-        text = healthcheck_text(services[name])
+        text = healthcheck_text(compose_services[name])
         for needle in needles:
             assert needle in text, f"{name}: healthcheck {text!r} lacks {needle!r}"
 
 
-def test_compose_ingestor_waits_for_healthy_dependencies(services: dict[str, Any]) -> None:
+def test_compose_ingestor_waits_for_healthy_dependencies(compose_services: dict[str, Any]) -> None:
     for name in INGESTOR_SERVICES:
-        deps = depends_of(services[name])
+        deps = depends_of(compose_services[name])
         for dep in ("kafka", "redis", "milvus"):
             assert deps.get(dep, {}).get("condition") == "service_healthy", f"{name} -> {dep}"
 
 
-def test_compose_dependency_graph(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+def test_compose_dependency_graph(compose_services: dict[str, Any]) -> None:
+    for name, service in compose_services.items():
         for dep, spec in depends_of(service).items():
-            assert dep in services, f"{name} depends on unknown service {dep}"
+            assert dep in compose_services, f"{name} depends on unknown service {dep}"
             if spec.get("condition") == "service_healthy":
-                assert healthcheck_text(services[dep]), f"{name} waits for {dep} to be healthy; it has no healthcheck"
+                assert healthcheck_text(compose_services[dep]), f"{name} waits for {dep}, which has no healthcheck"
             # A service that starts by default cannot wait for one behind a profile.
             if not service.get("profiles"):
-                assert not services[dep].get("profiles"), f"{name} depends on profiled {dep}"
+                assert not compose_services[dep].get("profiles"), f"{name} depends on profiled {dep}"
 
     state: dict[str, str] = {}
 
@@ -337,27 +337,27 @@ def test_compose_dependency_graph(services: dict[str, Any]) -> None:
             return
         assert state.get(node) != "active", f"dependency cycle: {' -> '.join(path + [node])}"
         state[node] = "active"
-        for dep in depends_of(services[node]):
+        for dep in depends_of(compose_services[node]):
             visit(dep, path + [node])
         state[node] = "done"
 
-    for name in services:
+    for name in compose_services:
         visit(name, [])
 
 
-def test_compose_published_ports_loopback_only(services: dict[str, Any]) -> None:
+def test_compose_published_ports_loopback_only(compose_services: dict[str, Any]) -> None:
     seen = set()
-    for name, service in services.items():
+    for name, service in compose_services.items():
         for host_ip, host_port, _ in published_ports(service):
             assert host_ip == "127.0.0.1", f"{name}: port {host_port} published beyond loopback"
             assert host_port not in seen, f"{name}: host port {host_port} published twice"
             seen.add(host_port)
 
 
-def test_compose_ingestor_env_names_are_settings(services: dict[str, Any]) -> None:
+def test_compose_ingestor_env_names_are_settings(compose_services: dict[str, Any]) -> None:
     known = setting_env_names()
     found = 0
-    for name, service in services.items():
+    for name, service in compose_services.items():
         for var in env_of(service):
             if var.startswith("INGESTOR_"):
                 found += 1
@@ -365,53 +365,53 @@ def test_compose_ingestor_env_names_are_settings(services: dict[str, Any]) -> No
     assert found, "no INGESTOR_* variables in compose"
 
 
-def test_compose_ingestor_settings_validate(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_ingestor_settings_validate(compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     for name in INGESTOR_SERVICES:
-        settings = compose_settings(monkeypatch, services[name])
+        settings = compose_settings(monkeypatch, compose_services[name])
         # Every dependency is reached by its compose service name, never the loopback defaults.
         assert settings.kafka.bootstrap_servers.split(":")[0] == "kafka", name
         assert settings.redis.url is not None
         assert settings.redis.url.get_secret_value().startswith("redis://redis:"), name
         assert settings.milvus.uri.startswith("http://milvus:") and not settings.milvus.is_lite, name
         assert settings.metrics.host == "0.0.0.0", f"{name}: metrics bound to loopback inside the container"
-        published = {c for _, _, c in published_ports(services[name])}
+        published = {c for _, _, c in published_ports(compose_services[name])}
         assert str(settings.metrics.port) in published, f"{name}: metrics port not the published one"
 
 
-def test_compose_stop_grace_covers_shutdown(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_stop_grace_covers_shutdown(compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     for name in INGESTOR_SERVICES:
-        settings = compose_settings(monkeypatch, services[name])
-        grace = duration_seconds(services[name].get("stop_grace_period", "10s"))
+        settings = compose_settings(monkeypatch, compose_services[name])
+        grace = duration_seconds(compose_services[name].get("stop_grace_period", "10s"))
         assert grace > settings.runtime.shutdown_timeout_s, name
 
 
-def test_compose_gpu_only_behind_profile(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_gpu_only_behind_profile(compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
         devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices")
         return [d for d in devices or [] if d.get("driver") == "nvidia"]
 
-    for name, service in services.items():
+    for name, service in compose_services.items():
         if gpu_devices(service):
             assert service.get("profiles"), f"{name} reserves a GPU but starts by default"
-    gpu = services["ingestor-gpu"]
+    gpu = compose_services["ingestor-gpu"]
     assert gpu.get("profiles") == ["gpu"]
     assert gpu_devices(gpu) and "gpu" in gpu_devices(gpu)[0].get("capabilities", [])
     assert compose_settings(monkeypatch, gpu).model.device.startswith("cuda")
-    assert not gpu_devices(services["ingestor"]) and not services["ingestor"].get("profiles")
-    assert compose_settings(monkeypatch, services["ingestor"]).model.device == "cpu"
+    assert not gpu_devices(compose_services["ingestor"]) and not compose_services["ingestor"].get("profiles")
+    assert compose_settings(monkeypatch, compose_services["ingestor"]).model.device == "cpu"
 
 
-def test_compose_ingestor_built_from_dockerfile(services: dict[str, Any]) -> None:
+def test_compose_ingestor_built_from_dockerfile(compose_services: dict[str, Any]) -> None:
     for name in INGESTOR_SERVICES:
-        build = services[name]["build"]
+        build = compose_services[name]["build"]
         context = ROOT / build["context"]
         assert context.resolve() == ROOT, name
         assert (context / build["dockerfile"]).resolve() == DOCKERFILE
 
 
-def test_compose_volumes_exist(compose: dict[str, Any], services: dict[str, Any]) -> None:
+def test_compose_volumes_exist(compose: dict[str, Any], compose_services: dict[str, Any]) -> None:
     declared = set((compose.get("volumes") or {}).keys())
-    for name, service in services.items():
+    for name, service in compose_services.items():
         for volume in service.get("volumes") or []:
             source = volume.split(":")[0] if isinstance(volume, str) else volume["source"]
             if source.startswith((".", "/")):
@@ -420,8 +420,8 @@ def test_compose_volumes_exist(compose: dict[str, Any], services: dict[str, Any]
                 assert source in declared, f"{name}: volume {source} not declared"
 
 
-def test_compose_kafka_kraft_single_node(services: dict[str, Any]) -> None:
-    env = env_of(services["kafka"])
+def test_compose_kafka_kraft_single_node(compose_services: dict[str, Any]) -> None:
+    env = env_of(compose_services["kafka"])
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     node_id = env["KAFKA_NODE_ID"]
     voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
@@ -442,26 +442,26 @@ def test_compose_kafka_kraft_single_node(services: dict[str, Any]) -> None:
     # and it is the one the ingestor's bootstrap servers point at.
     in_network = [name for name, addr in advertised.items() if addr.startswith("kafka:")]
     assert in_network
-    bootstrap = env_of(services["ingestor"])["INGESTOR_KAFKA__BOOTSTRAP_SERVERS"]
+    bootstrap = env_of(compose_services["ingestor"])["INGESTOR_KAFKA__BOOTSTRAP_SERVERS"]
     assert f"kafka:{advertised[in_network[0]].split(':')[1]}" == bootstrap
     # Single broker: any internal topic asking for more replicas would never be created.
     for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
         assert env[key] == "1", key
     # Listeners published to the host are advertised at the address the host dials.
-    for _, host_port, container_port in published_ports(services["kafka"]):
+    for _, host_port, container_port in published_ports(compose_services["kafka"]):
         host_facing = [n for n, addr in advertised.items() if addr.endswith(f":{container_port}")]
         assert host_facing and advertised[host_facing[0]] == f"127.0.0.1:{host_port}"
 
 
-def test_compose_redis_is_a_bounded_lru_cache(services: dict[str, Any]) -> None:
-    command = services["redis"]["command"]
+def test_compose_redis_is_a_bounded_lru_cache(compose_services: dict[str, Any]) -> None:
+    command = compose_services["redis"]["command"]
     args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
     assert args[args.index("--maxmemory") + 1] not in ("0", "")
     assert args[args.index("--maxmemory-policy") + 1] == "allkeys-lru"
 
 
-def test_compose_milvus_standalone(services: dict[str, Any]) -> None:
-    milvus = services["milvus"]
+def test_compose_milvus_standalone(compose_services: dict[str, Any]) -> None:
+    milvus = compose_services["milvus"]
     command = milvus["command"]
     assert (command.split() if isinstance(command, str) else command) == ["milvus", "run", "standalone"]
     env = env_of(milvus)
@@ -662,7 +662,7 @@ def ingestor_scrape_job(prometheus_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_prometheus_scrapes_ingestor_metrics_port(
-    prometheus_config: dict[str, Any], services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    prometheus_config: dict[str, Any], compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = ingestor_scrape_job(prometheus_config)
     assert job.get("metrics_path", "/metrics") == "/metrics"
@@ -678,12 +678,12 @@ def test_prometheus_scrapes_ingestor_metrics_port(
     hosts = {host for host, _ in targets}
     assert "ingestor" in hosts
     for host, port in targets:
-        assert host in services, f"scrape target {host} is not a compose service"
-        assert port == compose_settings(monkeypatch, services[host]).metrics.port, f"{host}:{port}"
+        assert host in compose_services, f"scrape target {host} is not a compose service"
+        assert port == compose_settings(monkeypatch, compose_services[host]).metrics.port, f"{host}:{port}"
 
 
-def test_prometheus_loads_the_alert_rules(prometheus_config: dict[str, Any], services: dict[str, Any]) -> None:
-    prometheus = services["prometheus"]
+def test_prometheus_loads_the_alert_rules(prometheus_config: dict[str, Any], compose_services: dict[str, Any]) -> None:
+    prometheus = compose_services["prometheus"]
     command = " ".join(prometheus.get("command") or [])
     config_path = re.search(r"--config\.file=(\S+)", command)
     config_in_container = config_path.group(1) if config_path else "/etc/prometheus/prometheus.yml"
@@ -707,7 +707,9 @@ def test_alert_rules_are_complete(alert_rules: list[dict[str, Any]]) -> None:
             assert str(annotations.get(key, "")).strip(), f"{rule['alert']}: no {key}"
 
 
-def test_alert_rules_reference_real_metrics(alert_rules: list[dict[str, Any]], prometheus_config: dict[str, Any]) -> None:
+def test_alert_rules_reference_real_metrics(
+    alert_rules: list[dict[str, Any]], prometheus_config: dict[str, Any]
+) -> None:
     jobs = {j["job_name"] for j in prometheus_config["scrape_configs"]}
     for rule in alert_rules:
         expr = rule["expr"]
@@ -729,7 +731,9 @@ EXPECTED_ALERTS = {
     "IngestorLagGrowing": ("ingestor_consumer_lag_records", 15 * 60, r"deriv\("),
     "IngestorDeadLetterRate": ("ingestor_records_dead_lettered_total", 10 * 60, r"\)\s*>\s*1\s*$"),
     "IngestorTimeToSearchableP99High": ("ingestor_time_to_searchable_seconds_bucket", 10 * 60, r"0\.99.*>\s*60\s*$"),
-    "IngestorWorkerRestarts": ("ingestor_worker_restarts_total", None, r"increase\(ingestor_worker_restarts_total\[15m\]\).*>\s*3\s*$"),
+    "IngestorWorkerRestarts": (
+        "ingestor_worker_restarts_total", None, r"increase\(ingestor_worker_restarts_total\[15m\]\).*>\s*3\s*$"
+    ),
     "IngestorDown": ("up", 5 * 60, r"up\{[^}]*\}\s*==\s*0"),
     "IngestorRetrying": ("ingestor_retries_total", 10 * 60, r"\)\s*>\s*0\s*$"),
 }
@@ -822,11 +826,14 @@ def test_dashboard_covers_the_pipeline(dashboard: dict[str, Any]) -> None:
 
     assert {0.5, 0.99} <= quantiles("ingestor_time_to_searchable_seconds_bucket")
     assert 0.99 in quantiles("ingestor_embed_duration_seconds_bucket")
-    assert any("ingestor_consumer_lag_records" in e and {"topic", "partition"} <= promql_grouping_labels(e) for e in flat)
+    assert any("ingestor_consumer_lag_records" in e and {"topic", "partition"} <= promql_grouping_labels(e)
+               for e in flat)
     assert any("ingestor_retries_total" in e and "dependency" in promql_grouping_labels(e) for e in flat)
 
 
-def test_dashboard_uses_the_provisioned_datasource(dashboard: dict[str, Any], grafana_datasources: list[dict[str, Any]]) -> None:
+def test_dashboard_uses_the_provisioned_datasource(
+    dashboard: dict[str, Any], grafana_datasources: list[dict[str, Any]]
+) -> None:
     uids = {d["uid"] for d in grafana_datasources if d["type"] == "prometheus"}
     assert uids
     for panel in dashboard_panels(dashboard):
@@ -836,18 +843,20 @@ def test_dashboard_uses_the_provisioned_datasource(dashboard: dict[str, Any], gr
                 assert ref.get("uid") in uids, f"panel {panel['title']!r} uses datasource {ref}"
 
 
-def test_grafana_datasource_points_at_compose_prometheus(grafana_datasources: list[dict[str, Any]], services: dict[str, Any]) -> None:
+def test_grafana_datasource_points_at_compose_prometheus(
+    grafana_datasources: list[dict[str, Any]], compose_services: dict[str, Any]
+) -> None:
     source = next(d for d in grafana_datasources if d["type"] == "prometheus")
     m = re.fullmatch(r"http://([\w.-]+):(\d+)/?", source["url"])
     assert m, source["url"]
-    assert m.group(1) == "prometheus" and m.group(1) in services
-    command = " ".join(services["prometheus"].get("command") or [])
+    assert m.group(1) == "prometheus" and m.group(1) in compose_services
+    command = " ".join(compose_services["prometheus"].get("command") or [])
     listen = re.search(r"--web\.listen-address=\S*:(\d+)", command)
     assert m.group(2) == (listen.group(1) if listen else "9090")
 
 
-def test_grafana_dashboard_provider_finds_the_dashboard(services: dict[str, Any]) -> None:
-    grafana = services["grafana"]
+def test_grafana_dashboard_provider_finds_the_dashboard(compose_services: dict[str, Any]) -> None:
+    grafana = compose_services["grafana"]
     provisioning = container_path_to_host(grafana, "/etc/grafana/provisioning")
     assert provisioning is not None and provisioning.resolve() == (GRAFANA_DIR / "provisioning").resolve()
     providers = []
@@ -863,7 +872,10 @@ def test_grafana_dashboard_provider_finds_the_dashboard(services: dict[str, Any]
 # --- Kubernetes -----------------------------------------------------------------------------------
 
 
-def k8s_files() -> dict[str, list[dict[str, Any]]]:
+K8s = dict[str, list[dict[str, Any]]]  # file name -> its documents
+
+
+def k8s_files() -> K8s:
     files = {}
     for path in sorted(K8S_DIR.glob("*.y*ml")):
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
@@ -872,28 +884,28 @@ def k8s_files() -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def k8s() -> dict[str, list[dict[str, Any]]]:
+def k8s() -> K8s:
     return k8s_files()
 
 
-def one(k8s: dict[str, list[dict[str, Any]]], kind: str, name: str | None = None) -> dict[str, Any]:
+def one(k8s: K8s, kind: str, name: str | None = None) -> dict[str, Any]:
     found = [d for docs in k8s.values() for d in docs
              if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
 
-def pod_spec(k8s: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def pod_spec(k8s: K8s) -> dict[str, Any]:
     return one(k8s, "Deployment")["spec"]["template"]["spec"]
 
 
-def container(k8s: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def container(k8s: K8s) -> dict[str, Any]:
     containers = pod_spec(k8s)["containers"]
     assert len(containers) == 1, "one worker per pod"
     return containers[0]
 
 
-def pod_labels(k8s: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+def pod_labels(k8s: K8s) -> dict[str, str]:
     return one(k8s, "Deployment")["spec"]["template"]["metadata"]["labels"]
 
 
@@ -901,7 +913,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def pod_env(k8s: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+def pod_env(k8s: K8s) -> dict[str, str]:
     """The INGESTOR_* environment a pod gets: envFrom sources first, then env (which wins)."""
     env: dict[str, str] = {}
     for source in container(k8s).get("envFrom", []):
@@ -917,7 +929,7 @@ def pod_env(k8s: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     return env
 
 
-def pod_settings(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings_from_env(monkeypatch, pod_env(k8s))
 
 
@@ -943,7 +955,7 @@ EXPECTED_KINDS = {
 }
 
 
-def test_k8s_files_parse_with_expected_kinds(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_files_parse_with_expected_kinds(k8s: K8s) -> None:
     assert set(k8s) == set(EXPECTED_KINDS)
     for name, docs in k8s.items():
         assert docs, f"{name} is empty"
@@ -953,7 +965,7 @@ def test_k8s_files_parse_with_expected_kinds(k8s: dict[str, list[dict[str, Any]]
                 assert doc["metadata"]["name"], name
 
 
-def test_k8s_kustomization_lists_every_file(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_kustomization_lists_every_file(k8s: K8s) -> None:
     kustomization = one(k8s, "Kustomization")
     resources = kustomization["resources"]
     assert len(resources) == len(set(resources))
@@ -966,7 +978,7 @@ def test_k8s_kustomization_lists_every_file(k8s: dict[str, list[dict[str, Any]]]
                 assert doc["metadata"].get("namespace") == namespace, doc["metadata"]["name"]
 
 
-def test_k8s_env_names_are_settings(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_env_names_are_settings(k8s: K8s) -> None:
     known = setting_env_names()
     names = list(one(k8s, "ConfigMap")["data"])
     for source in container(k8s)["envFrom"]:
@@ -979,7 +991,7 @@ def test_k8s_env_names_are_settings(k8s: dict[str, list[dict[str, Any]]]) -> Non
         assert name in known, f"{name} is not a setting"
 
 
-def test_k8s_settings_validate(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_settings_validate(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = pod_settings(k8s, monkeypatch)
     assert settings.model.device.startswith("cuda"), "GPU workers must run the model on the GPU"
     assert settings.metrics.host == "0.0.0.0"
@@ -989,7 +1001,7 @@ def test_k8s_settings_validate(k8s: dict[str, list[dict[str, Any]]], monkeypatch
     assert settings.milvus.token is not None
 
 
-def test_k8s_envfrom_and_static_membership(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_envfrom_and_static_membership(k8s: K8s) -> None:
     sources = container(k8s)["envFrom"]
     assert any("configMapRef" in s for s in sources) and any("secretRef" in s for s in sources)
     env = {item["name"]: item for item in container(k8s)["env"]}
@@ -998,10 +1010,11 @@ def test_k8s_envfrom_and_static_membership(k8s: dict[str, list[dict[str, Any]]])
     assert env["INGESTOR_METRICS__HOST"]["value"] == "0.0.0.0"
 
 
-def test_k8s_secret_holds_placeholders_only(k8s: dict[str, list[dict[str, Any]]]) -> None:
-    secrets = [d for d in k8s["secret.yaml"]]
+def test_k8s_secret_holds_placeholders_only(k8s: K8s) -> None:
+    secrets = k8s["secret.yaml"]
     app_secret = one(k8s, "Secret", "ingestor-secrets")
-    assert {"INGESTOR_MILVUS__TOKEN", "INGESTOR_REDIS__URL", "INGESTOR_KAFKA__SASL_PASSWORD"} <= set(app_secret["stringData"])
+    required = {"INGESTOR_MILVUS__TOKEN", "INGESTOR_REDIS__URL", "INGESTOR_KAFKA__SASL_PASSWORD"}
+    assert required <= set(app_secret["stringData"])
     text = (K8S_DIR / "secret.yaml").read_text(encoding="utf-8")
     assert "EXAMPLE" in text.upper()
     for secret in secrets:
@@ -1011,7 +1024,7 @@ def test_k8s_secret_holds_placeholders_only(k8s: dict[str, list[dict[str, Any]]]
                 assert "CHANGE-ME" in secret["stringData"][key], f"{key} looks like a real secret"
 
 
-def test_k8s_gpu_resources(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_gpu_resources(k8s: K8s) -> None:
     resources = container(k8s)["resources"]
     limits, requests = resources["limits"], resources["requests"]
     assert int(limits["nvidia.com/gpu"]) == 1
@@ -1024,7 +1037,7 @@ def test_k8s_gpu_resources(k8s: dict[str, list[dict[str, Any]]]) -> None:
     assert any(t.get("key") == "nvidia.com/gpu" for t in spec["tolerations"])
 
 
-def test_k8s_probes_use_the_metrics_port(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_probes_use_the_metrics_port(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     c = container(k8s)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports.get("metrics") == pod_settings(k8s, monkeypatch).metrics.port
@@ -1032,19 +1045,20 @@ def test_k8s_probes_use_the_metrics_port(k8s: dict[str, list[dict[str, Any]]], m
     for probe, path in paths.items():
         get = c[probe]["httpGet"]
         assert get["path"] == path, probe
-        assert get["port"] in ports or get["port"] in ports.values(), f"{probe}: port {get['port']} not a container port"
+        port = get["port"]
+        assert port in ports or port in ports.values(), f"{probe}: port {port} is not a container port"
     startup = c["startupProbe"]
     # The model load must fit in the startup window, or liveness restarts the pod forever.
     assert startup["failureThreshold"] * startup.get("periodSeconds", 10) >= 300
 
 
-def test_k8s_termination_grace_covers_shutdown(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_termination_grace_covers_shutdown(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = pod_settings(k8s, monkeypatch)
     assert "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S" in one(k8s, "ConfigMap")["data"]
     assert pod_spec(k8s)["terminationGracePeriodSeconds"] > settings.runtime.shutdown_timeout_s
 
 
-def test_k8s_non_root_matches_image(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_non_root_matches_image(k8s: K8s) -> None:
     spec = pod_spec(k8s)
     pod_security = spec["securityContext"]
     assert pod_security["runAsNonRoot"] is True
@@ -1062,7 +1076,7 @@ def test_k8s_non_root_matches_image(k8s: dict[str, list[dict[str, Any]]]) -> Non
             assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), f"{path} is read-only"
 
 
-def test_k8s_image_pinned_and_replicas_left_to_keda(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_image_pinned_and_replicas_left_to_keda(k8s: K8s) -> None:
     image = container(k8s)["image"]
     repo, sep, tag = image.rpartition(":")
     assert sep and tag and "/" not in tag and tag != "latest"
@@ -1071,7 +1085,7 @@ def test_k8s_image_pinned_and_replicas_left_to_keda(k8s: dict[str, list[dict[str
     assert "replicas" not in deployment["spec"], "a fixed replica count fights the KEDA autoscaler"
 
 
-def test_k8s_service_selects_pods_and_targets_metrics(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_service_selects_pods_and_targets_metrics(k8s: K8s) -> None:
     service = one(k8s, "Service")
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     assert selects(service["spec"]["selector"], pod_labels(k8s))
@@ -1086,7 +1100,7 @@ def test_k8s_service_selects_pods_and_targets_metrics(k8s: dict[str, list[dict[s
     assert int(annotations["prometheus.io/port"]) == number
 
 
-def test_k8s_servicemonitor_selects_service(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_servicemonitor_selects_service(k8s: K8s) -> None:
     monitor, service = one(k8s, "ServiceMonitor"), one(k8s, "Service")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     service_ports = {p["name"] for p in service["spec"]["ports"]}
@@ -1098,13 +1112,13 @@ def test_k8s_servicemonitor_selects_service(k8s: dict[str, list[dict[str, Any]]]
         assert service["metadata"]["namespace"] in names
 
 
-def test_k8s_pdb_selects_pods(k8s: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_pdb_selects_pods(k8s: K8s) -> None:
     pdb = one(k8s, "PodDisruptionBudget")["spec"]
     assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
     assert selects(pdb["selector"]["matchLabels"], pod_labels(k8s))
 
 
-def test_k8s_keda_scales_the_consumer_group(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     scaled = one(k8s, "ScaledObject")["spec"]
     deployment = one(k8s, "Deployment")
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -1126,7 +1140,7 @@ def test_k8s_keda_scales_the_consumer_group(k8s: dict[str, list[dict[str, Any]]]
     assert meta.get("allowIdleConsumers", "false") == "false"
 
 
-def test_k8s_keda_authenticates_like_the_workers(k8s: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
     trigger = one(k8s, "ScaledObject")["spec"]["triggers"][0]
     settings = pod_settings(k8s, monkeypatch)
     if settings.kafka.security_protocol == "PLAINTEXT":

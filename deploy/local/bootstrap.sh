@@ -28,7 +28,7 @@ kafka_lib="$home/kafka/lib"
 if [ ! -f "$home/kafka/.resolved" ]; then
   log "resolving the Apache Kafka broker jars from Maven Central"
   mkdir -p "$kafka_lib"
-  mvn -q -B -f "$repo/deploy/kafka/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$repo/deploy/kafka/pom.xml" dependency:copy-dependencies \
       -DoutputDirectory="$kafka_lib" -DincludeScope=runtime
   touch "$home/kafka/.resolved"
 fi

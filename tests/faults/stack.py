@@ -1,0 +1,396 @@
+"""The fault tests' own set of services and the per-test scenario around them.
+
+The fault tests stop, freeze and restart Kafka, Redis and Milvus. Other people's tests use the
+services on the default ports at the same time, so the fault tests never touch those: they run a
+dedicated set (other ports, another state directory, Milvus as a server process that can be killed)
+started by the session fixture in conftest.py and wiped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests import harness
+
+KAFKA_PORT = int(os.environ.get("INGESTOR_FAULTS_KAFKA_PORT", "19092"))
+CONTROLLER_PORT = int(os.environ.get("INGESTOR_FAULTS_KAFKA_CONTROLLER_PORT", "19093"))
+REDIS_PORT = int(os.environ.get("INGESTOR_FAULTS_REDIS_PORT", "16379"))
+MILVUS_PORT = int(os.environ.get("INGESTOR_FAULTS_MILVUS_PORT", "19531"))
+STATE_DIR = harness.REPO / ".state" / "faults"
+
+SERVICES_ENV = {
+    "INGESTOR_KAFKA_PORT": str(KAFKA_PORT),
+    "INGESTOR_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
+    "INGESTOR_REDIS_PORT": str(REDIS_PORT),
+    "INGESTOR_MILVUS_PORT": str(MILVUS_PORT),
+    "INGESTOR_STATE_DIR": str(STATE_DIR),
+    "INGESTOR_MILVUS_SERVER": "1",
+}
+
+
+@dataclass
+class Stack:
+    """The dedicated services: where they answer and how to hurt them."""
+
+    kafka: str = f"127.0.0.1:{KAFKA_PORT}"
+    redis_url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    milvus_uri: str = f"http://127.0.0.1:{MILVUS_PORT}"
+
+    def services(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        result = harness.services(*args, timeout=timeout, env=SERVICES_ENV)
+        if result.returncode != 0:
+            raise AssertionError(f"services.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def pid(self, service: str) -> int:
+        result = harness.services("pid", service, env=SERVICES_ENV)
+        assert result.returncode == 0, f"{service} is not running: {result.stderr}"
+        return int(result.stdout.strip())
+
+    def signal(self, service: str, sig: int) -> None:
+        """Signal the service's whole process group (services.sh makes each one a group leader)."""
+        pid = self.pid(service)
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @contextmanager
+    def frozen(self, service: str) -> Iterator[None]:
+        """SIGSTOP the service for the block (a hung process: connections open, no answers)."""
+        self.signal(service, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.signal(service, signal.SIGCONT)
+
+    def thaw_all(self) -> None:
+        for service in ("kafka", "redis", "milvus"):
+            result = harness.services("pid", service, env=SERVICES_ENV)
+            if result.returncode == 0:
+                try:
+                    os.killpg(int(result.stdout.strip()), signal.SIGCONT)
+                except (ProcessLookupError, ValueError):
+                    pass
+
+    def redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.redis_url, socket_timeout=5)
+
+    def healthy(self) -> bool:
+        return harness.services("status", env=SERVICES_ENV).returncode == 0
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rec:
+    """One record a test publishes, with what the oracle expects of it."""
+
+    key: bytes | None
+    value: bytes | None
+    kind: str  # "doc" | "tombstone" | "poison"
+    id: str | None = None
+    text: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Produced:
+    rec: Rec
+    partition: int
+    offset: int
+
+
+def doc(record: dict[str, Any]) -> Rec:
+    key, value = harness.json_record(record)
+    return Rec(key, value, "doc", str(record["id"]), record["text"])
+
+
+def docs(records: Iterable[dict[str, Any]]) -> list[Rec]:
+    return [doc(r) for r in records]
+
+
+def tombstone(record_id: str) -> Rec:
+    return Rec(record_id.encode(), None, "tombstone", record_id)
+
+
+def poison(key: bytes | None, value: bytes | None, reason: str) -> Rec:
+    return Rec(key, value, "poison", reason=reason)
+
+
+def sample(n: int, offset: int = 0) -> list[Rec]:
+    return docs(harness.sample_records(n, offset))
+
+
+# -- one test's world ------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40]
+
+
+@dataclass
+class Scenario:
+    """Unique topic, group, collection and cache prefix for one test; the records it published;
+    the ingestor processes it started (killed at teardown if still running)."""
+
+    stack: Stack
+    name: str
+    logdir: Path
+    partitions: int = 4
+    topic: str = ""
+    group: str = ""
+    collection: str = ""
+    key_prefix: str = ""
+    milvus_uri: str = ""
+    produced: list[Produced] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # extra INGESTOR_* for every run
+
+    def __post_init__(self) -> None:
+        tag = harness.unique(_slug(self.name)[:20] or "t").replace("-", "_")
+        self.topic = self.topic or f"flt-{tag}"
+        self.group = self.group or f"g-{tag}"
+        self.collection = self.collection or f"c_{tag}"
+        self.key_prefix = self.key_prefix or f"ft:{tag}"
+        self.milvus_uri = self.milvus_uri or self.stack.milvus_uri
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic + ".dlq"
+
+    def create_topic(self, partitions: int | None = None) -> None:
+        self.partitions = partitions or self.partitions
+        harness.create_topic(self.topic, self.partitions, bootstrap=self.stack.kafka)
+
+    # -- environment and processes -------------------------------------------------------------
+
+    def env(self, redis: bool = True, **extra: str) -> dict[str, str]:
+        env = harness.ingestor_env(
+            self.topic, self.group, self.milvus_uri, redis=redis, bootstrap=self.stack.kafka,
+            redis_url=self.stack.redis_url,
+            INGESTOR_MILVUS__COLLECTION=self.collection,
+            INGESTOR_REDIS__KEY_PREFIX=self.key_prefix,
+            # Small retry caps: outages in these tests last seconds, recovery should too.
+            INGESTOR_RETRY__MAX_BACKOFF_MS="2000",
+            INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S="30",
+        )
+        env.update(self.settings)
+        env.update(extra)
+        return env
+
+    def start(self, name: str = "daemon", env: dict[str, str] | None = None, **extra: str) -> Daemon:
+        log_path = self.logdir / f"{name}-{len(self.procs)}.log"
+        proc = harness.start_ingestor(env or self.env(**extra), log_path=log_path)
+        self.procs.append(proc)
+        return Daemon(proc, log_path)
+
+    def run(self, env: dict[str, str] | None = None, timeout: float = 240, **extra: str) -> harness.Run:
+        """`ingestor run --until-caught-up` to completion."""
+        result = harness.run_ingestor(env or self.env(**extra), timeout=timeout)
+        (self.logdir / f"run-{time.monotonic_ns()}.log").write_text(result.output)
+        return result
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+    # -- Kafka -----------------------------------------------------------------------------------
+
+    def produce(self, recs: Iterable[Rec], partition: int | None = None) -> list[Produced]:
+        """Publish in order and remember where each record landed."""
+        from kafka import KafkaProducer
+
+        recs = list(recs)
+        out: list[Produced] = []
+        producer = KafkaProducer(bootstrap_servers=self.stack.kafka, acks="all", linger_ms=5,
+                                 max_request_size=8 << 20)
+        try:
+            pending: list[tuple[Rec, Any]] = []
+
+            def settle() -> None:
+                producer.flush()
+                for rec, future in pending:
+                    meta = future.get(timeout=60)
+                    out.append(Produced(rec, meta.partition, meta.offset))
+                pending.clear()
+
+            for rec in recs:
+                if rec.key is None and rec.value is None:
+                    settle()
+                    out.append(self._produce_null(partition))
+                else:
+                    pending.append((rec, producer.send(self.topic, key=rec.key, value=rec.value, partition=partition)))
+            settle()
+        finally:
+            producer.close()
+        self.produced.extend(out)
+        return out
+
+    def _produce_null(self, partition: int | None) -> Produced:
+        """kafka-python cannot send a null key with a null value; the Java client can. Its
+        position: the partition whose end offset moved."""
+        before = self.end_offsets()
+        harness.produce_null_record(self.topic, self.stack.kafka)
+        after = self.end_offsets()
+        moved = [p for p in after if after[p] != before.get(p, 0)]
+        assert len(moved) == 1, f"null record: cannot tell where it landed ({before} -> {after})"
+        rec = Rec(None, None, "poison", reason="tombstone_without_key")
+        return Produced(rec, moved[0], before.get(moved[0], 0))
+
+    def offsets(self) -> tuple[dict[int, int | None], dict[int, int]]:
+        return harness.offsets(self.group, self.topic, bootstrap=self.stack.kafka)
+
+    def committed(self) -> dict[int, int]:
+        committed, _ = self.offsets()
+        return {p: (c or 0) for p, c in committed.items()}
+
+    def end_offsets(self) -> dict[int, int]:
+        return self.offsets()[1]
+
+    def caught_up(self) -> bool:
+        committed, ends = self.offsets()
+        return all((committed.get(p) or 0) >= end for p, end in ends.items())
+
+    # -- Milvus ----------------------------------------------------------------------------------
+
+    def milvus_ids(self, strict: bool = True) -> set[str]:
+        """Ids in the collection now (strong consistency). The Milvus Lite server drops idle
+        client connections ("Too many pings"), so a failed read is retried on a fresh client;
+        `strict=False` (wait loops) answers an empty set while Milvus is down instead of raising."""
+        last: Exception | None = None
+        for _ in range(5):
+            try:
+                return self._milvus_ids()
+            except Exception as exc:
+                last = exc
+                if not strict:
+                    return set()
+                time.sleep(1)
+        raise AssertionError(f"cannot read Milvus at {self.milvus_uri}: {last}")
+
+    def _milvus_ids(self) -> set[str]:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.milvus_uri, timeout=10)
+        try:
+            if not client.has_collection(self.collection):
+                return set()
+            query = dict(filter='id != ""', output_fields=["id"], limit=16_384, consistency_level="Strong")
+            try:
+                rows = client.query(self.collection, **query)
+            except Exception as exc:
+                if "load" not in str(exc).lower():
+                    raise
+                client.load_collection(self.collection)  # a restarted server comes back released
+                rows = client.query(self.collection, **query)
+            return {r["id"] for r in rows}
+        finally:
+            client.close()
+
+    def count(self) -> int:
+        return len(self.milvus_ids())
+
+    def ids_of(self, produced: Iterable[Produced]) -> set[str]:
+        return {p.rec.id for p in produced if p.rec.kind == "doc" and p.rec.id is not None}
+
+    def all_in_milvus(self, produced: Iterable[Produced]) -> bool:
+        want = self.ids_of(produced)
+        return want <= self.milvus_ids()
+
+    def wait_progress(self, at_least: int, timeout_s: float = 120, daemon: Daemon | None = None) -> int:
+        """Until Milvus holds at least `at_least` entities; fails early if `daemon` died."""
+
+        def check() -> int:
+            if daemon is not None:
+                daemon.assert_running()
+            n = len(self.milvus_ids(strict=False))
+            return n if n >= at_least else 0
+
+        return harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{at_least} entities in {self.collection}")
+
+    def wait_landed(self, produced: Iterable[Produced], timeout_s: float = 120, daemon: Daemon | None = None) -> None:
+        produced = list(produced)
+
+        def check() -> bool:
+            if daemon is not None:
+                daemon.assert_running()
+            return self.ids_of(produced) <= self.milvus_ids(strict=False)
+
+        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{len(produced)} records to land in Milvus")
+
+    def wait_caught_up(self, timeout_s: float = 120, daemon: Daemon | None = None) -> None:
+        def check() -> bool:
+            if daemon is not None:
+                daemon.assert_running()
+            return self.caught_up()
+
+        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"group {self.group} to commit up to the end offsets")
+
+
+@dataclass
+class Daemon:
+    """A running `ingestor run` (without --until-caught-up) and its log."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def assert_running(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"ingestor exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+
+    def wait_log(self, pattern: str, timeout_s: float = 120, count: int = 1) -> None:
+        """Until the log holds `count` lines matching the regex `pattern` (fails if it dies first)."""
+        regex = re.compile(pattern, re.M)
+
+        def check() -> bool:
+            if len(regex.findall(self.log())) >= count:
+                return True
+            self.assert_running()
+            return False
+
+        harness.wait_for(check, timeout_s, interval_s=0.25, what=f"{pattern!r} in {self.log_path.name}")
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        """Until it owns partitions (the model loaded, Milvus and Kafka answered)."""
+        self.wait_log(r"partitions assigned: (?!none)\S", timeout_s)
+
+    def terminate(self, timeout_s: float = 90) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took to exit)."""
+        started = time.monotonic()
+        code = harness.stop(self.proc, signal.SIGTERM, timeout_s=timeout_s)
+        return code, time.monotonic() - started
+
+    def kill(self) -> int:
+        return harness.stop(self.proc, signal.SIGKILL, timeout_s=30)
+
+    def summary(self) -> dict[str, int]:
+        return harness.Run(self.proc.returncode or 0, self.log()).summary()
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)

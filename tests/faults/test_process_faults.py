@@ -1,0 +1,115 @@
+"""Faults of the ingestor process itself: SIGTERM, kill -9 at the two dangerous moments, a batch
+slower than the poll interval (fault matrix rows 1, 2, 3, 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults import oracle
+from tests.faults.stack import Scenario, sample
+
+pytestmark = pytest.mark.services
+
+
+def test_sigterm_mid_stream_finishes_in_flight_work_commits_it_and_exits_0(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(4)
+    scn.produce(sample(400))
+    bound_s = 20
+    # A small in-flight cap, so that SIGTERM arrives with most of the topic still unread.
+    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="48", INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
+                  INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s))
+    d.wait_ready()
+    scn.wait_progress(40, daemon=d)
+    code, took = d.terminate(timeout_s=bound_s + 60)
+    assert code == 0, d.log()[-4000:]
+    assert took <= bound_s + 10, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
+    assert "SIGTERM received" in d.log()
+    summary = d.summary()
+    assert summary["consumed"] < 400, "SIGTERM should stop fetching: the whole topic was read"
+    committed = oracle.check_committed_prefix(scn)
+    # It drained what it had read within the bound, so everything it read is committed.
+    assert sum(committed.values()) == summary["consumed"], (committed, summary)
+    facts = oracle.check(scn, reference_model)
+    assert facts["drain"].summary()["consumed"] == 400 - summary["consumed"]
+
+
+def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(2)
+    scn.produce(sample(60))
+    bound_s = 3
+    # The first forward pass takes 120 s more: at SIGTERM the work cannot finish within the bound.
+    d = scn.start(INGESTOR_FAULT_SLOW_EMBED_MS="120000:1", INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
+                  INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5")
+    d.wait_ready()
+    d.wait_log(r"progress: .*, [1-9]\d* in flight")
+    code, took = d.terminate(timeout_s=120)
+    assert "shutdown bound reached" in d.log(), d.log()[-4000:]
+    assert code == 0, f"exit {code}:\n{d.log()[-4000:]}"
+    # The bound, plus at most 5 s per pipeline stage to notice the abort.
+    assert took <= bound_s + 3 * 5 + 5, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
+    committed = oracle.check_committed_prefix(scn)
+    assert sum(committed.values()) < 60
+    oracle.check(scn, reference_model)
+
+
+def test_kill_after_embedding_before_upsert_replays_without_loss(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(4)
+    scn.produce(sample(300))
+    crashed = scn.run(INGESTOR_FAULT_CRASH_AT="after_embed:2", INGESTOR_BATCH__MAX_BATCH_RECORDS="32")
+    assert crashed.returncode == -9, crashed.output[-4000:]
+    committed = oracle.check_committed_prefix(scn)
+    in_milvus = scn.milvus_ids()
+    assert len(in_milvus) < 300 and sum(committed.values()) < 300, "the crash should leave work undone"
+    # Vectors of the second batch were computed, nothing of it written: no marker claims it.
+    oracle.check_markers(scn, in_milvus)
+    oracle.check(scn, reference_model)
+
+
+def test_kill_after_upsert_before_commit_replays_the_same_ids(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(4)
+    scn.produce(sample(300))
+    crashed = scn.run(INGESTOR_FAULT_CRASH_AT="after_upsert:2", INGESTOR_BATCH__MAX_BATCH_RECORDS="32")
+    assert crashed.returncode == -9, crashed.output[-4000:]
+    committed = oracle.check_committed_prefix(scn)
+    in_milvus = scn.milvus_ids()
+    # Written to Milvus, not committed: these replay.
+    uncommitted = {p.rec.id for p in scn.produced if p.offset >= committed.get(p.partition, 0)}
+    replayed = in_milvus & uncommitted
+    assert replayed, "the crash after the upsert should leave written but uncommitted records"
+    oracle.check_markers(scn, in_milvus)
+    facts = oracle.check(scn, reference_model)
+    assert facts["rows"] == 300  # one entity per id, however often it was written
+    drain = facts["drain"].summary()
+    # Nothing marked them as written (the crash came before the cache writes): written again.
+    assert drain["upserted"] >= len(replayed), drain
+
+
+def test_a_batch_slower_than_max_poll_interval_does_not_get_the_member_evicted(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(2)
+    first = scn.produce(sample(40))
+    # The first forward pass takes 10 s, well over the 6 s poll interval and session timeout.
+    d = scn.start(
+        INGESTOR_FAULT_SLOW_EMBED_MS="10000:1",
+        INGESTOR_KAFKA__MAX_POLL_INTERVAL_MS="6000",
+        INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
+        INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+    )
+    d.wait_ready()
+    scn.wait_landed(first, timeout_s=120, daemon=d)
+    rest = scn.produce(sample(40, offset=40))
+    scn.wait_landed(rest, daemon=d)
+    scn.wait_caught_up(daemon=d)
+    code, _ = d.terminate()
+    assert code == 0, d.log()[-4000:]
+    log = d.log()
+    for sign in ("partitions lost", "CommitFailedError", "evicted", "rebalance"):
+        assert sign not in log, f"{sign!r} in the log: the member was evicted\n{log[-4000:]}"
+    assert log.count("partitions assigned:") == 1, "the member had to rejoin"
+    summary = d.summary()
+    assert summary["upserted"] == 80 and summary["consumed"] == 80, summary
+    oracle.check(scn, reference_model)

@@ -1,0 +1,92 @@
+"""`ingestor bench` end to end on a tiny corpus against the real services. It checks that every
+figure is there and that the counts are right — never how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.services
+
+LIMIT = 60
+
+
+@pytest.fixture(scope="module")
+def figures(services, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "ingestor", "bench", "--device", "cpu", "--limit", str(LIMIT),
+           "--steady-seconds", "5", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL,
+           "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "c / a" in proc.stdout, proc.stdout[-2000:]  # the table was printed
+    return json.loads(out.read_text())
+
+
+def test_every_figure_is_there(figures):
+    assert figures["device"] == "cpu"
+    assert figures["precision"] == "fp32"
+    assert figures["limit"] == LIMIT
+    assert figures["tokens"] >= LIMIT
+    for variant in ("plain", "naive", "pipeline", "warm"):
+        v = figures[variant]
+        assert v["texts_per_s"] > 0, variant
+        assert v["tokens_per_s"] > 0, variant
+        assert v["seconds"] > 0, variant
+    assert figures["plain"]["batch_size"] in (16, 32, 64, 128)
+    # Every variant over the same corpus counts the same tokens.
+    assert figures["plain"]["tokens"] == figures["naive"]["tokens"] == figures["pipeline"]["tokens"] == figures["tokens"]
+    for variant in ("naive", "pipeline", "warm", "steady"):
+        assert figures[variant]["latency_p50_ms"] is not None, variant
+        assert figures[variant]["latency_p99_ms"] >= figures[variant]["latency_p50_ms"], variant
+    for key in ("pipeline_vs_plain", "pipeline_vs_naive", "warm_vs_cold"):
+        assert figures["ratios"][key] > 0, key
+    assert figures["steady"]["latency_bound_ms"] == figures["batch_settings"]["max_wait_ms"] + 500
+    assert figures["peak_rss_mib"]["self"] > 100
+
+
+def test_pipeline_wrote_exactly_the_records(figures):
+    c = figures["pipeline"]
+    assert c["records"] == LIMIT
+    assert c["written"] == LIMIT
+    assert c["milvus_rows"] == LIMIT
+    assert c["milvus_ids_match"]
+    assert c["counts"]["upserted"] == LIMIT
+    assert c["counts"]["cache_hits"] == 0  # the cache started cold
+    assert c["counts"]["dead_lettered"] == 0
+
+
+def test_warm_run_hit_the_cache_for_the_repeated_half(figures):
+    d = figures["warm"]
+    half = LIMIT // 2
+    assert d["repeated_records"] == half and d["new_records"] == half
+    # Every repeated text is a hit; a new text may by chance repeat one of (c)'s texts too.
+    assert half <= d["cache_hits"] <= half + LIMIT // 10
+    assert d["counts"]["upserted"] == LIMIT
+    assert d["milvus_rows"] == 2 * LIMIT
+    assert d["milvus_ids_match"]
+
+
+def test_steady_load_landed_every_record(figures):
+    e = figures["steady"]
+    assert e["records"] >= 90  # ~20/s for 5 s
+    assert e["written"] == e["records"]
+    assert e["exit_code"] == 0
+
+
+def test_the_bench_cleaned_up(figures):
+    import redis
+
+    client = redis.Redis.from_url(harness.REDIS_URL)
+    try:
+        assert not list(client.scan_iter(match=f"bench-{figures['run_id']}-*", count=1000))
+    finally:
+        client.close()
