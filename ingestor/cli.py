@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ingestor.config import Settings, load_settings
@@ -177,7 +178,7 @@ def check(
     results = run_checks(settings)
     for r in results:
         mark = "[green]ok  [/green]" if r.ok else ("[yellow]skip[/yellow]" if r.skipped else "[red]FAIL[/red]")
-        console.print(f"{mark} {r.name:<7} {r.detail}")
+        console.print(f"{mark} {r.name:<7} {escape(r.detail)}")
     raise typer.Exit(0 if all(r.ok or r.skipped for r in results) else 1)
 
 
@@ -244,10 +245,10 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except StartupError as exc:
-        err_console.print(f"[red]cannot start:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]cannot start:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -1,0 +1,111 @@
+"""The commands as a user runs them: exit codes, messages, and no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.services
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ingestor", *args], env=base, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_an_invalid_setting_is_one_message_and_exit_2():
+    result = _cli("run", env={"INGESTOR_BATCH__MAX_WAIT_MS": "-5", "INGESTOR_MODEL__PRECISION": "fp8"})
+    assert result.returncode == 2
+    assert "batch.max_wait_ms" in result.stderr and "INGESTOR_BATCH__MAX_WAIT_MS" in result.stderr
+    assert "model.precision" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_broken_yaml_file_is_exit_2(tmp_path):
+    bad = tmp_path / "settings.yaml"
+    bad.write_text("kafka: [unclosed\n")
+    result = _cli("run", "--config", str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid configuration" in result.stderr
+
+
+def test_a_secret_never_reaches_the_error_message():
+    result = _cli("run", env={"INGESTOR_REDIS__URL": "redis://:hunter2@127.0.0.1:6379/0", "INGESTOR_BATCH__MAX_WAIT_MS": "x"})
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_check_reports_each_dependency(services, tmp_path):
+    env = {"INGESTOR_KAFKA__BOOTSTRAP_SERVERS": harness.KAFKA, "INGESTOR_REDIS__URL": harness.REDIS_URL,
+           "INGESTOR_MILVUS__URI": str(tmp_path / "check.db")}
+    ok = _cli("check", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for name in ("kafka", "redis", "milvus", "model"):
+        assert any(line.startswith("ok") and name in line for line in ok.stdout.splitlines()), ok.stdout
+    bad = _cli("check", env=dict(env, INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",
+                                 INGESTOR_KAFKA__REQUEST_TIMEOUT_MS="3000"))
+    assert bad.returncode == 1
+    assert any(line.startswith("FAIL") and "kafka" in line for line in bad.stdout.splitlines()), bad.stdout
+
+
+def test_kafka_down_at_start_is_retried_quietly_and_sigterm_exits_0(tmp_path):
+    env = harness.ingestor_env("t", "g", str(tmp_path / "down.db"), redis=False,
+                               INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1")
+    log = tmp_path / "out.log"
+    proc = harness.start_ingestor(env, log_path=log)
+    try:
+        harness.wait_for(lambda: log.read_text().count("not reachable yet") >= 2, 120, what="two retry lines")
+    finally:
+        code = harness.stop(proc, signal.SIGTERM)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text
+
+
+def test_produce_then_run_then_search_like_the_readme(services, tmp_path):
+    topic = harness.unique("cli")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("The cat sat on the mat.\nQuantum computers use qubits.\nBread is baked in an oven.\n")
+    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "cli.db"))
+    produced = _cli("produce", str(lines), env=env)
+    assert produced.returncode == 0 and "published 3 record(s)" in produced.stdout
+    assert harness.run_ingestor(env).returncode == 0
+    found = _cli("search", "what do bakers use", "-k", "1", env=env)
+    assert found.returncode == 0, found.stderr
+    assert "Bread is baked" in found.stdout
+
+
+def test_stats_shows_rows_and_lag(services, tmp_path):
+    topic = harness.unique("stats")
+    harness.create_topic(topic, partitions=2)
+    harness.produce(topic, [harness.json_record({"id": f"s{i}", "text": f"stats record {i}"}) for i in range(5)])
+    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "stats.db"))
+    assert harness.run_ingestor(env).returncode == 0
+    out = _cli("stats", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "milvus rows (documents)" in out.stdout and " 5 " in out.stdout
+    assert f"lag {topic}[0]" in out.stdout
+
+
+def test_dlq_replay_republishes_to_the_source_topic(services, tmp_path):
+    topic = harness.unique("replay")
+    harness.create_topic(topic, partitions=1)
+    harness.produce(topic, [(None, b"not json"), harness.json_record({"id": "fine", "text": "a fine record"})])
+    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "r.db"))
+    assert harness.run_ingestor(env).returncode == 0
+    dry = _cli("dlq", "replay", "--reason", "invalid_json", "--dry-run", env=env)
+    assert "would replay 1 record(s)" in dry.stdout, dry.stdout + dry.stderr
+    assert _cli("dlq", "replay", "--reason", "blank_text", env=env).stdout.count("replayed 0") == 1
+    done = _cli("dlq", "replay", env=env)
+    assert "replayed 1 record(s)" in done.stdout
+    values = [r.value for r in harness.read_topic(topic)]
+    assert values.count(b"not json") == 2  # the original and the replayed copy
