@@ -158,6 +158,8 @@ def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, bo
     })
     if redis:
         env["INGESTOR_REDIS__URL"] = redis_url or REDIS_URL
+        # Tests share one Redis: a key prefix of their own keeps every test's cache cold.
+        env["INGESTOR_REDIS__KEY_PREFIX"] = unique("t")
     env.update(extra)
     return env
 

@@ -46,8 +46,7 @@ def run1(services, tmp_path_factory):
     harness.produce(topic, stream)
     uri = str(tmp_path_factory.mktemp("milvus") / "e2e.db")
     group = harness.unique("g")
-    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000",
-                               INGESTOR_REDIS__KEY_PREFIX=harness.unique("e2e"))  # a cold cache
+    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000")
     result = harness.run_ingestor(env)
     assert result.returncode == 0, result.output[-4000:]
     return {"topic": topic, "uri": uri, "group": group, "env": env, "good": good + dup_texts,
