@@ -373,7 +373,7 @@ MilvusClient('http://$host:$milvus_port', timeout=10).list_collections()" >/dev/
 
 # The readiness checks use the venv's kafka-python; without it Kafka would only ever "time out".
 ensure_venv() {
-  compgen -G "$venv/lib/python3*/site-packages/kafka/admin/__init__.py" >/dev/null && return 0
+  "$venv/bin/python" -c "import kafka.admin" >/dev/null 2>&1 && return 0
   log "no kafka-python in $venv: running bootstrap.sh"
   bash "$here/bootstrap.sh"
 }

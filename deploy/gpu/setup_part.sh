@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the GPU machine: unpack one part of the kit (see make_kit.sh) into /tmp/ingestor-kit, which
+# outlives the call while the machine stays warm. Usage: setup_part.sh a|b|c
+set -euo pipefail
+part="$1"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+kit=/tmp/ingestor-kit
+mkdir -p "$kit"
+case "$part" in
+  a)
+    tar -C "$kit" -xJf "$repo/.gpu/a/jre.tar.xz"
+    cp -r "$repo/.gpu/a/redis" "$kit/"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$kit/site" "$repo"/.gpu/a/*.whl
+    ;;
+  b) mkdir -p "$kit/home/kafka" && cp -r "$repo/.gpu/b/kafka/lib" "$kit/home/kafka/" && touch "$kit/home/kafka/.resolved" ;;
+  c) rm -rf "$kit/model" && cp -r "$repo/.gpu/c/model" "$kit/model" ;;
+esac
+ls "$kit"
