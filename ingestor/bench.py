@@ -36,7 +36,6 @@ import logging
 import os
 import resource
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -542,17 +541,22 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
 # -- precision comparison ----------------------------------------------------------------------------
 
 
-def compare_precision(base_model: ModelSettings, other: str, texts: list[str], tokens: int) -> dict[str, Any]:
+def compare_precision(base_model: ModelSettings, other: str, texts: list[str],
+                      torch_threads: int | None = None) -> dict[str, Any]:
+    """Plain encode of `texts` in fp32 and in `other`, each at its best batch size."""
     import numpy as np
 
     from ingestor.embedder import Embedder
 
     results: dict[str, Any] = {}
     vectors: dict[str, Any] = {}
+    tokens = 0
     for precision in ("fp32", other):
-        embedder = Embedder(base_model.model_copy(update={"precision": precision}))
+        embedder = Embedder(base_model.model_copy(update={"precision": precision}), torch_threads)
+        if precision == "fp32":
+            tokens = sum(c.tokens for c in embedder.count_tokens(texts))
         warm_up(embedder.model, texts)
-        out = bench_plain(embedder.model, texts, tokens)
+        out = with_cpu(lambda: bench_plain(embedder.model, texts, tokens))
         vectors[precision] = np.asarray(out.pop("_vectors"), dtype=np.float32)
         results[precision] = out
         del embedder
@@ -561,7 +565,7 @@ def compare_precision(base_model: ModelSettings, other: str, texts: list[str], t
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     cosine = (a * b).sum(axis=1)
     return {
-        "fp32": results["fp32"], other: results[other], "other": other,
+        "fp32": results["fp32"], other: results[other], "other": other, "tokens": tokens,
         "speedup": ratio(results[other]["texts_per_s"], results["fp32"]["texts_per_s"]),
         "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
     }
@@ -596,15 +600,12 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
     if options.compare_precision:
         other = options.compare_precision
-        progress(f"loading the model twice (fp32, {other}) on {device}")
-        token_counter = embedder or Embedder(settings.model.model_copy(update={"device": device}))
-        tokens = sum(c.tokens for c in token_counter.count_tokens(texts))
-        result["tokens"] = tokens
+        progress(f"plain encode of {limit} texts in fp32 and in {other} on {device} (the model loads twice)")
+        comparison = compare_precision(settings.model.model_copy(update={"device": device}), other, texts,
+                                       settings.runtime.torch_threads)
         result["precision"] = f"fp32 vs {other}"
-        del token_counter
-        progress(f"plain encode of {limit} texts in fp32 and {other}")
-        result["precision_comparison"] = compare_precision(settings.model.model_copy(update={"device": device}),
-                                                           other, texts, tokens)
+        result["tokens"] = comparison["tokens"]
+        result["precision_comparison"] = comparison
         result["peak_rss_mib"] = peak_rss_mib()
         result["load_average"]["after"] = [round(x, 2) for x in os.getloadavg()]
         result["targets"] = {k: v for k, v in TARGETS.items() if k.startswith("precision")}
@@ -781,11 +782,13 @@ def render(result: dict[str, Any], console: Any) -> None:
         cmp_ = result["precision_comparison"]
         other = cmp_["other"]
         table = Table(title=f"plain encode, fp32 vs {other}")
-        for col in ("precision", "batch size", "seconds", "texts/s", "tokens/s"):
-            table.add_column(col, justify="right")
+        for col in ("precision", "batch size", "seconds", "texts/s", "tokens/s", "others' CPU"):
+            table.add_column(col, justify="right", no_wrap=True)
         for p in ("fp32", other):
             r = cmp_[p]
-            table.add_row(p, str(r["batch_size"]), _f(r["seconds"], 2), _f(r["texts_per_s"]), _f(r["tokens_per_s"], 0))
+            share = r.get("others_cpu_share")
+            table.add_row(p, str(r["batch_size"]), _f(r["seconds"], 2), _f(r["texts_per_s"]), _f(r["tokens_per_s"], 0),
+                          "–" if share is None else f"{100 * share:.0f}%")
         console.print(table)
         console.print(f"speed-up {other}/fp32: [bold]{_f(cmp_['speedup'], 2)}×[/bold] (target ≥ "
                       f"{TARGETS['precision_speedup']}×); cosine to fp32: min {cmp_['cosine_min']:.5f}, mean "
@@ -817,7 +820,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_row("c pipeline", _f(c["records"]), _f(c["seconds"], 2), _f(c["texts_per_s"]),
                   _f(c["tokens_per_s"], 0), _f(c["latency_p50_ms"], 0), _f(c["latency_p99_ms"], 0))
     diag = c.get("diagnostics", {})
-    notes.append(f"c: cold cache; {c['milvus_rows']} rows in Milvus, ids {'match' if c['milvus_ids_match'] else 'DO NOT MATCH'}; "
+    ids_c = "match" if c["milvus_ids_match"] else "DO NOT MATCH"
+    notes.append(f"c: cold cache; {c['milvus_rows']} rows in Milvus, ids {ids_c}; "
                  f"model busy {_f(100 * (diag.get('model_busy_share') or 0), 0)}% of the span, padded/real tokens "
                  f"{_f(diag.get('padding_overhead'), 2)}, {_f(diag.get('mean_texts_per_forward_pass'))} texts per "
                  f"forward pass, Milvus writes {_f(100 * (diag.get('milvus_write_share') or 0), 0)}%; "

@@ -87,7 +87,7 @@ class DlqSettings(_Section):
 
 class BatchSettings(_Section):
     max_batch_records: int = Field(64, ge=1, description="Most records in one forward pass")
-    max_batch_tokens: int = Field(8_192, ge=16, description="Most tokens in one forward pass, padding included")
+    max_batch_tokens: int = Field(4_096, ge=16, description="Most tokens in one forward pass, padding included")
     max_wait_ms: int = Field(200, ge=0, description="Longest a record waits for its batch to fill")
     max_window_records: int = Field(1_024, ge=1, description="Records sorted together by length")
     max_in_flight_records: int = Field(4_096, ge=1, description="Read but not done before partitions pause")

@@ -140,10 +140,11 @@ class Daemon:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
-        embedder = self.embedder or Embedder(s.model, s.runtime.torch_threads)
-        self.embedder = embedder
-        if s.model.precision != "fp32":
-            embedder.precision_report(_PROBE_TEXTS)
+        if self.embedder is None:
+            self.embedder = Embedder(s.model, s.runtime.torch_threads)
+            if s.model.precision != "fp32":
+                self.embedder.precision_report(_PROBE_TEXTS)
+        embedder = self.embedder
         self.model_loaded = True
         sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity)
         sink.max_write_bytes = s.batch.max_write_bytes

@@ -82,11 +82,22 @@ class DeadLetterQueue:
                 future.get(timeout=self.settings.ack_timeout_ms / 1000.0)
         except KafkaError as exc:
             metrics.DEPENDENCY_ERRORS.labels("dlq", type(exc).__name__).inc()
+            # kafka-python's (idempotent) producer turns a non-retriable error such as
+            # MESSAGE_TOO_LARGE into a fatal state that fails every later send: retry on a new one.
+            self._discard()
             raise RetriableError("dlq", f"dead-letter write not acknowledged: {exc}") from exc
         for item in items:
             metrics.RECORDS_DEAD_LETTERED.labels(item.reason).inc()
         log.info("dead-lettered %d record(s): %s", len(items),
                  ", ".join(sorted({i.reason for i in items})))
+
+    def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:
+                pass
 
     def close(self) -> None:
         if self._producer is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,15 @@ def resolve_device(device: str) -> str:
 class TokenCount:
     tokens: int  # after truncation, special tokens included
     truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A text tokenised once, for both the batch cut (its length) and the forward pass."""
+
+    tokens: int
+    truncated: bool
+    encoding: dict[str, list[int]]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -111,6 +121,39 @@ class Embedder:
         worst = float((a * b).sum(axis=1).min())
         log.info("%s vs fp32 on %d sample texts: min cosine %.4f", self.settings.precision, len(texts), worst)
         return worst
+
+    def prepare(self, texts: list[str]) -> list[Prepared]:
+        """Tokenise once: lengths for the batcher and ids for the model. Runs on the batcher
+        thread, so tokenisation overlaps the forward pass of the previous batch."""
+        if not texts:
+            return []
+        limit = self.max_seq_length
+        # One token over the limit tells us whether the model would cut the text.
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit + 1)
+        keys = list(enc.keys())
+        rows = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+        cut = [i for i, row in enumerate(rows) if len(row["input_ids"]) > limit]
+        if cut:
+            # Re-tokenise just the long ones at the real limit (the tokenizer knows where its
+            # special tokens go; we do not assume).
+            again = self.tokenizer([texts[i] for i in cut], add_special_tokens=True, truncation=True, max_length=limit)
+            for j, i in enumerate(cut):
+                rows[i] = {k: again[k][j] for k in keys}
+        cut_set = set(cut)
+        return [Prepared(len(r["input_ids"]), i in cut_set, r) for i, r in enumerate(rows)]
+
+    def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
+        """Pad prepared encodings into CPU tensors for one forward pass."""
+        return dict(self.tokenizer.pad(encodings, padding=True, return_tensors="pt"))
+
+    def forward(self, features: dict[str, Any]) -> np.ndarray:
+        """One forward pass over collated features; float32 (n, dimension)."""
+        import torch
+
+        with torch.inference_mode():
+            on_device = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
+            out = self.model(on_device)["sentence_embedding"]
+            return out.float().cpu().numpy()
 
     def count_tokens(self, texts: list[str]) -> list[TokenCount]:
         """Tokens each text occupies in a forward pass (after truncation), and whether it was cut."""

@@ -38,7 +38,7 @@ from ingestor.faults import crash_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import Reason
-from ingestor.planning import Unit, Work, collapse, plan
+from ingestor.planning import Unit, Work, collapse, cut_work, group_texts
 from ingestor.records import Document, Parsed, Position, Rejected
 from ingestor.retry import Backoff
 from ingestor.sink import Entity, MilvusSink
@@ -203,35 +203,39 @@ class Pipeline:
         if len(live) < len(items):
             metrics.RECORDS_DROPPED.inc(len(items) - len(live))
         window = collapse(live)
-        unique = {d.text_sha256: d.text for d in window.documents}
-        counts = self.embedder.count_tokens(list(unique.values()))
-        tokens = {sha: (c.tokens, c.truncated) for sha, c in zip(unique, counts)}
-        for work in plan(window, tokens, self.limits):
-            self._register(work)
-            self._resolve_cache(work)
+        units = group_texts(window.documents, {d.text_sha256: (0, False) for d in window.documents})
+        ready = Work(deletes=window.deletes, rejected=window.rejected)
+        with self._ids_lock:
+            self._ids_in_flight.update([d.id for d in window.documents] + [d.id for d in window.deletes])
+        # The cache is resolved for the whole window before the cut, so batches hold only texts
+        # that really need the model.
+        todo = self._resolve_cache(units, ready)
+        for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
+            unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
+        for work in cut_work(todo, ready, self.limits):
+            pending = [u for u in work.units if u.vector is None]
+            if pending:
+                work.features = self.embedder.collate([u.encoding for u in pending])
             self._put(self._prepared, work)
 
     def _current(self, item: Parsed) -> bool:
         """Still ours? Superseded positions of other partitions count too (they need the write)."""
         return self.tracker.is_current(item.position)
 
-    def _register(self, work: Work) -> None:
-        with self._ids_lock:
-            self._ids_in_flight.update(work.ids())
-
     def _unregister(self, work: Work) -> None:
         with self._ids_lock:
             self._ids_in_flight.subtract(work.ids())
             self._ids_in_flight += Multiset()  # drop zero counts
 
-    def _resolve_cache(self, work: Work) -> None:
-        """Mark unchanged records as skipped (verified against Milvus) and fill cached vectors."""
-        docs = [d for u in work.units for d in u.docs]
+    def _resolve_cache(self, units: list[Unit], ready: Work) -> list[Unit]:
+        """Skip unchanged records (verified against Milvus) and fill cached vectors, in one
+        Redis round trip. Resolved units go into `ready`; returns the units still to embed."""
+        docs = [d for u in units for d in u.docs]
         if not self.cache.enabled or not docs:
-            return
+            return units
         identity = self.embedder.identity
         digests = {id(d): content_hash(identity, d.text_sha256, d.metadata, self.store_text) for d in docs}
-        markers, vectors = self.cache.lookup([d.id for d in docs], [u.text_sha256 for u in work.units])
+        markers, vectors = self.cache.lookup([d.id for d in docs], [u.text_sha256 for u in units])
         with self._ids_lock:
             # An id also waiting in earlier, unwritten work must be written again here: Milvus
             # does not yet hold what those records will write.
@@ -241,16 +245,18 @@ class Pipeline:
         if candidates:
             held = self._retry("milvus", lambda: self.sink.content_hashes([d.id for d in candidates]))
             skip = {id(d) for d in candidates if held.get(d.id) == digests[id(d)]}
-        kept_units: list[Unit] = []
-        for unit, vector in zip(work.units, vectors):
-            work.skipped += [d for d in unit.docs if id(d) in skip]
+        todo: list[Unit] = []
+        for unit, vector in zip(units, vectors):
+            ready.skipped += [d for d in unit.docs if id(d) in skip]
             unit.docs = [d for d in unit.docs if id(d) not in skip]
             if not unit.docs:
                 continue
             if vector is not None:
                 unit.vector, unit.from_cache = vector, True
-            kept_units.append(unit)
-        work.units = kept_units
+                ready.units.append(unit)
+            else:
+                todo.append(unit)
+        return todo
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:
@@ -283,16 +289,27 @@ class Pipeline:
         metrics.BATCH_TOKENS.observe(work.padded_tokens)
         started = time.perf_counter()
         slow_point()
-
-        def encode(units: list[Unit]) -> np.ndarray:
-            return self.embedder.encode([u.text for u in units])
-
-        # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
-        result = run_isolating(todo, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
-        for units, vectors in result.results:
-            for unit, vector in zip(units, vectors):
+        failures: list[tuple[Unit, Exception]] = []
+        try:
+            if work.features is None:
+                raise ValueError("no prepared features")
+            vectors = self.embedder.forward(work.features)
+            for unit, vector in zip(todo, vectors):
                 unit.vector = vector
-        for unit, exc in result.failures:
+        except (RetriableError, Aborted):
+            raise
+        except Exception:
+            # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
+            def encode(units: list[Unit]) -> np.ndarray:
+                return self.embedder.encode([u.text for u in units])
+
+            result = run_isolating(todo, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
+            for units, vectors in result.results:
+                for unit, vector in zip(units, vectors):
+                    unit.vector = vector
+            failures = result.failures
+        work.features = None
+        for unit, exc in failures:
             if is_out_of_memory(exc):
                 log.warning("one text runs out of device memory alone; dead-lettering it")
             error = embed_failure_reason(exc)

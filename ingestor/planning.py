@@ -10,6 +10,7 @@ Within one window:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Unit:
     docs: list[Document]
     vector: np.ndarray | None = None
     from_cache: bool = False
+    encoding: dict[str, list[int]] | None = None
 
 
 @dataclass(slots=True)
@@ -38,6 +40,7 @@ class Work:
     skipped: list[Document] = field(default_factory=list)
     deletes: list[Delete] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
 
     @property
     def padded_tokens(self) -> int:
@@ -84,6 +87,18 @@ def group_texts(docs: list[Document], tokens: dict[str, tuple[int, bool]]) -> li
             unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, n, cut, [])
         unit.docs.append(doc)
     return list(units.values())
+
+
+def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
+    """Cut the units still to embed into batches; everything already resolved (cached vectors,
+    skips, deletes, dead letters) rides with the first one, so no batch is cut half-empty."""
+    works = [Work(units=b) for b in cut_batches(todo, lambda u: u.tokens, limits)]
+    if not works:
+        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected) else []
+    first = works[0]
+    first.units = ready.units + first.units
+    first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
+    return works
 
 
 def plan(window: Window, tokens: dict[str, tuple[int, bool]], limits: BatchLimits) -> list[Work]:

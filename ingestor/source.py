@@ -260,7 +260,9 @@ class KafkaSource:
 
     def maybe_commit(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self._commit_in_flight and not force:
+        # An async commit's callback can be lost in a rebalance; never let one block commits for
+        # longer than a request can take.
+        if self._commit_in_flight and not force and now - self._last_commit < self.settings.request_timeout_ms / 1000.0:
             return
         if not force and now - self._last_commit < self.settings.commit_interval_ms / 1000.0:
             return

@@ -14,4 +14,5 @@ ln -sf "$(command -v python3)" "$kit/venv/bin/python"
 export INGESTOR_HOME="$kit/home" INGESTOR_VENV="$kit/venv" INGESTOR_STATE_DIR="$kit/state" INGESTOR_KAFKA_CDS=0
 bash "$repo/deploy/local/services.sh" up
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model" --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"
+python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model" --redis-url redis://127.0.0.1:6379/0 \
+  --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"
