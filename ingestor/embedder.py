@@ -95,6 +95,13 @@ class Embedder:
         if dtype is not torch.float32:
             self.model.to(dtype)
         self.model.eval()
+        if self.device.startswith("cuda"):
+            # A forward pass launches hundreds of small kernels, each a trip through the GIL; with
+            # the batcher and writer threads busy, the default 5 ms switch interval can stretch a
+            # 2 ms pass to tens of milliseconds. Hand the GIL over sooner.
+            import sys
+
+            sys.setswitchinterval(0.0002)
         self.tokenizer = self.model.tokenizer
         self.max_seq_length = int(self.model.max_seq_length)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

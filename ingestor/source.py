@@ -167,6 +167,16 @@ class KafkaSource:
 
     def start(self) -> None:
         self.consumer.subscribe(topics=self.settings.topics, listener=_Listener(self))
+        # Know the subscribed topics' partitions before the first join (the first poll). Otherwise
+        # the leader assigns before the metadata arrived ("No partition metadata"), hands out
+        # nothing, and the metadata then triggers a second rebalance; kafka-python 3.0.12 loses the
+        # assignment of such a rebalance when it outlasts one poll() (the member then sits with no
+        # partitions for good).
+        for topic in self.settings.topics:
+            try:
+                self.consumer.partitions_for_topic(topic)
+            except KafkaError as exc:  # then the group's rebalances will have to do
+                log.warning("no metadata for topic %s yet: %s", topic, exc)
         if self.until_caught_up:
             self._catch_up.targets = self._end_offsets()
             log.info("catching up to end offsets of %d partition(s)", len(self._catch_up.targets))
