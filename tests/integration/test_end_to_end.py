@@ -119,8 +119,11 @@ def test_identical_texts_are_embedded_once(run1):
     s = run1["result"].summary()
     distinct = {r["text"] for r in run1["good"]}
     assert len(distinct) == len(run1["good"]) - 2
-    # The doomed record's tombstone follows it in the same window, so it is never embedded.
-    assert s["embedded"] == len(distinct) and s["cache_hits"] == 0
+    # Every distinct text runs through the model exactly once: a repeat in the same window shares
+    # the forward pass, a repeat in a later window is a cache hit. (The doomed record's tombstone
+    # follows it in the same window, so it is never embedded.)
+    assert s["embedded"] == len(distinct)
+    assert s["cache_hits"] <= 2
     assert s["upserted"] == len(run1["good"])
     assert s["dead_lettered"] == len(BAD_RECORDS)
 
