@@ -4,36 +4,43 @@ default ones: other tests use those concurrently), and one isolated scenario per
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests import harness
-from tests.faults.stack import SERVICES_ENV, Scenario, Stack
+from tests.faults.stack import Scenario, Stack, claim_slot
 
 pytestmark = pytest.mark.services
 
-# pymilvus warns on every strongly consistent iterator against Milvus Lite; the tests poll often.
-logging.getLogger("pymilvus").setLevel(logging.ERROR)
+# pymilvus logs every failed call (the tests poll Milvus while it is down) and warns on every
+# strongly consistent iterator against Milvus Lite: the tests' own assertions say what matters.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    """Kafka, Redis and a Milvus Lite *server* on their own ports and state dir; wiped at the end."""
-    s = Stack()
-    result = harness.services("up", env=SERVICES_ENV, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"services.sh up (fault stack) failed:\n{result.stdout}\n{result.stderr}")
-    yield s
-    s.thaw_all()
-    harness.services("down", "--wipe", env=SERVICES_ENV, timeout=300)
+    """Kafka, Redis and a Milvus Lite *server* on their own ports and state dir (ports 19092, 19093,
+    16379, 19531 and .state/faults; a concurrent session of this suite gets the next slot, every
+    port + 100); wiped at the end."""
+    slot, lock = claim_slot()
+    s = Stack(slot)
+    try:
+        result = harness.services("up", env=s.env, timeout=300)
+        if result.returncode != 0:
+            pytest.fail(f"services.sh up (fault stack) failed:\n{result.stdout}\n{result.stderr}")
+        yield s
+        s.thaw_all()
+    finally:
+        harness.services("down", "--wipe", env=s.env, timeout=300)
+        os.close(lock)
 
 
 @pytest.fixture
 def scenario(stack: Stack, request: pytest.FixtureRequest, tmp_path) -> Iterator[Scenario]:
-    """Per test: unique names, and the stack as the test found it afterwards — whatever a failed
-    test left frozen, stopped or reconfigured is repaired before the next one runs."""
-    _repair(stack)
+    """Per test: unique names; afterwards its processes are killed and whatever the test left
+    frozen, stopped or reconfigured (if it failed half-way) is repaired for the next one."""
     scn = Scenario(stack, request.node.name, tmp_path)
     try:
         yield scn

@@ -19,6 +19,9 @@ poison one is in the DLQ).
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -105,12 +108,25 @@ def namespace(scn: Scenario) -> str:
     from ingestor.sink import _INCARNATION_PREFIX
 
     def describe() -> dict[str, Any]:
+        if not scn.milvus_uri.startswith("http"):  # a Lite file: read it in a process of its own
+            return _describe_lite(scn.milvus_uri, scn.collection)
         with harness.milvus(scn.milvus_uri) as client:
             return client.describe_collection(scn.collection)
 
     description = _retry(describe).get("description") or ""
     incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
     return f"{scn.milvus_uri}||{scn.collection}|{incarnation}"
+
+
+def _describe_lite(uri: str, collection: str) -> dict[str, Any]:
+    """Milvus Lite keeps a file locked for the life of the process that opened it (see harness)."""
+    code = ("import json, sys\nfrom pymilvus import MilvusClient\n"
+            "c = MilvusClient(uri=sys.argv[1])\n"
+            "json.dump(c.describe_collection(sys.argv[2]), sys.stdout, default=str)\nc.close()\n")
+    proc = subprocess.run([sys.executable, "-c", code, uri, collection], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 def marker_of(scn: Scenario, record_id: str, ns: str | None = None) -> str:

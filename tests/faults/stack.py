@@ -22,38 +22,75 @@ from typing import Any
 
 from tests import harness
 
-KAFKA_PORT = int(os.environ.get("INGESTOR_FAULTS_KAFKA_PORT", "19092"))
-CONTROLLER_PORT = int(os.environ.get("INGESTOR_FAULTS_KAFKA_CONTROLLER_PORT", "19093"))
-REDIS_PORT = int(os.environ.get("INGESTOR_FAULTS_REDIS_PORT", "16379"))
-MILVUS_PORT = int(os.environ.get("INGESTOR_FAULTS_MILVUS_PORT", "19531"))
-STATE_DIR = harness.REPO / ".state" / "faults"
+# The brief's port set and state dir are slot 0. Several sessions of this suite on one machine
+# (test.sh runs it too) would wreck each other's services: each session claims a free slot with a
+# lock held for its whole life, and slot N shifts every port by 100 * N.
+BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 19531}
+SLOTS = 8
 
-SERVICES_ENV = {
-    "INGESTOR_KAFKA_PORT": str(KAFKA_PORT),
-    "INGESTOR_KAFKA_CONTROLLER_PORT": str(CONTROLLER_PORT),
-    "INGESTOR_REDIS_PORT": str(REDIS_PORT),
-    "INGESTOR_MILVUS_PORT": str(MILVUS_PORT),
-    "INGESTOR_STATE_DIR": str(STATE_DIR),
-    "INGESTOR_MILVUS_SERVER": "1",
-}
+
+def claim_slot() -> tuple[int, int]:
+    """(slot number, fd of its lock); the lock goes with the process."""
+    import fcntl
+
+    locks = harness.REPO / ".state"
+    locks.mkdir(parents=True, exist_ok=True)
+    for n in range(SLOTS):
+        fd = os.open(locks / f"faults-slot-{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return n, fd
+    raise RuntimeError(f"all {SLOTS} fault-stack slots are taken by other sessions")
 
 
 @dataclass
 class Stack:
-    """The dedicated services: where they answer and how to hurt them."""
+    """The dedicated services of one slot: where they answer and how to hurt them."""
 
-    kafka: str = f"127.0.0.1:{KAFKA_PORT}"
-    redis_url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
-    milvus_uri: str = f"http://127.0.0.1:{MILVUS_PORT}"
+    slot: int = 0
+
+    def port(self, name: str) -> int:
+        return BASE_PORTS[name] + 100 * self.slot
+
+    @property
+    def state_dir(self) -> Path:
+        return harness.REPO / ".state" / ("faults" if self.slot == 0 else f"faults-{self.slot}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What services.sh needs to run this slot's services."""
+        return {
+            "INGESTOR_KAFKA_PORT": str(self.port("kafka")),
+            "INGESTOR_KAFKA_CONTROLLER_PORT": str(self.port("controller")),
+            "INGESTOR_REDIS_PORT": str(self.port("redis")),
+            "INGESTOR_MILVUS_PORT": str(self.port("milvus")),
+            "INGESTOR_STATE_DIR": str(self.state_dir),
+            "INGESTOR_MILVUS_SERVER": "1",
+        }
+
+    @property
+    def kafka(self) -> str:
+        return f"127.0.0.1:{self.port('kafka')}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.port('redis')}/0"
+
+    @property
+    def milvus_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port('milvus')}"
 
     def services(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        result = harness.services(*args, timeout=timeout, env=SERVICES_ENV)
+        result = harness.services(*args, timeout=timeout, env=self.env)
         if result.returncode != 0:
             raise AssertionError(f"services.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
     def pid(self, service: str) -> int:
-        result = harness.services("pid", service, env=SERVICES_ENV)
+        result = harness.services("pid", service, env=self.env)
         assert result.returncode == 0, f"{service} is not running: {result.stderr}"
         return int(result.stdout.strip())
 
@@ -76,7 +113,7 @@ class Stack:
 
     def thaw_all(self) -> None:
         for service in ("kafka", "redis", "milvus"):
-            result = harness.services("pid", service, env=SERVICES_ENV)
+            result = harness.services("pid", service, env=self.env)
             if result.returncode == 0:
                 try:
                     os.killpg(int(result.stdout.strip()), signal.SIGCONT)
@@ -89,7 +126,7 @@ class Stack:
         return redis.Redis.from_url(self.redis_url, socket_timeout=5)
 
     def healthy(self) -> bool:
-        return harness.services("status", env=SERVICES_ENV).returncode == 0
+        return harness.services("status", env=self.env).returncode == 0
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -212,11 +249,14 @@ class Scenario:
 
     # -- Kafka -----------------------------------------------------------------------------------
 
-    def produce(self, recs: Iterable[Rec], partition: int | None = None) -> list[Produced]:
-        """Publish in order and remember where each record landed."""
+    def produce(self, recs: Iterable[Rec], partition: int | list[int] | None = None) -> list[Produced]:
+        """Publish in order and remember where each record landed. `partition`: one for all, or
+        one per record; None lets the key decide."""
         from kafka import KafkaProducer
 
         recs = list(recs)
+        parts = partition if isinstance(partition, list) else [partition] * len(recs)
+        assert len(parts) == len(recs)
         out: list[Produced] = []
         producer = KafkaProducer(bootstrap_servers=self.stack.kafka, acks="all", linger_ms=5,
                                  max_request_size=8 << 20)
@@ -230,19 +270,19 @@ class Scenario:
                     out.append(Produced(rec, meta.partition, meta.offset))
                 pending.clear()
 
-            for rec in recs:
+            for rec, part in zip(recs, parts):
                 if rec.key is None and rec.value is None:
                     settle()
-                    out.append(self._produce_null(partition))
+                    out.append(self._produce_null())
                 else:
-                    pending.append((rec, producer.send(self.topic, key=rec.key, value=rec.value, partition=partition)))
+                    pending.append((rec, producer.send(self.topic, key=rec.key, value=rec.value, partition=part)))
             settle()
         finally:
             producer.close()
         self.produced.extend(out)
         return out
 
-    def _produce_null(self, partition: int | None) -> Produced:
+    def _produce_null(self) -> Produced:
         """kafka-python cannot send a null key with a null value; the Java client can. Its
         position: the partition whose end offset moved."""
         before = self.end_offsets()
@@ -254,7 +294,17 @@ class Scenario:
         return Produced(rec, moved[0], before.get(moved[0], 0))
 
     def offsets(self) -> tuple[dict[int, int | None], dict[int, int]]:
-        return harness.offsets(self.group, self.topic, bootstrap=self.stack.kafka)
+        """(committed, end offsets); retried while a just restarted broker settles."""
+        from kafka.errors import KafkaError
+
+        for attempt in range(5):
+            try:
+                return harness.offsets(self.group, self.topic, bootstrap=self.stack.kafka)
+            except KafkaError:
+                if attempt == 4:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def committed(self) -> dict[int, int]:
         committed, _ = self.offsets()
@@ -316,13 +366,16 @@ class Scenario:
     def wait_progress(self, at_least: int, timeout_s: float = 120, daemon: Daemon | None = None) -> int:
         """Until Milvus holds at least `at_least` entities; fails early if `daemon` died."""
 
-        def check() -> int:
+        seen = {"n": 0}
+
+        def check() -> bool:
             if daemon is not None:
                 daemon.assert_running()
-            n = len(self.milvus_ids(strict=False))
-            return n if n >= at_least else 0
+            seen["n"] = len(self.milvus_ids(strict=False))
+            return seen["n"] >= at_least
 
-        return harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{at_least} entities in {self.collection}")
+        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{at_least} entities in {self.collection}")
+        return seen["n"]
 
     def wait_landed(self, produced: Iterable[Produced], timeout_s: float = 120, daemon: Daemon | None = None) -> None:
         produced = list(produced)

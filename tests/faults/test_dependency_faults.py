@@ -129,24 +129,38 @@ def test_redis_full_write_errors_are_counted_and_ingestion_goes_on(scenario: Sce
     scn.produce(sample(120))
     r = scn.stack.redis()
     try:
+        # Well over the limit (a filler of 2 MB), so that no write slips through a small dip.
+        r.set(f"{scn.key_prefix}:filler", b"x" * (2 << 20))
         r.config_set("maxmemory-policy", "noeviction")
         r.config_set("maxmemory", "1mb")
-        try:  # fill it up: under noeviction every write after this one is refused
-            r.set(f"{scn.key_prefix}:filler", b"x" * (1 << 20))
-        except redis_lib.ResponseError:
-            pass
-        with pytest.raises(redis_lib.ResponseError, match="OOM"):
+        with pytest.raises(redis_lib.ResponseError, match="maxmemory"):
             r.set(f"{scn.key_prefix}:probe", b"x")
         result = scn.run()
         assert result.returncode == 0, result.output[-4000:]
-        assert "redis store refused" in result.output and "OOM" in result.output
+        assert "redis store refused" in result.output and "maxmemory" in result.output
         assert result.summary()["upserted"] == 120
-        assert not oracle.markers(scn), "no write should have got through"
+        assert not oracle.markers(scn), "every cache write should have been refused"
+        # Then evicting (allkeys-lru) with little room: a replay writes the cache, Redis evicts.
+        r.delete(f"{scn.key_prefix}:filler")
+        r.config_set("maxmemory", "0")
+        used = int(r.info("memory")["used_memory"])
+        evicted_before = int(r.info("stats")["evicted_keys"])
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        r.config_set("maxmemory", str(used + (120 << 10)))
+        scn.group = harness.unique("g-lru")
+        second = scn.run()
+        assert second.returncode == 0, second.output[-4000:]
+        assert int(r.info("stats")["evicted_keys"]) > evicted_before, "the cache should have evicted keys"
+        # A replay over what survived: evicted markers and vectors only cost re-embedding.
+        scn.group = harness.unique("g-after-lru")
+        facts = oracle.check(scn, reference_model)
+        s = facts["drain"].summary()
+        assert s["skipped"] + s["upserted"] == 120 and s["upserted"] > 0, s
     finally:
         r.config_set("maxmemory", "0")
+        r.config_set("maxmemory-policy", "noeviction")
         r.delete(f"{scn.key_prefix}:filler")
         r.close()
-    oracle.check(scn, reference_model)
 
 
 def test_redis_restarted_empty_replay_re_embeds_without_duplicates(scenario: Scenario, reference_model):

@@ -1,0 +1,134 @@
+"""A seeded soak (fault matrix row 20): records keep arriving while random faults from the matrix
+hit at random moments — kill -9 of the daemon, the broker frozen or restarted, Redis restarted
+empty, Milvus stopped and started. Every oracle holds at the end, and the committed-prefix
+invariant after each fault. The seed is printed; INGESTOR_SOAK_SEED=N replays a run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.faults import oracle
+from tests.faults.stack import Daemon, Rec, Scenario, poison, sample
+
+pytestmark = pytest.mark.services
+
+FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus")
+KNOBS = {
+    "INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS": "64",
+    "INGESTOR_KAFKA__MAX_POLL_RECORDS": "32",
+    "INGESTOR_REDIS__RETRY_AFTER_MS": "1000",
+}
+POISON = [
+    poison(None, b"\xff\xfe not utf-8", "invalid_utf8"),
+    poison(None, b'{"text": ', "invalid_json"),
+    poison(None, b'{"text": "   "}', "blank_text"),
+    poison(None, b"[1, 2, 3]", "not_an_object"),
+]
+
+
+@dataclass
+class Soak:
+    scn: Scenario
+    rng: random.Random
+    daemon: Daemon | None = None
+    log: list[str] | None = None
+
+    def note(self, what: str) -> None:
+        line = f"[soak +{time.monotonic() - self.t0:6.1f}s] {what}"
+        print(line, flush=True)
+        self.log.append(line)
+
+    def __post_init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.log = []
+
+    def ensure_daemon(self) -> Daemon:
+        if self.daemon is None or not self.daemon.running():
+            if self.daemon is not None:
+                raise AssertionError(f"the daemon exited by itself ({self.daemon.proc.returncode}):\n"
+                                     f"{self.daemon.log()[-4000:]}")
+            self.daemon = self.scn.start("soak", **KNOBS)
+            self.daemon.wait_ready()
+            self.note("daemon started")
+        return self.daemon
+
+    def wait_some_progress(self) -> None:
+        """A random moment: until Milvus holds a few more records (or all that were produced)."""
+        d = self.ensure_daemon()
+        now = len(self.scn.milvus_ids())
+        target = min(now + self.rng.randint(5, 40), len(self.scn.ids_of(self.scn.produced)))
+        self.scn.wait_progress(target, timeout_s=180, daemon=d)
+
+    def inject(self, fault: str) -> None:
+        stack, rng = self.scn.stack, self.rng
+        self.note(f"fault: {fault}")
+        if fault == "kill_daemon":
+            assert self.daemon is not None
+            self.daemon.proc.send_signal(signal.SIGKILL)
+            self.daemon.proc.wait(timeout=30)
+            self.daemon = None
+        elif fault == "freeze_kafka":
+            with stack.frozen("kafka"):
+                time.sleep(rng.uniform(2, 8))  # the outage itself
+        elif fault == "restart_kafka":
+            stack.services("restart", "kafka")
+        elif fault == "restart_redis":
+            stack.services("restart", "redis")
+        elif fault == "stop_milvus":
+            stack.services("stop", "milvus")
+            try:
+                time.sleep(rng.uniform(2, 8))  # the outage itself
+            finally:
+                stack.services("start", "milvus")
+        else:
+            raise ValueError(fault)
+        oracle.check_committed_prefix(self.scn)
+
+
+def soak(scn: Scenario, reference_model, seed: int, records: int, faults: int) -> None:
+    rng = random.Random(seed)
+    print(f"\nsoak seed {seed} ({records} records, {faults} faults): INGESTOR_SOAK_SEED={seed} replays it", flush=True)
+    scn.create_topic(4)
+    stream: list[Rec] = list(sample(records))
+    for bad in POISON:
+        stream.insert(rng.randrange(len(stream)), bad)
+    chunks = [stream[i * len(stream) // (faults + 1):(i + 1) * len(stream) // (faults + 1)] for i in range(faults + 1)]
+    s = Soak(scn, rng)
+    try:
+        for chunk in chunks[:-1]:
+            scn.produce(chunk)
+            s.wait_some_progress()
+            s.inject(rng.choice(FAULTS))
+        scn.produce(chunks[-1])
+        d = s.ensure_daemon()
+        scn.wait_caught_up(timeout_s=300, daemon=d)
+        code, _ = d.terminate()
+        assert code == 0, d.log()[-4000:]
+        s.note("caught up; oracle")
+        oracle.check(scn, reference_model, allow_dlq_duplicates=True)
+    except BaseException:
+        print("\n".join(s.log or []), flush=True)
+        print(f"soak seed {seed}: INGESTOR_SOAK_SEED={seed} replays it", flush=True)
+        raise
+
+
+def _seed(default: int | None) -> int:
+    value = os.environ.get("INGESTOR_SOAK_SEED")
+    if value:
+        return int(value)
+    return default if default is not None else random.SystemRandom().randrange(1 << 31)
+
+
+def test_soak_short(scenario: Scenario, reference_model):
+    soak(scenario, reference_model, _seed(20), records=400, faults=3)
+
+
+@pytest.mark.slow
+def test_soak_long(scenario: Scenario, reference_model):
+    soak(scenario, reference_model, _seed(None), records=3000, faults=12)
