@@ -213,6 +213,8 @@ class Pipeline:
         for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
             unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
         for work in cut_work(todo, ready, self.limits):
+            # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
+            work.registered = work.ids()
             pending = [u for u in work.units if u.vector is None]
             if pending:
                 work.features = self.embedder.collate([u.encoding for u in pending])
@@ -224,7 +226,7 @@ class Pipeline:
 
     def _unregister(self, work: Work) -> None:
         with self._ids_lock:
-            self._ids_in_flight.subtract(work.ids())
+            self._ids_in_flight.subtract(work.registered)
             self._ids_in_flight += Multiset()  # drop zero counts
 
     def _resolve_cache(self, units: list[Unit], ready: Work) -> list[Unit]:

@@ -41,6 +41,7 @@ class Work:
     deletes: list[Delete] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
+    registered: list[str] = field(default_factory=list)  # ids counted as in flight for this work
 
     @property
     def padded_tokens(self) -> int:
