@@ -7,6 +7,14 @@ not yet). Unset — always, outside tests — the check is one comparison agains
 
 ``INGESTOR_FAULT_SLOW_EMBED_MS=10000:1`` makes the first forward pass take 10 s longer (without
 ``:N``, every one): a batch slower than ``kafka.max_poll_interval_ms``, or than the shutdown bound.
+
+``INGESTOR_FAULT_OOM_OVER=8`` makes every forward pass over more than 8 texts raise
+``torch.OutOfMemoryError``, as a device does on a batch too big for its memory.
+``INGESTOR_FAULT_FAIL_TEXT=@@poison@@`` makes every forward pass that holds a text containing that
+marker raise, as a model does on the one input it cannot encode.
+
+``INGESTOR_FAULT_SINK_REJECT=@@reject@@`` hands Milvus a malformed vector (one dimension short) for
+every entity whose id contains that marker, so the real server refuses that one record.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
+from typing import Any
 
 _SPEC = os.environ.get("INGESTOR_FAULT_CRASH_AT")
 _point, _, _nth = (_SPEC or "").partition(":")
@@ -22,6 +32,10 @@ _remaining = int(_nth or "1")
 _SLOW = os.environ.get("INGESTOR_FAULT_SLOW_EMBED_MS")
 _slow_ms, _, _slow_n = (_SLOW or "").partition(":")
 _slow_remaining = int(_slow_n or "-1")
+
+_OOM_OVER = int(os.environ["INGESTOR_FAULT_OOM_OVER"]) if os.environ.get("INGESTOR_FAULT_OOM_OVER") else None
+_FAIL_TEXT = os.environ.get("INGESTOR_FAULT_FAIL_TEXT") or None
+_SINK_REJECT = os.environ.get("INGESTOR_FAULT_SINK_REJECT") or None
 
 
 def crash_point(name: str) -> None:
@@ -40,3 +54,22 @@ def slow_point() -> None:
         return
     _slow_remaining -= 1
     time.sleep(int(_slow_ms) / 1000.0)
+
+
+def model_point(texts: Sequence[str]) -> None:
+    """Called by the model stage before every forward pass (first try and each split)."""
+    if _OOM_OVER is None and _FAIL_TEXT is None:
+        return
+    if _OOM_OVER is not None and len(texts) > _OOM_OVER:
+        import torch
+
+        raise torch.OutOfMemoryError(f"injected: {len(texts)} texts exceed the fault limit of {_OOM_OVER}")
+    if _FAIL_TEXT is not None and any(_FAIL_TEXT in t for t in texts):
+        raise RuntimeError("injected: the model cannot encode this text")
+
+
+def sink_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Called by the sink on the rows of every upsert; corrupts the marked ones."""
+    if _SINK_REJECT is None:
+        return rows
+    return [dict(r, vector=list(r["vector"])[:-1]) if _SINK_REJECT in r["id"] else r for r in rows]

@@ -85,13 +85,18 @@ def _tombstone(raw: RawRecord) -> Parsed:
     return Delete(id=_check_id(_decode_key(raw.key)), raw=raw)
 
 
+def _reject_constant(name: str) -> Any:
+    # Python accepts NaN/Infinity, JSON does not, and Milvus would store them as null: refuse.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
     try:
-        obj = json.loads(decoded)
+        obj = json.loads(decoded, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
-    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
-        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {type(exc).__name__}") from None
+    except (ValueError, RecursionError) as exc:  # NaN, huge integers, absurd nesting
+        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
         raise _Reject(Reason.NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, not an object")
     if options.text_field not in obj:

@@ -34,7 +34,7 @@ from ingestor.config import BatchSettings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
 from ingestor.errors import DataError, RetriableError
-from ingestor.faults import crash_point, slow_point
+from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import Reason
@@ -295,14 +295,18 @@ class Pipeline:
         try:
             if work.features is None:
                 raise ValueError("no prepared features")
+            model_point([u.text for u in todo])
             vectors = self.embedder.forward(work.features)
             for unit, vector in zip(todo, vectors):
                 unit.vector = vector
         except (RetriableError, Aborted):
             raise
-        except Exception:
+        except Exception as exc:
             # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
+            log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
+                        len(todo), type(exc).__name__)
             def encode(units: list[Unit]) -> np.ndarray:
+                model_point([u.text for u in units])
                 return self.embedder.encode([u.text for u in units])
 
             result = run_isolating(todo, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
@@ -350,6 +354,7 @@ class Pipeline:
                 entities, self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
             written = [e for batch, _ in outcome.results for e in batch]
             for entity, exc in outcome.failures:
+                log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
                 doc = self._doc_of(work, entity)
                 work.rejected.append(Rejected(doc.raw, Reason.SINK_REJECTED.value, str(exc), list(doc.superseded)))
             metrics.RECORDS_UPSERTED.inc(len(written))

@@ -21,6 +21,7 @@ from typing import Any
 from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
+from ingestor.faults import sink_rows
 from ingestor.parsing import Reason
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ class MilvusSink:
         now_ms = int(time.time() * 1000)
         written = 0
         for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
-            rows = [e.row(self.settings.store_text, now_ms) for e in chunk]
+            rows = sink_rows([e.row(self.settings.store_text, now_ms) for e in chunk])
             self._call("upsert", self._client.upsert, self.collection, rows)
             written += len(rows)
         return written

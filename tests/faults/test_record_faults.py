@@ -112,3 +112,60 @@ def test_a_collection_of_another_dimension_refuses_to_start(scenario: Scenario):
         info = client.describe_collection(scn.collection)
     dims = [f["params"].get("dim") for f in info["fields"] if f["name"] == "vector"]
     assert [int(x) for x in dims] == [128], "the existing collection must be left as it was"
+
+
+def _refused(marker: str, reason: str, n: int, offset: int) -> list[Rec]:
+    """Good-looking records the fault hooks single out by `marker` in their id or text."""
+    out = []
+    for r in harness.sample_records(n, offset):
+        rec = doc({**r, "id": f"{r['id']}{marker}", "text": f"{r['text']} {marker}"})
+        out.append(poison(rec.key, rec.value, reason))
+    return out
+
+
+def _interleave(good: list[Rec], bad: list[Rec], every: int) -> list[Rec]:
+    stream, bad = [], list(bad)
+    for i, g in enumerate(good):
+        stream.append(g)
+        if i % every == every // 2 and bad:
+            stream.append(bad.pop(0))
+    return stream + bad
+
+
+def test_milvus_rejects_one_record_only_it_goes_to_the_dlq(scenario: Scenario, reference_model):
+    """Row 8: the real server refuses the marked entities (a vector one dimension short, handed over
+    by the fault hook); bisection sends only those to the DLQ and the rest of each batch lands."""
+    scn = scenario
+    scn.create_topic(2)
+    scn.settings["INGESTOR_FAULT_SINK_REJECT"] = "@@reject@@"
+    bad = _refused("@@reject@@", "sink_rejected", 3, offset=900)
+    scn.produce(_interleave(sample(150), bad, every=40))
+    # Batches of up to 64 records: every refused record shares its upsert with dozens of good ones.
+    result = scn.run(INGESTOR_BATCH__MAX_BATCH_RECORDS="64", INGESTOR_BATCH__MAX_WAIT_MS="1000")
+    assert result.returncode == 0, result.output[-4000:]
+    s = result.summary()
+    assert s["dead_lettered"] == 3 and s["upserted"] == 150, s
+    errors = [d.headers["ingestor.error"] for d in oracle.dead_letters(scn)]
+    assert all("dim" in e for e in errors), f"the DLQ should carry Milvus's own refusal: {errors}"
+    facts = oracle.check(scn, reference_model)
+    assert facts["rows"] == 150 and facts["dead_letters"] == 3
+
+
+def test_out_of_memory_splits_the_batch_and_a_text_that_always_fails_goes_to_the_dlq(
+        scenario: Scenario, reference_model):
+    """Row 17: every forward pass over 8 texts raises torch.OutOfMemoryError, and the marked texts
+    make any pass that holds them fail; batches are split until they fit, and only the texts that
+    fail alone are dead-lettered."""
+    scn = scenario
+    scn.create_topic(2)
+    scn.settings.update(INGESTOR_FAULT_OOM_OVER="8", INGESTOR_FAULT_FAIL_TEXT="@@poison@@")
+    bad = _refused("@@poison@@", "embed_failed", 2, offset=950)
+    scn.produce(_interleave(sample(120), bad, every=50))
+    result = scn.run(INGESTOR_BATCH__MAX_BATCH_RECORDS="64", INGESTOR_BATCH__MAX_WAIT_MS="1000")
+    assert result.returncode == 0, result.output[-4000:]
+    s = result.summary()
+    assert s["dead_lettered"] == 2 and s["upserted"] == 120, s
+    assert "out of memory" in result.output.lower() or "OutOfMemoryError" in result.output, (
+        "the split should be visible in the log")
+    facts = oracle.check(scn, reference_model)
+    assert facts["rows"] == 120 and facts["dead_letters"] == 2

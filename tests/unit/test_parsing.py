@@ -76,6 +76,12 @@ def test_broken_json_is_invalid_json():
     assert reason_of(b'{"text": "abc"') == Reason.INVALID_JSON
 
 
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_number_constants_are_invalid_json(constant):
+    # Python's json accepts them; Milvus would silently store null in their place.
+    assert reason_of(b'{"text": "abc", "metadata": {"score": ' + constant + b"}}") == Reason.INVALID_JSON
+
+
 def test_empty_value_is_invalid_json():
     assert reason_of(b"") == Reason.INVALID_JSON
 
