@@ -39,7 +39,11 @@ class KafkaSettings(_Section):
     group_id: str = Field("ingestor", description="Consumer group; every worker of one deployment shares it")
     client_id: str = "ingestor"
     group_instance_id: str | None = Field(None, description="Static membership id (KIP-345), e.g. the pod name")
-    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "range"
+    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
+        "cooperative-sticky",
+        description="Partition assignor. cooperative-sticky (KIP-429) moves only the partitions that change "
+        "owner; the others keep flowing through a rebalance. Every member of a group must use the same one.",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(45_000, ge=1_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)

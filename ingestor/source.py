@@ -102,7 +102,8 @@ class _Listener(ConsumerRebalanceListener):
             tp = _tp(ktp)
             self.source.tracker.assign(tp)
             self.source.newly_assigned.add(tp)
-        log.info("partitions assigned: %s", ", ".join(sorted(str(_tp(k)) for k in assigned)) or "none")
+        log.info("partitions assigned: %s (owning %d)", ", ".join(sorted(str(_tp(k)) for k in assigned)) or "none",
+                 len(self.source.tracker.owned()))
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
     def on_partitions_revoked(self, revoked: set[KafkaTP]) -> None:
@@ -119,7 +120,8 @@ class _Listener(ConsumerRebalanceListener):
             except Exception as exc:  # never raise into the client's loop
                 log.warning("commit on revoke failed (the next owner replays): %s", exc)
         if revoked:
-            log.info("partitions revoked: %s", ", ".join(sorted(str(_tp(k)) for k in revoked)))
+            log.info("partitions revoked: %s (owning %d)", ", ".join(sorted(str(_tp(k)) for k in revoked)),
+                     len(self.source.tracker.owned()))
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
     def on_partitions_lost(self, lost: set[KafkaTP]) -> None:

@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +427,21 @@ class Daemon:
             return False
 
         harness.wait_for(check, timeout_s, interval_s=0.25, what=f"{pattern!r} in {self.log_path.name}")
+
+    def owning(self) -> int:
+        """How many partitions it owned after its latest assignment change (0 before the first)."""
+        counts = re.findall(r"partitions (?:assigned|revoked): .*\(owning (\d+)\)$", self.log(), re.M)
+        return int(counts[-1]) if counts else 0
+
+    def wait_owning(self, accept: Callable[[int], bool], timeout_s: float = 90) -> int:
+        """Until the partitions it owns satisfy `accept` (fails if it dies first)."""
+
+        def check() -> bool:
+            self.assert_running()
+            return accept(self.owning())
+
+        harness.wait_for(check, timeout_s, interval_s=0.25, what=f"an ownership change in {self.log_path.name}")
+        return self.owning()
 
     def wait_ready(self, timeout_s: float = 180) -> None:
         """Until it owns partitions (the model loaded, Milvus and Kafka answered)."""

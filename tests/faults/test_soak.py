@@ -18,7 +18,7 @@ from tests.faults.stack import Daemon, Rec, Scenario, poison, sample
 
 pytestmark = pytest.mark.services
 
-FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus")
+FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus", "peer_joins_and_leaves")
 KNOBS = {
     "INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS": "64",
     "INGESTOR_KAFKA__MAX_POLL_RECORDS": "32",
@@ -86,6 +86,18 @@ class Soak:
                 time.sleep(rng.uniform(2, 8))  # the outage itself
             finally:
                 stack.services("start", "milvus")
+        elif fault == "peer_joins_and_leaves":
+            # A second worker takes a share of the partitions, works a little, then leaves
+            # cleanly or dies; its share moves back to the first.
+            peer = self.scn.start("soak-peer", **KNOBS)
+            peer.wait_ready()
+            self.wait_some_progress()
+            if rng.random() < 0.5:
+                code, _ = peer.terminate()
+                assert code == 0, peer.log()[-4000:]
+            else:
+                peer.kill()
+            self.note("peer gone")
         else:
             raise ValueError(fault)
         oracle.check_committed_prefix(self.scn)
