@@ -617,7 +617,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
     model = embedder.model
     tokens = sum(c.tokens for c in embedder.count_tokens(texts))
     result["tokens"] = tokens
-    result["batch_settings"] = settings.batch.model_dump()
+    result["batch_settings"] = settings.batch.for_device(device).model_dump()
     redis_url = settings.redis.url.get_secret_value() if settings.redis.url is not None else DEFAULT_REDIS_URL
     svc = Services(settings, redis_url, options.partitions, options.keep)
     result["run_id"] = svc.run_id

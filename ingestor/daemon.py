@@ -146,8 +146,11 @@ class Daemon:
                 self.embedder.precision_report(_PROBE_TEXTS)
         embedder = self.embedder
         self.model_loaded = True
-        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity)
-        sink.max_write_bytes = s.batch.max_write_bytes
+        batch = s.batch.for_device(embedder.device)
+        log.info("batching on %s: up to %d records and %d tokens per pass, windows of %d, %d in flight",
+                 embedder.device, batch.max_batch_records, batch.max_batch_tokens, batch.max_window_records,
+                 batch.max_in_flight_records)
+        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity, batch.max_write_bytes)
         self.sink = sink
 
         def open_milvus() -> None:
@@ -162,12 +165,12 @@ class Daemon:
             log.info("no redis.url configured: running without a cache")
         tracker = OffsetTracker()
         self.pipeline = Pipeline(
-            s.batch, tracker, embedder, cache, sink, DeadLetterQueue(s.kafka, s.dlq), self.backoff,
+            batch, tracker, embedder, cache, sink, DeadLetterQueue(s.kafka, s.dlq), self.backoff,
             s.milvus.store_text, self.record_latency,
         )
         self.source = self._until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
-            lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, s.batch.max_in_flight_records,
+            lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, batch.max_in_flight_records,
                                 parse_options(s), self.until_caught_up),
         )
         self.source.hold = self.pipeline.is_retrying

@@ -74,6 +74,7 @@ class Pipeline:
         store_text: bool,
         record_latency: Callable[[list[Latency]], None] | None = None,
     ) -> None:
+        settings = settings.for_device(getattr(embedder, "device", "cpu"))  # a no-op when resolved
         self.settings = settings
         self.tracker = tracker
         self.embedder = embedder

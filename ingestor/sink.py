@@ -181,8 +181,10 @@ class LiteLock:
 
 
 class MilvusSink:
-    def __init__(self, settings: MilvusSettings, dimension: int, model_identity: str) -> None:
+    def __init__(self, settings: MilvusSettings, dimension: int, model_identity: str,
+                 max_write_bytes: int = 16 << 20) -> None:
         self.settings = settings
+        self.max_write_bytes = max_write_bytes
         self.dimension = dimension
         self.model_identity = model_identity
         self.collection = settings.collection
@@ -322,8 +324,6 @@ class MilvusSink:
             self._call("upsert", self._client.upsert, self.collection, rows)
             written += len(rows)
         return written
-
-    max_write_bytes: int = 16 << 20
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:

@@ -48,6 +48,25 @@ def test_defaults_are_valid():
     assert s.batch.max_wait_ms == 200
 
 
+def test_unset_batch_limits_are_filled_in_by_device():
+    from ingestor.config import DEVICE_BATCH_DEFAULTS, BatchSettings
+
+    cpu, gpu = BatchSettings().for_device("cpu"), BatchSettings().for_device("cuda:1")
+    for resolved, kind in ((cpu, "cpu"), (gpu, "gpu")):
+        for name, value in DEVICE_BATCH_DEFAULTS[kind].items():
+            assert getattr(resolved, name) == value
+    assert gpu.max_batch_tokens > cpu.max_batch_tokens and gpu.max_batch_records > cpu.max_batch_records
+    assert cpu.for_device("cuda") == cpu, "resolving twice changes nothing"
+
+
+def test_set_batch_limits_win_and_the_window_holds_two_batches_at_least():
+    from ingestor.config import BatchSettings
+
+    s = BatchSettings(max_batch_records=3000, max_batch_tokens=99).for_device("cuda")
+    assert (s.max_batch_records, s.max_batch_tokens) == (3000, 99)
+    assert s.max_window_records == 6000 and s.max_in_flight_records == 16384
+
+
 def test_topics_from_env_comma_separated(monkeypatch):
     monkeypatch.setenv("INGESTOR_KAFKA__TOPICS", " a, b ,")
     assert load_settings().kafka.topics == ["a", "b"]
