@@ -6,6 +6,13 @@ padding small: records of similar length share a batch. The record that would pu
 `max_tokens` (counting padding) or `max_records` starts the next one; a record longer than the
 whole budget gets a batch of its own.
 
+With `pass_cost` > 0 (the fixed cost of one forward pass, in tokens) small windows get the exact
+cheapest cut instead: the split of the sorted records that minimises padded tokens plus
+`pass_cost` per pass (dynamic programming; a window at low load holds a few records of very
+different lengths, where a greedy cut pads a short text to a long one's length). Windows over
+`EXACT_CUT_MAX_ITEMS` are cut greedily: under backlog the greedy cut of a large sorted window
+comes within a few per cent of the optimum, and the exact cut would cost quadratic time.
+
 `BatchWindow` decides *when* to cut: as soon as a full batch's worth is waiting, or when the
 oldest record has waited `max_wait_ms` — so under backlog windows are large (sorting across many
 records) and at low load a record waits no longer than `max_wait_ms`.
@@ -20,13 +27,17 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+EXACT_CUT_MAX_ITEMS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
     max_records: int
     max_tokens: int
+    pass_cost: int = 0  # tokens' worth of fixed cost per forward pass; 0 = always cut greedily
 
     def __post_init__(self) -> None:
-        if self.max_records < 1 or self.max_tokens < 1:
+        if self.max_records < 1 or self.max_tokens < 1 or self.pass_cost < 0:
             raise ValueError("batch limits must be positive")
 
 
@@ -36,12 +47,49 @@ def padded_cost(lengths: Sequence[int]) -> int:
 
 
 def cut_batches(items: Sequence[T], length: Callable[[T], int], limits: BatchLimits) -> list[list[T]]:
-    """Sort by length (longest first) and cut greedily under `limits`.
+    """Sort by length (longest first) and cut under `limits`: exactly for small windows when
+    `limits.pass_cost` is set, greedily otherwise.
 
     Every item appears in exactly one batch; each batch's padded cost is within `max_tokens`
     unless it holds a single item; no batch exceeds `max_records`.
     """
     ordered = sorted(items, key=length, reverse=True)
+    if limits.pass_cost and len(ordered) <= EXACT_CUT_MAX_ITEMS:
+        return _cheapest_cut(ordered, [length(i) for i in ordered], limits)
+    return _greedy_cut(ordered, length, limits)
+
+
+def cut_cost(batches: Sequence[Sequence[int]], pass_cost: int) -> int:
+    """What a cut costs: padded tokens plus `pass_cost` per forward pass."""
+    return sum(padded_cost(b) + pass_cost for b in batches)
+
+
+def _cheapest_cut(ordered: list[T], lengths: list[int], limits: BatchLimits) -> list[list[T]]:
+    """The split of `ordered` (longest first) into consecutive batches of least `cut_cost`.
+    Consecutive is enough: some cheapest cut of any set keeps similar lengths together."""
+    n = len(ordered)
+    best = [0] + [-1] * n  # best[i]: least cost of the first i items
+    start = [0] * (n + 1)  # start[i]: where the last batch of that cut begins
+    for i in range(1, n + 1):
+        # Batch [j, i) is padded to lengths[j]; growing it backwards only makes it dearer, so
+        # the first j that breaks a limit ends the search.
+        for j in range(i - 1, max(0, i - limits.max_records) - 1, -1):
+            size = (i - j) * lengths[j]
+            if i - j > 1 and size > limits.max_tokens:
+                break
+            cost = best[j] + size + limits.pass_cost
+            if best[i] < 0 or cost <= best[i]:  # ties: the bigger batch, fewer passes
+                best[i], start[i] = cost, j
+    batches: list[list[T]] = []
+    i = n
+    while i > 0:
+        batches.append(ordered[start[i]:i])
+        i = start[i]
+    return batches[::-1]
+
+
+def _greedy_cut(ordered: list[T], length: Callable[[T], int], limits: BatchLimits) -> list[list[T]]:
+    """Fill each batch until the next item would break a limit."""
     batches: list[list[T]] = []
     current: list[T] = []
     longest = 0

@@ -297,6 +297,11 @@ def warm_up(model: Any, texts: list[str]) -> None:
     model.encode(sample, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
 
 
+def corpus_tokens(embedder: Any, texts: list[str]) -> int:
+    """Tokens the texts occupy in forward passes: after truncation, special tokens included."""
+    return sum(p.tokens for p in embedder.prepare(texts))
+
+
 def _kind(model: Any) -> str:
     return "cpu" if str(getattr(model, "device", "cpu")).startswith("cpu") else "gpu"
 
@@ -554,7 +559,7 @@ def compare_precision(base_model: ModelSettings, other: str, texts: list[str],
     for precision in ("fp32", other):
         embedder = Embedder(base_model.model_copy(update={"precision": precision}), torch_threads)
         if precision == "fp32":
-            tokens = sum(c.tokens for c in embedder.count_tokens(texts))
+            tokens = corpus_tokens(embedder, texts)
         warm_up(embedder.model, texts)
         out = with_cpu(lambda: bench_plain(embedder.model, texts, tokens))
         vectors[precision] = np.asarray(out.pop("_vectors"), dtype=np.float32)
@@ -615,7 +620,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         progress(f"loading the model on {device} ({settings.model.precision})")
         embedder = Embedder(settings.model.model_copy(update={"device": device}), settings.runtime.torch_threads)
     model = embedder.model
-    tokens = sum(c.tokens for c in embedder.count_tokens(texts))
+    tokens = corpus_tokens(embedder, texts)
     result["tokens"] = tokens
     result["batch_settings"] = settings.batch.for_device(device).model_dump()
     redis_url = settings.redis.url.get_secret_value() if settings.redis.url is not None else DEFAULT_REDIS_URL
@@ -648,7 +653,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
         warm_records = warm_corpus(corpus, head)
         n_repeat = sum(1 for r in warm_records if r.id.startswith("warm-rep-"))
-        warm_tokens = sum(c.tokens for c in embedder.count_tokens([r.text for r in warm_records]))
+        warm_tokens = corpus_tokens(embedder, [r.text for r in warm_records])
         progress(f"(d) the daemon on {len(warm_records)} records, {n_repeat} repeating texts of (c)")
         topic_d = svc.topic("warm", warm_records)
         s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, "bench", redis_url, prefix)

@@ -98,6 +98,9 @@ class BatchSettings(_Section):
     max_in_flight_records: int | None = Field(
         None, ge=1, description="Read but not done before partitions pause (unset: by device)")
     max_write_bytes: int = Field(16 << 20, ge=1 << 16, description="Most bytes in one Milvus upsert call")
+    pass_cost_tokens: int | None = Field(
+        None, ge=0, description="Fixed cost of one forward pass in tokens, for the cheapest cut of small "
+        "windows; 0 always fills passes greedily (unset: by device)")
 
     def for_device(self, device: str) -> BatchSettings:
         """These settings with every unset limit filled in for `device` (cpu, cuda, cuda:N, mps)."""
@@ -110,6 +113,7 @@ class BatchSettings(_Section):
             "max_batch_tokens": self.max_batch_tokens or base["max_batch_tokens"],
             "max_window_records": window,
             "max_in_flight_records": self.max_in_flight_records or max(base["max_in_flight_records"], 2 * window),
+            "pass_cost_tokens": base["pass_cost_tokens"] if self.pass_cost_tokens is None else self.pass_cost_tokens,
         })
 
 
@@ -118,9 +122,9 @@ class BatchSettings(_Section):
 # it needs far bigger passes, and a window and an in-flight budget that hold several of them.
 DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
     "cpu": {"max_batch_records": 64, "max_batch_tokens": 4_096, "max_window_records": 1_024,
-            "max_in_flight_records": 4_096},
+            "max_in_flight_records": 4_096, "pass_cost_tokens": 64},
     "gpu": {"max_batch_records": 512, "max_batch_tokens": 32_768, "max_window_records": 4_096,
-            "max_in_flight_records": 16_384},
+            "max_in_flight_records": 16_384, "pass_cost_tokens": 2_048},
 }
 
 

@@ -147,9 +147,9 @@ class Daemon:
         embedder = self.embedder
         self.model_loaded = True
         batch = s.batch.for_device(embedder.device)
-        log.info("batching on %s: up to %d records and %d tokens per pass, windows of %d, %d in flight",
-                 embedder.device, batch.max_batch_records, batch.max_batch_tokens, batch.max_window_records,
-                 batch.max_in_flight_records)
+        log.info("batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
+                 "%d in flight", embedder.device, batch.max_batch_records, batch.max_batch_tokens,
+                 batch.pass_cost_tokens, batch.max_window_records, batch.max_in_flight_records)
         sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity, batch.max_write_bytes)
         self.sink = sink
 

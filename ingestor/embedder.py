@@ -43,12 +43,6 @@ def resolve_device(device: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenCount:
-    tokens: int  # after truncation, special tokens included
-    truncated: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Prepared:
     """A text tokenised once, for both the batch cut (its length) and the forward pass."""
 
@@ -161,17 +155,6 @@ class Embedder:
             on_device = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
             out = self.model(on_device)["sentence_embedding"]
             return out.float().cpu().numpy()
-
-    def count_tokens(self, texts: list[str]) -> list[TokenCount]:
-        """Tokens each text occupies in a forward pass (after truncation), and whether it was cut."""
-        if not texts:
-            return []
-        limit = self.max_seq_length
-        encoded = self.tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=limit + 1,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"]
-        return [TokenCount(tokens=min(len(ids), limit), truncated=len(ids) > limit) for ids in encoded]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed `texts` in one forward pass; float32 array of shape (len(texts), dimension)."""

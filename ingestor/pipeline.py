@@ -84,7 +84,8 @@ class Pipeline:
         self.backoff = backoff
         self.store_text = store_text
         self.record_latency = record_latency
-        self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens)
+        assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
+        self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
         self.intake: queue.Queue[Any] = queue.Queue()
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
         self._embedded: queue.Queue[Any] = queue.Queue(maxsize=2)

@@ -101,13 +101,3 @@ def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
     first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
     return works
 
-
-def plan(window: Window, tokens: dict[str, tuple[int, bool]], limits: BatchLimits) -> list[Work]:
-    """Cut the window into works; deletes and rejected records ride with the first one."""
-    batches = cut_batches(group_texts(window.documents, tokens), lambda u: u.tokens, limits)
-    works = [Work(units=b) for b in batches] or [Work()]
-    works[0].deletes = list(window.deletes)
-    works[0].rejected = list(window.rejected)
-    if not (works[0].units or works[0].deletes or works[0].rejected):
-        return []
-    return works

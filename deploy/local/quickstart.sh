@@ -4,13 +4,8 @@
 # has caught up, and print a sample search. Safe to run again: a second run skips every record
 # as unchanged.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
-venv="${INGESTOR_VENV:-$home/venv}"
-
-bash "$here/bootstrap.sh"
-bash "$here/services.sh" up
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up
 
 mkdir -p "$repo/.state"
 export INGESTOR_KAFKA__BOOTSTRAP_SERVERS="${INGESTOR_KAFKA__BOOTSTRAP_SERVERS:-127.0.0.1:${INGESTOR_KAFKA_PORT:-9092}}"

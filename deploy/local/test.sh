@@ -4,13 +4,8 @@
 # INGESTOR_FAULT_TESTS=1, its long soak also with INGESTOR_SLOW_TESTS=1). Extra arguments go to
 # pytest.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
-venv="${INGESTOR_VENV:-$home/venv}"
-
-bash "$here/bootstrap.sh"
-bash "$here/services.sh" up
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up
 cd "$repo"
 # The fault suite (tests/faults: kills and restarts its own dedicated set of services) is new and
 # runs only with INGESTOR_FAULT_TESTS=1 until it has a record of green runs (see README).

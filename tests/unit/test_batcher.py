@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.batcher import BatchLimits, BatchWindow, cut_batches, padded_cost
+import itertools
+
+from ingestor.batcher import EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, cut_batches, cut_cost, padded_cost
 
 
 def ident(n: int) -> int:
@@ -106,6 +108,64 @@ def test_sorting_by_length_cuts_padding_versus_arrival_order():
     naive_cost = sum(padded_cost(lengths[i:i + n]) for i in range(0, len(lengths), n))
     assert sorted_cost <= naive_cost
     assert sorted_cost < 0.8 * naive_cost  # a real saving on a mixed workload, not a tie
+
+
+# -- the exact cut (pass_cost > 0) ----------------------------------------------------------------
+
+
+def brute_force_cost(lengths: list[int], limits: BatchLimits) -> int:
+    """Least cut_cost over every way to split the sorted lengths into consecutive batches."""
+    ordered = sorted(lengths, reverse=True)
+    best = None
+    for mask in itertools.product([False, True], repeat=max(0, len(ordered) - 1)):
+        batches, current = [], [ordered[0]]
+        for cut, n in zip(mask, ordered[1:]):
+            if cut:
+                batches.append(current)
+                current = []
+            current.append(n)
+        batches.append(current)
+        if all(len(b) <= limits.max_records and (len(b) == 1 or padded_cost(b) <= limits.max_tokens) for b in batches):
+            cost = cut_cost(batches, limits.pass_cost)
+            best = cost if best is None else min(best, cost)
+    assert best is not None
+    return best
+
+
+def test_a_long_text_is_not_padded_onto_short_ones():
+    # Greedy fills one pass: 4 x 256 = 1024 tokens. Exact: [256] + [20, 18, 16] = 256 + 60.
+    greedy = check_batches([20, 256, 16, 18], BatchLimits(64, 4096))
+    exact = check_batches([20, 256, 16, 18], BatchLimits(64, 4096, pass_cost=64))
+    assert greedy == [[256, 20, 18, 16]]
+    assert exact == [[256], [20, 18, 16]]
+
+
+def test_a_high_pass_cost_keeps_one_pass():
+    assert check_batches([20, 256, 16, 18], BatchLimits(64, 4096, pass_cost=5000)) == [[256, 20, 18, 16]]
+
+
+@settings(max_examples=300)
+@given(lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=8),
+       max_records=st.integers(min_value=1, max_value=8), max_tokens=st.integers(min_value=1, max_value=1200),
+       pass_cost=st.integers(min_value=1, max_value=500))
+def test_exact_cut_is_the_cheapest_consecutive_split(lengths, max_records, max_tokens, pass_cost):
+    limits = BatchLimits(max_records, max_tokens, pass_cost)
+    assert cut_cost(check_batches(lengths, limits), pass_cost) == brute_force_cost(lengths, limits)
+
+
+@settings(max_examples=200)
+@given(lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=EXACT_CUT_MAX_ITEMS + 40),
+       max_records=st.integers(min_value=1, max_value=80), max_tokens=st.integers(min_value=1, max_value=5000),
+       pass_cost=st.integers(min_value=1, max_value=2000))
+def test_exact_cut_keeps_the_invariants_and_never_costs_more_than_greedy(lengths, max_records, max_tokens, pass_cost):
+    exact = check_batches(lengths, BatchLimits(max_records, max_tokens, pass_cost))
+    greedy = check_batches(lengths, BatchLimits(max_records, max_tokens))
+    assert cut_cost(exact, pass_cost) <= cut_cost(greedy, pass_cost)
+
+
+def test_pass_cost_must_not_be_negative():
+    with pytest.raises(ValueError):
+        BatchLimits(4, 100, pass_cost=-1)
 
 
 # -- BatchWindow ----------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""collapse (latest per id wins), group_texts (one unit per distinct text) and plan."""
+"""collapse (latest per id wins), group_texts (one unit per distinct text) and cut_work (units cut
+into batches; everything already resolved rides with the first), composed as `Pipeline._emit` does."""
 
 from __future__ import annotations
 
 import hashlib
 
 from ingestor.batcher import BatchLimits
-from ingestor.planning import Window, collapse, group_texts, plan
+from ingestor.planning import Unit, Window, Work, collapse, cut_work, group_texts
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
 TP = TopicPartition("docs", 0)
@@ -99,11 +100,23 @@ def test_empty_collapse():
     assert (w.documents, w.deletes, w.rejected) == ([], [], [])
 
 
-# -- group_texts / plan -----------------------------------------------------------------------------
+# -- group_texts / cut_work ------------------------------------------------------------------------
 
 
 def tokens_for(*docs: Document, n: int = 5) -> dict[str, tuple[int, bool]]:
     return {d.text_sha256: (n, False) for d in docs}
+
+
+def cut(window: Window, tokens: dict[str, tuple[int, bool]], limits: BatchLimits,
+        cached: tuple[Unit, ...] = (), skipped: tuple[Document, ...] = ()) -> list[Work]:
+    """The production path of `Pipeline._emit`: cached units and skipped documents (what the cache
+    resolved), deletes and rejected records make up `ready`; the remaining units are cut."""
+    ready = Work(units=list(cached), skipped=list(skipped), deletes=window.deletes, rejected=window.rejected)
+    return cut_work(group_texts(window.documents, tokens), ready, limits)
+
+
+def cached_unit(d: Document) -> Unit:
+    return Unit(d.text, d.text_sha256, 5, False, [d], vector=object(), from_cache=True)
 
 
 def test_identical_texts_of_different_ids_share_one_unit():
@@ -122,58 +135,78 @@ def test_unit_takes_tokens_and_truncation_from_the_map():
     assert unit.vector is None and unit.from_cache is False
 
 
-def test_plan_embeds_identical_text_once():
+def test_identical_text_is_embedded_once():
     a, b = doc("a", 0, "same"), doc("b", 1, "same")
-    works = plan(Window([a, b], [], []), tokens_for(a), BatchLimits(8, 1000))
+    works = cut(Window([a, b], [], []), tokens_for(a), BatchLimits(8, 1000))
     units = [u for w in works for u in w.units]
     assert len(units) == 1
     assert units[0].docs == [a, b]
 
 
-def test_plan_cuts_units_under_limits():
+def test_units_are_cut_under_limits():
     docs = [doc(str(i), i, f"text {i}") for i in range(10)]
-    works = plan(Window(docs, [], []), tokens_for(*docs, n=10), BatchLimits(max_records=4, max_tokens=1000))
+    works = cut(Window(docs, [], []), tokens_for(*docs, n=10), BatchLimits(max_records=4, max_tokens=1000))
     assert [len(w.units) for w in works] == [4, 4, 2]
     assert sorted(d.id for w in works for u in w.units for d in u.docs) == sorted(d.id for d in docs)
 
 
-def test_deletes_and_rejected_ride_in_the_first_work_only():
+def test_resolved_records_ride_in_the_first_work_only():
     docs = [doc(str(i), i, f"text {i}") for i in range(3)]
+    hit, skip = doc("h", 8, "cached"), doc("s", 9, "unchanged")
     x, r = delete("z", 10), rejected(11)
-    works = plan(Window(docs, [x], [r]), tokens_for(*docs), BatchLimits(max_records=1, max_tokens=1000))
-    assert len(works) == 3
-    assert works[0].deletes == [x] and works[0].rejected == [r]
-    assert all(w.deletes == [] and w.rejected == [] for w in works[1:])
+    works = cut(Window(docs, [x], [r]), tokens_for(*docs), BatchLimits(max_records=1, max_tokens=1000),
+                cached=(cached_unit(hit),), skipped=(skip,))
+    assert len(works) == 3, "resolved records do not get a batch of their own"
+    first = works[0]
+    assert first.deletes == [x] and first.rejected == [r] and first.skipped == [skip]
+    assert first.units[0].docs == [hit], "cached units come first in the first work"
+    assert len(first.units) == 2 and first.units[1].vector is None
+    assert all(w.deletes == [] and w.rejected == [] and w.skipped == [] for w in works[1:])
+    assert all(len(w.units) == 1 and w.units[0].vector is None for w in works[1:])
 
 
 def test_window_of_only_deletes_gives_one_work():
     x = delete("z", 0)
-    works = plan(Window([], [x], []), {}, BatchLimits(4, 100))
+    works = cut(Window([], [x], []), {}, BatchLimits(4, 100))
     assert len(works) == 1
     assert works[0].units == [] and works[0].deletes == [x]
 
 
 def test_window_of_only_rejected_gives_one_work():
     r = rejected(0)
-    works = plan(Window([], [], [r]), {}, BatchLimits(4, 100))
+    works = cut(Window([], [], [r]), {}, BatchLimits(4, 100))
     assert len(works) == 1 and works[0].rejected == [r]
 
 
+def test_window_resolved_entirely_by_the_cache_gives_one_work():
+    hit, skip = doc("h", 0, "cached"), doc("s", 1, "unchanged")
+    works = cut(Window([], [], []), {}, BatchLimits(4, 100), cached=(cached_unit(hit),), skipped=(skip,))
+    assert len(works) == 1
+    assert [u.docs for u in works[0].units] == [[hit]] and works[0].skipped == [skip]
+
+
+def test_window_of_only_unchanged_records_gives_one_work():
+    skip = doc("s", 0, "unchanged")
+    works = cut(Window([], [], []), {}, BatchLimits(4, 100), skipped=(skip,))
+    assert len(works) == 1, "skipped records still need their offsets done"
+    assert works[0].units == [] and works[0].skipped == [skip]
+
+
 def test_empty_window_gives_no_work():
-    assert plan(Window([], [], []), {}, BatchLimits(4, 100)) == []
+    assert cut(Window([], [], []), {}, BatchLimits(4, 100)) == []
 
 
 def test_work_ids_list_docs_skipped_and_deletes():
     a, b = doc("a", 0, "same"), doc("b", 1, "same")
-    x = delete("z", 2)
-    (work,) = plan(Window([a, b], [x], []), tokens_for(a), BatchLimits(8, 1000))
-    assert sorted(work.ids()) == ["a", "b", "z"]
+    s, x = doc("s", 2, "unchanged"), delete("z", 3)
+    (work,) = cut(Window([a, b], [x], []), tokens_for(a), BatchLimits(8, 1000), skipped=(s,))
+    assert sorted(work.ids()) == ["a", "b", "s", "z"]
 
 
 def test_padded_tokens_counts_only_units_still_to_embed():
     a, b, c = doc("a", 0, "x"), doc("b", 1, "yy"), doc("c", 2, "zzz")
     toks = {a.text_sha256: (3, False), b.text_sha256: (9, False), c.text_sha256: (5, False)}
-    (work,) = plan(Window([a, b, c], [], []), toks, BatchLimits(8, 1000))
+    (work,) = cut(Window([a, b, c], [], []), toks, BatchLimits(8, 1000))
     assert work.padded_tokens == 3 * 9
     next(u for u in work.units if u.tokens == 9).vector = object()  # cached
     assert work.padded_tokens == 2 * 5

@@ -11,7 +11,7 @@ from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import ParseOptions, parse_record
 from ingestor.pipeline import Pipeline
-from ingestor.planning import Window, plan
+from ingestor.planning import Work, collapse, cut_work, group_texts
 from ingestor.batcher import BatchLimits
 from ingestor.records import Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
@@ -110,11 +110,10 @@ def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | No
 
 
 def _work(items):
-    from ingestor.planning import collapse
-
+    """One work as `Pipeline._emit` builds it (no cache hits): deletes and rejected ride along."""
     window = collapse(items)
-    tokens = {d.text_sha256: (5, False) for d in window.documents}
-    [work] = plan(window, tokens, BatchLimits(64, 8192))
+    units = group_texts(window.documents, {d.text_sha256: (5, False) for d in window.documents})
+    [work] = cut_work(units, Work(deletes=window.deletes, rejected=window.rejected), BatchLimits(64, 8192))
     return work
 
 
