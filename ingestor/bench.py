@@ -131,6 +131,66 @@ def peak_rss_mib() -> dict[str, float]:
     return {"self": round(own, 1), "children": round(children, 1)}
 
 
+def current_rss_mib() -> float | None:
+    """This process's resident memory now (Linux), or None where /proc is not there."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+class RssSampler:
+    """Samples resident memory every `interval_s` on a thread; `summary()` says whether it stayed
+    flat after warm-up (the first `warmup_share` of the run): a leak shows as a steady slope."""
+
+    def __init__(self, interval_s: float = 5.0, warmup_share: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.warmup_share = warmup_share
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+
+    def _sample(self) -> None:
+        rss = current_rss_mib()
+        if rss is not None:
+            self.samples.append((time.monotonic() - self._t0, rss))
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def summary(self) -> dict[str, Any]:
+        if len(self.samples) < 4:
+            return {"samples": len(self.samples)}
+        end = self.samples[-1][0]
+        steady = [(t, m) for t, m in self.samples if t >= self.warmup_share * end]
+        ts = [t for t, _ in steady]
+        ms = [m for _, m in steady]
+        mean_t, mean_m = sum(ts) / len(ts), sum(ms) / len(ms)
+        var = sum((t - mean_t) ** 2 for t in ts)
+        slope = sum((t - mean_t) * (m - mean_m) for t, m in steady) / var if var else 0.0
+        return {
+            "samples": len(self.samples), "seconds": round(end, 1),
+            "start_mib": round(self.samples[0][1], 1), "after_warmup_mib": round(ms[0], 1),
+            "end_mib": round(ms[-1], 1), "max_mib": round(max(m for _, m in self.samples), 1),
+            "slope_mib_per_min": round(slope * 60, 2),
+        }
+
+
 def rate(count: float, seconds: float | None) -> float | None:
     return count / seconds if seconds and seconds > 0 else None
 
@@ -509,18 +569,20 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     total = max(1, int(round(seconds * per_second)))
     producer = KafkaProducer(**client_kwargs(settings.kafka), acks=1, linger_ms=0, max_request_size=8 << 20)
     published = 0
+    rss = RssSampler(interval_s=max(1.0, min(10.0, seconds / 60)))
     try:
-        started = time.perf_counter()
-        for i in range(total):
-            delay = started + i / per_second - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            rec = records[i % len(records)]
-            key, value = Record(f"steady-{i}-{rec.id}", rec.text, rec.metadata).kafka()
-            producer.send(topic, key=key, value=value)
-            published += 1
-        producer.flush()
-        produced_s = time.perf_counter() - started
+        with rss:
+            started = time.perf_counter()
+            for i in range(total):
+                delay = started + i / per_second - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                rec = records[i % len(records)]
+                key, value = Record(f"steady-{i}-{rec.id}", rec.text, rec.metadata).kafka()
+                producer.send(topic, key=key, value=value)
+                published += 1
+            producer.flush()
+            produced_s = time.perf_counter() - started
     finally:
         producer.close()
     deadline = time.monotonic() + max(60.0, seconds)
@@ -539,7 +601,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
         "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": p99,
         "latency_max_ms": max(probe.latencies) if probe.latencies else None,
         "latency_bound_ms": bound, "within_bound": p99 is not None and p99 <= bound,
-        "counts": counts,
+        "rss": rss.summary(), "counts": counts,
     }
 
 
@@ -842,6 +904,10 @@ def render(result: dict[str, Any], console: Any) -> None:
                       _f(e["latency_p50_ms"], 0), _f(e["latency_p99_ms"], 0))
         notes.append(f"e: {_f(e['offered_per_s'])} records/s offered, {e['written']} written; p99 "
                      f"{'within' if e['within_bound'] else 'OVER'} max_wait_ms + 500 = {e['latency_bound_ms']} ms")
+        m = e.get("rss", {})
+        if "slope_mib_per_min" in m:
+            notes.append(f"e: resident memory {m['after_warmup_mib']} MiB after warm-up, {m['end_mib']} at the end "
+                         f"(max {m['max_mib']}), slope {m['slope_mib_per_min']} MiB/min over {m['seconds']} s")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
