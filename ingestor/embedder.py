@@ -6,6 +6,7 @@ loads offline; any other name or path goes through sentence-transformers as usua
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -55,6 +56,29 @@ def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def pad_encodings(
+    encodings: list[dict[str, list[int]]], pad_id: int, side: str = "right", pad_type_id: int = 0,
+) -> dict[str, np.ndarray]:
+    """What `tokenizer.pad(..., return_tensors="np")` returns, with one vectorised scatter per
+    key instead of Python loops: at GPU rates the tokenizer's pad held the GIL for ~90 ms per
+    1000 texts, longer than the forward pass it fed."""
+    if not encodings:
+        return {}
+    lengths = np.fromiter((len(e["input_ids"]) for e in encodings), dtype=np.int64, count=len(encodings))
+    width = int(lengths.max())
+    columns = np.arange(width)
+    keep = columns < lengths[:, None] if side == "right" else columns >= (width - lengths)[:, None]
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id}
+    out: dict[str, np.ndarray] = {}
+    for key in encodings[0]:
+        flat = np.fromiter(itertools.chain.from_iterable(e[key] for e in encodings), dtype=np.int64,
+                           count=int(lengths.sum()))
+        array = np.full((len(encodings), width), fill.get(key, 0), dtype=np.int64)
+        array[keep] = flat
+        out[key] = array
+    return out
 
 
 class Embedder:
@@ -145,7 +169,11 @@ class Embedder:
 
     def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
         """Pad prepared encodings into CPU tensors for one forward pass."""
-        return dict(self.tokenizer.pad(encodings, padding=True, return_tensors="pt"))
+        import torch
+
+        arrays = pad_encodings(encodings, int(self.tokenizer.pad_token_id or 0), self.tokenizer.padding_side,
+                               int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0))
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
     def forward(self, features: dict[str, Any]) -> np.ndarray:
         """One forward pass over collated features; float32 (n, dimension)."""
