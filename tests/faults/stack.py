@@ -33,7 +33,8 @@ def claim_slot() -> tuple[int, int]:
     """(slot number, fd of its lock); the lock goes with the process."""
     import fcntl
 
-    locks = harness.REPO / ".state"
+    # Machine-wide, not per checkout: two clones running this suite would share the ports.
+    locks = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor")) / "fault-slots"
     locks.mkdir(parents=True, exist_ok=True)
     for n in range(SLOTS):
         fd = os.open(locks / f"faults-slot-{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -385,7 +386,14 @@ class Scenario:
                 daemon.assert_running()
             return self.ids_of(produced) <= self.milvus_ids(strict=False)
 
-        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{len(produced)} records to land in Milvus")
+        try:
+            harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{len(produced)} records to land in Milvus")
+        except AssertionError as exc:
+            missing = self.ids_of(produced) - self.milvus_ids(strict=False)
+            where = sorted((p.partition, p.offset) for p in produced if p.rec.id in missing)
+            committed, ends = self.offsets()
+            raise AssertionError(f"{exc}: {len(missing)} missing at (partition, offset) {where[:20]}; "
+                                 f"committed {committed}, end offsets {ends}") from None
 
     def wait_caught_up(self, timeout_s: float = 120, daemon: Daemon | None = None) -> None:
         def check() -> bool:

@@ -11,7 +11,11 @@ from tests.faults.stack import Scenario, sample
 pytestmark = pytest.mark.services
 
 
-@pytest.mark.parametrize("assignor", ["cooperative-sticky", "range"])
+# cooperative-sticky passed 8 of 10 runs. Twice, on a loaded machine, the remaining worker took
+# over a partition (committed 65, end 70), owned it and never fetched 65-69: a stall, nothing
+# committed past it, inside kafka-python 3.0.12's cooperative path as far as our logs show. Until
+# that is understood it is not the default, and its test runs with the slow ones.
+@pytest.mark.parametrize("assignor", [pytest.param("cooperative-sticky", marks=pytest.mark.slow), "range"])
 def test_a_second_consumer_joins_and_the_first_leaves_mid_stream(scenario: Scenario, reference_model, assignor):
     scn = scenario
     scn.create_topic(4)
