@@ -72,6 +72,15 @@ def require_backend(backend: str, precision: str) -> None:
         )
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def cache_root(configured: str | None) -> Path:
     """model.cache_dir, else $INGESTOR_HOME/models, else ~/.cache/ingestor/models."""
     if configured:
@@ -168,8 +177,12 @@ def ensure_variant(variant: Variant, source: str, calibration: list[str] | None 
     except StartupError:
         raise
     except Exception as exc:
+        # optimum imports transformers internals lazily, so a version mismatch shows up only here.
+        hint = (f"; the optimum packages do not fit this transformers {_version('transformers')}: "
+                f"pip install 'ingestor[{variant.backend}]' resolves versions that do"
+                if isinstance(exc, ImportError) else "")
         raise StartupError(f"cannot export {source} to {variant.backend} ({variant.weights}): "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(exc).__name__}: {exc}{hint}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

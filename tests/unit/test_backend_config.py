@@ -205,3 +205,15 @@ def test_calibration_texts_come_from_the_end_of_the_sample():
 
 def test_model_settings_default_cache_dir_is_unset():
     assert ModelSettings().cache_dir is None
+
+
+def test_an_optimum_that_does_not_fit_transformers_says_how_to_get_one_that_does(tmp_path, monkeypatch):
+    src = _fake_model(tmp_path)
+    variant = backends.variant_for("m", str(src), "onnx", "fp32", tmp_path / "cache")
+
+    def build(v, source, staging, calibration):
+        raise ImportError("cannot import name 'get_parameter_dtype' from 'transformers.modeling_utils'")
+
+    monkeypatch.setattr(backends, "_build", build)
+    with pytest.raises(StartupError, match=r"get_parameter_dtype.*pip install 'ingestor\[onnx\]'"):
+        backends.ensure_variant(variant, str(src))
