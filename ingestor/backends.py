@@ -94,10 +94,14 @@ def onnx_quantization_preset() -> str:
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
     try:
-        flags = set(re.findall(r"\w+", Path("/proc/cpuinfo").read_text(errors="replace").split("flags", 1)[1]
-                               .split("\n", 1)[0]))
-    except (OSError, IndexError):
+        cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
         return "avx2"  # no /proc (macOS x86): every x86-64 CPU of the last decade has AVX2
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
     if "avx512_vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags:
@@ -115,7 +119,7 @@ class Variant:
     file_name: str  # relative to directory, as sentence-transformers' model_kwargs["file_name"]
 
 
-def weights_for(backend: str, precision: str) -> str:
+def weights_for(precision: str) -> str:
     return "int8" if precision == "int8" else "fp32"
 
 
@@ -144,7 +148,7 @@ def _slug(name: str) -> str:
 
 
 def variant_for(name: str, source: str, backend: str, precision: str, root: Path) -> Variant:
-    weights = weights_for(backend, precision)
+    weights = weights_for(precision)
     file_name = file_name_for(backend, weights)
     # The ONNX int8 preset is in the name, so a cache dir shared by unlike CPUs keeps one each.
     tag = weights if weights == "fp32" else (f"int8_{onnx_quantization_preset()}" if backend == "onnx" else "int8_static")
