@@ -27,7 +27,8 @@ pip_dl() {
     --platform manylinux_2_31_x86_64 --platform manylinux_2_24_x86_64 -d "$1" "${@:2}"
 }
 pip_dl "$out/a" kafka-python==3.0.12 pymilvus==3.0.2 milvus-lite==3.2.2 redis==8.1.0 pydantic==2.14.4 \
-  pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types typing-inspection python-dotenv cachetools orjson crc32c
+  pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types typing-inspection python-dotenv cachetools orjson crc32c \
+  hiredis==3.5.0
 
 # b: the broker's jars (no Connect, Jetty or Jersey: the broker does not load them) + faiss
 lib="$home/kafka/lib"
