@@ -191,7 +191,10 @@ class RssSampler:
             "samples": len(self.samples), "seconds": round(end, 1),
             "start_mib": round(self.samples[0][1], 1), "after_warmup_mib": round(ms[0], 1),
             "end_mib": round(ms[-1], 1), "max_mib": round(max(m for _, m in self.samples), 1),
+            # After warm-up: the range says more than the slope when the allocator breathes.
+            "min_after_warmup_mib": round(min(ms), 1), "max_after_warmup_mib": round(max(ms), 1),
             "slope_mib_per_min": round(slope * 60, 2),
+            "series": [[round(t, 1), round(m, 1)] for t, m in self.samples],
         }
 
 
@@ -920,8 +923,9 @@ def render(result: dict[str, Any], console: Any) -> None:
                      f"{'within' if e['within_bound'] else 'OVER'} max_wait_ms + 500 = {e['latency_bound_ms']} ms")
         m = e.get("rss", {})
         if "slope_mib_per_min" in m:
-            notes.append(f"e: resident memory {m['after_warmup_mib']} MiB after warm-up, {m['end_mib']} at the end "
-                         f"(max {m['max_mib']}), slope {m['slope_mib_per_min']} MiB/min over {m['seconds']} s")
+            notes.append(f"e: resident memory {m['after_warmup_mib']} MiB after warm-up, {m['end_mib']} at the end, "
+                         f"{m['min_after_warmup_mib']}–{m['max_after_warmup_mib']} in between (max {m['max_mib']} "
+                         f"before warm-up ended), slope {m['slope_mib_per_min']} MiB/min over {m['seconds']} s")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)

@@ -18,6 +18,14 @@ def test_flat_after_warmup_has_zero_slope_whatever_the_warmup_did():
     m = sampler(samples).summary()
     assert m["slope_mib_per_min"] == 0
     assert m["after_warmup_mib"] == 1000.0 and m["max_mib"] == 1000.0 and m["start_mib"] == 100.0
+    assert (m["min_after_warmup_mib"], m["max_after_warmup_mib"]) == (1000.0, 1000.0)
+    assert len(m["series"]) == len(samples)
+
+
+def test_a_bulge_after_warmup_shows_in_the_range():
+    samples = [(float(t), 1000.0 + (200.0 if 300 <= t < 400 else 0.0)) for t in range(0, 601, 10)]
+    m = sampler(samples).summary()
+    assert (m["min_after_warmup_mib"], m["max_after_warmup_mib"]) == (1000.0, 1200.0)
 
 
 def test_a_leak_shows_as_its_slope():
