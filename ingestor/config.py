@@ -52,7 +52,7 @@ class KafkaSettings(_Section):
         "range",
         description="Partition assignor; every member of a group must use the same one. cooperative-sticky "
         "(KIP-429) moves only the partitions that change owner, but its rebalance fault test stalled in 2 of "
-        "10 runs under load with kafka-python 3.0.12 (see README), so range stays the default.",
+        "15 runs under load with kafka-python 3.0.12 (see README), so range stays the default.",
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(45_000, ge=1_000)

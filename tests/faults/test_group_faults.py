@@ -11,7 +11,7 @@ from tests.faults.stack import Scenario, sample
 pytestmark = pytest.mark.services
 
 
-# cooperative-sticky passed 8 of 10 runs. Twice, on a loaded machine, the remaining worker took
+# cooperative-sticky passed 13 of 15 runs. Twice, on a loaded machine, the remaining worker took
 # over a partition (committed 65, end 70), owned it and never fetched 65-69: a stall, nothing
 # committed past it, inside kafka-python 3.0.12's cooperative path as far as our logs show. Until
 # that is understood it is not the default, and its test runs with the slow ones.
