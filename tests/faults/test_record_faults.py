@@ -132,17 +132,23 @@ def _interleave(good: list[Rec], bad: list[Rec], every: int) -> list[Rec]:
     return stream + bad
 
 
+def _ingest_in_big_batches(scn: Scenario, good: list[Rec], bad: list[Rec], every: int) -> harness.Run:
+    """Publish `bad` among `good` and drain once in batches of up to 64 records, so every refused
+    record shares its batch with dozens of good ones; the run must exit 0."""
+    scn.create_topic(2)
+    scn.produce(_interleave(good, bad, every))
+    result = scn.run(INGESTOR_BATCH__MAX_BATCH_RECORDS="64", INGESTOR_BATCH__MAX_WAIT_MS="1000")
+    assert result.returncode == 0, result.output[-4000:]
+    return result
+
+
 def test_milvus_rejects_one_record_only_it_goes_to_the_dlq(scenario: Scenario, reference_model):
     """Row 8: the real server refuses the marked entities (a vector one dimension short, handed over
     by the fault hook); bisection sends only those to the DLQ and the rest of each batch lands."""
     scn = scenario
-    scn.create_topic(2)
     scn.settings["INGESTOR_FAULT_SINK_REJECT"] = "@@reject@@"
     bad = _refused("@@reject@@", "sink_rejected", 3, offset=900)
-    scn.produce(_interleave(sample(150), bad, every=40))
-    # Batches of up to 64 records: every refused record shares its upsert with dozens of good ones.
-    result = scn.run(INGESTOR_BATCH__MAX_BATCH_RECORDS="64", INGESTOR_BATCH__MAX_WAIT_MS="1000")
-    assert result.returncode == 0, result.output[-4000:]
+    result = _ingest_in_big_batches(scn, sample(150), bad, every=40)
     s = result.summary()
     assert s["dead_lettered"] == 3 and s["upserted"] == 150, s
     errors = [d.headers["ingestor.error"] for d in oracle.dead_letters(scn)]
@@ -157,12 +163,9 @@ def test_out_of_memory_splits_the_batch_and_a_text_that_always_fails_goes_to_the
     make any pass that holds them fail; batches are split until they fit, and only the texts that
     fail alone are dead-lettered."""
     scn = scenario
-    scn.create_topic(2)
     scn.settings.update(INGESTOR_FAULT_OOM_OVER="8", INGESTOR_FAULT_FAIL_TEXT="@@poison@@")
     bad = _refused("@@poison@@", "embed_failed", 2, offset=950)
-    scn.produce(_interleave(sample(120), bad, every=50))
-    result = scn.run(INGESTOR_BATCH__MAX_BATCH_RECORDS="64", INGESTOR_BATCH__MAX_WAIT_MS="1000")
-    assert result.returncode == 0, result.output[-4000:]
+    result = _ingest_in_big_batches(scn, sample(120), bad, every=50)
     s = result.summary()
     assert s["dead_lettered"] == 2 and s["upserted"] == 120, s
     assert "out of memory" in result.output.lower() or "OutOfMemoryError" in result.output, (
