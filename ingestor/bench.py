@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import shutil
 import tempfile
 import threading
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.config import ModelSettings, Settings
+from ingestor.memory import MemorySampler, peak_rss_mib
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class BenchOptions:
     compare_precision: str | None = None
     partitions: int = 4
     json_path: Path | None = None
+    trace_memory: bool = False  # tracemalloc through (e): Python's own memory, and who grew it
     keep: bool = False  # keep topics, Redis keys and the Milvus Lite files (for debugging)
 
 
@@ -126,76 +127,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
     return float(ordered[rank - 1])
-
-
-def peak_rss_mib() -> dict[str, float]:
-    """Peak resident memory (Linux reports KiB): this process, and its waited-for children."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return {"self": round(own, 1), "children": round(children, 1)}
-
-
-def current_rss_mib() -> float | None:
-    """This process's resident memory now (Linux), or None where /proc is not there."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
-
-
-class RssSampler:
-    """Samples resident memory every `interval_s` on a thread; `summary()` says whether it stayed
-    flat after warm-up (the first `warmup_share` of the run): a leak shows as a steady slope."""
-
-    def __init__(self, interval_s: float = 5.0, warmup_share: float = 0.2) -> None:
-        self.interval_s = interval_s
-        self.warmup_share = warmup_share
-        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sample()
-
-    def _sample(self) -> None:
-        rss = current_rss_mib()
-        if rss is not None:
-            self.samples.append((time.monotonic() - self._t0, rss))
-
-    def _run(self) -> None:
-        while True:
-            self._sample()
-            if self._stop.wait(self.interval_s):
-                return
-
-    def summary(self) -> dict[str, Any]:
-        if len(self.samples) < 4:
-            return {"samples": len(self.samples)}
-        end = self.samples[-1][0]
-        steady = [(t, m) for t, m in self.samples if t >= self.warmup_share * end]
-        ts = [t for t, _ in steady]
-        ms = [m for _, m in steady]
-        mean_t, mean_m = sum(ts) / len(ts), sum(ms) / len(ms)
-        var = sum((t - mean_t) ** 2 for t in ts)
-        slope = sum((t - mean_t) * (m - mean_m) for t, m in steady) / var if var else 0.0
-        return {
-            "samples": len(self.samples), "seconds": round(end, 1),
-            "start_mib": round(self.samples[0][1], 1), "after_warmup_mib": round(ms[0], 1),
-            "end_mib": round(ms[-1], 1), "max_mib": round(max(m for _, m in self.samples), 1),
-            # After warm-up: the range says more than the slope when the allocator breathes.
-            "min_after_warmup_mib": round(min(ms), 1), "max_after_warmup_mib": round(max(ms), 1),
-            "slope_mib_per_min": round(slope * 60, 2),
-            "series": [[round(t, 1), round(m, 1)] for t, m in self.samples],
-        }
 
 
 def rate(count: float, seconds: float | None) -> float | None:
@@ -546,7 +477,7 @@ def bench_daemon(settings: Settings, embedder: Any, records: list[Record], token
 
 
 def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: Services, seconds: float,
-                 per_second: float) -> dict[str, Any]:
+                 per_second: float, trace_memory: bool = False) -> dict[str, Any]:
     from kafka import KafkaProducer
 
     from ingestor.kafka_common import client_kwargs
@@ -576,9 +507,10 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     total = max(1, int(round(seconds * per_second)))
     producer = KafkaProducer(**client_kwargs(settings.kafka), acks=1, linger_ms=0, max_request_size=8 << 20)
     published = 0
-    rss = RssSampler(interval_s=max(1.0, min(10.0, seconds / 60)))
+    memory = MemorySampler(interval_s=max(1.0, min(10.0, seconds / 60)), trace_python=trace_memory,
+                           expected_s=seconds)
     try:
-        with rss:
+        with memory:
             started = time.perf_counter()
             for i in range(total):
                 delay = started + i / per_second - time.perf_counter()
@@ -608,7 +540,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
         "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": p99,
         "latency_max_ms": max(probe.latencies) if probe.latencies else None,
         "latency_bound_ms": bound, "within_bound": p99 is not None and p99 <= bound,
-        "rss": rss.summary(), "counts": counts,
+        "memory": memory.summary(), "counts": counts,
     }
 
 
@@ -763,7 +695,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             s_e = daemon_settings(settings, topic_e, svc.name("steady-group"), uri, "steady", redis_url,
                                   svc.redis_prefix("steady"))
             result["steady"] = with_cpu(lambda: bench_steady(s_e, embedder, corpus, svc, options.steady_seconds,
-                                                             options.steady_rate))
+                                                             options.steady_rate, options.trace_memory))
     finally:
         svc.cleanup()
 
@@ -921,11 +853,7 @@ def render(result: dict[str, Any], console: Any) -> None:
                       _f(e["latency_p50_ms"], 0), _f(e["latency_p99_ms"], 0))
         notes.append(f"e: {_f(e['offered_per_s'])} records/s offered, {e['written']} written; p99 "
                      f"{'within' if e['within_bound'] else 'OVER'} max_wait_ms + 500 = {e['latency_bound_ms']} ms")
-        m = e.get("rss", {})
-        if "slope_mib_per_min" in m:
-            notes.append(f"e: resident memory {m['after_warmup_mib']} MiB after warm-up, {m['end_mib']} at the end, "
-                         f"{m['min_after_warmup_mib']}–{m['max_after_warmup_mib']} in between (max {m['max_mib']} "
-                         f"before warm-up ended), slope {m['slope_mib_per_min']} MiB/min over {m['seconds']} s")
+        notes.extend(memory_notes(e.get("memory", {})))
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
@@ -938,6 +866,22 @@ def render(result: dict[str, Any], console: Any) -> None:
         target = TARGETS[key]
         ratios.add_row(label, _f(value, 2), f"≥ {target}", "–" if value is None else _f(value >= target))
     console.print(ratios)
+
+
+GAUGE_NAMES = {"rss": "resident memory", "heap": "malloc heap in use", "python": "Python objects (tracemalloc)"}
+
+
+def memory_notes(memory: dict[str, Any]) -> list[str]:
+    notes = []
+    for gauge, label in GAUGE_NAMES.items():
+        m = memory.get(gauge, {})
+        if "slope_mib_per_min" in m:
+            notes.append(f"e: {label} {m['after_warmup_mib']} MiB after warm-up, {m['end_mib']} at the end, "
+                         f"{m['min_after_warmup_mib']}–{m['max_after_warmup_mib']} in between (max {m['max_mib']}), "
+                         f"slope {m['slope_mib_per_min']} MiB/min over {m['seconds']} s")
+    for g in memory.get("python_growth", [])[:5]:
+        notes.append(f"e: grew most after warm-up: {g['where']} +{g['grew_kib']} KiB ({g['blocks_grew']:+} blocks)")
+    return notes
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

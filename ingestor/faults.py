@@ -68,8 +68,9 @@ def model_point(texts: Sequence[str]) -> None:
         raise RuntimeError("injected: the model cannot encode this text")
 
 
-def sink_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Called by the sink on the rows of every upsert; corrupts the marked ones."""
+def sink_columns(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Called by the sink on the columns of every upsert; corrupts the marked rows' vectors."""
     if _SINK_REJECT is None:
-        return rows
-    return [dict(r, vector=list(r["vector"])[:-1]) if _SINK_REJECT in r["id"] else r for r in rows]
+        return columns
+    vectors = [list(v)[:-1] if _SINK_REJECT in i else v for i, v in zip(columns["id"], columns["vector"])]
+    return dict(columns, vector=vectors)

@@ -10,7 +10,9 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from ingestor.errors import DataError, RetriableError
 from ingestor.parsing import Reason
-from ingestor.sink import TEXT_MAX_BYTES, Entity, chunk_by_bytes, classify, clip_utf8
+from ingestor.sink import (
+    SCHEMA_FIELDS, TEXT_MAX_BYTES, Entity, chunk_by_bytes, classify, clip_utf8, same_width, to_columns, to_rows,
+)
 
 
 def entity(i: int, text: str = "t", dim: int = 4) -> Entity:
@@ -93,12 +95,27 @@ def test_clip_is_a_prefix_within_max_bytes(text, max_bytes):
         assert clipped == text
 
 
-def test_row_clips_text_and_drops_it_when_not_stored():
+def test_columns_clip_text_and_drop_it_when_not_stored():
     e = entity(0, text="é" * TEXT_MAX_BYTES)
-    row = e.row(store_text=True, now_ms=5)
-    assert len(row["text"].encode()) <= TEXT_MAX_BYTES
-    assert e.row(store_text=False, now_ms=5)["text"] == ""
-    assert row["ingested_at"] == 5 and row["id"] == "0" and row["kafka_offset"] == 0
+    assert len(to_columns([e], store_text=True, now_ms=5)["text"][0].encode()) <= TEXT_MAX_BYTES
+    assert to_columns([e], store_text=False, now_ms=5)["text"] == [""]
+
+
+def test_columns_hold_every_schema_field_in_order_and_rows_round_trip():
+    es = [entity(i, text=f"t{i}") for i in range(3)]
+    columns = to_columns(es, store_text=True, now_ms=7)
+    assert list(columns) == list(SCHEMA_FIELDS)
+    assert all(len(v) == 3 for v in columns.values())
+    rows = to_rows(columns)
+    assert [r["id"] for r in rows] == ["0", "1", "2"] and rows[1]["text"] == "t1"
+    assert rows[2]["kafka_offset"] == 2 and rows[0]["ingested_at"] == 7
+    assert rows[0]["vector"] == [0.0] * 4 and type(rows[0]["vector"][0]) is float
+
+
+def test_vectors_of_mixed_widths_are_never_written_as_one_column():
+    assert same_width([[0.0] * 4, [1.0] * 4])
+    assert not same_width([[0.0] * 4, [1.0] * 3])
+    assert same_width([])
 
 
 # -- classify -------------------------------------------------------------------------------------
