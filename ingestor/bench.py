@@ -16,6 +16,10 @@ already-loaded, warmed-up model (loading is never timed):
                corpus (or, if the corpus has none left, (c)'s texts with " (revised)" appended).
   (e) steady   ~20 records/s for `--steady-seconds` into a running daemon; p50/p99 of Kafka record
                timestamp → acknowledged Milvus write, against `batch.max_wait_ms` + 500 ms.
+  (f) ceiling  (c) on four times as many records with the forward pass replaced by a constant
+               vector (tokenising, padding, Redis, Milvus and Kafka all real): what the pipeline
+               around the model can carry on this machine. Where (f) < (a), the device would wait
+               on the pipeline, and (f)'s stage shares say on which stage.
 
 Throughput of (b)–(d) runs from the first record handed over by Kafka to the last acknowledged
 Milvus write (group join and the daemon's start-up are reported apart, not timed). Tokens are the
@@ -79,6 +83,7 @@ class BenchOptions:
     compare_precision: str | None = None
     partitions: int = 4
     json_path: Path | None = None
+    skip_ceiling: bool = False
     trace_memory: bool = False  # tracemalloc through (e): Python's own memory, and who grew it
     keep: bool = False  # keep topics, Redis keys and the Milvus Lite files (for debugging)
 
@@ -160,7 +165,7 @@ def metrics_snapshot() -> dict[str, float]:
         "forward_passes": _hist_count(m.EMBED_SECONDS), "embed_s": _hist_sum(m.EMBED_SECONDS),
         "padded_tokens": _hist_sum(m.BATCH_TOKENS), "batch_texts": _hist_sum(m.BATCH_RECORDS),
         "milvus_write_s": _hist_sum(m.WRITE_SECONDS), "milvus_writes": _hist_count(m.WRITE_SECONDS),
-        "redis_s": _hist_sum(m.CACHE_SECONDS),
+        "redis_s": _hist_sum(m.CACHE_SECONDS), "prepare_s": _hist_sum(m.PREPARE_SECONDS),
     }
 
 
@@ -433,6 +438,51 @@ def timed_daemon(settings: Settings, embedder: Any, probe: _Probe, until_caught_
     return TimedDaemon(settings, until_caught_up=until_caught_up, embedder=embedder, record_latency=probe.record)
 
 
+class NullForward:
+    """An embedder whose forward pass returns a constant unit vector at once; everything else
+    (tokenising, padding, identity, dimension, device and so its batch limits) is the real one's."""
+
+    def __init__(self, real: Any) -> None:
+        import numpy as np
+
+        self._real = real
+        self.identity = f"{real.identity}+null-forward"  # its vectors must never meet real ones
+        self._unit = np.full(real.dimension, real.dimension ** -0.5, dtype=np.float32)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def forward(self, features: dict[str, Any]) -> Any:
+        return self.encode([""] * int(next(iter(features.values())).shape[0]))
+
+    def encode(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.tile(self._unit, (len(texts), 1))
+
+
+def ceiling_records(corpus: list[Record], n: int) -> list[Record]:
+    """`n` records cycling through the corpus, each with an id and a text of its own (a repeated
+    text would come from the cache and skip the very stages this measures)."""
+    out = []
+    for i in range(n):
+        cycle, rec = divmod(i, len(corpus))
+        source = corpus[rec]
+        text = source.text if cycle == 0 else f"{source.text} ({cycle})"
+        out.append(Record(f"ceiling-{cycle}-{source.id}", text, source.metadata))
+    return out
+
+
+def bench_ceiling(settings: Settings, embedder: Any, records: list[Record], tokens: int) -> dict[str, Any]:
+    out = bench_daemon(settings, NullForward(embedder), records, tokens)
+    d = out["diagnostics"]
+    shares = {"batcher (cache lookup, tokenising, padding)": d.get("batcher_share"),
+              "Milvus writes": d.get("milvus_write_share"), "Redis": d.get("redis_share")}
+    busiest = max(((k, v) for k, v in shares.items() if v is not None), key=lambda kv: kv[1], default=None)
+    out["busiest_stage"] = None if busiest is None else {"stage": busiest[0], "share": busiest[1]}
+    return out
+
+
 def daemon_settings(base: Settings, topic: str, group: str, milvus_uri: str, collection: str,
                     redis_url: str, redis_prefix: str) -> Settings:
     from pydantic import SecretStr
@@ -464,6 +514,7 @@ def bench_daemon(settings: Settings, embedder: Any, records: list[Record], token
         "padding_overhead": ratio(counts["padded_tokens"], tokens),
         "mean_texts_per_forward_pass": ratio(counts["batch_texts"], counts["forward_passes"]),
         "mean_padded_tokens_per_forward_pass": ratio(counts["padded_tokens"], counts["forward_passes"]),
+        "batcher_share": ratio(counts["prepare_s"], seconds),
         "milvus_write_share": ratio(counts["milvus_write_s"], seconds),
         "redis_share": ratio(counts["redis_s"], seconds),
     }
@@ -696,6 +747,15 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
                                   svc.redis_prefix("steady"))
             result["steady"] = with_cpu(lambda: bench_steady(s_e, embedder, corpus, svc, options.steady_seconds,
                                                              options.steady_rate, options.trace_memory))
+
+        if not options.skip_ceiling:
+            records_f = ceiling_records(corpus, 4 * limit)
+            tokens_f = corpus_tokens(embedder, [r.text for r in records_f])
+            progress(f"(f) the daemon on {len(records_f)} records with a null forward pass (the pipeline's ceiling)")
+            topic_f = svc.topic("ceiling", records_f)
+            s_f = daemon_settings(settings, topic_f, svc.name("ceiling-group"), svc.milvus_uri("ceiling"), "ceiling",
+                                  redis_url, svc.redis_prefix("ceiling"))
+            result["ceiling"] = with_cpu(lambda: bench_ceiling(s_f, embedder, records_f, tokens_f))
     finally:
         svc.cleanup()
 
@@ -704,6 +764,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         "pipeline_vs_plain": ratio(pipeline["texts_per_s"], plain["texts_per_s"]),
         "pipeline_vs_naive": ratio(pipeline["texts_per_s"], naive.get("texts_per_s")),
         "warm_vs_cold": ratio(warm["texts_per_s"], pipeline["texts_per_s"]),
+        "ceiling_vs_plain": ratio(result.get("ceiling", {}).get("texts_per_s"), plain["texts_per_s"]),
     }
     result["targets"] = {k: v for k, v in TARGETS.items() if not k.startswith("precision")}
     result["peak_rss_mib"] = peak_rss_mib()
@@ -854,6 +915,18 @@ def render(result: dict[str, Any], console: Any) -> None:
         notes.append(f"e: {_f(e['offered_per_s'])} records/s offered, {e['written']} written; p99 "
                      f"{'within' if e['within_bound'] else 'OVER'} max_wait_ms + 500 = {e['latency_bound_ms']} ms")
         notes.extend(memory_notes(e.get("memory", {})))
+    if "ceiling" in result:
+        f = result["ceiling"]
+        table.add_row("f ceiling", _f(f["records"]), _f(f["seconds"], 2), _f(f["texts_per_s"]),
+                      _f(f["tokens_per_s"], 0), _f(f["latency_p50_ms"], 0), _f(f["latency_p99_ms"], 0))
+        diag = f.get("diagnostics", {})
+        busiest = f.get("busiest_stage") or {}
+        notes.append(f"f: null forward pass, {f['written']} written; busiest stage {busiest.get('stage', '–')} "
+                     f"({_f(100 * (busiest.get('share') or 0), 0)}% of the span; batcher "
+                     f"{_f(100 * (diag.get('batcher_share') or 0), 0)}%, Milvus writes "
+                     f"{_f(100 * (diag.get('milvus_write_share') or 0), 0)}%, Redis "
+                     f"{_f(100 * (diag.get('redis_share') or 0), 0)}%); f / a "
+                     f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}: below 1, the device would wait on the pipeline")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)

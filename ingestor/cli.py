@@ -222,6 +222,7 @@ def bench(
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the naive loop (b)")] = False,
     compare_precision: Annotated[Optional[str], typer.Option("--compare-precision", help="Instead of (a)-(e): plain encode in torch fp32 vs this setting (fp16, bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8); speed-up and cosine")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure as JSON to this file")] = None,
+    skip_ceiling: Annotated[bool, typer.Option("--skip-ceiling", help="Skip the null-forward-pass run (f)")] = False,
     trace_memory: Annotated[bool, typer.Option("--trace-memory", help="Trace Python's allocations through the steady run (e): its own memory gauge, and the lines that grew most after warm-up (slows Python)")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")] = False,
     log_level: LogLevelOpt = "WARNING",
@@ -235,7 +236,7 @@ def bench(
                          precision=precision, backend=backend, log_level=log_level)
     options = BenchOptions(input=input or SAMPLE, limit=limit, steady_seconds=steady_seconds, skip_naive=skip_naive,
                            compare_precision=compare_precision, json_path=json_path,
-                           trace_memory=trace_memory, keep=keep)
+                           skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep)
     result = run_bench(settings, options, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     render(result, console)
     if json_path is not None:

@@ -31,6 +31,10 @@ PARTITIONS_ASSIGNED = Gauge("ingestor_partitions_assigned", "Partitions owned by
 CONSUMER_LAG = Gauge("ingestor_consumer_lag_records", "End offset minus committed offset", ["topic", "partition"])
 BATCH_RECORDS = Histogram("ingestor_batch_records", "Texts per forward pass", buckets=_SIZE_BUCKETS)
 BATCH_TOKENS = Histogram("ingestor_batch_tokens", "Padded tokens per forward pass", buckets=_TOKEN_BUCKETS)
+PREPARE_SECONDS = Histogram(
+    "ingestor_prepare_duration_seconds", "Batcher time per window: cache lookup, tokenising and padding",
+    buckets=_LATENCY_BUCKETS,
+)
 EMBED_SECONDS = Histogram("ingestor_embed_duration_seconds", "Forward pass time", buckets=_LATENCY_BUCKETS)
 CACHE_SECONDS = Histogram("ingestor_cache_duration_seconds", "Redis round trip time", ["op"], buckets=_LATENCY_BUCKETS)
 WRITE_SECONDS = Histogram("ingestor_write_duration_seconds", "Milvus write time", ["op"], buckets=_LATENCY_BUCKETS)

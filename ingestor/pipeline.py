@@ -201,11 +201,12 @@ class Pipeline:
             window.add(item, len(item.text) // 4 if isinstance(item, Document) else 0, now)
 
     def _emit(self, items: list[Parsed]) -> None:
+        started = time.perf_counter()
         live = [i for i in items if self._current(i)]
         if len(live) < len(items):
             metrics.RECORDS_DROPPED.inc(len(items) - len(live))
         window = collapse(live)
-        units = group_texts(window.documents, {d.text_sha256: (0, False) for d in window.documents})
+        units = group_texts(window.documents)
         ready = Work(deletes=window.deletes, rejected=window.rejected)
         with self._ids_lock:
             self._ids_in_flight.update([d.id for d in window.documents] + [d.id for d in window.deletes])
@@ -220,7 +221,10 @@ class Pipeline:
             pending = [u for u in work.units if u.vector is None]
             if pending:
                 work.features = self.embedder.collate([u.encoding for u in pending])
+            waited = time.perf_counter()
             self._put(self._prepared, work)
+            started += time.perf_counter() - waited  # a full queue is the model's time, not ours
+        metrics.PREPARE_SECONDS.observe(time.perf_counter() - started)
 
     def _current(self, item: Parsed) -> bool:
         """Still ours? Superseded positions of other partitions count too (they need the write)."""

@@ -24,9 +24,9 @@ class Unit:
 
     text: str
     text_sha256: str
-    tokens: int
-    truncated: bool
     docs: list[Document]
+    tokens: int = 0  # after truncation; set by the tokenizer before the cut
+    truncated: bool = False
     vector: np.ndarray | None = None
     from_cache: bool = False
     encoding: dict[str, list[int]] | None = None
@@ -78,14 +78,13 @@ def collapse(items: list[Parsed]) -> Window:
     return Window(docs, deletes, rejected)
 
 
-def group_texts(docs: list[Document], tokens: dict[str, tuple[int, bool]]) -> list[Unit]:
-    """One unit per distinct text; `tokens` maps text sha to (tokens, truncated)."""
+def group_texts(docs: list[Document]) -> list[Unit]:
+    """One unit per distinct text, in order of first appearance."""
     units: dict[str, Unit] = {}
     for doc in docs:
         unit = units.get(doc.text_sha256)
         if unit is None:
-            n, cut = tokens[doc.text_sha256]
-            unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, n, cut, [])
+            unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, [])
         unit.docs.append(doc)
     return list(units.values())
 

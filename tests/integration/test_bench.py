@@ -76,6 +76,16 @@ def test_warm_run_hit_the_cache_for_the_repeated_half(figures):
     assert d["milvus_ids_match"]
 
 
+def test_ceiling_ran_every_record_through_the_real_services(figures):
+    f = figures["ceiling"]
+    assert f["records"] == 4 * LIMIT and f["written"] == 4 * LIMIT
+    assert f["counts"]["upserted"] == 4 * LIMIT and f["counts"]["cache_hits"] == 0
+    assert f["counts"]["embedded"] == f["counts"]["batch_texts"] > 0  # through the (null) model stage
+    assert f["texts_per_s"] > 0 and figures["ratios"]["ceiling_vs_plain"] > 0
+    assert 0 < f["diagnostics"]["batcher_share"] < 1.5
+    assert f["busiest_stage"]["stage"]
+
+
 def test_steady_load_landed_every_record(figures):
     e = figures["steady"]
     assert e["records"] >= 90  # ~20/s for 5 s

@@ -112,27 +112,34 @@ def cut(window: Window, tokens: dict[str, tuple[int, bool]], limits: BatchLimits
     """The production path of `Pipeline._emit`: cached units and skipped documents (what the cache
     resolved), deletes and rejected records make up `ready`; the remaining units are cut."""
     ready = Work(units=list(cached), skipped=list(skipped), deletes=window.deletes, rejected=window.rejected)
-    return cut_work(group_texts(window.documents, tokens), ready, limits)
+    return cut_work(counted(group_texts(window.documents), tokens), ready, limits)
+
+
+def counted(units: list[Unit], tokens: dict[str, tuple[int, bool]]) -> list[Unit]:
+    """What the tokenizer fills in before the cut."""
+    for u in units:
+        u.tokens, u.truncated = tokens[u.text_sha256]
+    return units
 
 
 def cached_unit(d: Document) -> Unit:
-    return Unit(d.text, d.text_sha256, 5, False, [d], vector=object(), from_cache=True)
+    return Unit(d.text, d.text_sha256, [d], 5, False, vector=object(), from_cache=True)
 
 
 def test_identical_texts_of_different_ids_share_one_unit():
     a, b, c = doc("a", 0, "same"), doc("b", 1, "same"), doc("c", 2, "other")
-    units = group_texts([a, b, c], tokens_for(a, c))
+    units = group_texts([a, b, c])
     assert len(units) == 2
     same = next(u for u in units if u.text == "same")
     assert same.docs == [a, b]
     assert same.text_sha256 == a.text_sha256
 
 
-def test_unit_takes_tokens_and_truncation_from_the_map():
+def test_a_new_unit_waits_for_the_tokenizer_and_the_model():
     a = doc("a", 0, "x")
-    (unit,) = group_texts([a], {a.text_sha256: (77, True)})
-    assert (unit.tokens, unit.truncated) == (77, True)
-    assert unit.vector is None and unit.from_cache is False
+    (unit,) = group_texts([a])
+    assert (unit.tokens, unit.truncated) == (0, False)
+    assert unit.vector is None and unit.from_cache is False and unit.encoding is None
 
 
 def test_identical_text_is_embedded_once():

@@ -112,7 +112,9 @@ def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | No
 def _work(items):
     """One work as `Pipeline._emit` builds it (no cache hits): deletes and rejected ride along."""
     window = collapse(items)
-    units = group_texts(window.documents, {d.text_sha256: (5, False) for d in window.documents})
+    units = group_texts(window.documents)
+    for u in units:
+        u.tokens = 5
     [work] = cut_work(units, Work(deletes=window.deletes, rejected=window.rejected), BatchLimits(64, 8192))
     return work
 
