@@ -123,6 +123,7 @@ class Embedder:
             sys.setswitchinterval(0.0002)
         self.tokenizer = self.model.tokenizer
         self.max_seq_length = int(self.model.max_seq_length)
+        self._rust = batch_tokenizer(self.tokenizer, self.max_seq_length)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -158,6 +159,12 @@ class Embedder:
         thread, so tokenisation overlaps the forward pass of the previous batch."""
         if not texts:
             return []
+        if self._rust is not None:
+            return self._rust.prepare(texts)
+        return self._prepare_slow(texts)
+
+    def _prepare_slow(self, texts: list[str]) -> list[Prepared]:
+        """Through the transformers tokenizer: for tokenizers without a Rust core."""
         limit = self.max_seq_length
         # One token over the limit tells us whether the model would cut the text.
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit + 1)
@@ -198,6 +205,61 @@ class Embedder:
             texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+class RustTokenizer:
+    """The Rust `tokenizers.Tokenizer` under a fast transformers tokenizer, called directly.
+
+    transformers turns each Rust encoding into Python lists key by key, holding the GIL for
+    ~30–90 µs a text here (half the batcher's time at GPU rates); the Rust batch encode itself
+    releases the GIL. A private copy, so its truncation settings never race with the model's own
+    `encode` (which reconfigures the shared one on every call)."""
+
+    def __init__(self, rust: Any, max_length: int, input_names: list[str]) -> None:
+        self.rust = rust
+        self.rust.no_padding()
+        self.rust.enable_truncation(max_length)  # overflow pieces say which texts were cut
+        self.keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in input_names]
+
+    def prepare(self, texts: list[str]) -> list[Prepared]:
+        out = []
+        for e in self.rust.encode_batch(texts, add_special_tokens=True):
+            row = {"input_ids": e.ids}
+            if "token_type_ids" in self.keys:
+                row["token_type_ids"] = e.type_ids
+            if "attention_mask" in self.keys:
+                row["attention_mask"] = e.attention_mask
+            out.append(Prepared(len(e.ids), bool(e.overflowing), row))
+        return out
+
+
+PROBE_TEXTS = [
+    "Hello, world!", "  leading and trailing spaces  ", "Ünïcödé çhàracters, emoji 🚀 and CJK 日本語",
+    "tabs\tand\nnewlines", "x" * 3000, " ".join(["a long text of many words"] * 200), "",
+]
+
+
+def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
+    """A `RustTokenizer` when the model's tokenizer has a Rust core and gives exactly what the
+    transformers call gives on probe texts (short, long, odd); else None (the slow path)."""
+    core = getattr(tokenizer, "_tokenizer", None)
+    if core is None or not hasattr(core, "to_str"):
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        fast = RustTokenizer(Tokenizer.from_str(core.to_str()), max_length, list(tokenizer.model_input_names))
+        ours = fast.prepare(PROBE_TEXTS)
+        theirs = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length)
+        longer = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length + 1)["input_ids"]
+    except Exception as exc:  # an exotic tokenizer: the slow path is always right
+        log.debug("tokenising through transformers: %s", exc)
+        return None
+    same = all(p.encoding == {k: theirs[k][i] for k in p.encoding} and set(p.encoding) == set(theirs.keys())
+               and p.truncated == (len(longer[i]) > max_length) for i, p in enumerate(ours))
+    if not same:
+        log.debug("tokenising through transformers: the Rust tokenizer differs on probe texts")
+    return fast if same else None
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,66 @@
+"""Tokenising through the Rust core directly must give exactly what the transformers call gives:
+the same ids, masks and truncation flags, on the whole bundled corpus and on odd probe texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestor.bench import SAMPLE, load_corpus
+from ingestor.config import DEFAULT_MODEL
+from ingestor.embedder import PROBE_TEXTS, Embedder, batch_tokenizer, resolve_model_path
+
+MAX = 256
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
+
+
+def slow(tokenizer) -> Embedder:
+    """An Embedder with just what its transformers path needs (no model weights)."""
+    e = Embedder.__new__(Embedder)
+    e.tokenizer, e.max_seq_length = tokenizer, MAX
+    return e
+
+
+def test_the_rust_path_matches_transformers_on_the_whole_corpus(tokenizer):
+    fast = batch_tokenizer(tokenizer, MAX)
+    assert fast is not None
+    texts = [r.text for r in load_corpus(SAMPLE)] + PROBE_TEXTS
+    ours, theirs = fast.prepare(texts), slow(tokenizer)._prepare_slow(texts)
+    assert [p.encoding for p in ours] == [p.encoding for p in theirs]
+    assert [(p.tokens, p.truncated) for p in ours] == [(p.tokens, p.truncated) for p in theirs]
+    assert any(p.truncated for p in ours) and not all(p.truncated for p in ours)
+    assert max(p.tokens for p in ours) == MAX
+
+
+def test_its_settings_never_touch_the_models_tokenizer(tokenizer):
+    fast = batch_tokenizer(tokenizer, 8)
+    assert fast is not None and fast.rust is not tokenizer._tokenizer
+    tokenizer("probe", truncation=True, max_length=MAX)  # transformers sets the shared core per call
+    shared = tokenizer._tokenizer.truncation
+    assert [p.tokens for p in fast.prepare(["word " * 50])] == [8]
+    assert tokenizer._tokenizer.truncation == shared
+
+
+class Reversing:
+    """A tokenizer whose Python side does something its Rust core does not."""
+
+    def __init__(self, real) -> None:
+        self._tokenizer, self.model_input_names, self.real = real._tokenizer, real.model_input_names, real
+
+    def __call__(self, texts, **kwargs):
+        return self.real([t[::-1] for t in texts], **kwargs)
+
+
+def test_a_tokenizer_that_disagrees_on_the_probes_keeps_the_transformers_path(tokenizer):
+    assert batch_tokenizer(Reversing(tokenizer), MAX) is None
+
+
+def test_a_tokenizer_without_a_rust_core_keeps_the_transformers_path():
+    class Plain:
+        model_input_names = ["input_ids"]
+
+    assert batch_tokenizer(Plain(), MAX) is None
