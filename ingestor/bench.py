@@ -264,12 +264,12 @@ class Services:
 
 def milvus_ids(uri: str, collection: str) -> list[str]:
     """Every id in a Milvus Lite collection (an iterator: duplicates would show)."""
-    from pymilvus import MilvusClient
+    from ingestor.lite import milvus_client
 
-    client = MilvusClient(uri=uri)
-    try:
+    with milvus_client(uri) as client:
         if not client.has_collection(collection):
             return []
+        client.load_collection(collection)  # a reopened Lite file starts with it released
         it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=["id"],
                                    consistency_level="Strong")
         ids: list[str] = []
@@ -280,8 +280,6 @@ def milvus_ids(uri: str, collection: str) -> list[str]:
             ids.extend(r["id"] for r in page)
         it.close()
         return ids
-    finally:
-        client.close()
 
 
 # -- (a) plain encode ----------------------------------------------------------------------------

@@ -238,6 +238,9 @@ class MilvusSettings(_Section):
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     index_params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(10.0, gt=0)
+    lite_in_process: bool = Field(False, description=(
+        "With a Milvus Lite file: serve it on this process's threads (pymilvus's default) instead of "
+        "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"))
 
     @property
     def is_lite(self) -> bool:

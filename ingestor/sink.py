@@ -24,6 +24,7 @@ from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
 from ingestor.faults import sink_columns
+from ingestor.lite import LiteServer
 from ingestor.parsing import Reason
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class MilvusSink:
         self.model_identity = model_identity
         self.collection = settings.collection
         self._lock = LiteLock(settings.uri) if settings.is_lite else None
+        self._lite = LiteServer(settings.uri) if settings.is_lite and not settings.lite_in_process else None
         self._client: Any = None
         self.namespace = ""
         self.last_ok_monotonic = 0.0
@@ -225,7 +227,7 @@ class MilvusSink:
         entity_helper.CHECK_STR_ARRAY = False
         if self._lock is not None and not self._lock.held:
             self._lock.acquire()
-        kwargs: dict[str, Any] = {"uri": self.settings.uri, "timeout": self.settings.timeout_s}
+        kwargs: dict[str, Any] = {"uri": self._serving_uri(), "timeout": self.settings.timeout_s}
         if self.settings.token is not None:
             kwargs["token"] = self.settings.token.get_secret_value()
         if self.settings.db_name:
@@ -239,6 +241,21 @@ class MilvusSink:
                 raise StartupError(self._lock.busy_message()) from exc
             raise classify(exc) from exc
         self._ok()
+
+    def _serving_uri(self) -> str:
+        """Where the client connects: the configured URI, or the Lite child serving its file."""
+        if self._lite is None:
+            return self.settings.uri
+        was_serving = bool(self._lite.uri)
+        try:
+            uri = self._lite.start()  # again, if it died: a crash of Lite must not stop the daemon
+        except StartupError as exc:
+            if self._lock is not None and "lock" in str(exc).lower():
+                raise StartupError(self._lock.busy_message()) from exc
+            if was_serving:  # it served before: treat like any outage, retried with backoff
+                raise RetriableError("milvus", str(exc)) from exc
+            raise
+        return uri
 
     def ensure_collection(self) -> None:
         """Create the collection if missing; refuse to start if an existing one does not fit."""
@@ -334,6 +351,9 @@ class MilvusSink:
             error = classify(exc)
             if isinstance(error, RetriableError):
                 metrics.DEPENDENCY_ERRORS.labels("milvus", type(exc).__name__).inc()
+                if self._lite is not None and not self._lite.alive:
+                    log.warning("the Milvus Lite child process is gone; restarting it")
+                    self._client = None  # the next call starts it again, on a new port
             if any(m in str(exc).lower() for m in ("not loaded", "state 'released'", "call load()")):
                 # A restarted Milvus server comes back with collections released.
                 self._reload()
@@ -434,5 +454,7 @@ class MilvusSink:
             except Exception:  # closing a dead connection must not mask the real outcome
                 pass
             self._client = None
+        if self._lite is not None:
+            self._lite.stop()
         if self._lock is not None:
             self._lock.release()
