@@ -939,7 +939,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     console.print(ratios)
 
 
-GAUGE_NAMES = {"rss": "resident memory", "heap": "malloc heap in use", "python": "Python objects (tracemalloc)"}
+GAUGE_NAMES = {"rss": "resident memory", "heap": "malloc heap in use", "python": "Python objects (tracemalloc)",
+               "children": "child processes' resident memory (Milvus Lite)"}
 
 
 def memory_notes(memory: dict[str, Any]) -> list[str]:

@@ -1,12 +1,14 @@
 """Memory gauges for the bench's steady run: is the resident memory flat, and if it is not, who grows?
 
-Three gauges, sampled together on a thread:
+Four gauges, sampled together on a thread:
 
   rss     the process's resident set (what the kernel charges; what the 2.5 GB target is about)
   heap    bytes glibc's malloc has handed out and not taken back (`mallinfo2`: in-use chunks of
           every arena plus mmapped blocks). torch's CPU tensors, tokenizers' buffers and Python's
           large objects all come from here. If RSS climbs while this stays flat, the allocator is
           holding freed pages (fragmentation), not the program leaking.
+  children the resident memory of child processes (the Milvus Lite server: a database whose
+          memory grows with the rows it holds, which is why it is kept apart from the worker's)
   python  bytes Python objects hold, by `tracemalloc` (only when asked: tracing slows Python down).
           With it, the sampler also snapshots the heap after warm-up and at the end, and names the
           source lines whose allocations grew most between the two.
@@ -73,7 +75,27 @@ def python_traced_mib() -> float | None:
     return tracemalloc.get_traced_memory()[0] / MIB if tracemalloc.is_tracing() else None
 
 
-GAUGES = {"rss": current_rss_mib, "heap": heap_in_use_mib, "python": python_traced_mib}
+def children_rss_mib() -> float | None:
+    """Resident memory of this process's live children (the Milvus Lite server, by default), or
+    None where /proc is not there or there are none."""
+    try:
+        pids = {int(p) for task in os.listdir("/proc/self/task")
+                for p in open(f"/proc/self/task/{task}/children", encoding="ascii").read().split()}
+    except (OSError, ValueError):
+        return None
+    total, seen = 0.0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+                seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+    return total if seen else None
+
+
+GAUGES = {"rss": current_rss_mib, "heap": heap_in_use_mib, "python": python_traced_mib,
+          "children": children_rss_mib}
 
 
 def series_summary(samples: list[tuple[float, float]], warmup_share: float) -> dict[str, Any]:

@@ -71,3 +71,20 @@ def _line_of(snippet: str) -> int:
 
     lines = Path(__file__).read_text().splitlines()
     return next(i for i, line in enumerate(lines, 1) if snippet in line and "_line_of" not in line)
+
+
+def test_the_children_gauge_counts_a_live_child_and_not_a_finished_one():
+    import subprocess
+    import sys
+
+    from ingestor.memory import children_rss_mib
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while (children_rss_mib() or 0) < 5 and time.monotonic() < deadline:  # a Python holds > 5 MiB
+            time.sleep(0.05)
+        assert (children_rss_mib() or 0) >= 5
+    finally:
+        child.communicate(b"")
+    assert children_rss_mib() is None
