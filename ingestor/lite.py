@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
@@ -106,19 +106,22 @@ def milvus_client(uri: str) -> Iterator[Any]:
 
 
 def _await_ready(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:  # the child exited
-                return None
+    """The port the child announces on stdout, or None if it exits or stays silent too long."""
+    found: queue.Queue[int | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # a line before the announcement (a library's notice) is skipped
             if line.startswith(READY):
-                return int(line.split()[1])
-        elif proc.poll() is not None:
-            return None
-    return None
+                found.put(int(line.split()[1]))
+                return
+        found.put(None)
+
+    threading.Thread(target=read, name="ingestor-lite-start", daemon=True).start()
+    try:
+        return found.get(timeout=timeout_s)
+    except queue.Empty:
+        return None
 
 
 def _tail(proc: subprocess.Popen[str]) -> str:
