@@ -84,6 +84,7 @@ def test_ceiling_ran_every_record_through_the_real_services(figures):
     assert f["texts_per_s"] > 0 and figures["ratios"]["ceiling_vs_plain"] > 0
     assert 0 < f["diagnostics"]["batcher_share"] < 1.5
     assert f["busiest_stage"]["stage"]
+    assert f["cpu_us_per_record"] > 0
 
 
 def test_steady_load_landed_every_record(figures):
