@@ -75,13 +75,20 @@ def python_traced_mib() -> float | None:
     return tracemalloc.get_traced_memory()[0] / MIB if tracemalloc.is_tracing() else None
 
 
+def child_pids() -> set[int] | None:
+    """This process's live children (Linux), or None where /proc cannot say."""
+    try:
+        return {int(p) for task in os.listdir("/proc/self/task")
+                for p in open(f"/proc/self/task/{task}/children", encoding="ascii").read().split()}
+    except (OSError, ValueError):
+        return None
+
+
 def children_rss_mib() -> float | None:
     """Resident memory of this process's live children (the Milvus Lite server, by default), or
     None where /proc is not there or there are none."""
-    try:
-        pids = {int(p) for task in os.listdir("/proc/self/task")
-                for p in open(f"/proc/self/task/{task}/children", encoding="ascii").read().split()}
-    except (OSError, ValueError):
+    pids = child_pids()
+    if pids is None:
         return None
     total, seen = 0.0, False
     for pid in pids:
