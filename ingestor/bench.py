@@ -262,11 +262,11 @@ class Services:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def milvus_ids(uri: str, collection: str) -> list[str]:
+def milvus_ids(uri: str, collection: str, in_process: bool = False) -> list[str]:
     """Every id in a Milvus Lite collection (an iterator: duplicates would show)."""
     from ingestor.lite import milvus_client
 
-    with milvus_client(uri) as client:
+    with milvus_client(uri, in_process) as client:
         if not client.has_collection(collection):
             return []
         client.load_collection(collection)  # a reopened Lite file starts with it released
@@ -705,7 +705,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         topic_c = svc.topic("pipeline", head)
         s_c = daemon_settings(settings, topic_c, svc.name("pipeline-group"), uri, "bench", redis_url, prefix)
         pipeline = with_cpu(lambda: bench_daemon(s_c, embedder, head, tokens))
-        ids_c = milvus_ids(uri, "bench")
+        ids_c = milvus_ids(uri, "bench", settings.milvus.lite_in_process)
         pipeline["milvus_rows"] = len(ids_c)
         pipeline["milvus_ids_match"] = len(ids_c) == len(set(ids_c)) and set(ids_c) == {r.id for r in head}
         result["pipeline"] = pipeline
@@ -717,7 +717,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         topic_d = svc.topic("warm", warm_records)
         s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, "bench", redis_url, prefix)
         warm = with_cpu(lambda: bench_daemon(s_d, embedder, warm_records, warm_tokens))
-        ids_all = milvus_ids(uri, "bench")
+        ids_all = milvus_ids(uri, "bench", settings.milvus.lite_in_process)
         warm["repeated_records"] = n_repeat
         warm["new_records"] = len(warm_records) - n_repeat
         warm["cache_hits"] = int(warm["counts"]["cache_hits"])

@@ -246,6 +246,11 @@ class MilvusSettings(_Section):
     def is_lite(self) -> bool:
         return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
+    @property
+    def lite_child(self) -> bool:
+        """A Milvus Lite file served from a child process (the default for a file)."""
+        return self.is_lite and not self.lite_in_process
+
 
 class RetrySettings(_Section):
     initial_backoff_ms: int = Field(200, ge=1)

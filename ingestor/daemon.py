@@ -23,6 +23,7 @@ from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
 from ingestor.health import HealthServer, MilvusWatch, Status
+from ingestor.lite import LiteServer
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import ParseOptions
 from ingestor.pipeline import Latency, Pipeline
@@ -140,17 +141,25 @@ class Daemon:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
-        if self.embedder is None:
-            self.embedder = Embedder(s.model, s.runtime.torch_threads)
-            if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
-                self.embedder.precision_report(_PROBE_TEXTS)
+        lite = LiteServer(s.milvus.uri) if s.milvus.lite_child else None
+        if lite is not None:
+            lite.spawn()  # its start overlaps the model load
+        try:
+            if self.embedder is None:
+                self.embedder = Embedder(s.model, s.runtime.torch_threads)
+                if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
+                    self.embedder.precision_report(_PROBE_TEXTS)
+        except BaseException:
+            if lite is not None:
+                lite.stop()
+            raise
         embedder = self.embedder
         self.model_loaded = True
         batch = s.batch.for_device(embedder.device)
         log.info("batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
                  "%d in flight", embedder.device, batch.max_batch_records, batch.max_batch_tokens,
                  batch.pass_cost_tokens, batch.max_window_records, batch.max_in_flight_records)
-        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity, batch.max_write_bytes)
+        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity, batch.max_write_bytes, lite)
         self.sink = sink
 
         def open_milvus() -> None:

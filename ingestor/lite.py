@@ -16,6 +16,7 @@ which still needs Milvus to finish its in-flight batches before it stops the chi
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import queue
@@ -49,35 +50,52 @@ class LiteServer:
     def __init__(self, uri: str) -> None:
         self.data_dir = data_dir(uri)
         self._proc: subprocess.Popen[str] | None = None
+        self._port: queue.Queue[int | None] = queue.Queue()
+        self._errors: collections.deque[str] = collections.deque(maxlen=20)
         self.uri = ""
 
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> str:
-        """Start the child and wait until it serves; returns its `http://127.0.0.1:port`."""
+    def spawn(self) -> None:
+        """Start the child without waiting for it (its ~2 s start can overlap the model load)."""
         if self.alive:
-            return self.uri
+            return
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "ingestor.lite", "--data-dir", self.data_dir, "--parent-pid", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 text=True, start_new_session=True)
-        self._proc = proc
-        port = _await_ready(proc, START_TIMEOUT_S)
+        self._proc, self.uri, self._port = proc, "", queue.Queue()
+        self._errors.clear()
+        # Both pipes are read to the end, so the child never blocks on a full one.
+        threading.Thread(target=_read_stdout, args=(proc, self._port), name="ingestor-lite-out", daemon=True).start()
+        self._stderr = threading.Thread(target=_read_stderr, args=(proc, self._errors), name="ingestor-lite-err",
+                                        daemon=True)
+        self._stderr.start()
+
+    def start(self) -> str:
+        """Spawn the child if it is not running, wait until it serves; returns `http://127.0.0.1:port`."""
+        if self.alive and self.uri:
+            return self.uri
+        self.spawn()
+        assert self._proc is not None
+        try:
+            port = self._port.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            port = None
         if port is None:
-            error = _tail(proc)
             self.stop()
-            raise StartupError(f"Milvus Lite could not start on {self.data_dir}: {error or 'no reason given'}")
+            self._stderr.join(timeout=2)  # its last words
+            reason = self._errors[-1] if self._errors else "no reason given"
+            raise StartupError(f"Milvus Lite could not start on {self.data_dir}: {reason}")
         self.uri = f"http://127.0.0.1:{port}"
-        # Its log lines are Milvus Lite's own; drain them so the child never blocks on a full pipe.
-        threading.Thread(target=_drain, args=(proc,), name="ingestor-lite-log", daemon=True).start()
-        log.info("Milvus Lite serving %s from a child process (pid %d)", self.data_dir, proc.pid)
+        log.info("Milvus Lite serving %s from a child process (pid %d)", self.data_dir, self._proc.pid)
         return self.uri
 
     def stop(self) -> None:
         """Ask the child to drain and close the database; kill it if it does not within the bound."""
-        proc, self._proc = self._proc, None
+        proc, self._proc, self.uri = self._proc, None, ""
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
@@ -89,13 +107,37 @@ class LiteServer:
             proc.wait()
 
 
+def _read_stdout(proc: subprocess.Popen[str], port: queue.Queue[int | None]) -> None:
+    """Hands over the port the child announces (None if it ends first), then drains."""
+    assert proc.stdout is not None
+    announced = False
+    for line in proc.stdout:  # a line before the announcement (a library's notice) is skipped
+        if not announced and line.startswith(READY):
+            port.put(int(line.split()[1]))
+            announced = True
+        else:
+            log.debug("milvus-lite: %s", line.rstrip())
+    if not announced:
+        port.put(None)
+
+
+def _read_stderr(proc: subprocess.Popen[str], errors: collections.deque[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.strip():
+            errors.append(line.strip())
+            log.debug("milvus-lite: %s", line.rstrip())
+
+
 @contextmanager
-def milvus_client(uri: str) -> Iterator[Any]:
+def milvus_client(uri: str, in_process: bool = False) -> Iterator[Any]:
     """A MilvusClient for `uri`; a Lite file is served by a child for just this long, so the file
-    is free again afterwards (pymilvus's in-process server would hold it until this process exits)."""
+    is free again afterwards (pymilvus's in-process server would hold it until this process exits).
+    `in_process` (what `milvus.lite_in_process` asks of the daemon) uses pymilvus's own server."""
     from pymilvus import MilvusClient
 
-    lite = LiteServer(uri) if not uri.startswith(("http://", "https://", "tcp://", "grpc://")) else None
+    is_file = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+    lite = LiteServer(uri) if is_file and not in_process else None
     client = MilvusClient(uri=lite.start() if lite is not None else uri)
     try:
         yield client
@@ -103,41 +145,6 @@ def milvus_client(uri: str) -> Iterator[Any]:
         client.close()
         if lite is not None:
             lite.stop()
-
-
-def _await_ready(proc: subprocess.Popen[str], timeout_s: float) -> int | None:
-    """The port the child announces on stdout, or None if it exits or stays silent too long."""
-    found: queue.Queue[int | None] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # a line before the announcement (a library's notice) is skipped
-            if line.startswith(READY):
-                found.put(int(line.split()[1]))
-                return
-        found.put(None)
-
-    threading.Thread(target=read, name="ingestor-lite-start", daemon=True).start()
-    try:
-        return found.get(timeout=timeout_s)
-    except queue.Empty:
-        return None
-
-
-def _tail(proc: subprocess.Popen[str]) -> str:
-    try:
-        _, err = proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        return "it did not answer in time"
-    lines = [line for line in (err or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _drain(proc: subprocess.Popen[str]) -> None:
-    for stream in (proc.stderr,):
-        if stream is not None:
-            for line in stream:
-                log.debug("milvus-lite: %s", line.rstrip())
 
 
 # -- the child ----------------------------------------------------------------------------------

@@ -199,14 +199,14 @@ class LiteLock:
 
 class MilvusSink:
     def __init__(self, settings: MilvusSettings, dimension: int, model_identity: str,
-                 max_write_bytes: int = 16 << 20) -> None:
+                 max_write_bytes: int = 16 << 20, lite: LiteServer | None = None) -> None:
         self.settings = settings
         self.max_write_bytes = max_write_bytes
         self.dimension = dimension
         self.model_identity = model_identity
         self.collection = settings.collection
         self._lock = LiteLock(settings.uri) if settings.is_lite else None
-        self._lite = LiteServer(settings.uri) if settings.is_lite and not settings.lite_in_process else None
+        self._lite = lite or (LiteServer(settings.uri) if settings.lite_child else None)
         self._client: Any = None
         self.namespace = ""
         self.last_ok_monotonic = 0.0
