@@ -756,7 +756,6 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             ceiling = with_cpu(lambda: bench_ceiling(s_f, embedder, records_f, tokens_f))
             # CPU of this process per record, all threads, set-up included: the pipeline's own cost.
             ceiling["cpu_us_per_record"] = round(1e6 * ceiling["cpu_s"] / len(records_f), 1)
-            ceiling["children_cpu_us_per_record"] = round(1e6 * ceiling["children_cpu_s"] / len(records_f), 1)
             result["ceiling"] = ceiling
     finally:
         svc.cleanup()
@@ -946,8 +945,7 @@ def render(result: dict[str, Any], console: Any) -> None:
                      f"{_f(100 * (diag.get('batcher_share') or 0), 0)}%, Milvus writes "
                      f"{_f(100 * (diag.get('milvus_write_share') or 0), 0)}%, Redis "
                      f"{_f(100 * (diag.get('redis_share') or 0), 0)}%); this process's CPU "
-                     f"{_f(f.get('cpu_us_per_record'), 0)} µs per record (child processes: "
-                     f"{_f(f.get('children_cpu_us_per_record'), 0)}); f / a "
+                     f"{_f(f.get('cpu_us_per_record'), 0)} µs per record; f / a "
                      f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}: below 1, the device would wait on the pipeline")
     console.print(table)
     for note in notes:
