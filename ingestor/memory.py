@@ -28,10 +28,10 @@ MIB = float(1 << 20)
 
 
 def peak_rss_mib() -> dict[str, float]:
-    """Peak resident memory (Linux reports KiB): this process, and its waited-for children."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return {"self": round(own, 1), "children": round(children, 1)}
+    """Peak resident memory of this process (Linux reports KiB). Not its children's: the kernel's
+    figure for them starts at the parent's size when forked, before they exec; their own memory
+    is the `children` gauge's."""
+    return {"self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
 
 
 def current_rss_mib() -> float | None:
