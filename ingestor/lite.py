@@ -52,6 +52,7 @@ class LiteServer:
         self._proc: subprocess.Popen[str] | None = None
         self._port: queue.Queue[int | None] = queue.Queue()
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
+        self._guard = threading.RLock()  # the writer and the health watch may both reconnect
         self.uri = ""
 
     @property
@@ -60,6 +61,10 @@ class LiteServer:
 
     def spawn(self) -> None:
         """Start the child without waiting for it (its ~2 s start can overlap the model load)."""
+        with self._guard:
+            self._spawn()
+
+    def _spawn(self) -> None:
         if self.alive:
             return
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -76,16 +81,20 @@ class LiteServer:
 
     def start(self) -> str:
         """Spawn the child if it is not running, wait until it serves; returns `http://127.0.0.1:port`."""
+        with self._guard:
+            return self._start()
+
+    def _start(self) -> str:
         if self.alive and self.uri:
             return self.uri
-        self.spawn()
+        self._spawn()
         assert self._proc is not None
         try:
             port = self._port.get(timeout=START_TIMEOUT_S)
         except queue.Empty:
             port = None
         if port is None:
-            self.stop()
+            self._stop()
             self._stderr.join(timeout=2)  # its last words
             reason = self._errors[-1] if self._errors else "no reason given"
             raise StartupError(f"Milvus Lite could not start on {self.data_dir}: {reason}")
@@ -95,6 +104,10 @@ class LiteServer:
 
     def stop(self) -> None:
         """Ask the child to drain and close the database; kill it if it does not within the bound."""
+        with self._guard:
+            self._stop()
+
+    def _stop(self) -> None:
         proc, self._proc, self.uri = self._proc, None, ""
         if proc is None or proc.poll() is not None:
             return
