@@ -451,12 +451,15 @@ class NullForward:
         return getattr(self._real, name)
 
     def forward(self, features: dict[str, Any]) -> Any:
-        return self.encode([""] * int(next(iter(features.values())).shape[0]))
+        return self._vectors(int(next(iter(features.values())).shape[0]))
 
     def encode(self, texts: list[str]) -> Any:
+        return self._vectors(len(texts))
+
+    def _vectors(self, n: int) -> Any:
         import numpy as np
 
-        return np.tile(self._unit, (len(texts), 1))
+        return np.tile(self._unit, (n, 1))
 
 
 def ceiling_records(corpus: list[Record], n: int) -> list[Record]:

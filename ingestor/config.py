@@ -228,6 +228,11 @@ class RedisSettings(_Section):
     retry_after_ms: int = Field(5_000, ge=10, description="How long the cache is bypassed after a failure")
 
 
+def is_lite_uri(uri: str) -> bool:
+    """A file path (Milvus Lite), not a server address."""
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
 class MilvusSettings(_Section):
     uri: str = Field("./ingestor.db", description="A file path (Milvus Lite) or http(s)://host:port")
     token: SecretStr | None = None
@@ -244,7 +249,7 @@ class MilvusSettings(_Section):
 
     @property
     def is_lite(self) -> bool:
-        return not self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        return is_lite_uri(self.uri)
 
     @property
     def lite_child(self) -> bool:

@@ -24,12 +24,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ingestor.config import is_lite_uri
 from ingestor.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ def milvus_client(uri: str, in_process: bool = False) -> Iterator[Any]:
     `in_process` (what `milvus.lite_in_process` asks of the daemon) uses pymilvus's own server."""
     from pymilvus import MilvusClient
 
-    is_file = not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-    lite = LiteServer(uri) if is_file and not in_process else None
+    lite = LiteServer(uri) if is_lite_uri(uri) and not in_process else None
     client = MilvusClient(uri=lite.start() if lite is not None else uri)
     try:
         yield client

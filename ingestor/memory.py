@@ -36,8 +36,13 @@ def peak_rss_mib() -> dict[str, float]:
 
 def current_rss_mib() -> float | None:
     """This process's resident memory now (Linux), or None where /proc is not there."""
+    return _rss_mib("self")
+
+
+def _rss_mib(pid: str) -> float | None:
+    """Resident memory of a process now, from /proc (None if it is not there, or gone)."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as f:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
             pages = int(f.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None
@@ -90,15 +95,8 @@ def children_rss_mib() -> float | None:
     pids = child_pids()
     if pids is None:
         return None
-    total, seen = 0.0, False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm", encoding="ascii") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-                seen = True
-        except (OSError, ValueError, IndexError):
-            continue  # it exited meanwhile
-    return total if seen else None
+    sizes = [m for m in (_rss_mib(str(pid)) for pid in pids) if m is not None]  # some may have exited
+    return sum(sizes) if sizes else None
 
 
 GAUGES = {"rss": current_rss_mib, "heap": heap_in_use_mib, "python": python_traced_mib,
