@@ -949,7 +949,7 @@ def render(result: dict[str, Any], console: Any) -> None:
                      f"{_f(100 * (diag.get('milvus_write_share') or 0), 0)}%, Redis "
                      f"{_f(100 * (diag.get('redis_share') or 0), 0)}%); this process's CPU "
                      f"{_f(f.get('cpu_us_per_record'), 0)} µs per record; f / a "
-                     f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}: below 1, the device would wait on the pipeline")
+                     f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}{_ceiling_verdict(result['ratios'].get('ceiling_vs_plain'))}")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
@@ -966,6 +966,14 @@ def render(result: dict[str, Any], console: Any) -> None:
 
 GAUGE_NAMES = {"rss": "resident memory", "heap": "malloc heap in use", "python": "Python objects (tracemalloc)",
                "children": "child processes' resident memory (Milvus Lite)"}
+
+
+def _ceiling_verdict(f_over_a: float | None) -> str:
+    if f_over_a is None:
+        return ""
+    if f_over_a < 1:
+        return ": below 1, the device would wait on the pipeline"
+    return ": the pipeline around the model can carry more than the model"
 
 
 def memory_notes(memory: dict[str, Any]) -> list[str]:

@@ -24,11 +24,11 @@ pip_dl() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64 \
-    --platform manylinux_2_31_x86_64 --platform manylinux_2_24_x86_64 -d "$1" "${@:2}"
+    --platform manylinux_2_31_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
 pip_dl "$out/a" kafka-python==3.0.12 pymilvus==3.0.2 milvus-lite==3.2.2 redis==8.1.0 pydantic==2.14.4 \
   pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types typing-inspection python-dotenv cachetools orjson crc32c \
-  hiredis==3.5.0
+  hiredis==3.5.0 py-spy==0.4.1
 
 # b: the broker's jars (no Connect, Jetty or Jersey: the broker does not load them) + faiss
 lib="$home/kafka/lib"

@@ -1,18 +1,49 @@
 #!/usr/bin/env bash
 # On the GPU machine, after setup_part.sh a, b and c: start Kafka and Redis from the kit through
 # the project's own services.sh, then run `ingestor bench` on the GPU in fp16. Results go to $OUT.
+#
+# The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
+# measure a pipeline whose start-up is excluded but whose first fetches are not. The corpus here is
+# the sample ten times over (30,000 records), each cycle's texts made distinct by a suffix so that
+# none comes from the cache; (a)-(c) use 20,000 of them. With py-spy in the kit, the bench runs
+# under `py-spy record --gil`, which samples whichever thread holds the GIL (the Lite child too):
+# what the model thread waits for, when it waits.
+#
+# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 kit=/tmp/ingestor-kit
 out="${OUT:-/tmp/ingestor-out}"
 mkdir -p "$out" "$kit/venv/bin"
 export PYTHONPATH="$repo:$kit/site" PYTHONUNBUFFERED=1
-export JAVA_HOME="$kit/jre" PATH="$kit/jre/bin:$kit/redis:$PATH" LD_LIBRARY_PATH="$kit/redis:${LD_LIBRARY_PATH:-}"
+export JAVA_HOME="$kit/jre" PATH="$kit/jre/bin:$kit/redis:$kit/site/bin:$PATH" LD_LIBRARY_PATH="$kit/redis:${LD_LIBRARY_PATH:-}"
 # services.sh checks readiness with "$INGESTOR_VENV/bin/python": point it at the image's python.
 ln -sf "$(command -v python3)" "$kit/venv/bin/python"
 # A jlink'd runtime has no base class-data archive to extend.
 export INGESTOR_HOME="$kit/home" INGESTOR_VENV="$kit/venv" INGESTOR_STATE_DIR="$kit/state" INGESTOR_KAFKA_CDS=0
 bash "$repo/deploy/local/services.sh" up
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model" --redis-url redis://127.0.0.1:6379/0 \
-  --json "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep -m1 "Model name"; } | tee "$out/machine.txt"
+
+corpus="$kit/corpus.jsonl"
+python3 - "$repo/ingestor/data/sample.jsonl" "$corpus" "${CYCLES:-10}" <<'PY'
+import json, sys
+src, dst, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+records = [json.loads(line) for line in open(src)]
+with open(dst, "w") as f:
+    for c in range(cycles):
+        for r in records:
+            text = r["text"] if c == 0 else f"{r['text']} ({c})"
+            f.write(json.dumps({**r, "id": f"{r['id']}~{c}", "text": text}) + "\n")
+PY
+
+python3 "$repo/deploy/gpu/lite_rate.py" --json "$out/lite_rate.json" || true
+
+bench=(python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model"
+       --redis-url redis://127.0.0.1:6379/0 --input "$corpus" --limit "${LIMIT:-20000}"
+       --steady-seconds "${STEADY_S:-10}" --json "$out/bench.json" "$@")
+if command -v py-spy >/dev/null; then
+  py-spy record --gil --threads --subprocesses --nonblocking -r 100 -f raw -o "$out/gil.raw" -- "${bench[@]}" \
+    2>&1 | tee "$out/bench.log"
+else
+  "${bench[@]}" 2>&1 | tee "$out/bench.log"
+fi

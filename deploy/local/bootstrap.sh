@@ -49,4 +49,12 @@ else
   # Dependencies are current; (re)link this checkout into the venv, which takes a second.
   VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --python "$venv/bin/python" -q --no-deps -e "$repo"
 fi
+# Bytecode, once per dependency set: uv installs none, and where PYTHONDONTWRITEBYTECODE is set
+# (as on this project's CI) every process would compile torch, pymilvus and Milvus Lite from source
+# on each start: seconds per daemon, per Lite child, per test that spawns one.
+if [ "$(cat "$venv/.ingestor-pyc" 2>/dev/null)" != "$want" ]; then
+  log "compiling the dependencies' bytecode (once)"
+  "$venv/bin/python" -m compileall -q -j 0 "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+  echo "$want" >"$venv/.ingestor-pyc"
+fi
 log "ready: $venv"
