@@ -4,6 +4,7 @@ its file clearly, and a crash of it is an outage the sink recovers from."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -122,3 +123,39 @@ def test_a_crashed_child_is_an_outage_the_sink_recovers_from(tmp_path):
         assert sink.count() == 10
     finally:
         sink.close()
+
+
+def test_the_child_still_checks_vectors_and_keeps_every_float(tmp_path):
+    """The child skips Lite's per-element check of wire floats (lite.trust_wire_floats): widths
+    and missing vectors are still refused, and every float written comes back bit for bit."""
+    sink = sink_for(str(tmp_path / "v.db"))
+    try:
+        rng = np.random.default_rng(7)
+        vectors = rng.standard_normal((50, DIM)).astype(np.float32)
+        entities = [dataclasses.replace(entity(i), vector=v) for i, v in enumerate(vectors)]
+        sink.upsert(entities)
+        back = {row["id"]: row["vector"] for row in sink.get([e.id for e in entities], ["vector"])}
+        for e, v in zip(entities, vectors):
+            assert np.array_equal(np.asarray(back[e.id], dtype=np.float32), v)
+
+        short = dict(id="short", vector=[0.5] * (DIM - 1), text="t", metadata={}, content_hash="h", model="m",
+                     truncated=False, kafka_topic="t", kafka_partition=0, kafka_offset=0, ingested_at=0)
+        with pytest.raises(Exception, match="(?i)dim"):
+            sink._client.upsert("docs", [short])
+        missing = {k: v for k, v in short.items() if k != "vector"}
+        with pytest.raises(Exception):
+            sink._client.upsert("docs", [missing])
+        assert sink.get(["short"], ["id"]) == []
+    finally:
+        sink.close()
+
+
+def test_the_wire_float_shortcut_applies_to_this_lite_release(monkeypatch):
+    """If a Lite upgrade stops matching, the shortcut is off (safe) and this says so."""
+    from milvus_lite.engine import collection
+
+    from ingestor.lite import trust_wire_floats
+
+    monkeypatch.setattr(collection, "validate_record", collection.validate_record)  # restored after
+    assert trust_wire_floats()
+    assert collection.validate_record.__module__ == "ingestor.lite"
