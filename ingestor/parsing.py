@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
+
 from ingestor.records import Delete, Document, Parsed, RawRecord, Rejected
 
 MAX_ID_BYTES = 512
@@ -59,6 +61,26 @@ class _Reject(Exception):
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unstorable(metadata: dict[str, Any]) -> str | None:
+    """Why this parsed metadata cannot be stored in a Milvus JSON field, or None. pymilvus
+    serialises JSON with orjson, which refuses lone surrogates (\\ud800 parses as JSON) and integers
+    beyond 64 bits; refused here, such a record is dead-lettered with its reason instead of failing
+    a whole write later."""
+    try:
+        orjson.dumps(metadata)
+        return None
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            return "is not valid Unicode"
+        if "Recursion" not in str(exc):
+            return f"cannot be stored as JSON ({exc})"
+    try:  # deeper than orjson nests: pymilvus falls back to json, and so does this check
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        return None
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        return "is not valid Unicode"
 
 
 def parse_record(raw: RawRecord, options: ParseOptions) -> Parsed:
@@ -117,11 +139,9 @@ def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
             f"field {options.metadata_field!r} is a {type(metadata).__name__}, not an object",
         )
     else:
-        try:
-            json.dumps(metadata, ensure_ascii=False).encode("utf-8")
-        except (UnicodeEncodeError, ValueError, RecursionError):
-            # Lone surrogates (\ud800) parse as JSON but nothing downstream can store them.
-            raise _Reject(Reason.INVALID_METADATA, f"field {options.metadata_field!r} is not valid Unicode") from None
+        problem = unstorable(metadata)
+        if problem is not None:
+            raise _Reject(Reason.INVALID_METADATA, f"field {options.metadata_field!r} {problem}")
     return _document(raw, text, record_id, metadata)
 
 

@@ -241,8 +241,7 @@ class Pipeline:
         docs = [d for u in units for d in u.docs]
         if not self.cache.enabled or not docs:
             return units
-        identity = self.embedder.identity
-        digests = {id(d): content_hash(identity, d.text_sha256, d.metadata, self.store_text) for d in docs}
+        digests = {id(d): self._digest(d) for d in docs}
         markers, vectors = self.cache.lookup([d.id for d in docs], [u.text_sha256 for u in units])
         with self._ids_lock:
             # An id also waiting in earlier, unwritten work must be written again here: Milvus
@@ -386,10 +385,15 @@ class Pipeline:
         assert unit.vector is not None
         return Entity(
             id=doc.id, vector=unit.vector, text=doc.text, metadata=doc.metadata,
-            content_hash=content_hash(identity, doc.text_sha256, doc.metadata, self.store_text),
+            content_hash=self._digest(doc),
             model=identity, truncated=unit.truncated,
             kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset,
         )
+
+    def _digest(self, doc: Document) -> str:
+        if not doc.digest:
+            doc.digest = content_hash(self.embedder.identity, doc.text_sha256, doc.metadata, self.store_text)
+        return doc.digest
 
     @staticmethod
     def _doc_of(work: Work, entity: Entity) -> Document:

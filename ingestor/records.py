@@ -52,6 +52,9 @@ class Document:
     # Records of the same id that this one supersedes within a batching window: their offsets
     # are done when this one is written.
     superseded: list[Position] = field(default_factory=list)
+    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
+    # compared with the Redis marker and written to Milvus).
+    digest: str = ""
 
     @property
     def position(self) -> Position:
@@ -65,6 +68,9 @@ class Delete:
     id: str
     raw: RawRecord
     superseded: list[Position] = field(default_factory=list)
+    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
+    # compared with the Redis marker and written to Milvus).
+    digest: str = ""
 
     @property
     def position(self) -> Position:
@@ -79,6 +85,9 @@ class Rejected:
     reason: str
     error: str
     superseded: list[Position] = field(default_factory=list)
+    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
+    # compared with the Redis marker and written to Milvus).
+    digest: str = ""
 
     @property
     def position(self) -> Position:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ingestor import metrics
 from ingestor.config import MilvusSettings
@@ -95,7 +96,14 @@ class Entity:
     kafka_offset: int
 
     def approx_bytes(self) -> int:
-        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(json.dumps(self.metadata)) + 256
+        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(_json_bytes(self.metadata)) + 256
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # deeper than orjson nests
+        return json.dumps(value).encode("utf-8")
 
 
 def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dict[str, list[Any]]:
@@ -103,7 +111,7 @@ def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dic
     costs it a type lookup per field (37 vs 12 µs of GIL per row, measured)."""
     return {
         "id": [e.id for e in entities],
-        "vector": [np.asarray(e.vector, dtype=np.float32).tolist() for e in entities],  # C speed, not a loop
+        "vector": _vector_lists(entities),
         "text": [clip_utf8(e.text, TEXT_MAX_BYTES) if store_text else "" for e in entities],
         "metadata": [e.metadata for e in entities],
         "content_hash": [e.content_hash for e in entities],
@@ -114,6 +122,14 @@ def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dic
         "kafka_offset": [e.kafka_offset for e in entities],
         "ingested_at": [now_ms] * len(entities),
     }
+
+
+def _vector_lists(entities: Sequence[Entity]) -> list[list[float]]:
+    """Python float lists (what pymilvus packs), made in one C call where the widths agree."""
+    vectors = [np.asarray(e.vector, dtype=np.float32) for e in entities]
+    if vectors and all(v.shape == vectors[0].shape for v in vectors):
+        return np.stack(vectors).tolist()
+    return [v.tolist() for v in vectors]
 
 
 def to_rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
