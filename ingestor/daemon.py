@@ -24,6 +24,7 @@ from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
 from ingestor.health import HealthServer, MilvusWatch, Status
 from ingestor.lite import LiteServer
+from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import ParseOptions
 from ingestor.pipeline import Latency, Pipeline
@@ -155,6 +156,7 @@ class Daemon:
             raise
         embedder = self.embedder
         self.model_loaded = True
+        tune_gc(s.runtime.gc_gen0_threshold)
         batch = s.batch.for_device(embedder.device)
         log.info("batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
                  "%d in flight", embedder.device, batch.max_batch_records, batch.max_batch_tokens,

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def pad_encodings(
     encodings: list[dict[str, list[int]]], pad_id: int, side: str = "right", pad_type_id: int = 0,
+    derived: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """What `tokenizer.pad(..., return_tensors="np")` returns, with one vectorised scatter per
     key instead of Python loops: at GPU rates the tokenizer's pad held the GIL for ~90 ms per
@@ -83,6 +85,11 @@ def pad_encodings(
         array = np.full((len(encodings), width), fill.get(key, 0), dtype=np.int64)
         array[keep] = flat
         out[key] = array
+    # Keys the rows leave out, for a single unpadded sequence: a mask of ones, type ids of zeros.
+    if "attention_mask" in derived:
+        out["attention_mask"] = keep.astype(np.int64)
+    if "token_type_ids" in derived:
+        out["token_type_ids"] = np.where(keep, 0, pad_type_id).astype(np.int64)
     return out
 
 
@@ -184,8 +191,9 @@ class Embedder:
         """Pad prepared encodings into CPU tensors for one forward pass."""
         import torch
 
+        derived = self._rust.derived if self._rust is not None else ()
         arrays = pad_encodings(encodings, int(self.tokenizer.pad_token_id or 0), self.tokenizer.padding_side,
-                               int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0))
+                               int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0), derived)
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
     def forward(self, features: dict[str, Any]) -> np.ndarray:
@@ -220,17 +228,27 @@ class RustTokenizer:
         self.rust.no_padding()
         self.rust.enable_truncation(max_length)  # overflow pieces say which texts were cut
         self.keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in input_names]
+        # Not copied out of Rust per text (each is another Python list of ints): one unpadded
+        # sequence has a mask of ones and type ids of zeros, which `pad_encodings` makes in one go.
+        # `batch_tokenizer` checks that against transformers before this path is used.
+        self.derived = tuple(k for k in self.keys if k != "input_ids")
 
     def prepare(self, texts: list[str]) -> list[Prepared]:
         out = []
         for e in self.rust.encode_batch(texts, add_special_tokens=True):
-            row = {"input_ids": e.ids}
-            if "token_type_ids" in self.keys:
-                row["token_type_ids"] = e.type_ids
-            if "attention_mask" in self.keys:
-                row["attention_mask"] = e.attention_mask
-            out.append(Prepared(len(e.ids), bool(e.overflowing), row))
+            ids = e.ids
+            out.append(Prepared(len(ids), bool(e.overflowing), {"input_ids": ids}))
         return out
+
+    def full(self, prepared: Prepared) -> dict[str, list[int]]:
+        """The row with the derived keys filled in, as transformers gives it."""
+        n = prepared.tokens
+        row = dict(prepared.encoding)
+        if "token_type_ids" in self.derived:
+            row["token_type_ids"] = [0] * n
+        if "attention_mask" in self.derived:
+            row["attention_mask"] = [1] * n
+        return row
 
 
 PROBE_TEXTS = [
@@ -255,8 +273,9 @@ def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
     except Exception as exc:  # an exotic tokenizer: the slow path is always right
         log.debug("tokenising through transformers: %s", exc)
         return None
-    same = all(p.encoding == {k: theirs[k][i] for k in p.encoding} and set(p.encoding) == set(theirs.keys())
-               and p.truncated == (len(longer[i]) > max_length) for i, p in enumerate(ours))
+    rows = [fast.full(p) for p in ours]
+    same = all(row == {k: theirs[k][i] for k in row} and set(row) == set(theirs.keys())
+               and p.truncated == (len(longer[i]) > max_length) for i, (p, row) in enumerate(zip(ours, rows)))
     if not same:
         log.debug("tokenising through transformers: the Rust tokenizer differs on probe texts")
     return fast if same else None

@@ -17,6 +17,7 @@ Four gauges, sampled together on a thread:
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import resource
 import threading
@@ -195,3 +196,16 @@ class MemorySampler:
 def _snapshot() -> tracemalloc.Snapshot:
     # tracemalloc's own bookkeeping is not the program's memory.
     return tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+
+
+def tune_gc(gen0_threshold: int) -> None:
+    """Fewer, cheaper garbage collections for a process that allocates per record: everything
+    alive now (modules, the model) moves to the permanent generation, never scanned again, and a
+    young collection runs every `gen0_threshold` allocations instead of every 700. The pipeline's
+    records rarely form cycles; collection only has to find those few. 0 leaves Python's settings."""
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, max(gen1, 50), max(gen2, 100))

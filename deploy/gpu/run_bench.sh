@@ -5,11 +5,11 @@
 # The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
 # measure a pipeline whose start-up is excluded but whose first fetches are not. The corpus here is
 # the sample ten times over (30,000 records), each cycle's texts made distinct by a suffix so that
-# none comes from the cache; (a)-(c) use 20,000 of them. With py-spy in the kit, the bench runs
-# under `py-spy record --gil`, which samples whichever thread holds the GIL (the Lite child too):
-# what the model thread waits for, when it waits.
+# none comes from the cache; (a)-(c) use 20,000 of them. With PROFILE=1 the bench runs under
+# `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (the Lite child
+# too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
 #
-# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S)
+# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 kit=/tmp/ingestor-kit
@@ -41,7 +41,7 @@ python3 "$repo/deploy/gpu/lite_rate.py" --json "$out/lite_rate.json" || true
 bench=(python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model"
        --redis-url redis://127.0.0.1:6379/0 --input "$corpus" --limit "${LIMIT:-20000}"
        --steady-seconds "${STEADY_S:-10}" --json "$out/bench.json" "$@")
-if command -v py-spy >/dev/null; then
+if [ "${PROFILE:-0}" = 1 ] && command -v py-spy >/dev/null; then
   py-spy record --gil --threads --subprocesses --nonblocking -r 100 -f raw -o "$out/gil.raw" -- "${bench[@]}" \
     2>&1 | tee "$out/bench.log"
 else

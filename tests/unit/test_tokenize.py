@@ -7,7 +7,9 @@ import pytest
 
 from ingestor.bench import SAMPLE, load_corpus
 from ingestor.config import DEFAULT_MODEL
-from ingestor.embedder import PROBE_TEXTS, Embedder, batch_tokenizer, resolve_model_path
+import numpy as np
+
+from ingestor.embedder import PROBE_TEXTS, Embedder, batch_tokenizer, pad_encodings, resolve_model_path
 
 MAX = 256
 
@@ -30,7 +32,7 @@ def test_the_rust_path_matches_transformers_on_the_whole_corpus(tokenizer):
     assert fast is not None
     texts = [r.text for r in load_corpus(SAMPLE)] + PROBE_TEXTS
     ours, theirs = fast.prepare(texts), slow(tokenizer)._prepare_slow(texts)
-    assert [p.encoding for p in ours] == [p.encoding for p in theirs]
+    assert [fast.full(p) for p in ours] == [p.encoding for p in theirs]
     assert [(p.tokens, p.truncated) for p in ours] == [(p.tokens, p.truncated) for p in theirs]
     assert any(p.truncated for p in ours) and not all(p.truncated for p in ours)
     assert max(p.tokens for p in ours) == MAX
@@ -64,3 +66,17 @@ def test_a_tokenizer_without_a_rust_core_keeps_the_transformers_path():
         model_input_names = ["input_ids"]
 
     assert batch_tokenizer(Plain(), MAX) is None
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batches_are_identical_with_derived_masks(tokenizer, side):
+    """The Rust path hands over ids only; padding makes the mask and type ids. The tensors the
+    model sees must equal those from transformers' full rows, for either padding side."""
+    fast = batch_tokenizer(tokenizer, MAX)
+    assert fast is not None and set(fast.derived) == {"attention_mask", "token_type_ids"}
+    texts = [r.text for r in load_corpus(SAMPLE)][:300] + PROBE_TEXTS
+    ours = pad_encodings([p.encoding for p in fast.prepare(texts)], 0, side, 0, fast.derived)
+    theirs = pad_encodings([p.encoding for p in slow(tokenizer)._prepare_slow(texts)], 0, side, 0)
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert ours[key].dtype == theirs[key].dtype and np.array_equal(ours[key], theirs[key]), key
