@@ -67,7 +67,7 @@ def run(
     log_level: LogLevelOpt = None,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
     devices: Annotated[Optional[str], typer.Option("--devices", help="auto, cpu, or GPU indices like 0,1: one worker process per device")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="CPU worker processes (with --devices cpu)")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes: in all with --devices cpu, per GPU with GPU devices")] = None,
 ) -> None:
     """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
     settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
@@ -96,9 +96,13 @@ def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
     if len(plans) > 1 and settings.milvus.is_lite:
         raise StartupError(
             f"{len(plans)} workers cannot share the Milvus Lite file {settings.milvus.uri}: run a Milvus server "
-            "(or `milvus-lite server --data-dir DIR --host 127.0.0.1 --port 19530`) and set milvus.uri to its "
-            "http:// address"
+            "(or serve the file to all of them: `python -m ingestor.lite --data-dir DIR --port 19530`, which "
+            "`deploy/local/services.sh up --milvus-server` starts) and set milvus.uri to its http:// address"
         )
+    if settings.kafka.group_instance_id and len(plans) > 1:
+        # One static member id per worker: two consumers under one id fence each other out.
+        for plan in plans:
+            plan.env["INGESTOR_KAFKA__GROUP_INSTANCE_ID"] = f"{settings.kafka.group_instance_id}-{plan.index}"
     warn_if_few_partitions(settings, len(plans))
     # Workers re-read the same environment and config file; the CLI flags travel as arguments.
     args = _drop_option_values(sys.argv[2:], ("--devices", "--workers"))

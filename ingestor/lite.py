@@ -210,12 +210,13 @@ def trust_wire_floats() -> bool:
     return True
 
 
-def serve(directory: str, parent_pid: int) -> int:
+def serve(directory: str, parent_pid: int | None, host: str = "127.0.0.1", port: int = 0) -> int:
+    """Serve `directory` until SIGTERM/SIGINT, or until `parent_pid` is no longer the parent."""
     from milvus_lite.adapter.grpc.server import start_server_in_thread
 
     trust_wire_floats()
     try:
-        server, db, port = start_server_in_thread(data_dir=directory, host="127.0.0.1", port=0)
+        server, db, port = start_server_in_thread(data_dir=directory, host=host, port=port)
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -225,7 +226,7 @@ def serve(directory: str, parent_pid: int) -> int:
         signal.signal(sig, lambda *_: stop.set())
     print(f"{READY} {port}", flush=True)
     while not stop.wait(0.5):
-        if os.getppid() != parent_pid:
+        if parent_pid is not None and os.getppid() != parent_pid:
             break
     server.stop(grace=5).wait()
     db.close()
@@ -233,11 +234,16 @@ def serve(directory: str, parent_pid: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingestor.lite", description="Milvus Lite for one ingestor process")
+    parser = argparse.ArgumentParser(
+        prog="python -m ingestor.lite",
+        description="Milvus Lite over gRPC: for one ingestor process (--parent-pid), or as a server that "
+                    "several workers share (--port, e.g. from `deploy/local/services.sh up --milvus-server`)")
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (announced on stdout)")
     args = parser.parse_args(argv)
-    return serve(args.data_dir, args.parent_pid)
+    return serve(args.data_dir, args.parent_pid, args.host, args.port)
 
 
 if __name__ == "__main__":

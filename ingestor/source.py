@@ -217,8 +217,8 @@ class KafkaSource:
         for ktp, records in batches.items():
             tp = _tp(ktp)
             generation = self.tracker.generation(tp)
-            if generation is None:
-                continue
+            if generation is None or tp in self.newly_assigned:
+                continue  # not ours, or not yet positioned for this ownership (next loop)
             for r in records:
                 position = Position(tp, r.offset, r.leader_epoch if r.leader_epoch is not None else -1,
                                     generation, r.timestamp)
@@ -236,17 +236,30 @@ class KafkaSource:
     def _seed_new_partitions(self) -> None:
         # The group's committed offset of a newly owned partition counts as committed by us (for
         # catch-up); `position()` would not do: it moves as soon as records are fetched.
-        while self.newly_assigned:
-            tp = self.newly_assigned.pop()
+        #
+        # And the fetch position goes back to it. A rebalance can hand a member partitions it
+        # owned before; kafka-python then keeps their fetch positions, past the records that were
+        # in flight at the revoke, which the tracker dropped (their generation may not commit).
+        # Unpositioned, the new ownership would never see them again: its done-prefix could never
+        # start, and no commit or catch-up would ever happen on that partition.
+        for tp in list(self.newly_assigned):
             generation = self.tracker.generation(tp)
             if generation is None:
+                self.newly_assigned.discard(tp)
                 continue
+            ktp = _ktp(tp)
             try:
-                committed = self.consumer.committed(_ktp(tp), timeout_ms=5_000)
-            except KafkaError as exc:
-                log.debug("committed offset of %s not known yet: %s", tp, exc)
-                self.newly_assigned.add(tp)
+                committed = self.consumer.committed(ktp, timeout_ms=5_000)
+                if committed is not None:
+                    self.consumer.seek(ktp, committed)
+                elif self.settings.auto_offset_reset == "earliest":
+                    self.consumer.seek_to_beginning(ktp)
+                else:
+                    self.consumer.seek_to_end(ktp)
+            except (KafkaError, AssertionError, ValueError) as exc:  # AssertionError: no longer assigned
+                log.debug("could not position %s yet: %s", tp, exc)
                 return
+            self.newly_assigned.discard(tp)
             if committed is not None:
                 self.tracker.committed(tp, CommitPoint(committed, -1), generation)
 

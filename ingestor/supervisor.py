@@ -51,10 +51,12 @@ def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: 
         ids = [d.strip() for d in devices.split(",") if d.strip()]
         if not all(d.isdigit() for d in ids):
             raise ConfigError(f"--devices must be auto, cpu or a list of GPU indices like 0,1 (got {devices!r})")
-        if workers not in (None, len(ids)):
-            raise ConfigError("--workers goes with --devices cpu; on GPUs there is one worker per device")
-        for i, gpu in enumerate(ids):
-            plans.append(WorkerPlan(i, {"CUDA_VISIBLE_DEVICES": gpu, "INGESTOR_MODEL__DEVICE": "cuda"}))
+        # On GPUs --workers counts workers per device: a small model leaves a GPU waiting on one
+        # process's Python (the GIL), and several consumer-group members sharing it spread that.
+        per_device = workers or 1
+        for gpu in ids:
+            for _ in range(per_device):
+                plans.append(WorkerPlan(len(plans), {"CUDA_VISIBLE_DEVICES": gpu, "INGESTOR_MODEL__DEVICE": "cuda"}))
     for p in plans:
         p.env["INGESTOR_METRICS__PORT"] = str(metrics_port + 1 + p.index) if metrics_port else "0"
     return plans

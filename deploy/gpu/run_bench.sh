@@ -9,7 +9,9 @@
 # `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (the Lite child
 # too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
 #
-# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE)
+# Then `deploy/gpu/workers.py` runs `ingestor run --devices 0 --workers K` for K in $WORKERS (1,2,3).
+#
+# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 kit=/tmp/ingestor-kit
@@ -21,7 +23,8 @@ export JAVA_HOME="$kit/jre" PATH="$kit/jre/bin:$kit/redis:$kit/site/bin:$PATH" L
 ln -sf "$(command -v python3)" "$kit/venv/bin/python"
 # A jlink'd runtime has no base class-data archive to extend.
 export INGESTOR_HOME="$kit/home" INGESTOR_VENV="$kit/venv" INGESTOR_STATE_DIR="$kit/state" INGESTOR_KAFKA_CDS=0
-bash "$repo/deploy/local/services.sh" up
+# --milvus-server: the daemon's own Lite server on 19530, which the worker sweep below shares.
+bash "$repo/deploy/local/services.sh" up --milvus-server
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep -m1 "Model name"; } | tee "$out/machine.txt"
 
 corpus="$kit/corpus.jsonl"
@@ -46,4 +49,11 @@ if [ "${PROFILE:-0}" = 1 ] && command -v py-spy >/dev/null; then
     2>&1 | tee "$out/bench.log"
 else
   "${bench[@]}" 2>&1 | tee "$out/bench.log"
+fi
+
+# Worker processes per GPU through the real CLI (deploy/gpu/workers.py), all writing to the Lite
+# server: does spreading the per-record Python over processes feed the GPU better?
+if [ -n "${WORKERS:-1,2,3}" ]; then
+  python3 "$repo/deploy/gpu/workers.py" --input "$corpus" --limit "${LIMIT:-20000}" --workers "${WORKERS:-1,2,3}" \
+    --devices 0 --model "$kit/model" --precision fp16 --timeout-s 90 --json "$out/workers.json" 2>&1 | tee "$out/workers.log" || true
 fi

@@ -354,11 +354,13 @@ redis_ready() {
 
 # --- Milvus Lite server --------------------------------------------------------------------------
 
+# The daemon's own Lite server (ingestor/lite.py): Milvus Lite with its per-row float check
+# skipped for wire floats and its garbage collection tuned, which several workers can share.
 launch_milvus() {
-  [ -x "$venv/bin/milvus-lite" ] || die "$venv/bin/milvus-lite not found: run deploy/local/bootstrap.sh"
+  [ -x "$venv/bin/python" ] || die "$venv/bin/python not found: run deploy/local/bootstrap.sh"
   mkdir -p "$state/milvus"
   PYTHONUNBUFFERED=1 launch milvus "$state/logs/milvus.log" \
-    "$venv/bin/milvus-lite" server --data-dir "$state/milvus" --host "$host" --port "$milvus_port"
+    "$venv/bin/python" -m ingestor.lite --data-dir "$state/milvus" --host "$host" --port "$milvus_port"
 }
 
 # A real call through pymilvus, not only a TCP connect.

@@ -38,6 +38,11 @@ def test_a_second_consumer_joins_and_the_first_leaves_mid_stream(scenario: Scena
         # Incremental: the first worker kept its other partitions throughout (never owned 0).
         assert "(owning 0)" not in d1.log(), d1.log()[-3000:]
     oracle.check_committed_prefix(scn)
+    # While both are members the group commits everything: a partition the first worker got back
+    # is read again from its committed offset, not from where its fetches had got to before the
+    # revoke (the records in flight then belong to no ownership that may commit them).
+    scn.wait_landed(first, daemon=d2)
+    scn.wait_caught_up(timeout_s=90, daemon=d1)
     second = scn.produce(sample(80, offset=160))
     code, took = d1.terminate()  # leaves with work in flight
     assert code == 0, d1.log()[-4000:]
@@ -48,3 +53,32 @@ def test_a_second_consumer_joins_and_the_first_leaves_mid_stream(scenario: Scena
     assert code == 0, d2.log()[-4000:]
     facts = oracle.check(scn, reference_model)
     assert facts["rows"] == 240
+
+
+def test_a_partition_handed_back_to_its_owner_is_read_again_from_its_commit(scenario: Scenario, reference_model):
+    """An eager rebalance revokes everything and may hand a member back partitions it had fetched
+    to the end: what it had in flight is dropped (that ownership may not commit it), and kafka-python
+    keeps the old fetch position. Unless the member seeks back to the committed offset, those
+    records are never read again and the partition never commits (found with two workers per GPU
+    under `--until-caught-up`, which then never exited)."""
+    scn = scenario
+    scn.create_topic(4)
+    # Everything fits in flight at once: the first worker fetches all of it before it is done.
+    scn.settings.update(INGESTOR_KAFKA__ASSIGNOR="range", INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="1000",
+                        INGESTOR_KAFKA__MAX_POLL_RECORDS="500")
+    produced = scn.produce(sample(160))
+    d1 = scn.start("d1", INGESTOR_FAULT_SLOW_EMBED_MS="1500")
+    d1.wait_ready()
+    scn.wait_progress(10, daemon=d1)
+    d2 = scn.start("d2")
+    d2.wait_ready()
+    d1.wait_log(r"partitions revoked: \S", timeout_s=60)
+    d1.wait_owning(lambda n: 0 < n < 4)
+    d2.wait_owning(lambda n: 0 < n < 4)
+    scn.wait_landed(produced, daemon=d1)
+    scn.wait_caught_up(timeout_s=90, daemon=d1)
+    for d in (d1, d2):
+        code, _ = d.terminate()
+        assert code == 0, d.log()[-4000:]
+    facts = oracle.check(scn, reference_model)
+    assert facts["rows"] == 160

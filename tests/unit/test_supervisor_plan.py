@@ -29,8 +29,13 @@ def test_cpu_workers_split_the_cores():
 def test_bad_device_lists_are_config_errors():
     with pytest.raises(ConfigError):
         plan_workers("gpu0", None, 8, 1, 0)
-    with pytest.raises(ConfigError):
-        plan_workers("0,1", 3, 8, 2, 0)
+
+
+def test_workers_with_gpus_count_per_device():
+    plans = plan_workers("0,1", 2, cpu_count=16, cuda_count=2, metrics_port=9400)
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "0", "1", "1"]
+    assert [p.index for p in plans] == [0, 1, 2, 3]
+    assert [p.env["INGESTOR_METRICS__PORT"] for p in plans] == ["9401", "9402", "9403", "9404"]
 
 
 def test_worker_arguments_lose_the_supervisor_options():
