@@ -20,7 +20,9 @@ mkdir -p "$out" "$kit/venv/bin"
 export PYTHONPATH="$repo:$kit/site" PYTHONUNBUFFERED=1
 export JAVA_HOME="$kit/jre" PATH="$kit/jre/bin:$kit/redis:$kit/site/bin:$PATH" LD_LIBRARY_PATH="$kit/redis:${LD_LIBRARY_PATH:-}"
 # services.sh checks readiness with "$INGESTOR_VENV/bin/python": point it at the image's python.
-ln -sf "$(command -v python3)" "$kit/venv/bin/python"
+# A wrapper, not a symlink: python3 there lives in a virtual environment, found from its own path.
+rm -f "$kit/venv/bin/python"
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >"$kit/venv/bin/python" && chmod +x "$kit/venv/bin/python"
 # A jlink'd runtime has no base class-data archive to extend.
 export INGESTOR_HOME="$kit/home" INGESTOR_VENV="$kit/venv" INGESTOR_STATE_DIR="$kit/state" INGESTOR_KAFKA_CDS=0
 # --milvus-server: the daemon's own Lite server on 19530, which the worker sweep below shares.
