@@ -203,8 +203,8 @@ class LiteLock:
     def busy_message(self) -> str:
         return (
             f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
-            "per file: for several workers run a Milvus server (or `milvus-lite server --data-dir DIR "
-            "--host 127.0.0.1 --port 19530`) and set milvus.uri to its http:// address."
+            "per file: for several workers run a Milvus server (or serve the file to all of them with "
+            "`python -m ingestor.lite --data-dir DIR --port 19530`) and set milvus.uri to its http:// address."
         )
 
     def release(self) -> None:

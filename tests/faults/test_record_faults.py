@@ -76,7 +76,7 @@ def test_two_processes_on_one_milvus_lite_file_the_second_refuses(scenario: Scen
     assert second.returncode == 2, second.output[-4000:]
     message = " ".join(second.output.split())  # the console wraps long lines
     assert "another process is using the Milvus Lite file" in message, second.output[-2000:]
-    assert "milvus-lite server" in message, second.output[-2000:]
+    assert "python -m ingestor.lite" in message, second.output[-2000:]
     scn.wait_caught_up(daemon=d)
     code, _ = d.terminate()
     assert code == 0, d.log()[-4000:]
