@@ -101,3 +101,10 @@ def test_content_hash_changes_with_store_text():
 
 def test_content_hash_handles_non_ascii_metadata():
     assert ch(metadata={"titre": "café"}) != ch(metadata={"titre": "cafe"})
+
+
+def test_content_hash_of_metadata_deeper_than_orjson_nests():
+    deep: object = "leaf"
+    for _ in range(400):
+        deep = {"k": deep}
+    assert ch(metadata={"deep": deep}) == ch(metadata={"deep": deep}) != ch()

@@ -170,6 +170,29 @@ def test_metadata_not_an_object_is_invalid_metadata(metadata):
     assert reason_of(obj(text="hello", metadata=metadata)) == Reason.INVALID_METADATA
 
 
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30])
+def test_metadata_integers_beyond_64_bits_are_invalid_metadata(number):
+    # Python's json parses them; pymilvus serialises JSON with orjson, which refuses them, so such
+    # a record would fail its whole write later instead of being dead-lettered now.
+    result = parse(obj(text="hello", metadata={"n": number}))
+    assert isinstance(result, Rejected) and result.reason == Reason.INVALID_METADATA
+    assert "64-bit" in result.error
+
+
+def test_metadata_integers_within_64_bits_are_kept_exactly():
+    for number in (2**63 - 1, -(2**63), 2**64 - 1):
+        result = parse(obj(text="hello", metadata={"n": number}))
+        assert isinstance(result, Document) and result.metadata == {"n": number}
+
+
+def test_metadata_nested_deeper_than_orjson_goes_is_still_accepted():
+    deep: object = "leaf"
+    for _ in range(400):  # orjson stops at 254 levels; json (and pymilvus's fallback) go on
+        deep = [deep]
+    result = parse(obj(text="hello", metadata={"deep": deep}))
+    assert isinstance(result, Document), result
+
+
 def test_tombstone_without_key_is_tombstone_without_key():
     assert reason_of(None, key=None) == Reason.TOMBSTONE_WITHOUT_KEY
 
