@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.config import ModelSettings, Settings
-from ingestor.memory import MemorySampler, child_pids, peak_rss_mib
+from ingestor.memory import MemorySampler, child_pids, cpu_seconds, peak_rss_mib
 
 log = logging.getLogger(__name__)
 
@@ -262,24 +262,27 @@ class Services:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def milvus_ids(uri: str, collection: str, in_process: bool = False) -> list[str]:
-    """Every id in a Milvus Lite collection (an iterator: duplicates would show)."""
+def milvus_rows(uri: str, collection: str, fields: list[str], in_process: bool = False) -> list[dict[str, Any]]:
+    """Every row of a collection (a Lite file or a server), these fields only; an iterator, so
+    duplicates would show."""
     from ingestor.lite import milvus_client
 
     with milvus_client(uri, in_process) as client:
         if not client.has_collection(collection):
             return []
         client.load_collection(collection)  # a reopened Lite file starts with it released
-        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=["id"],
+        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=fields,
                                    consistency_level="Strong")
-        ids: list[str] = []
-        while True:
-            page = it.next()
-            if not page:
-                break
-            ids.extend(r["id"] for r in page)
+        rows: list[dict[str, Any]] = []
+        while page := it.next():
+            rows.extend(page)
         it.close()
-        return ids
+        return rows
+
+
+def milvus_ids(uri: str, collection: str, in_process: bool = False) -> list[str]:
+    """Every id in a collection (duplicates would show)."""
+    return [r["id"] for r in milvus_rows(uri, collection, ["id"], in_process)]
 
 
 # -- (a) plain encode ----------------------------------------------------------------------------
@@ -796,15 +799,8 @@ def _children_cpu_s() -> float:
     """CPU seconds of this process's children so far: the finished ones it waited for, and the
     live ones (from /proc; Linux)."""
     t = os.times()
-    total = t.children_user + t.children_system
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in child_pids() or ():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+    live = (cpu_seconds(pid) for pid in child_pids() or ())
+    return t.children_user + t.children_system + sum(s for s in live if s is not None)
 
 
 def _busy_cpu_s() -> float | None:

@@ -12,18 +12,17 @@ The cache is an optimisation, never a source of truth:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 
 from ingestor import metrics
 from ingestor.config import RedisSettings
+from ingestor.parsing import json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,7 @@ def marker_key(prefix: str, namespace: str, record_id: str) -> str:
 
 def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
     """What a marker records: everything that determines the entity we wrote for an id."""
-    fields = [model_identity, text_sha256, metadata, store_text]
-    try:
-        canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # nested deeper than orjson goes (parsing accepted it for json)
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    canonical = json_bytes([model_identity, text_sha256, metadata, store_text], sort_keys=True)
     return hashlib.sha256(canonical).hexdigest()
 
 

@@ -269,13 +269,16 @@ class MetricsSettings(_Section):
     host: str = "127.0.0.1"
 
 
+GC_GEN0_THRESHOLD = 50_000  # the daemon's default, and the Lite child's (see memory.tune_gc)
+
+
 class RuntimeSettings(_Section):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on finishing in-flight work at stop")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     progress_interval_s: float = Field(30.0, gt=0)
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
-    gc_gen0_threshold: int = Field(50_000, ge=0, description=(
+    gc_gen0_threshold: int = Field(GC_GEN0_THRESHOLD, ge=0, description=(
         "Allocations between young-generation garbage collections, once the model is loaded (which is "
         "then frozen out of collection). Python's 700 made collection 18% of the pipeline's CPU at GPU "
         "batch sizes; 0 keeps Python's default"))

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ingestor.config import is_lite_uri
+from ingestor.config import GC_GEN0_THRESHOLD, is_lite_uri
 from ingestor.errors import StartupError
 from ingestor.memory import tune_gc
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 READY = "ingestor-lite-ready"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
-LITE_GC_GEN0_THRESHOLD = 50_000
 
 
 def data_dir(uri: str) -> str:
@@ -220,7 +219,7 @@ def serve(directory: str, parent_pid: int | None, host: str = "127.0.0.1", port:
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 2
-    tune_gc(LITE_GC_GEN0_THRESHOLD)  # Lite builds several dicts per upserted row
+    tune_gc(GC_GEN0_THRESHOLD)  # Lite builds several dicts per upserted row
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

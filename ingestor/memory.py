@@ -90,6 +90,16 @@ def child_pids() -> set[int] | None:
         return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far, from /proc (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def children_rss_mib() -> float | None:
     """Resident memory of this process's live children (the Milvus Lite server, by default), or
     None where /proc is not there or there are none."""

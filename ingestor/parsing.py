@@ -63,6 +63,15 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
+    """Compact JSON as UTF-8: orjson, or `json` for what nests deeper than orjson goes (254 levels;
+    pymilvus falls back the same way)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def unstorable(metadata: dict[str, Any]) -> str | None:
     """Why this parsed metadata cannot be stored in a Milvus JSON field, or None. pymilvus
     serialises JSON with orjson, which refuses lone surrogates (\\ud800 parses as JSON) and integers

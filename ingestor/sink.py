@@ -8,7 +8,6 @@ never `auto_id`, so a replay overwrites instead of duplicating.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import time
@@ -19,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
-from ingestor.parsing import Reason
+from ingestor.parsing import Reason, json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +94,7 @@ class Entity:
     kafka_offset: int
 
     def approx_bytes(self) -> int:
-        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(_json_bytes(self.metadata)) + 256
-
-
-def _json_bytes(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # deeper than orjson nests
-        return json.dumps(value).encode("utf-8")
+        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(json_bytes(self.metadata)) + 256
 
 
 def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dict[str, list[Any]]:

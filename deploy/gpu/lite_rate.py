@@ -20,16 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ingestor.bench import SAMPLE
 from ingestor.config import MilvusSettings
-from ingestor.memory import child_pids
+from ingestor.memory import child_pids, cpu_seconds
 from ingestor.sink import Entity, MilvusSink
 
-SAMPLE = Path(__file__).resolve().parents[2] / "ingestor" / "data" / "sample.jsonl"
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -50,14 +45,18 @@ def main() -> None:
         sink.ensure_collection()
         try:
             sink.upsert(chunks[0])  # the first write builds the collection's state: not timed
-            child = next(iter(child_pids()), None)
+            child = next(iter(child_pids() or ()), None)  # the Lite child; none with --uri
+
+            def server_cpu() -> float:
+                return (cpu_seconds(child) or 0.0) if child else 0.0
+
             rows = sum(len(c) for c in chunks[1:])
-            k0, s0, t0 = cpu_s(child) if child else 0.0, time.process_time(), time.perf_counter()
+            k0, s0, t0 = server_cpu(), time.process_time(), time.perf_counter()
             for chunk in chunks[1:]:
                 sink.upsert(chunk)
             seconds = time.perf_counter() - t0
             out = {"rows": rows, "chunk": args.chunk, "seconds": round(seconds, 3),
-                   "rows_per_s": round(rows / seconds), "server_cpu_us_per_row": round(1e6 * (cpu_s(child) - k0) / rows, 1) if child else None,
+                   "rows_per_s": round(rows / seconds), "server_cpu_us_per_row": round(1e6 * (server_cpu() - k0) / rows, 1) if child else None,
                    "client_cpu_us_per_row": round(1e6 * (time.process_time() - s0) / rows, 1)}
         finally:
             sink.close()

@@ -27,36 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingestor.bench import DEFAULT_REDIS_URL, SAMPLE, Services, load_corpus
+from ingestor.bench import DEFAULT_REDIS_URL, SAMPLE, Services, load_corpus, milvus_rows
 from ingestor.config import Settings
-
-
-def rows_of(uri: str, collection: str) -> list[dict[str, Any]]:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri)
-    try:
-        client.load_collection(collection)
-        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=["id", "ingested_at"],
-                                   consistency_level="Strong")
-        rows: list[dict[str, Any]] = []
-        while page := it.next():
-            rows.extend(page)
-        it.close()
-        return rows
-    finally:
-        client.close()
+from ingestor.lite import milvus_client
 
 
 def drop(uri: str, collection: str) -> None:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri)
-    try:
+    with milvus_client(uri) as client:
         if client.has_collection(collection):
             client.drop_collection(collection)
-    finally:
-        client.close()
 
 
 def run_once(run: int, k: int, args: argparse.Namespace, records: list[Any], svc: Services) -> dict[str, Any]:
@@ -81,7 +60,7 @@ def run_once(run: int, k: int, args: argparse.Namespace, records: list[Any], svc
         proc.wait()
         rc = -9
     wall = time.perf_counter() - started
-    rows = rows_of(args.milvus_uri, collection)
+    rows = milvus_rows(args.milvus_uri, collection, ["id", "ingested_at"])
     drop(args.milvus_uri, collection)
     ids = [r["id"] for r in rows]
     stamps = [int(r["ingested_at"]) for r in rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.faults import oracle
-from tests.faults.stack import Scenario, sample
+from tests.faults.stack import Daemon, Scenario, sample
 
 pytestmark = pytest.mark.services
 
@@ -22,18 +22,7 @@ def test_a_second_consumer_joins_and_the_first_leaves_mid_stream(scenario: Scena
     scn.settings.update(INGESTOR_KAFKA__ASSIGNOR=assignor, INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32",
                         INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
     first = scn.produce(sample(160))
-    # The first worker is slow (1.5 s more per batch): it is mid-batch whenever the group changes.
-    d1 = scn.start("d1", INGESTOR_FAULT_SLOW_EMBED_MS="1500")
-    d1.wait_ready()
-    assert d1.owning() == 4
-    scn.wait_progress(10, daemon=d1)
-    d2 = scn.start("d2")
-    d2.wait_ready()
-    # The join moved partitions: the first worker revoked some (all of them, under eager) and
-    # both end up owning a share.
-    d1.wait_log(r"partitions revoked: \S", timeout_s=60)
-    d1.wait_owning(lambda n: 0 < n < 4)
-    d2.wait_owning(lambda n: 0 < n < 4)
+    d1, d2 = join_a_second_worker(scn)
     if assignor == "cooperative-sticky":
         # Incremental: the first worker kept its other partitions throughout (never owned 0).
         assert "(owning 0)" not in d1.log(), d1.log()[-3000:]
@@ -67,14 +56,7 @@ def test_a_partition_handed_back_to_its_owner_is_read_again_from_its_commit(scen
     scn.settings.update(INGESTOR_KAFKA__ASSIGNOR="range", INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="1000",
                         INGESTOR_KAFKA__MAX_POLL_RECORDS="500")
     produced = scn.produce(sample(160))
-    d1 = scn.start("d1", INGESTOR_FAULT_SLOW_EMBED_MS="1500")
-    d1.wait_ready()
-    scn.wait_progress(10, daemon=d1)
-    d2 = scn.start("d2")
-    d2.wait_ready()
-    d1.wait_log(r"partitions revoked: \S", timeout_s=60)
-    d1.wait_owning(lambda n: 0 < n < 4)
-    d2.wait_owning(lambda n: 0 < n < 4)
+    d1, d2 = join_a_second_worker(scn)
     scn.wait_landed(produced, daemon=d1)
     scn.wait_caught_up(timeout_s=90, daemon=d1)
     for d in (d1, d2):
@@ -82,3 +64,20 @@ def test_a_partition_handed_back_to_its_owner_is_read_again_from_its_commit(scen
         assert code == 0, d.log()[-4000:]
     facts = oracle.check(scn, reference_model)
     assert facts["rows"] == 160
+
+
+def join_a_second_worker(scn: Scenario) -> tuple[Daemon, Daemon]:
+    """A slow first worker on all four partitions (1.5 s more per batch: it is mid-batch whenever
+    the group changes), then a second one joins; returns both once they share the partitions."""
+    d1 = scn.start("d1", INGESTOR_FAULT_SLOW_EMBED_MS="1500")
+    d1.wait_ready()
+    assert d1.owning() == 4
+    scn.wait_progress(10, daemon=d1)
+    d2 = scn.start("d2")
+    d2.wait_ready()
+    # The join moved partitions: the first worker revoked some (all of them, under eager) and
+    # both end up owning a share.
+    d1.wait_log(r"partitions revoked: \S", timeout_s=60)
+    d1.wait_owning(lambda n: 0 < n < 4)
+    d2.wait_owning(lambda n: 0 < n < 4)
+    return d1, d2
