@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -82,8 +81,6 @@ def run(
 
 
 def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
-    import os
-
     from ingestor.supervisor import Supervisor, plan_workers, warn_if_few_partitions
 
     try:
@@ -259,27 +256,46 @@ def _comparable(label: str) -> str:
 
 
 def main() -> None:
+    _exit(_run_app())
+
+
+def _run_app() -> int:
+    """Run the command line; the exit code (2: bad configuration or a start-up check failed)."""
     try:
         # With standalone_mode=False click *returns* the code of a `typer.Exit` instead of raising.
         code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        return code if isinstance(code, int) else 0
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        return 2
     except StartupError as exc:
         err_console.print(f"[red]cannot start:[/red] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        return 2
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
+        return 130
     except Exception as exc:  # click usage errors and the like
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         raise
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown. Everything ingestor opens is closed by then; what
+    teardown would add is noise: nanobind, under triton's bindings that torch loads, prints dozens
+    of "leaked instances" lines for objects that are simply still alive at exit."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -55,6 +55,11 @@ class KafkaSettings(_Section):
         "15 runs under load with kafka-python 3.0.12 (see README), so range stays the default.",
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed",
+        description="read_committed: records of aborted transactions are never ingested and records of open "
+        "transactions wait until theirs ends; lag and --until-caught-up count to the last stable offset. "
+        "read_uncommitted reads every record as soon as it is written")
     session_timeout_ms: int = Field(45_000, ge=1_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)

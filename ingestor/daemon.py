@@ -35,6 +35,9 @@ from ingestor.source import KafkaSource
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Of the shutdown bound, what the final commit, leaving the group and closing the clients may take.
+CLOSE_RESERVE_S = 10.0
+
 
 _PROBE_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -72,6 +75,7 @@ class Daemon:
         self.record_latency = record_latency
         self.stop_requested = threading.Event()
         self._signals = 0
+        self._stop_deadline: float | None = None  # set by the first signal
         self.backoff = backoff_from(settings)
         self.sink: MilvusSink | None = None
         self.source: KafkaSource | None = None
@@ -91,9 +95,22 @@ class Daemon:
         if self._signals > 1:
             log.warning("second signal: exiting now; uncommitted records will replay")
             os._exit(1)
+        bound = self.settings.runtime.shutdown_timeout_s
         log.info("%s received: finishing in-flight work (at most %.0fs), then exiting",
-                 signal.Signals(signum).name, self.settings.runtime.shutdown_timeout_s)
+                 signal.Signals(signum).name, bound)
+        self._stop_deadline = time.monotonic() + bound
         self.stop_requested.set()
+        # The bound holds in every state, even one where some call does not return (a dependency
+        # that hangs): past it the process exits, and what was not committed replays.
+        watchdog = threading.Timer(bound, self._overdue)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _overdue(self) -> None:
+        log.warning("shutdown bound of %.0fs reached before the shutdown finished: exiting now; uncommitted "
+                    "records will replay", self.settings.runtime.shutdown_timeout_s)
+        logging.shutdown()
+        os._exit(0)
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -104,7 +121,7 @@ class Daemon:
                 return call()
             except RetriableError as exc:
                 delay = self.backoff.delay_s(attempt)
-                log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+                log.warning("waiting for %s (%s); retrying in %.1fs", what, exc, delay)
                 attempt += 1
                 if self.stop_requested.wait(delay):
                     raise SystemExit(0) from None
@@ -129,6 +146,9 @@ class Daemon:
             return self.live()
         if time.monotonic() - self.milvus_watch.last_ok > 3 * self.milvus_watch.interval_s:
             return Status(False, self.milvus_watch.last_error or "milvus did not answer recently")
+        blocked = self.source.blocked_reason()
+        if blocked is not None:
+            return Status(False, blocked)
         owned = len(self.source.tracker.owned())
         return Status(True, f"{owned} partition(s) assigned" if owned else "waiting for partitions")
 
@@ -182,7 +202,7 @@ class Daemon:
         self.source = self._until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
             lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, batch.max_in_flight_records,
-                                parse_options(s), self.until_caught_up),
+                                parse_options(s), self.until_caught_up, self.backoff),
         )
         self.source.hold = self.pipeline.is_retrying
         self.source.start()
@@ -209,6 +229,12 @@ class Daemon:
         # Work abandoned at the shutdown bound after a signal replays on the next start: exit 0.
         return 0 if drained or self.stop_requested.is_set() else 1
 
+    def _drain_deadline(self) -> float:
+        """Draining ends early enough for the final commit and the goodbyes to fit the bound too."""
+        bound = self.settings.runtime.shutdown_timeout_s
+        end = self._stop_deadline if self._stop_deadline is not None else time.monotonic() + bound
+        return end - min(CLOSE_RESERVE_S, bound / 2)
+
     def _close(self, graceful: bool) -> bool:
         """Drain within the bound, commit what is done, release everything. True if drained."""
         assert self.source is not None and self.pipeline is not None and self.sink is not None
@@ -217,7 +243,7 @@ class Daemon:
         drained = True
         if graceful:
             pipeline.flush()
-            deadline = time.monotonic() + self.settings.runtime.shutdown_timeout_s
+            deadline = self._drain_deadline()
             while source.tracker.in_flight() > 0 and pipeline.healthy():
                 if time.monotonic() > deadline:
                     log.warning("shutdown bound reached with %d record(s) in flight: they will replay",

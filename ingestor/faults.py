@@ -13,6 +13,10 @@ not yet). Unset — always, outside tests — the check is one comparison agains
 ``INGESTOR_FAULT_FAIL_TEXT=@@poison@@`` makes every forward pass that holds a text containing that
 marker raise, as a model does on the one input it cannot encode.
 
+``INGESTOR_FAULT_HIDE_CODEC=zstd`` makes kafka-python believe the zstd library is missing (any of
+gzip, snappy, lz4, zstd; comma-separated), so every batch compressed with it fails to decode in the
+real fetch path, as a batch a consumer cannot decode does.
+
 ``INGESTOR_FAULT_SINK_REJECT=@@reject@@`` hands Milvus a malformed vector (one dimension short) for
 every entity whose id contains that marker, so the real server refuses that one record.
 """
@@ -36,6 +40,7 @@ _slow_remaining = int(_slow_n or "-1")
 _OOM_OVER = int(os.environ["INGESTOR_FAULT_OOM_OVER"]) if os.environ.get("INGESTOR_FAULT_OOM_OVER") else None
 _FAIL_TEXT = os.environ.get("INGESTOR_FAULT_FAIL_TEXT") or None
 _SINK_REJECT = os.environ.get("INGESTOR_FAULT_SINK_REJECT") or None
+_HIDE_CODECS = [c.strip() for c in os.environ.get("INGESTOR_FAULT_HIDE_CODEC", "").split(",") if c.strip()]
 
 
 def crash_point(name: str) -> None:
@@ -74,3 +79,13 @@ def sink_columns(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return columns
     vectors = [list(v)[:-1] if _SINK_REJECT in i else v for i, v in zip(columns["id"], columns["vector"])]
     return dict(columns, vector=vectors)
+
+
+def hide_codecs() -> None:
+    """Called once the consumer exists: makes kafka-python's codec checks fail for hidden codecs."""
+    if not _HIDE_CODECS:
+        return
+    from kafka import codec
+
+    for name in _HIDE_CODECS:
+        setattr(codec, f"has_{name}", lambda: False)

@@ -8,11 +8,47 @@ import logging
 import sys
 import time
 
-_NOISY = ("kafka", "pymilvus", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite",
+_NOISY = ("kafka", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite",
           "faiss")
 # Milvus Lite's in-process gRPC server logs an ERROR traceback for a probe pymilvus makes of
 # every server (AllocTimestamp, which Lite does not implement); it is harmless.
-_SILENT = ("grpc._server",)
+#
+# pymilvus logs every failed call at ERROR with a traceback before raising it; the sink translates
+# each failure (retriable or a bad record) and reports it once, in words that say what happens next.
+_SILENT = ("grpc._server", "pymilvus")
+
+
+class KafkaClientNoise(logging.Filter):
+    """kafka-python reports normal moments of a cluster as failures: a topic that does not exist
+    yet while the broker auto-creates it ("Topic … not found in cluster metadata", at ERROR), and a
+    group coordinator that is not ready yet on a young cluster or moved to another broker ("Marking
+    the coordinator dead … NotCoordinatorError", six times on a first start). The client retries both
+    by itself and nothing is wrong: they are kept at DEBUG. Real outages (a broker that does not
+    answer) still warn."""
+
+    _COORDINATOR_MOVES = ("NotCoordinator", "CoordinatorNotAvailable", "CoordinatorLoadInProgress")
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._benign(record):
+            return True
+        if not self.debug:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+    def _benign(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka.") or record.levelno < logging.WARNING:
+            return False
+        template = str(record.msg)
+        if template.startswith(("Topic %s not found in cluster metadata", "Topic %s is not available during auto-create")):
+            return True
+        if template.startswith("Marking the coordinator dead"):
+            return any(kind in str(record.args) for kind in self._COORDINATOR_MOVES)
+        return False
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,10 +70,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(KafkaClientNoise(debug=level == "DEBUG"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in _NOISY:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in _SILENT:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

@@ -28,7 +28,17 @@ RECORDS_TRUNCATED = Counter("ingestor_records_truncated_total", "Texts cut at th
 RECORDS_IN_FLIGHT = Gauge("ingestor_records_in_flight", "Records read and not yet done")
 PARTITIONS_PAUSED = Gauge("ingestor_partitions_paused", "Partitions paused by backpressure or a retry")
 PARTITIONS_ASSIGNED = Gauge("ingestor_partitions_assigned", "Partitions owned by this worker")
-CONSUMER_LAG = Gauge("ingestor_consumer_lag_records", "End offset minus committed offset", ["topic", "partition"])
+PARTITIONS_BLOCKED = Gauge(
+    "ingestor_partitions_blocked", "Partitions paused because their next batch cannot be decoded (retried, never skipped)",
+    ["reason"],
+)
+UNDECODABLE_BATCHES = Counter(
+    "ingestor_undecodable_batches_total", "Fetched batches that could not be decoded, per attempt", ["reason"]
+)
+CONSUMER_LAG = Gauge(
+    "ingestor_consumer_lag_records",
+    "End offset (the last stable offset under read_committed) minus committed offset", ["topic", "partition"],
+)
 BATCH_RECORDS = Histogram("ingestor_batch_records", "Texts per forward pass", buckets=_SIZE_BUCKETS)
 BATCH_TOKENS = Histogram("ingestor_batch_tokens", "Padded tokens per forward pass", buckets=_TOKEN_BUCKETS)
 PREPARE_SECONDS = Histogram(

@@ -109,6 +109,26 @@ class OffsetTracker:
             state.done.discard(offset)
             state.point = CommitPoint(offset=offset + 1, leader_epoch=epoch)
 
+    def idle(self) -> dict[TopicPartition, int]:
+        """Owned partitions with nothing in flight, with their generations."""
+        with self._lock:
+            return {tp: s.generation for tp, s in self._parts.items() if not s.pending}
+
+    def follow(self, tp: TopicPartition, next_offset: int, generation: int) -> None:
+        """The consumer's next offset for `tp` is `next_offset`, and nothing of `tp` is in flight:
+        every offset before it was done or never delivered (transaction markers, records of
+        aborted transactions), so the commit may move there. Ignored for an old generation, or
+        while records of `tp` are in flight (they were read before that position)."""
+        with self._lock:
+            state = self._parts.get(tp)
+            if state is None or state.generation != generation or state.pending:
+                return
+            current = max((p for p in (state.point, state.committed) if p is not None),
+                          key=lambda p: p.offset, default=None)
+            if current is None or next_offset > current.offset:
+                epoch = current.leader_epoch if current is not None else -1
+                state.point = CommitPoint(offset=next_offset, leader_epoch=epoch)
+
     def in_flight(self) -> int:
         """Records read and not yet done, over all owned partitions."""
         with self._lock:

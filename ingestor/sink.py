@@ -22,6 +22,7 @@ import numpy as np
 from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
+from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
 from ingestor.parsing import Reason, json_bytes
@@ -268,7 +269,7 @@ class MilvusSink:
         """Create the collection if missing; refuse to start if an existing one does not fit."""
         try:
             if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
-                self._create()
+                self._create_or_join()
             info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
             self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
         except StartupError:
@@ -292,6 +293,20 @@ class MilvusSink:
             log.debug("writing rows, not columns: %s", exc)
             return None, {}
         return (schema, types) if set(SCHEMA_FIELDS) <= set(types) else (None, {})
+
+    def _create_or_join(self) -> None:
+        """Create the collection; if another worker created it at the same moment, use theirs.
+
+        Workers racing to create it send different descriptions (each its own incarnation id), so
+        the server refuses all but the first ("create duplicate collection with different
+        parameters"). That refusal is not an outage: what exists now is checked like any existing
+        collection."""
+        try:
+            self._create()
+        except Exception:
+            if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
+                raise
+            log.info("Milvus collection %r was created by another worker meanwhile; using it", self.collection)
 
     def _create(self) -> None:
         from pymilvus import DataType, MilvusClient
@@ -403,7 +418,7 @@ class MilvusSink:
         if ids:
             if self._client is None:
                 self.connect()
-            self._call("delete", self._client.delete, self.collection, ids=list(ids))
+            self._call("delete", self._client.delete, self.collection, filter=field_in("id", ids))
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """The content_hash Milvus holds for each of `ids` that exists (strongly consistent)."""
@@ -411,16 +426,16 @@ class MilvusSink:
             return {}
         if self._client is None:
             self.connect()
-        rows = self._call(
-            "query", self._client.query, self.collection, ids=list(ids),
-            output_fields=["id", "content_hash"], consistency_level="Strong",
-        )
+        rows = self.get(ids, ["id", "content_hash"])
         return {r["id"]: r["content_hash"] for r in rows}
 
     def get(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+        """The entities of exactly `ids` that exist, strongly consistent."""
+        if not ids:
+            return []
         if self._client is None:
             self.connect()
-        return list(self._call("query", self._client.query, self.collection, ids=list(ids),
+        return list(self._call("query", self._client.query, self.collection, filter=field_in("id", ids),
                                output_fields=list(fields), consistency_level="Strong"))
 
     def count(self) -> int:

@@ -1,4 +1,4 @@
-"""The Kafka side: one thread that only does Kafka — poll, decode, hand on, commit, pause/resume.
+"""The Kafka side: poll, decode, hand on, commit, pause/resume — on the consumer thread.
 
 No embedding or writing ever runs on this thread, so no batch however slow keeps it from
 polling: the member is never evicted for being busy. When the pipeline holds
@@ -12,6 +12,7 @@ record's leader epoch, only for partitions we still own.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,18 +20,24 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
+from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
 from ingestor.errors import RetriableError
+from ingestor.faults import hide_codecs
 from ingestor.kafka_common import client_kwargs
 from ingestor.offsets import CommitPoint, OffsetTracker
 from ingestor.parsing import ParseOptions, parse_record
 from ingestor.records import Parsed, Position, RawRecord, TopicPartition
+from ingestor.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 5.0
+UNDECODABLE_REASONS = ("unsupported_codec", "corrupt_batch", "undecodable")
 
 _ASSIGNORS = {
     "range": "RangePartitionAssignor",
@@ -45,6 +52,43 @@ def _ktp(tp: TopicPartition) -> KafkaTP:
 
 def _tp(ktp: KafkaTP) -> TopicPartition:
     return TopicPartition(ktp.topic, ktp.partition)
+
+
+class UndecodableBatch(Exception):
+    """A fetched batch of one partition cannot be decoded (a codec we lack, a corrupt batch)."""
+
+    def __init__(self, tp: KafkaTP, offset: int, cause: BaseException) -> None:
+        super().__init__(f"{tp.topic}[{tp.partition}] at offset {offset}: {type(cause).__name__}: {cause}")
+        self.tp = tp
+        self.offset = offset
+        self.cause = cause
+
+    @property
+    def reason(self) -> str:
+        if isinstance(self.cause, UnsupportedCodecError):
+            return "unsupported_codec"
+        if isinstance(self.cause, CorruptRecordError):
+            return "corrupt_batch"
+        return "undecodable"
+
+
+class _PartitionRecords(Fetcher.PartitionRecords):
+    """kafka-python's fetched records of one partition, failing cleanly on a batch it cannot decode.
+
+    kafka-python 3.0.12 decodes a batch lazily inside a generator. When decoding raises, the
+    generator is finished, yet the fetcher keeps the half-read records as "next in line" and asks
+    them for more forever: `poll()` spins at 100% CPU and never returns (not even for a signal).
+    Here the failure ends these records (the fetcher moves on; the partition's position stays at the
+    bad batch, so nothing is skipped) and names the partition and offset, which kafka-python's own
+    exception does not."""
+
+    def take(self, n: int | None = None) -> list:
+        try:
+            return super().take(n)
+        except Exception as exc:
+            offset = self.next_fetch_offset
+            self.drain()
+            raise UndecodableBatch(self.topic_partition, offset, exc) from exc
 
 
 def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
@@ -64,7 +108,7 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
     if settings.group_instance_id:
         kwargs["group_instance_id"] = settings.group_instance_id
     try:
-        return KafkaConsumer(
+        consumer = KafkaConsumer(
             **kwargs,
             group_id=settings.group_id,
             enable_auto_commit=False,
@@ -73,11 +117,29 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            isolation_level=settings.isolation_level,
             partition_assignment_strategy=[assignor],
             # No deserializers: a raising deserializer wedges the consumer on that record.
         )
     except KafkaError as exc:
         raise RetriableError("kafka", f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
+    hide_codecs()
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
+        raise RuntimeError("this kafka-python has no Fetcher.PartitionRecords: pin kafka-python 3.0.x")
+    fetcher.PartitionRecords = _PartitionRecords
+    return consumer
+
+
+@dataclass(slots=True)
+class Blocked:
+    """A partition paused because its next batch cannot be decoded; retried, never skipped."""
+
+    offset: int
+    reason: str
+    error: str
+    attempts: int
+    retry_at: float  # monotonic; inf while a retry is under way
 
 
 @dataclass(slots=True)
@@ -111,6 +173,7 @@ class _Listener(ConsumerRebalanceListener):
         # there; anything not done (or a commit that does not land) is simply replayed by it.
         offsets = {}
         for ktp in revoked:
+            self.source.unblock(_tp(ktp))
             point = self.source.tracker.revoke(_tp(ktp))
             if point is not None:
                 offsets[ktp] = OffsetAndMetadata(point.offset, "", point.leader_epoch)
@@ -128,13 +191,14 @@ class _Listener(ConsumerRebalanceListener):
         # Evicted: we may no longer commit for these; drop everything (kafka-python's default
         # would treat this as a revoke and try to commit).
         for ktp in lost:
+            self.source.unblock(_tp(ktp))
             self.source.tracker.revoke(_tp(ktp))
         log.warning("partitions lost (evicted from the group): %s", ", ".join(sorted(str(_tp(k)) for k in lost)))
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
 
 class KafkaSource:
-    """Owns the KafkaConsumer. `run()` is the body of the consumer thread."""
+    """Owns the KafkaConsumer. `poll_once()` is one turn of the consumer thread."""
 
     def __init__(
         self,
@@ -144,6 +208,7 @@ class KafkaSource:
         max_in_flight: int,
         parse_options: ParseOptions,
         until_caught_up: bool = False,
+        backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
         self.tracker = tracker
@@ -151,8 +216,11 @@ class KafkaSource:
         self.max_in_flight = max_in_flight
         self.parse_options = parse_options
         self.until_caught_up = until_caught_up
+        self.backoff = backoff or Backoff()
         self.consumer: KafkaConsumer = make_consumer(settings)
         self.newly_assigned: set[TopicPartition] = set()
+        # Partitions whose next batch cannot be decoded: paused apart from backpressure.
+        self.blocked: dict[TopicPartition, Blocked] = {}
         self.caught_up = threading.Event()
         self.stopping = threading.Event()
         self.alive_monotonic = time.monotonic()
@@ -190,6 +258,7 @@ class KafkaSource:
             partitions += [KafkaTP(topic, p) for p in sorted(ids)]
         if not partitions:
             return {}
+        # With read_committed these are last stable offsets: what a consumer can ever read now.
         ends = self.consumer.end_offsets(partitions)
         begins = self.consumer.beginning_offsets(partitions)
         targets = {_tp(k): v for k, v in ends.items()}
@@ -197,17 +266,16 @@ class KafkaSource:
         self._catch_up.reached |= {_tp(k) for k, v in ends.items() if v <= begins.get(k, 0)}
         return targets
 
-    def run(self) -> None:
-        """Poll until `stopping` is set. Exceptions propagate to the daemon."""
-        while not self.stopping.is_set():
-            self.poll_once()
-
     def poll_once(self) -> None:
         self.alive_monotonic = time.monotonic()
         self._seed_new_partitions()
         self._apply_backpressure()
+        self._retry_blocked()
         try:
             batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        except UndecodableBatch as failure:
+            self._block(failure)
+            batches = {}
         except KafkaError as exc:
             metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
             log.warning("poll failed (%s); retrying", exc)
@@ -219,6 +287,8 @@ class KafkaSource:
             generation = self.tracker.generation(tp)
             if generation is None or tp in self.newly_assigned:
                 continue  # not ours, or not yet positioned for this ownership (next loop)
+            if records and tp in self.blocked:
+                self._unblocked(tp)
             for r in records:
                 position = Position(tp, r.offset, r.leader_epoch if r.leader_epoch is not None else -1,
                                     generation, r.timestamp)
@@ -263,6 +333,94 @@ class KafkaSource:
             if committed is not None:
                 self.tracker.committed(tp, CommitPoint(committed, -1), generation)
 
+    def _follow_idle_positions(self) -> None:
+        """Let the commit of a partition with nothing in flight follow the fetch position.
+
+        The consumer steps over offsets it never hands out: transaction markers, and with
+        read_committed the records of aborted transactions. A partition whose last records are
+        such offsets would otherwise never commit up to its end: its lag would never reach 0 and
+        `--until-caught-up` would never end. Everything before the position was delivered (and,
+        with nothing in flight, done) or never deliverable, so committing it loses nothing."""
+        for tp, generation in self.tracker.idle().items():
+            if tp in self.newly_assigned:
+                continue  # its position is not this ownership's yet
+            try:
+                position = self.consumer.position(_ktp(tp), timeout_ms=0)
+            except (KafkaError, AssertionError, ValueError):  # no longer assigned, or no position yet
+                continue
+            if position is None:
+                continue
+            self.tracker.follow(tp, position, generation)
+            blocked = self.blocked.get(tp)
+            if blocked is not None and position > blocked.offset:
+                self._unblocked(tp)
+
+    # -- batches that cannot be decoded ---------------------------------------------------------
+
+    def _block(self, failure: UndecodableBatch) -> None:
+        """Pause the partition of a batch that cannot be decoded and retry it with backoff: its
+        records are never skipped, and the other partitions go on."""
+        tp = _tp(failure.tp)
+        if self.tracker.generation(tp) is None:
+            return  # no longer ours
+        prior = self.blocked.get(tp)
+        attempts = prior.attempts + 1 if prior is not None and prior.offset == failure.offset else 1
+        delay = self.backoff.delay_s(attempts - 1)
+        error = f"{type(failure.cause).__name__}: {failure.cause}"
+        self.blocked[tp] = Blocked(failure.offset, failure.reason, error, attempts, time.monotonic() + delay)
+        try:
+            self.consumer.pause(failure.tp)
+        except (KafkaError, AssertionError, ValueError):
+            pass  # revoked meanwhile
+        metrics.UNDECODABLE_BATCHES.labels(failure.reason).inc()
+        self._report_blocked()
+        if attempts == 1:
+            log.error("cannot decode the batch of %s at offset %d (%s); partition paused, other partitions "
+                      "go on; retrying with backoff, nothing is skipped", tp, failure.offset, error)
+        else:
+            log.debug("batch of %s at offset %d still cannot be decoded (attempt %d); next retry in %.1fs",
+                      tp, failure.offset, attempts, delay)
+
+    def _retry_blocked(self) -> None:
+        now = time.monotonic()
+        for tp, blocked in list(self.blocked.items()):
+            if now < blocked.retry_at or self._paused or self.stopping.is_set():
+                continue
+            blocked.retry_at = math.inf  # until the retry decodes, or fails again
+            try:
+                self.consumer.resume(_ktp(tp))
+            except (KafkaError, AssertionError, ValueError):
+                self.unblock(tp)
+
+    def _unblocked(self, tp: TopicPartition) -> None:
+        blocked = self.blocked.get(tp)
+        if blocked is not None:
+            log.info("%s decodes again (offset %d, after %d attempt(s))", tp, blocked.offset, blocked.attempts)
+        self.unblock(tp)
+
+    def unblock(self, tp: TopicPartition) -> None:
+        """Forget a blocked partition (decoded at last, or no longer ours)."""
+        if self.blocked.pop(tp, None) is not None:
+            self._report_blocked()
+
+    def _report_blocked(self) -> None:
+        counts: dict[str, int] = {}
+        for blocked in list(self.blocked.values()):
+            counts[blocked.reason] = counts.get(blocked.reason, 0) + 1
+        for reason in UNDECODABLE_REASONS:
+            metrics.PARTITIONS_BLOCKED.labels(reason).set(counts.get(reason, 0))
+
+    def blocked_reason(self) -> str | None:
+        """Why some partition cannot progress, for /readyz; None when all can."""
+        items = sorted(self.blocked.items(), key=lambda kv: str(kv[0]))
+        if not items:
+            return None
+        tp, first = items[0]
+        more = f" (and {len(items) - 1} more partition(s))" if len(items) > 1 else ""
+        return f"{tp} at offset {first.offset} cannot be decoded ({first.reason}: {first.error}); retrying{more}"
+
+    # -- backpressure ----------------------------------------------------------------------------
+
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()
         metrics.RECORDS_IN_FLIGHT.set(in_flight)
@@ -273,7 +431,10 @@ class KafkaSource:
             log.debug("pausing %d partition(s): %d records in flight", len(assigned), in_flight)
         elif self._paused and not held and in_flight <= self.max_in_flight // 2:
             self._paused = False
-            self.consumer.resume(*self.consumer.paused())
+            waiting = {_ktp(tp) for tp, b in self.blocked.items() if b.retry_at != math.inf}
+            resumable = set(self.consumer.paused()) - waiting
+            if resumable:
+                self.consumer.resume(*resumable)
         if self._paused or self.stopping.is_set():
             # Re-applied every loop: a rebalance may have brought partitions that are not paused.
             not_paused = set(assigned) - set(self.consumer.paused())
@@ -291,6 +452,7 @@ class KafkaSource:
             return
         if not force and now - self._last_commit < self.settings.commit_interval_ms / 1000.0:
             return
+        self._follow_idle_positions()
         points = self.tracker.to_commit()
         if not points:
             return
@@ -352,20 +514,24 @@ class KafkaSource:
             self.caught_up.set()
 
     def _report_lag(self) -> None:
+        """End offset (the last stable offset with read_committed) minus committed, per owned
+        partition, every few seconds."""
         now = time.monotonic()
-        if now - self._last_lag < 5.0:
+        if now - self._last_lag < LAG_INTERVAL_S:
             return
         self._last_lag = now
-        for tp in self.tracker.owned():
-            high = self.consumer.highwater(_ktp(tp))
-            point = self.tracker.last_committed(tp)
-            if high is not None and point is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - point.offset))
-
-    def pause_all(self) -> None:
-        assigned = self.consumer.assignment()
-        if assigned:
-            self.consumer.pause(*assigned)
+        owned = self.tracker.owned()
+        if not owned:
+            return
+        try:
+            ends = self.consumer.end_offsets([_ktp(tp) for tp in owned], timeout_ms=2_000)
+        except (KafkaError, AssertionError, ValueError) as exc:
+            log.debug("end offsets for lag: %s", exc)
+            return
+        for ktp, end in ends.items():
+            point = self.tracker.last_committed(_tp(ktp))
+            if end is not None and point is not None:
+                metrics.CONSUMER_LAG.labels(ktp.topic, str(ktp.partition)).set(max(0, end - point.offset))
 
     def close(self) -> None:
         """Final commit of what is done, then leave the group."""

@@ -7,9 +7,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -80,6 +83,30 @@ def produce_null_record(topic: str, bootstrap: str | None = None) -> None:
         ["java", "-cp", f"{home}/kafka/lib/*", str(REPO / "tests" / "support" / "NullRecord.java"), bootstrap or KAFKA, topic],
         check=True, capture_output=True, timeout=120,
     )
+
+
+def kcat_produce(topic: str, records: Iterable[tuple[bytes, bytes]], codec: str = "none",
+                 partition: int | None = None, bootstrap: str | None = None) -> int:
+    """Publish keyed records through kcat (librdkafka, a client that is not ours), compressed with
+    `codec` (none, gzip, snappy, lz4, zstd): each key and value one line, tab-separated."""
+    lines = []
+    for key, value in records:
+        assert not any(c in key + value for c in (b"\t", b"\n")), "kcat reads one record per line"
+        lines.append(key + b"\t" + value + b"\n")
+    cmd = ["kcat", "-P", "-b", bootstrap or KAFKA, "-t", topic, "-z", codec, "-K", "\t", "-X", "linger.ms=50"]
+    if partition is not None:
+        cmd += ["-p", str(partition)]
+    subprocess.run(cmd, input=b"".join(lines), check=True, capture_output=True, timeout=120)
+    return len(lines)
+
+
+def confluent_producer(bootstrap: str | None = None, **config: Any) -> Any:
+    """A confluent-kafka (librdkafka) producer: with `transactional_id`, a transactional one."""
+    from confluent_kafka import Producer
+
+    conf = {"bootstrap.servers": bootstrap or KAFKA, "acks": "all", "linger.ms": 5}
+    conf.update({k.replace("_", "."): v for k, v in config.items()})
+    return Producer(conf)
 
 
 def json_record(rec: dict[str, Any]) -> tuple[bytes | None, bytes]:
@@ -174,6 +201,33 @@ def start_ingestor(env: dict[str, str], *args: str, log_path: Path, until_caught
     cmd = [sys.executable, "-m", "ingestor", "run", *(["--until-caught-up"] if until_caught_up else []), *args]
     log = open(log_path, "ab")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """(status, body); (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples in Prometheus text, over the samples that carry `labels`."""
+    total = 0.0
+    for found, value in re.findall(rf"^{name}(?:{{([^}}]*)}})? ([0-9.e+-]+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.25, what: str = "condition") -> Any:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything ingestor needs on a fresh Debian machine, idempotently:
-#   - Debian's redis-server
+#   - Debian's redis-server, and kcat (librdkafka's command-line client: the tests produce with it)
 #   - the Apache Kafka broker jars, resolved from Maven Central (deploy/kafka/pom.xml)
 #   - a Python virtual environment with ingestor and its dependencies (torch is large: the venv
 #     lives outside the checkout so that later runs and fresh clones reuse it)
@@ -16,10 +16,13 @@ mkdir -p "$home"
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  log "installing redis-server (Debian)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (Debian)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
   # Debian's package starts a system instance; ours run under deploy/local/services.sh.
   (service redis-server stop || true) >/dev/null 2>&1
 fi

@@ -283,6 +283,18 @@ class Scenario:
         self.produced.extend(out)
         return out
 
+    def produce_kcat(self, recs: Iterable[Rec], partition: int, codec: str) -> list[Produced]:
+        """Publish keyed records through kcat (librdkafka) to one partition, compressed with
+        `codec`; their offsets follow that partition's end offset, in order."""
+        recs = list(recs)
+        start = self.end_offsets().get(partition, 0)
+        harness.kcat_produce(self.topic, [(r.key or b"", r.value or b"") for r in recs], codec=codec,
+                             partition=partition, bootstrap=self.stack.kafka)
+        assert self.end_offsets()[partition] == start + len(recs), "kcat: unexpected end offset"
+        out = [Produced(r, partition, start + i) for i, r in enumerate(recs)]
+        self.produced.extend(out)
+        return out
+
     def _produce_null(self) -> Produced:
         """kafka-python cannot send a null key with a null value; the Java client can. Its
         position: the partition whose end offset moved."""

@@ -275,3 +275,63 @@ def test_commit_point_is_end_of_done_prefix_and_never_moves_back(case):
                 assert point.offset <= first_not_done
             previous = point.offset
         assert t.in_flight() == len(offsets) - (offsets.index(want - 1) + 1 if want is not None else 0)
+
+
+# -- following the fetch position over offsets never delivered (transaction markers, aborts) ------
+
+
+def test_an_idle_partition_follows_the_position_past_offsets_never_delivered():
+    t = OffsetTracker()
+    g = t.assign(TP)
+    ps = read(t, g, [0, 1, 2], epoch=3)
+    t.done(ps)
+    # Offset 3 is a commit marker: the consumer's next offset is 4.
+    assert t.idle() == {TP: g}
+    t.follow(TP, 4, g)
+    assert t.to_commit() == {TP: CommitPoint(offset=4, leader_epoch=3)}
+
+
+def test_a_partition_with_records_in_flight_does_not_follow():
+    t = OffsetTracker()
+    g = t.assign(TP)
+    ps = read(t, g, [0, 1, 2])
+    t.done(ps[:2])
+    assert TP not in t.idle()
+    t.follow(TP, 10, g)
+    assert t.to_commit() == {TP: CommitPoint(offset=2, leader_epoch=0)}
+
+
+def test_follow_never_moves_backwards_nor_for_an_old_generation():
+    t = OffsetTracker()
+    g = t.assign(TP)
+    t.committed(TP, CommitPoint(50, 1), g)
+    t.follow(TP, 40, g)
+    assert t.to_commit() == {}
+    t.follow(TP, 60, g + 1)
+    assert t.to_commit() == {}
+    g2 = t.assign(TP)
+    t.follow(TP, 70, g)
+    assert t.to_commit() == {}
+    t.follow(TP, 70, g2)
+    assert t.to_commit() == {TP: CommitPoint(offset=70, leader_epoch=-1)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["read", "done", "follow"]), st.integers(0, 3)), max_size=40))
+def test_follow_never_commits_past_a_record_in_flight(steps):
+    """Whatever the interleaving, the commit point never passes a read record that is not done."""
+    t = OffsetTracker()
+    g = t.assign(TP)
+    next_offset, pending = 0, []
+    for action, n in steps:
+        if action == "read":
+            next_offset += n  # offsets skipped: markers or aborted records, never delivered
+            pending += read(t, g, [next_offset])
+            next_offset += 1
+        elif action == "done" and pending:
+            t.done([pending.pop(min(n, len(pending) - 1))])
+        elif action == "follow":
+            t.follow(TP, next_offset, g)
+        point = t.to_commit().get(TP)
+        if point is not None and pending:
+            assert point.offset <= min(p.offset for p in pending)

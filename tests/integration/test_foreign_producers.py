@@ -1,0 +1,172 @@
+"""What clients that are not ours write: librdkafka (kcat, confluent-kafka) with every codec Kafka
+has, transactional producers that commit, abort or leave a transaction open, and ids and keys that
+hold quotes, backslashes, brackets, newlines and any Unicode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.services
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def _doc(record_id: str, text: str) -> tuple[bytes, bytes]:
+    return record_id.encode("utf-8"), json.dumps({"id": record_id, "text": text}, ensure_ascii=False).encode("utf-8")
+
+
+def _vectors_match(rows: list[dict], texts: dict[str, str], model) -> None:
+    rows = sorted(rows, key=lambda r: r["id"])
+    expected = model.encode([texts[r["id"]] for r in rows], convert_to_numpy=True, normalize_embeddings=True)
+    stored = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    cosine = (stored * expected).sum(axis=1)
+    assert cosine.min() >= 0.999, f"worst cosine {cosine.min():.5f} for {rows[int(cosine.argmin())]['id']}"
+
+
+def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_model):
+    topic = harness.unique("codecs")
+    harness.create_topic(topic, partitions=2)
+    samples = harness.sample_records(10 * len(CODECS), offset=1500)
+    texts: dict[str, str] = {}
+    for i, codec in enumerate(CODECS):
+        records = []
+        for j, rec in enumerate(samples[10 * i:10 * i + 10]):
+            record_id = f"{codec}-{j}"
+            texts[record_id] = rec["text"]
+            records.append(_doc(record_id, rec["text"]))
+        # Half of each codec's records to each partition, in batches librdkafka compresses.
+        harness.kcat_produce(topic, records[:5], codec=codec, partition=0)
+        harness.kcat_produce(topic, records[5:], codec=codec, partition=1)
+    uri = str(tmp_path / "codecs.db")
+    group = harness.unique("g")
+    result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "cannot decode" not in result.output
+    rows = harness.milvus_rows(uri, fields=("id", "vector"))
+    assert sorted(r["id"] for r in rows) == sorted(texts)
+    _vectors_match(rows, texts, reference_model)
+    committed, ends = harness.offsets(group, topic)
+    assert committed == ends
+
+
+def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services, tmp_path, reference_model):
+    topic = harness.unique("tx")
+    harness.create_topic(topic, partitions=3)
+    samples = harness.sample_records(30, offset=1600)
+    producer = harness.confluent_producer(transactional_id=harness.unique("tx"), compression_type="lz4")
+    producer.init_transactions(60)
+    texts: dict[str, str] = {}
+    for name, rows, commit in (("first", samples[:10], True), ("aborted", samples[10:20], False),
+                               ("second", samples[20:], True)):
+        producer.begin_transaction()
+        for j, rec in enumerate(rows):
+            key, value = _doc(f"{name}-{j}", rec["text"])
+            producer.produce(topic, key=key, value=value, partition=j % 3)
+        producer.flush(60)
+        if commit:
+            producer.commit_transaction(60)
+            texts.update({f"{name}-{j}": rec["text"] for j, rec in enumerate(rows)})
+        else:
+            producer.abort_transaction(60)
+    uri = str(tmp_path / "tx.db")
+    group = harness.unique("g")
+    result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
+    assert result.returncode == 0, result.output[-4000:]
+    rows = harness.milvus_rows(uri, fields=("id", "vector"))
+    assert sorted(r["id"] for r in rows) == sorted(texts), "exactly the committed transactions' records"
+    _vectors_match(rows, texts, reference_model)
+    # Each partition ends in a transaction marker that no consumer receives: the commit still
+    # reaches the end offset, so the lag is 0.
+    committed, ends = harness.offsets(group, topic)
+    assert committed == ends
+    assert result.summary()["consumed"] == len(texts)
+
+
+def test_an_open_transaction_holds_back_only_its_partition(services, tmp_path):
+    topic = harness.unique("open-tx")
+    harness.create_topic(topic, partitions=3)
+    samples = harness.sample_records(40, offset=1700)
+    plain = harness.confluent_producer()
+    before = [_doc(f"before-{j}", r["text"]) for j, r in enumerate(samples[:10])]
+    for key, value in before:
+        plain.produce(topic, key=key, value=value, partition=0)
+    plain.flush(60)
+    open_tx = harness.confluent_producer(transactional_id=harness.unique("open"), transaction_timeout_ms=600_000)
+    open_tx.init_transactions(60)
+    open_tx.begin_transaction()
+    pending = [_doc(f"pending-{j}", r["text"]) for j, r in enumerate(samples[10:15])]
+    for key, value in pending:
+        open_tx.produce(topic, key=key, value=value, partition=0)
+    open_tx.flush(60)
+    # Behind the open transaction on its partition, and free on the others.
+    after = [_doc(f"after-{j}", r["text"]) for j, r in enumerate(samples[15:20])]
+    others = [_doc(f"other-{j}", r["text"]) for j, r in enumerate(samples[20:40])]
+    for key, value in after:
+        plain.produce(topic, key=key, value=value, partition=0)
+    for j, (key, value) in enumerate(others):
+        plain.produce(topic, key=key, value=value, partition=1 + j % 2)
+    plain.flush(60)
+    uri = str(tmp_path / "open.db")
+    group = harness.unique("g")
+    env = harness.ingestor_env(topic, group, uri)
+    try:
+        result = harness.run_ingestor(env, timeout=300)
+        assert result.returncode == 0, result.output[-4000:]
+        ids = {r["id"] for r in harness.milvus_rows(uri, fields=("id",))}
+        assert ids == {k.decode() for k, _ in before + others}
+        committed, ends = harness.offsets(group, topic)
+        assert committed[0] == len(before), "partition 0 commits up to its last stable offset"
+        assert committed[1] == ends[1] and committed[2] == ends[2]
+    except BaseException:
+        open_tx.abort_transaction(60)
+        raise
+    open_tx.commit_transaction(60)
+    result = harness.run_ingestor(env, timeout=300)
+    assert result.returncode == 0, result.output[-4000:]
+    ids = {r["id"] for r in harness.milvus_rows(uri, fields=("id",))}
+    assert ids == {k.decode() for k, _ in before + pending + after + others}
+    committed, ends = harness.offsets(group, topic)
+    assert committed == ends
+
+
+HOSTILE_IDS = [
+    "it's \"quoted\" \\ back\\slash",
+    "bra]ck[et), (paren",
+    "new\nline\r\tand tab",
+    "emoji 🚀 日本語 ' \" ] ,",
+]
+
+
+def test_hostile_ids_land_as_themselves_and_tombstones_delete_exactly_their_id(services, tmp_path):
+    topic = harness.unique("ids")
+    harness.create_topic(topic, partitions=2)
+    samples = harness.sample_records(len(HOSTILE_IDS) + 2, offset=1800)
+    ids = ["victim1", "victim2", *HOSTILE_IDS]
+    producer = harness.confluent_producer()
+    for record_id, rec in zip(ids, samples):
+        key, value = _doc(record_id, rec["text"])
+        producer.produce(topic, key=key, value=value)
+    producer.flush(60)
+    # Keys built to break out of a quoted id list, then the tombstones of two hostile ids.
+    attacks = ["nope','victim1", 'nope", "victim2', "nope\\', \\'victim1", "x'] or id != ['y", 'x"] or id != ["y']
+    for key in attacks + HOSTILE_IDS[:2]:
+        producer.produce(topic, key=key.encode("utf-8"), value=None)
+    producer.flush(60)
+    uri = str(tmp_path / "ids.db")
+    env = harness.ingestor_env(topic, harness.unique("g"), uri)
+    result = harness.run_ingestor(env, timeout=300)
+    assert result.returncode == 0, result.output[-4000:]
+    stored = sorted(r["id"] for r in harness.milvus_rows(uri, fields=("id",)))
+    assert stored == sorted(["victim1", "victim2", *HOSTILE_IDS[2:]])
+    # A replay by another group: the records still stored are skipped as unchanged, which takes
+    # reading each back from Milvus by its id.
+    again = harness.run_ingestor(dict(env, INGESTOR_KAFKA__GROUP_ID=harness.unique("g")), timeout=300)
+    assert again.returncode == 0, again.output[-4000:]
+    assert again.summary()["skipped"] == len(stored)
+    assert sorted(r["id"] for r in harness.milvus_rows(uri, fields=("id",))) == stored
