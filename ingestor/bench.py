@@ -142,30 +142,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _counter(c: Any) -> float:
-    return float(sum(s.value for m in c.collect() for s in m.samples if s.name.endswith("_total")))
-
-
-def _hist_sum(h: Any) -> float:
-    return float(sum(s.value for m in h.collect() for s in m.samples if s.name.endswith("_sum")))
-
-
-def _hist_count(h: Any) -> float:
-    return float(sum(s.value for m in h.collect() for s in m.samples if s.name.endswith("_count")))
-
-
 def metrics_snapshot() -> dict[str, float]:
     from ingestor import metrics as m
 
+    records = m.RECORDS.totals()
     return {
-        "consumed": _counter(m.RECORDS_CONSUMED), "embedded": _counter(m.RECORDS_EMBEDDED),
-        "cache_hits": _counter(m.RECORDS_CACHE_HIT), "skipped": _counter(m.RECORDS_SKIPPED),
-        "upserted": _counter(m.RECORDS_UPSERTED), "dead_lettered": _counter(m.RECORDS_DEAD_LETTERED),
-        "dropped": _counter(m.RECORDS_DROPPED),
-        "forward_passes": _hist_count(m.EMBED_SECONDS), "embed_s": _hist_sum(m.EMBED_SECONDS),
-        "padded_tokens": _hist_sum(m.BATCH_TOKENS), "batch_texts": _hist_sum(m.BATCH_RECORDS),
-        "milvus_write_s": _hist_sum(m.WRITE_SECONDS), "milvus_writes": _hist_count(m.WRITE_SECONDS),
-        "redis_s": _hist_sum(m.CACHE_SECONDS), "prepare_s": _hist_sum(m.PREPARE_SECONDS),
+        "consumed": records["consumed"], "embedded": m.total(m.RECORDS_EMBEDDED),
+        "cache_hits": m.total(m.RECORDS_CACHE_HIT), "skipped": records["skipped"],
+        "upserted": records["upserted"], "dead_lettered": records["dead_lettered"],
+        "superseded": records["superseded"], "dropped": records["dropped"],
+        "forward_passes": m.total(m.EMBED_SECONDS, "_count"), "embed_s": m.total(m.EMBED_SECONDS, "_sum"),
+        "padded_tokens": m.total(m.BATCH_TOKENS, "_sum"), "batch_texts": m.total(m.BATCH_RECORDS, "_sum"),
+        "milvus_write_s": m.total(m.WRITE_SECONDS, "_sum"), "milvus_writes": m.total(m.WRITE_SECONDS, "_count"),
+        "redis_s": m.total(m.CACHE_SECONDS, "_sum"), "prepare_s": m.total(m.PREPARE_SECONDS, "_sum"),
     }
 
 

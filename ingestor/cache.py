@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,25 @@ def embedding_key(prefix: str, model_identity: str, text_sha256: str) -> str:
 
 def marker_key(prefix: str, namespace: str, record_id: str) -> str:
     return f"{prefix}:doc:{_h(namespace, 16)}:{_h(record_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedVector:
+    """A text's vector, and whether the model cut the text to compute it (the entity says so)."""
+
+    vector: np.ndarray
+    truncated: bool
+
+
+def pack_vector(vector: np.ndarray, truncated: bool) -> bytes:
+    """float32 bytes, then one flag byte (a value of any other length is a miss: older entries)."""
+    return np.asarray(vector, dtype=np.float32).tobytes() + (b"\x01" if truncated else b"\x00")
+
+
+def unpack_vector(raw: bytes | None, dimension: int) -> CachedVector | None:
+    if raw is None or len(raw) != dimension * 4 + 1:
+        return None
+    return CachedVector(np.frombuffer(raw, dtype=np.float32, count=dimension), raw[-1:] == b"\x01")
 
 
 def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
@@ -114,11 +134,11 @@ class Cache:
 
     def lookup(
         self, record_ids: Sequence[str], text_shas: Sequence[str]
-    ) -> tuple[list[str | None], list[np.ndarray | None]]:
+    ) -> tuple[list[str | None], list[CachedVector | None]]:
         """Markers for `record_ids` and cached vectors for `text_shas`, in one round trip.
         Any failure returns all misses."""
         markers: list[str | None] = [None] * len(record_ids)
-        vectors: list[np.ndarray | None] = [None] * len(text_shas)
+        vectors: list[CachedVector | None] = [None] * len(text_shas)
         client = self._available()
         if client is None or (not record_ids and not text_shas):
             return markers, vectors
@@ -134,15 +154,10 @@ class Cache:
         metrics.CACHE_SECONDS.labels("lookup").observe(time.perf_counter() - started)
         n = len(record_ids)
         markers = [v.decode("ascii", "replace") if v is not None else None for v in values[:n]]
-        vectors = [self._vector(v) for v in values[n:]]
+        vectors = [unpack_vector(v, self.dimension) for v in values[n:]]
         return markers, vectors
 
-    def _vector(self, raw: bytes | None) -> np.ndarray | None:
-        if raw is None or len(raw) != self.dimension * 4:
-            return None
-        return np.frombuffer(raw, dtype=np.float32)
-
-    def store(self, vectors: Mapping[str, np.ndarray], markers: Mapping[str, str]) -> None:
+    def store(self, vectors: Mapping[str, CachedVector], markers: Mapping[str, str]) -> None:
         """Write vectors (by text sha) and markers (by id). Call only after Milvus acknowledged."""
         client = self._available()
         if client is None or (not vectors and not markers):
@@ -151,7 +166,7 @@ class Cache:
         keys = [embedding_key(p, self.model_identity, sha) for sha in vectors]
         keys += [marker_key(p, self.namespace, record_id) for record_id in markers]
         args: list[Any] = [self.settings.embedding_ttl_seconds, self.settings.marker_ttl_seconds, len(vectors)]
-        args += [np.asarray(vec, dtype=np.float32).tobytes() for vec in vectors.values()]
+        args += [pack_vector(v.vector, v.truncated) for v in vectors.values()]
         args += list(markers.values())
         started = time.perf_counter()
         try:
@@ -171,17 +186,6 @@ class Cache:
             client.delete(*(marker_key(self.settings.key_prefix, self.namespace, i) for i in record_ids))
         except redis.RedisError as exc:
             self._failed("forget", exc)
-
-    def stats(self) -> dict[str, Any]:
-        client = self._available()
-        if client is None:
-            return {}
-        try:
-            info = client.info("memory")
-            return {"keys": client.dbsize(), "used_memory_human": info.get("used_memory_human")}
-        except redis.RedisError as exc:
-            self._failed("stats", exc)
-            return {}
 
     def close(self) -> None:
         if self._client is not None:

@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter topic.")
 app.add_typer(dlq_app, name="dlq")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message, one line (logs and tests grep it)
 log = logging.getLogger("ingestor")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file")]

@@ -114,14 +114,16 @@ class Daemon:
 
     # -- start-up --------------------------------------------------------------------------------
 
-    def _until_up(self, what: str, call: Callable[[], T]) -> T:
+    def _until_up(self, what: str, call: Callable[[], T], state: str = "not ready yet") -> T:
+        """Retry `call` with backoff while it raises RetriableError; `state` words the wait truly
+        (a Milvus that refuses a request answered: it is not ready, not unreachable)."""
         attempt = 0
         while True:
             try:
                 return call()
             except RetriableError as exc:
                 delay = self.backoff.delay_s(attempt)
-                log.warning("waiting for %s (%s); retrying in %.1fs", what, exc, delay)
+                log.warning("%s %s (%s); retrying in %.1fs", what, state, exc, delay)
                 attempt += 1
                 if self.stop_requested.wait(delay):
                     raise SystemExit(0) from None
@@ -203,6 +205,7 @@ class Daemon:
             f"kafka at {s.kafka.bootstrap_servers}",
             lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, batch.max_in_flight_records,
                                 parse_options(s), self.until_caught_up, self.backoff),
+            state="not reachable yet",
         )
         self.source.hold = self.pipeline.is_retrying
         self.source.start()
@@ -272,15 +275,12 @@ class Daemon:
 
 
 def summary() -> str:
-    """Totals since start, one line (the tests read it; operators like it)."""
-
-    def value(counter: object) -> int:
-        return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
-
-    return (f"consumed={value(metrics.RECORDS_CONSUMED)} embedded={value(metrics.RECORDS_EMBEDDED)} "
-            f"cache_hits={value(metrics.RECORDS_CACHE_HIT)} skipped={value(metrics.RECORDS_SKIPPED)} "
-            f"upserted={value(metrics.RECORDS_UPSERTED)} deleted={value(metrics.RECORDS_DELETED)} "
-            f"dead_lettered={value(metrics.RECORDS_DEAD_LETTERED)} dropped={value(metrics.RECORDS_DROPPED)}")
+    """Totals since start, one line (the tests read it; operators like it): the work done, then
+    every outcome, which add up to `consumed` (see `metrics.RecordLedger`)."""
+    totals = metrics.RECORDS.totals()
+    work = (f"consumed={totals.pop('consumed')} embedded={int(metrics.total(metrics.RECORDS_EMBEDDED))} "
+            f"cache_hits={int(metrics.total(metrics.RECORDS_CACHE_HIT))}")
+    return " ".join([work] + [f"{k}={v}" for k, v in totals.items()])
 
 
 class _Progress:
@@ -295,10 +295,10 @@ class _Progress:
         now = time.monotonic()
         if now - self.last < self.interval_s:
             return
-        consumed = metrics.RECORDS_CONSUMED._value.get()
+        consumed = metrics.RECORDS.totals()["consumed"]
         rate = (consumed - self.last_consumed) / (now - self.last)
-        embedded = metrics.RECORDS_EMBEDDED._value.get()
-        hits = metrics.RECORDS_CACHE_HIT._value.get()
+        embedded = metrics.total(metrics.RECORDS_EMBEDDED)
+        hits = metrics.total(metrics.RECORDS_CACHE_HIT)
         hit_rate = hits / (hits + embedded) if hits + embedded else 0.0
         log.info("progress: %.1f records/s, %d in flight, %d partition(s), cache hit rate %.0f%%",
                  rate, source.tracker.in_flight(), len(source.tracker.owned()), 100 * hit_rate)

@@ -87,7 +87,7 @@ class DeadLetterQueue:
             self._discard()
             raise RetriableError("dlq", f"dead-letter write not acknowledged: {exc}") from exc
         for item in items:
-            metrics.RECORDS_DEAD_LETTERED.labels(item.reason).inc()
+            metrics.RECORDS.dead_lettered(item.reason)
         log.info("dead-lettered %d record(s): %s", len(items),
                  ", ".join(sorted({i.reason for i in items})))
 

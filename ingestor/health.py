@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingestor.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,13 @@ class HealthServer:
             def log_message(self, *_args: object) -> None:  # probes every few seconds: keep quiet
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics and health on {host}:{port}: {exc.strerror or exc}. Each ingestor on "
+                f"one host needs its own metrics.port (INGESTOR_METRICS__PORT), or 0 to turn the endpoint off"
+            ) from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="ingestor-http", daemon=True)

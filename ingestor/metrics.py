@@ -1,31 +1,28 @@
 """Prometheus metrics, all prefixed `ingestor_`. Defined once here; modules import what they count.
 
-Counters of records follow one identity that the integration tests check:
-consumed = upserted + skipped + deleted + dead-lettered (+ dropped on revoke, replayed elsewhere).
+Every consumed record ends in exactly one outcome, and the record counters add up at every scrape:
+
+    consumed = upserted + skipped + deleted + dead_lettered + superseded + dropped + in_flight
+
+`RECORDS` keeps them under one lock and exports them together, so no scrape sees a record counted
+consumed and not yet in flight, or in flight and already settled.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
-RECORDS_CONSUMED = Counter("ingestor_records_consumed_total", "Records read from Kafka")
 RECORDS_EMBEDDED = Counter("ingestor_records_embedded_total", "Texts run through the model")
 RECORDS_CACHE_HIT = Counter("ingestor_records_cache_hit_total", "Texts whose vector came from the Redis cache")
-RECORDS_SKIPPED = Counter("ingestor_records_skipped_total", "Records skipped as unchanged (no embed, no write)")
-RECORDS_UPSERTED = Counter("ingestor_records_upserted_total", "Records written to Milvus")
-RECORDS_DELETED = Counter("ingestor_records_deleted_total", "Tombstones applied to Milvus")
-RECORDS_DEAD_LETTERED = Counter(
-    "ingestor_records_dead_lettered_total", "Records sent to the dead-letter topic", ["reason"]
-)
-RECORDS_DROPPED = Counter(
-    "ingestor_records_dropped_total", "Records dropped because their partition was revoked (the new owner replays)"
-)
 RECORDS_TRUNCATED = Counter("ingestor_records_truncated_total", "Texts cut at the model's maximum sequence length")
-RECORDS_IN_FLIGHT = Gauge("ingestor_records_in_flight", "Records read and not yet done")
 PARTITIONS_PAUSED = Gauge("ingestor_partitions_paused", "Partitions paused by backpressure or a retry")
 PARTITIONS_ASSIGNED = Gauge("ingestor_partitions_assigned", "Partitions owned by this worker")
 PARTITIONS_BLOCKED = Gauge(
@@ -57,3 +54,78 @@ RETRIES = Counter("ingestor_retries_total", "Retried operations after a retriabl
 DEPENDENCY_ERRORS = Counter("ingestor_dependency_errors_total", "Errors talking to a dependency", ["dependency", "kind"])
 COMMITS = Counter("ingestor_offset_commits_total", "Offset commits", ["result"])
 WORKER_RESTARTS = Counter("ingestor_worker_restarts_total", "Worker processes restarted by the supervisor")
+
+
+# Where a consumed record can end; each one ends in exactly one of these.
+OUTCOMES: dict[str, str] = {
+    "upserted": "Records written to Milvus",
+    "skipped": "Records skipped as unchanged (no embed, no write)",
+    "deleted": "Tombstones applied to Milvus",
+    "dead_lettered": "Records sent to the dead-letter topic",
+    "superseded": "Records replaced by a later record of the same id before they were written (their offsets "
+                  "are done with it)",
+    "dropped": "Records dropped because their partition was revoked (the new owner replays them)",
+}
+
+
+class RecordLedger:
+    """Consumed records and their outcomes, counted under one lock and collected together."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._consumed = 0
+        self._settled = dict.fromkeys(OUTCOMES, 0)
+        self._dead_lettered: dict[str, int] = {}  # by reason
+
+    def consumed(self, n: int) -> None:
+        with self._lock:
+            self._consumed += n
+
+    def settled(self, outcome: str, n: int = 1) -> None:
+        """`n` records reached `outcome` (dead letters: `dead_lettered`, which carries a reason)."""
+        if outcome not in OUTCOMES or outcome == "dead_lettered":
+            raise ValueError(f"not an outcome: {outcome}")
+        if n:
+            with self._lock:
+                self._settled[outcome] += n
+
+    def dead_lettered(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._settled["dead_lettered"] += n
+            self._dead_lettered[reason] = self._dead_lettered.get(reason, 0) + n
+
+    def totals(self) -> dict[str, int]:
+        """consumed, every outcome, and in_flight (consumed and not yet settled), one snapshot."""
+        with self._lock:
+            out = {"consumed": self._consumed, **self._settled}
+        out["in_flight"] = out["consumed"] - sum(out[k] for k in OUTCOMES)
+        return out
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            consumed, settled, letters = self._consumed, dict(self._settled), dict(self._dead_lettered)
+        yield _counter("consumed", "Records read from Kafka", consumed)
+        for outcome, help_text in OUTCOMES.items():
+            if outcome == "dead_lettered":
+                family = CounterMetricFamily("ingestor_records_dead_lettered", help_text, labels=["reason"])
+                for reason, n in sorted(letters.items()):
+                    family.add_metric([reason], n)
+                yield family
+            else:
+                yield _counter(outcome, help_text, settled[outcome])
+        yield GaugeMetricFamily("ingestor_records_in_flight", "Records consumed and not yet at an outcome",
+                                value=consumed - sum(settled.values()))
+
+
+def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(f"ingestor_records_{name}", help_text, value=value)
+
+
+RECORDS = RecordLedger()
+REGISTRY.register(RECORDS)
+
+
+def total(metric: Counter | Histogram, suffix: str = "_total") -> float:
+    """The sum of a metric's samples that end with `suffix` (all label values): a counter's
+    total, or a histogram's `_sum` or `_count`."""
+    return float(sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith(suffix)))

@@ -29,7 +29,7 @@ import numpy as np
 
 from ingestor import metrics
 from ingestor.batcher import BatchLimits, BatchWindow
-from ingestor.cache import Cache, content_hash
+from ingestor.cache import Cache, CachedVector, content_hash
 from ingestor.config import BatchSettings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
@@ -38,7 +38,7 @@ from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import Reason
-from ingestor.planning import Unit, Work, collapse, cut_work, group_texts
+from ingestor.planning import SharedTexts, Unit, Work, collapse, cut_work, group_texts
 from ingestor.records import Document, Parsed, Position, Rejected
 from ingestor.retry import Backoff
 from ingestor.sink import Entity, MilvusSink
@@ -93,6 +93,7 @@ class Pipeline:
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
         self._retrying: dict[str, str] = {}  # stage thread -> dependency it is retrying
         self._ids_in_flight: Multiset[str] = Multiset()
+        self.shared = SharedTexts(settings.max_in_flight_records or 0)
         self._ids_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
@@ -204,21 +205,22 @@ class Pipeline:
         started = time.perf_counter()
         live = [i for i in items if self._current(i)]
         if len(live) < len(items):
-            metrics.RECORDS_DROPPED.inc(len(items) - len(live))
+            metrics.RECORDS.settled("dropped", len(items) - len(live))
         window = collapse(live)
         units = group_texts(window.documents)
         ready = Work(deletes=window.deletes, rejected=window.rejected)
         with self._ids_lock:
             self._ids_in_flight.update([d.id for d in window.documents] + [d.id for d in window.deletes])
-        # The cache is resolved for the whole window before the cut, so batches hold only texts
-        # that really need the model.
-        todo = self._resolve_cache(units, ready)
+        # Skips, cached vectors and shared passes are resolved for the whole window before the
+        # cut, so batches hold only texts that really need the model.
+        todo = self._resolve(units, ready)
         for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
             unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
         for work in cut_work(todo, ready, self.limits):
             # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
             work.registered = work.ids()
-            pending = [u for u in work.units if u.vector is None]
+            pending = [u for u in work.units if u.to_embed]
+            work.claimed = pending
             if pending:
                 work.features = self.embedder.collate([u.encoding for u in pending])
             waited = time.perf_counter()
@@ -235,35 +237,51 @@ class Pipeline:
             self._ids_in_flight.subtract(work.registered)
             self._ids_in_flight += Multiset()  # drop zero counts
 
-    def _resolve_cache(self, units: list[Unit], ready: Work) -> list[Unit]:
-        """Skip unchanged records (verified against Milvus) and fill cached vectors, in one
-        Redis round trip. Resolved units go into `ready`; returns the units still to embed."""
+    def _resolve(self, units: list[Unit], ready: Work) -> list[Unit]:
+        """Skip unchanged records (verified against Milvus), share the passes of texts still in
+        flight, and fill cached vectors, in one Redis round trip. Resolved units go into `ready`;
+        returns the units still to embed (claimed, so that later windows share their passes).
+
+        In-flight texts are looked up before Redis: their entries are released only after their
+        vectors are in the cache, so a text missing from one is found in the other."""
+        self.shared.share(units)
         docs = [d for u in units for d in u.docs]
-        if not self.cache.enabled or not docs:
-            return units
+        skip: set[int] = set()
+        vectors: list[CachedVector | None] = [None] * len(units)
+        if self.cache.enabled and docs:
+            unshared = [i for i, u in enumerate(units) if u.shares is None]
+            markers, found = self.cache.lookup([d.id for d in docs], [units[i].text_sha256 for i in unshared])
+            for i, vector in zip(unshared, found):
+                vectors[i] = vector
+            skip = self._unchanged(docs, markers)
+        todo: list[Unit] = []
+        for unit, cached in zip(units, vectors):
+            ready.skipped += [d for d in unit.docs if id(d) in skip]
+            unit.docs = [d for d in unit.docs if id(d) not in skip]
+            if not unit.docs:
+                continue
+            if unit.shares is not None:
+                ready.units.append(unit)  # its vector comes from the earlier unit, at the model stage
+            elif cached is not None:
+                unit.vector, unit.truncated, unit.from_cache = cached.vector, cached.truncated, True
+                ready.units.append(unit)
+            else:
+                todo.append(unit)
+        self.shared.claim(todo)
+        return todo
+
+    def _unchanged(self, docs: list[Document], markers: list[str | None]) -> set[int]:
+        """The documents (by `id()`) that Milvus already holds exactly as they would write it."""
         digests = {id(d): self._digest(d) for d in docs}
-        markers, vectors = self.cache.lookup([d.id for d in docs], [u.text_sha256 for u in units])
         with self._ids_lock:
             # An id also waiting in earlier, unwritten work must be written again here: Milvus
             # does not yet hold what those records will write.
             busy = {i for i, n in self._ids_in_flight.items() if n > 1}
         candidates = [d for d, m in zip(docs, markers) if m is not None and m == digests[id(d)] and d.id not in busy]
-        skip: set[int] = set()
-        if candidates:
-            held = self._retry("milvus", lambda: self.sink.content_hashes([d.id for d in candidates]))
-            skip = {id(d) for d in candidates if held.get(d.id) == digests[id(d)]}
-        todo: list[Unit] = []
-        for unit, vector in zip(units, vectors):
-            ready.skipped += [d for d in unit.docs if id(d) in skip]
-            unit.docs = [d for d in unit.docs if id(d) not in skip]
-            if not unit.docs:
-                continue
-            if vector is not None:
-                unit.vector, unit.from_cache = vector, True
-                ready.units.append(unit)
-            else:
-                todo.append(unit)
-        return todo
+        if not candidates:
+            return set()
+        held = self._retry("milvus", lambda: self.sink.content_hashes([d.id for d in candidates]))
+        return {id(d) for d in candidates if held.get(d.id) == digests[id(d)]}
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:
@@ -286,39 +304,32 @@ class Pipeline:
             self._put(self._embedded, work)
 
     def _embed(self, work: Work) -> None:
-        todo = [u for u in work.units if u.vector is None]
-        cached = len(work.units) - len(todo)
-        if cached:
+        if any(u.from_cache for u in work.units):
             metrics.RECORDS_CACHE_HIT.inc(sum(len(u.docs) for u in work.units if u.from_cache))
-        if not todo:
+        late = self._take_shared(work)
+        todo = [u for u in work.units if u.to_embed]
+        if not todo and not late:
             return
-        metrics.BATCH_RECORDS.observe(len(todo))
-        metrics.BATCH_TOKENS.observe(work.padded_tokens)
         started = time.perf_counter()
-        slow_point()
         failures: list[tuple[Unit, Exception]] = []
-        try:
-            if work.features is None:
-                raise ValueError("no prepared features")
-            model_point([u.text for u in todo])
-            vectors = self.embedder.forward(work.features)
-            for unit, vector in zip(todo, vectors):
-                unit.vector = vector
-        except (RetriableError, Aborted):
-            raise
-        except Exception as exc:
-            # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
-            log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
-                        len(todo), type(exc).__name__)
-            def encode(units: list[Unit]) -> np.ndarray:
-                model_point([u.text for u in units])
-                return self.embedder.encode([u.text for u in units])
-
-            result = run_isolating(todo, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
-            for units, vectors in result.results:
-                for unit, vector in zip(units, vectors):
+        if todo:
+            metrics.BATCH_RECORDS.observe(len(todo))
+            metrics.BATCH_TOKENS.observe(work.padded_tokens)
+            slow_point()
+            try:
+                if work.features is None:
+                    raise ValueError("no prepared features")
+                model_point([u.text for u in todo])
+                for unit, vector in zip(todo, self.embedder.forward(work.features)):
                     unit.vector = vector
-            failures = result.failures
+            except (RetriableError, Aborted):
+                raise
+            except Exception as exc:
+                # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
+                log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
+                            len(todo), type(exc).__name__)
+                failures += self._encode_isolating(todo)
+        failures += self._encode_isolating(late)
         work.features = None
         for unit, exc in failures:
             if is_out_of_memory(exc):
@@ -327,9 +338,43 @@ class Pipeline:
             work.rejected += [Rejected(d.raw, error.reason, str(error), list(d.superseded)) for d in unit.docs]
         work.units = [u for u in work.units if u.vector is not None]
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
-        metrics.RECORDS_EMBEDDED.inc(len(todo))
-        metrics.RECORDS_TRUNCATED.inc(sum(len(u.docs) for u in todo if u.truncated))
+        metrics.RECORDS_EMBEDDED.inc(len(todo) + len(late))
+        metrics.RECORDS_TRUNCATED.inc(sum(len(u.docs) for u in todo + late if u.truncated))
         crash_point("after_embed")
+
+    def _take_shared(self, work: Work) -> list[Unit]:
+        """Units sharing an earlier pass take its vector; returns those whose pass failed, to be
+        embedded here (tokenised now: the batcher skipped them)."""
+        late: list[Unit] = []
+        for unit in work.units:
+            source = unit.shares
+            if source is None or unit.vector is not None:
+                continue
+            unit.shares = None
+            if source.vector is not None:
+                unit.vector, unit.truncated = source.vector, source.truncated
+            else:
+                late.append(unit)
+        if late:
+            for unit, prepared in zip(late, self.embedder.prepare([u.text for u in late])):
+                unit.tokens, unit.truncated = prepared.tokens, prepared.truncated
+        return late
+
+    def _encode_isolating(self, units: list[Unit]) -> list[tuple[Unit, Exception]]:
+        """Encode `units` apart from any batch, bisecting down to the texts that fail alone;
+        returns those, with their errors."""
+        if not units:
+            return []
+
+        def encode(batch: list[Unit]) -> np.ndarray:
+            model_point([u.text for u in batch])
+            return self.embedder.encode([u.text for u in batch])
+
+        result = run_isolating(units, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
+        for batch, vectors in result.results:
+            for unit, vector in zip(batch, vectors):
+                unit.vector = vector
+        return result.failures
 
     # -- stage 3: writer -------------------------------------------------------------------------
 
@@ -351,7 +396,7 @@ class Pipeline:
             ids = [d.id for d in work.deletes]
             self.cache.forget(ids)
             self._retry("milvus", lambda: self.sink.delete(ids))
-            metrics.RECORDS_DELETED.inc(len(ids))
+            metrics.RECORDS.settled("deleted", len(ids))
         # 2. upserts, isolating any entity Milvus refuses.
         written: list[Entity] = []
         if entities:
@@ -362,7 +407,10 @@ class Pipeline:
                 log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
                 doc = self._doc_of(work, entity)
                 work.rejected.append(Rejected(doc.raw, Reason.SINK_REJECTED.value, str(exc), list(doc.superseded)))
-            metrics.RECORDS_UPSERTED.inc(len(written))
+            refused = {entity.id for entity, _ in outcome.failures}
+            for unit in work.units:  # a record settles once: as the dead letter, not also as a document
+                unit.docs = [d for d in unit.docs if d.id not in refused]
+            metrics.RECORDS.settled("upserted", len(written))
         crash_point("after_upsert")
         # 3. dead letters: only acknowledged ones become done.
         if work.rejected:
@@ -370,13 +418,16 @@ class Pipeline:
         # 4. cache, only for what Milvus acknowledged.
         if self.cache.enabled and written:
             written_ids = {e.id for e in written}
-            vectors = {u.text_sha256: u.vector for u in work.units if not u.from_cache and u.vector is not None
-                       and any(d.id in written_ids for d in u.docs)}
+            vectors = {u.text_sha256: CachedVector(u.vector, u.truncated) for u in work.claimed
+                       if u.vector is not None and any(d.id in written_ids for d in u.docs)}
             markers = {e.id: e.content_hash for e in written}
             self.cache.store(vectors, markers)
+        self.shared.release(work.claimed)
         # 5. offsets.
-        metrics.RECORDS_SKIPPED.inc(len(work.skipped))
-        self.tracker.done(self._positions(work))
+        positions = self._positions(work)
+        metrics.RECORDS.settled("skipped", len(work.skipped))
+        metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in self._items(work)))
+        self.tracker.done(positions)
         self._unregister(work)
         self._observe_latency(work, written)
 
@@ -404,14 +455,15 @@ class Pipeline:
         raise KeyError(entity.id)
 
     @staticmethod
-    def _positions(work: Work) -> list[Position]:
+    def _items(work: Work) -> list[Parsed]:
+        """Every record this work settles (each with the records it superseded)."""
+        return [d for u in work.units for d in u.docs] + work.skipped + work.deletes + work.rejected
+
+    def _positions(self, work: Work) -> list[Position]:
         positions: list[Position] = []
-        for item in [d for u in work.units for d in u.docs] + work.skipped + work.deletes:
+        for item in self._items(work):
             positions.append(item.position)
             positions.extend(item.superseded)
-        for rejected in work.rejected:
-            positions.append(rejected.position)
-            positions.extend(rejected.superseded)
         return positions
 
     def _observe_latency(self, work: Work, written: list[Entity]) -> None:

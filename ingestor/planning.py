@@ -9,6 +9,7 @@ Within one window:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,13 @@ class Unit:
     vector: np.ndarray | None = None
     from_cache: bool = False
     encoding: dict[str, list[int]] | None = None
+    # The same text in earlier work that is still being embedded: its forward pass serves this one.
+    shares: Unit | None = None
+
+    @property
+    def to_embed(self) -> bool:
+        """Still needs a forward pass of its own."""
+        return self.vector is None and self.shares is None
 
 
 @dataclass(slots=True)
@@ -42,10 +50,11 @@ class Work:
     rejected: list[Rejected] = field(default_factory=list)
     features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
     registered: list[str] = field(default_factory=list)  # ids counted as in flight for this work
+    claimed: list[Unit] = field(default_factory=list)  # units it embeds, which later work may share
 
     @property
     def padded_tokens(self) -> int:
-        todo = [u.tokens for u in self.units if u.vector is None]
+        todo = [u.tokens for u in self.units if u.to_embed]
         return len(todo) * max(todo, default=0)
 
     def ids(self) -> list[str]:
@@ -100,3 +109,44 @@ def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
     first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
     return works
 
+
+
+class SharedTexts:
+    """Texts being embedded by work that is not written yet, by text hash: a text that arrives
+    while the same text is in flight (in an earlier window, not yet in the Redis cache) shares that
+    forward pass instead of running its own.
+
+    This works because the model stage takes work in order: by the time the later work reaches it,
+    the earlier unit has its vector (or, if its pass failed, none: the later unit then embeds the
+    text itself). An entry is released when its work is written, after the cache write, so a later
+    window always finds a text in one place or the other. Bounded: at most `capacity` texts (the
+    pipeline holds no more records than that); beyond it a text is simply embedded again."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._units: dict[str, Unit] = {}
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def share(self, units: list[Unit]) -> None:
+        """Point every unit whose text is in flight at the unit embedding it (`unit.shares`)."""
+        with self._lock:
+            for unit in units:
+                unit.shares = self._units.get(unit.text_sha256)
+
+    def claim(self, units: list[Unit]) -> None:
+        """These units are about to be embedded; later windows may share their passes."""
+        with self._lock:
+            for unit in units:
+                if len(self._units) >= self.capacity:
+                    return
+                self._units.setdefault(unit.text_sha256, unit)
+
+    def release(self, units: list[Unit]) -> None:
+        """Their work was written (or abandoned): forget the entries they own, and only those."""
+        with self._lock:
+            for unit in units:
+                if self._units.get(unit.text_sha256) is unit:
+                    del self._units[unit.text_sha256]

@@ -297,7 +297,7 @@ class KafkaSource:
                 raw = RawRecord(position, r.key, r.value, tuple((k, v) for k, v in (r.headers or [])))
                 items.append(parse_record(raw, self.parse_options))
         if items:
-            metrics.RECORDS_CONSUMED.inc(len(items))
+            metrics.RECORDS.consumed(len(items))
             self.deliver(items)
         self.maybe_commit()
         self._check_caught_up()
@@ -423,7 +423,6 @@ class KafkaSource:
 
     def _apply_backpressure(self) -> None:
         in_flight = self.tracker.in_flight()
-        metrics.RECORDS_IN_FLIGHT.set(in_flight)
         assigned = self.consumer.assignment()
         held = self.hold()
         if not self._paused and (in_flight >= self.max_in_flight or held):

@@ -103,7 +103,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._forward)
         for w in self.workers:
             self._spawn(w)
-        failed = False
+        failed = refused = False
         while True:
             alive = False
             for w in self.workers:
@@ -120,7 +120,7 @@ class Supervisor:
                         continue
                     if code == 2:  # configuration or start-up refusal: restarting cannot help
                         log.error("worker %d refused to start (exit 2); not restarting", w.plan.index)
-                        w.finished, failed = True, True
+                        w.finished, refused = True, True
                         continue
                     now = time.monotonic()
                     w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW_S] + [now]
@@ -139,7 +139,7 @@ class Supervisor:
                 else:
                     alive = not self.stopping
             if not alive:
-                return 1 if failed else 0
+                return 2 if refused else 1 if failed else 0
             time.sleep(0.2)
 
 

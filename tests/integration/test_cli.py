@@ -44,6 +44,21 @@ def test_a_secret_never_reaches_the_error_message():
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_a_second_daemon_on_a_taken_metrics_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cli("run", env={"INGESTOR_METRICS__PORT": str(port), "INGESTOR_MILVUS__URI": str(tmp_path / "p.db")},
+                      timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if "cannot start" in ln]
+    assert f"127.0.0.1:{port}" in line and "INGESTOR_METRICS__PORT" in line
+
+
 def test_check_reports_each_dependency(services, tmp_path):
     env = {"INGESTOR_KAFKA__BOOTSTRAP_SERVERS": harness.KAFKA, "INGESTOR_REDIS__URL": harness.REDIS_URL,
            "INGESTOR_MILVUS__URI": str(tmp_path / "check.db")}

@@ -137,3 +137,13 @@ def test_replay_embeds_nothing_and_keeps_the_count(run1):
     assert s["skipped"] == len(run1["good"])
     rows = harness.milvus_rows(run1["uri"])
     assert len(rows) == len(run1["rows"]) == len({r["id"] for r in rows})
+
+
+def test_vectors_from_the_cache_keep_the_truncated_flag(run1, reference_model):
+    # Another collection fed from the same cache: every vector is a cache hit, nothing is embedded.
+    env = dict(run1["env"], INGESTOR_KAFKA__GROUP_ID=harness.unique("cached"), INGESTOR_MILVUS__COLLECTION="cached")
+    result = harness.run_ingestor(env)
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.summary()["embedded"] == 0
+    rows = harness.milvus_rows(run1["uri"], collection="cached", fields=("id", "truncated"))
+    assert {r["id"] for r in rows if r["truncated"]} == {r["id"] for r in run1["rows"] if r["truncated"]} != set()

@@ -78,3 +78,83 @@ def test_readyz_follows_milvus(services, tmp_path):
     finally:
         assert harness.stop(proc, signal.SIGTERM) == 0
         svc("down", "--wipe")
+
+
+OUTCOMES = ("upserted", "skipped", "deleted", "dead_lettered", "superseded", "dropped")
+
+
+def _ledger(text: str) -> dict[str, float]:
+    out = {k: harness.metric_value(text, f"ingestor_records_{k}_total") for k in ("consumed", *OUTCOMES)}
+    out["in_flight"] = harness.metric_value(text, "ingestor_records_in_flight")
+    out["embedded"] = harness.metric_value(text, "ingestor_records_embedded_total")
+    return out
+
+
+def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(services, tmp_path):
+    """A load of many repeats of a few hundred texts (no id, no key: the id is the text's hash), and
+    one id repeated within a window, across windows and across partitions, with a tombstone
+    between its versions. Every consumed record ends in exactly one outcome counter, at every
+    scrape; every distinct text is embedded exactly once, with an empty cache."""
+    import random
+
+    topic = harness.unique("ledger")
+    harness.create_topic(topic, partitions=3)
+    texts = [r["text"] for r in harness.sample_records(300, offset=2000)]
+    rng = random.Random(16)
+    load = [t for t in texts for _ in range(6)]
+    rng.shuffle(load)
+    # The versions of x reuse texts of the load: whatever windows they fall in, no text is new.
+    versions = texts[:3]
+    stream: list[tuple[int, bytes | None, bytes | None]] = []
+
+    def x(text: str | None) -> tuple[int, bytes, bytes | None]:
+        return 0, b"x", None if text is None else json.dumps({"id": "x", "text": text}).encode()
+
+    for i, text in enumerate(load):
+        stream.append((i % 3, None, json.dumps({"text": text}).encode()))
+        if i in (10, 11):  # twice within one window
+            stream.append(x(versions[i - 10]))
+        if i == 900:  # a later window: a tombstone between versions
+            stream.append(x(None))
+        if i in (1200, 1201):  # one id on two partitions
+            stream.append((1 + i % 2, b"y", json.dumps({"id": "y", "text": texts[5]}).encode()))
+    stream.append(x(versions[2]))
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=harness.KAFKA, acks="all", linger_ms=5)
+    for partition, key, value in stream:
+        producer.send(topic, key=key, value=value, partition=partition)
+    producer.flush()
+    producer.close()
+
+    port = harness.free_port()
+    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "l.db"), INGESTOR_METRICS__PORT=str(port),
+                               INGESTOR_BATCH__MAX_WINDOW_RECORDS="256", INGESTOR_BATCH__MAX_WAIT_MS="50")
+    proc = harness.start_ingestor(env, log_path=tmp_path / "out.log")
+    base = f"http://127.0.0.1:{port}"
+    scrapes: list[dict[str, float]] = []
+
+    def settled() -> bool:
+        scrapes.append(_ledger(harness.http_get(base + "/metrics")[1]))
+        return scrapes[-1]["consumed"] == len(stream) and scrapes[-1]["in_flight"] == 0
+
+    try:
+        harness.wait_for(lambda: harness.http_get(base + "/healthz")[0] == 200, 120, what="/healthz")
+        harness.wait_for(settled, 300, interval_s=0.1, what="every record settled")
+    finally:
+        assert harness.stop(proc) == 0
+    for s in scrapes:  # the identity holds at every scrape, mid-stream included
+        assert s["consumed"] == sum(s[k] for k in OUTCOMES) + s["in_flight"], s
+    assert any(s["in_flight"] > 0 for s in scrapes), "no scrape caught records in flight"
+    final = scrapes[-1]
+    # The tombstone is applied, or superseded by the version after it when both share a window.
+    assert final["superseded"] > 0 and final["deleted"] <= 1 and final["dropped"] == 0
+    assert final["embedded"] == len(set(texts))
+    summary = harness.Run(0, (tmp_path / "out.log").read_text()).summary()
+    assert summary["consumed"] == len(stream)
+    assert summary["consumed"] == sum(summary[k] for k in OUTCOMES) + summary["in_flight"]
+    assert summary["in_flight"] == 0
+    rows = harness.milvus_rows(str(tmp_path / "l.db"), fields=("id", "text"))
+    assert len(rows) == len(set(texts)) + 2
+    stored = {r["id"]: r["text"] for r in rows}
+    assert stored["x"] == versions[2] and stored["y"] == texts[5]

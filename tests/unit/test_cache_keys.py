@@ -108,3 +108,16 @@ def test_content_hash_of_metadata_deeper_than_orjson_nests():
     for _ in range(400):
         deep = {"k": deep}
     assert ch(metadata={"deep": deep}) == ch(metadata={"deep": deep}) != ch()
+
+
+def test_a_cached_vector_keeps_its_truncation_flag_and_older_values_miss():
+    import numpy as np
+
+    from ingestor.cache import pack_vector, unpack_vector
+
+    v = np.arange(4, dtype=np.float32)
+    for flag in (True, False):
+        back = unpack_vector(pack_vector(v, flag), 4)
+        assert back is not None and np.array_equal(back.vector, v) and back.truncated is flag
+    assert unpack_vector(v.tobytes(), 4) is None  # written before the flag existed: a miss
+    assert unpack_vector(None, 4) is None

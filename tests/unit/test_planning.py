@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from ingestor.batcher import BatchLimits
-from ingestor.planning import Unit, Window, Work, collapse, cut_work, group_texts
+from ingestor.planning import SharedTexts, Unit, Window, Work, collapse, cut_work, group_texts
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
 TP = TopicPartition("docs", 0)
@@ -217,3 +217,35 @@ def test_padded_tokens_counts_only_units_still_to_embed():
     assert work.padded_tokens == 3 * 9
     next(u for u in work.units if u.tokens == 9).vector = object()  # cached
     assert work.padded_tokens == 2 * 5
+
+
+# -- texts in flight -------------------------------------------------------------------------------
+
+
+def _unit(text: str) -> Unit:
+    return Unit(text, hashlib.sha256(text.encode()).hexdigest(), [])
+
+
+def test_a_claimed_text_is_shared_until_its_owner_releases_it():
+    shared = SharedTexts(capacity=10)
+    owner = _unit("a")
+    shared.claim([owner])
+    later, other = _unit("a"), _unit("b")
+    shared.share([later, other])
+    assert later.shares is owner and other.shares is None
+    assert not later.to_embed and other.to_embed
+    shared.release([later])  # not the owner: nothing happens
+    assert len(shared) == 1
+    shared.release([owner])
+    again = _unit("a")
+    shared.share([again])
+    assert again.shares is None and len(shared) == 0
+
+
+def test_shared_texts_are_bounded():
+    shared = SharedTexts(capacity=2)
+    shared.claim([_unit(t) for t in "abcd"])
+    assert len(shared) == 2
+    beyond = _unit("d")
+    shared.share([beyond])
+    assert beyond.shares is None, "beyond the bound a text is embedded again"

@@ -27,12 +27,22 @@ class FakeEmbedder:
     identity = "fake@fp32"
     dimension = 4
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, fail_once: set[str] | None = None) -> None:
         self.log = log
+        self.fail_once = set(fail_once or ())
 
     def encode(self, texts):
+        failing = self.fail_once & set(texts)
+        if failing:
+            self.fail_once -= failing
+            raise RuntimeError("cannot encode")
         self.log.append(("encode", len(texts)))
         return np.ones((len(texts), 4), dtype=np.float32)
+
+    def prepare(self, texts):
+        from ingestor.embedder import Prepared
+
+        return [Prepared(5, False, {"input_ids": [1] * 5}) for _ in texts]
 
 
 class FakeCache:
@@ -92,9 +102,9 @@ class LoggingTracker(OffsetTracker):
         super().done(positions)
 
 
-def _pipeline(log: Log, sink: FakeSink) -> tuple[Pipeline, LoggingTracker]:
+def _pipeline(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
-    p = Pipeline(BatchSettings(), tracker, FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
+    p = Pipeline(BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
                  Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True)
     return p, tracker
 
@@ -109,13 +119,21 @@ def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | No
     return out
 
 
-def _work(items):
-    """One work as `Pipeline._emit` builds it (no cache hits): deletes and rejected ride along."""
+def _work(items, shared=None):
+    """One work as `Pipeline._emit` builds it (no cache hits): deletes and rejected ride along;
+    with `shared`, texts in flight share earlier passes and this work's texts are claimed."""
     window = collapse(items)
     units = group_texts(window.documents)
     for u in units:
         u.tokens = 5
-    [work] = cut_work(units, Work(deletes=window.deletes, rejected=window.rejected), BatchLimits(64, 8192))
+    ready = Work(deletes=window.deletes, rejected=window.rejected)
+    if shared is not None:
+        shared.share(units)
+        ready.units = [u for u in units if u.shares is not None]
+        units = [u for u in units if u.shares is None]
+        shared.claim(units)
+    [work] = cut_work(units, ready, BatchLimits(64, 8192))
+    work.claimed = [u for u in work.units if u.to_embed]
     return work
 
 
@@ -182,3 +200,39 @@ def test_retries_stop_when_shutdown_gives_up():
     with pytest.raises(Aborted):
         p._write(work)
     assert not [e for e in log if e[0] in ("store", "done")]
+
+
+def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_own():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log))
+    first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
+                                                          (None, b'{"id":"b","text":"same"}')]))
+    first = _work(first_items, p.shared)
+    second = _work(second_items, p.shared)  # read while the first is not written yet
+    assert [u.shares for u in second.units] == first.units
+    p._embed(first)
+    p._embed(second)
+    assert [e for e in log if e[0] == "encode"] == [("encode", 1)]
+    assert np.array_equal(second.units[0].vector, first.units[0].vector)
+    p._write(first)
+    p._write(second)
+    assert len(p.shared) == 0, "entries are released once their work is written"
+    assert ("upsert", ["b"]) in log and tracker.to_commit()[TP].offset == 2
+
+
+def test_when_the_shared_pass_fails_the_later_work_embeds_the_text_itself():
+    log = Log()
+    p, tracker = _pipeline(log, FakeSink(log), FakeEmbedder(log, fail_once={"same"}))
+    first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
+                                                          (None, b'{"id":"b","text":"same"}')]))
+    first = _work(first_items, p.shared)
+    second = _work(second_items, p.shared)
+    _run(p, first)
+    assert ("dlq", ["embed_failed"]) in log and len(p.shared) == 0
+    _run(p, second)
+    assert ("upsert", ["b"]) in log
+    assert tracker.to_commit()[TP].offset == 2
+
+
+def _split(items):
+    return items[:1], items[1:]
