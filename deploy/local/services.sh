@@ -4,25 +4,57 @@
 #   kafka   Apache Kafka 4.1.1, one combined broker+controller node in KRaft mode, from the jars
 #           that deploy/local/bootstrap.sh resolves (run with the machine's Java 17)
 #   redis   Debian's redis-server, no persistence
-#   milvus  a Milvus Lite gRPC server (optional: `up --milvus-server` or INGESTOR_MILVUS_SERVER=1;
+#   milvus  a real Milvus 2.3.5 standalone server (embedded etcd, local storage, rocksmq), the
+#           binary of the PyPI package `milvus` that bootstrap.sh unpacks under
+#           $INGESTOR_HOME/milvus-server (optional: `up --milvus-server` or INGESTOR_MILVUS_SERVER=1;
 #           by default ingestor opens Milvus Lite in-process on a local file)
+#   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
+#           `up --lite-server` or INGESTOR_LITE_SERVER=1)
+#
+# Milvus ports: besides its proxy (the gRPC/HTTP API) on P = INGESTOR_MILVUS_PORT, the server opens
+# ten more, B+0..B+9 with B = 20000 + 10 * (P mod 1000), always within 20000-29999 (below the
+# kernel's ephemeral range, 32768 up): B+0 proxy internal, +1 rootcoord, +2 querycoord,
+# +3 querynode, +4 metrics and /healthz (HTTP), +5 indexnode, +6 datacoord, +7 datanode,
+# +8 etcd client, +9 etcd peer. P=19530 takes 25300-25309; the fault suite's slots (P=19531 + 100 N)
+# take 25310-19, 26310-19, ..., 29310-19, 20310-19, 21310-19, 22310-19: no two of these, nor Kafka's
+# and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N), collide. Two values of P with
+# the same last three digits (19530 and 29530) do collide: start refuses when a port is taken.
+# etcd binds 127.0.0.1; Milvus 2.3 binds its gRPC and HTTP ports on all interfaces whatever the
+# config says (its ip: settings, 127.0.0.1 here, only pick the address the components dial).
+#
+# The Milvus server as measured on 2 cores: it answers 2-3 s after a start on an empty state dir,
+# 4-11 s after a restart (stop or kill -9) on existing data; ~210 MB RSS idle. Loaded collections
+# come back by themselves, at first "not loaded", then Loaded. Strong-consistency reads then still
+# wait until the previous process's etcd sessions expire (INGESTOR_MILVUS_SESSION_TTL): ~35 s from
+# the start with the default 30. The same TTL bounds a freeze: after a SIGSTOP longer than about
+# that, the sessions expire on SIGCONT and the server exits by itself. `stop` takes ~0.1 s. The
+# server also writes /run/milvus/standalone-ingestor-PORT.pid (/tmp/milvus/ when /run is not
+# writable) and /tmp/milvus/server_id_PID, paths compiled into it.
 #
 # Usage:
-#   services.sh up [--milvus-server]      start what is not running; returns once all answer
+#   services.sh up [--milvus-server] [--lite-server]      start what is not running; returns once
+#                                                         all answer
 #   services.sh down [--wipe]             stop what this script started; --wipe deletes all state
-#   services.sh status [--milvus-server]  one line per service; exit 0 iff the required ones are up
-#   services.sh start SERVICE...          start one service (kafka|redis|milvus), wait until ready
+#   services.sh status [--milvus-server] [--lite-server]  one line per service; exit 0 iff the
+#                                                         required ones are up
+#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite), wait until ready
 #   services.sh stop SERVICE...           stop one service (SIGTERM, then SIGKILL), keep its state
 #   services.sh restart SERVICE...        stop, then start
-#   services.sh pid SERVICE               print the pid of a service started by this script
+#   services.sh pid SERVICE               print the pid of a service started by this script (each
+#                                         service is its own process group: kill -- -PID)
 #
 # Environment (defaults in brackets):
-#   INGESTOR_HOME [~/.cache/ingestor]    where bootstrap.sh put the Kafka jars (kafka/lib)
+#   INGESTOR_HOME [~/.cache/ingestor]    where bootstrap.sh put the Kafka jars (kafka/lib) and the
+#                                        Milvus server (milvus-server)
 #   INGESTOR_VENV [$INGESTOR_HOME/venv]  Python used for readiness checks and Milvus Lite
 #   INGESTOR_STATE_DIR [<repo>/.state/services]  data, logs and pidfiles of all services
 #   INGESTOR_KAFKA_PORT [9092]  INGESTOR_KAFKA_CONTROLLER_PORT [9093]
-#   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]
-#   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus Lite server
+#   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]  INGESTOR_LITE_PORT [19540]
+#   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus server
+#   INGESTOR_LITE_SERVER [0]    1: `up` and `status` include the Milvus Lite server
+#   INGESTOR_MILVUS_SESSION_TTL [30]  the Milvus server's etcd session TTL in seconds (Milvus's
+#                               default): lower shortens the wait after a restart, and the longest
+#                               SIGSTOP it survives
 #   INGESTOR_KAFKA_HEAP_OPTS ["-Xms256m -Xmx1g"]  the broker's heap (the machine has 2 cores)
 #   INGESTOR_KAFKA_CDS [1]      0: start the broker without its class-data archive (see below)
 #   INGESTOR_SERVICES_TIMEOUT [60]  seconds to wait for a service to answer
@@ -34,12 +66,18 @@ repo="$(cd "$here/../.." && pwd)"
 home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
 venv="${INGESTOR_VENV:-$home/venv}"
 state="${INGESTOR_STATE_DIR:-$repo/.state/services}"
+[[ "$state" == /* ]] || state="$PWD/$state" # the Milvus server runs in a directory of its own
 kafka_lib="$home/kafka/lib"
+milvus_version=2.3.5 # bootstrap.sh pins the same
+milvus_home="$home/milvus-server"
+milvus_bin="$milvus_home/milvus-$milvus_version/bin"
 kafka_port="${INGESTOR_KAFKA_PORT:-9092}"
 controller_port="${INGESTOR_KAFKA_CONTROLLER_PORT:-9093}"
 redis_port="${INGESTOR_REDIS_PORT:-6379}"
 milvus_port="${INGESTOR_MILVUS_PORT:-19530}"
+lite_port="${INGESTOR_LITE_PORT:-19540}"
 ready_timeout="${INGESTOR_SERVICES_TIMEOUT:-60}"
+milvus_session_ttl="${INGESTOR_MILVUS_SESSION_TTL:-30}"
 stop_timeout="${INGESTOR_STOP_TIMEOUT:-30}"
 java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 host=127.0.0.1
@@ -47,7 +85,7 @@ host=127.0.0.1
 # (INGESTOR_STATE_DIR may be pointed anywhere).
 marker=.ingestor-services
 
-all_services=(kafka redis milvus)
+all_services=(kafka redis milvus lite)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -67,6 +105,7 @@ port_of() {
     kafka) echo "$kafka_port" ;;
     redis) echo "$redis_port" ;;
     milvus) echo "$milvus_port" ;;
+    lite) echo "$lite_port" ;;
   esac
 }
 
@@ -75,14 +114,15 @@ logs_of() {
   case "$1" in
     kafka) echo "$state/logs/kafka.out $state/logs/kafka.log" ;;  # JVM stderr, then log4j2's
     redis) echo "$state/logs/redis.log" ;;
-    milvus) echo "$state/logs/milvus.log" ;;
+    milvus) echo "$state/logs/milvus.log" ;; # the server's own log, etcd's, and its stderr
+    lite) echo "$state/logs/lite.log" ;;
   esac
 }
 
 check_service_name() {
   case "${1:-}" in
-    kafka | redis | milvus) ;;
-    *) die "unknown service '${1:-}' (expected kafka, redis or milvus)" ;;
+    kafka | redis | milvus | lite) ;;
+    *) die "unknown service '${1:-}' (expected kafka, redis, milvus or lite)" ;;
   esac
 }
 
@@ -115,8 +155,17 @@ pid_is_service() {
     kafka) [[ "$cmdline" == *"$state/kafka/server.properties"* ]] ;;
     # redis-server rewrites its argv to "redis-server 127.0.0.1:PORT", so match the program.
     redis) [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] ;;
-    milvus) [[ "$cmdline" == *"$state/milvus"* ]] ;;
+    # The server runs as $state/milvus/milvus, a link to the binary (see launch_milvus). Also
+    # matched: the Lite server that services.sh ran as `milvus` before, so that stop, down and
+    # start (which replaces it) still reach it.
+    milvus) [[ "$cmdline" == "$state/milvus/milvus run standalone "* ]] || legacy_lite "$pid" ;;
+    lite) [[ "$cmdline" == *" -m ingestor.lite --data-dir $state/lite "* ]] ;;
   esac
+}
+
+# Whether PID is a Milvus Lite server that an older services.sh started as its `milvus` service.
+legacy_lite() {
+  [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" == *" -m ingestor.lite --data-dir $state/milvus "* ]]
 }
 
 # Prints the pid of SERVICE if this script started it and it is still running; a stale pidfile
@@ -352,24 +401,150 @@ redis_ready() {
   [ "$(timeout 2 redis-cli -h "$host" -p "$redis_port" ping 2>/dev/null)" = PONG ]
 }
 
+# --- Milvus server -------------------------------------------------------------------------------
+
+ensure_milvus_server() {
+  if [ "$(cat "$milvus_home/.ingestor-milvus" 2>/dev/null)" != "$milvus_version" ] \
+    || [ ! -x "$milvus_bin/milvus" ]; then
+    log "Milvus $milvus_version server missing under $milvus_home: running bootstrap.sh"
+    bash "$here/bootstrap.sh"
+  fi
+}
+
+# Prints "PORT NAME" for every port the server opens besides its proxy port (see the header).
+milvus_internal_ports() {
+  local base i=0 name
+  if ! [[ "$milvus_port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$milvus_port" -gt 65535 ]; then
+    die "INGESTOR_MILVUS_PORT=$milvus_port is not a port number"
+  fi
+  base=$((20000 + 10 * (milvus_port % 1000)))
+  for name in proxy-internal rootcoord querycoord querynode metrics indexnode datacoord datanode \
+    etcd-client etcd-peer; do
+    echo "$((base + i)) $name"
+    i=$((i + 1))
+  done
+}
+
+# Written on every start from the package's own template (the one its `milvus-server` wrapper
+# fills in), so that a change of port takes effect without a wipe.
+write_milvus_config() {
+  local d="$state/milvus" port name args=()
+  mkdir -p "$d/configs"
+  while read -r port name; do args+=("$name=$port"); done < <(milvus_internal_ports)
+  "$milvus_home/bin/python" - "$d" "$milvus_port" "$milvus_session_ttl" "${args[@]}" <<'EOF' \
+    || die "milvus: could not write $d/configs"
+import re, sys
+from pathlib import Path
+
+import milvus
+
+d, proxy_port, session_ttl = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+port = dict(arg.split("=") for arg in sys.argv[4:])
+values = {
+    "proxy_port": proxy_port, "proxy_internal_port": port["proxy-internal"],
+    "root_coord_port": port["rootcoord"], "query_coord_port": port["querycoord"],
+    "query_node_port": port["querynode"], "index_node_port": port["indexnode"],
+    # Only dialled in bindIndexNodeMode, which is off: the index node's own port.
+    "index_coord_port": port["indexnode"], "data_coord_port": port["datacoord"],
+    "data_node_port": port["datanode"], "etcd_port": port["etcd-client"],
+    "etcd_data_dir": d / "etcd", "local_storage_dir": d / "data", "rocksmq_data_dir": d / "rocksmq",
+    # No log files: everything goes to stdout, which services.sh sends to logs/milvus.log.
+    "system_log_path": "", "etcd_log_path": "stdout",
+}
+template = Path(milvus.__file__).parent / "data" / "config.yaml.template"
+
+def fill(m):  # {{ key }}, {{ key(type) }} or {{ key(type): default }}
+    key, _, default = m.group(1).partition(":")
+    key = key.split("(")[0].strip()
+    if key in values:
+        return str(values[key])
+    if not default.strip():
+        raise SystemExit(f"no value for {key} in {template}")
+    return default.strip()
+
+text = re.sub(r"\{\{(.*?)\}\}", fill, template.read_text())
+# The address each component registers in etcd and the others dial (default: the first non-loopback
+# address). Milvus 2.3 still listens on all interfaces.
+text, n = re.subn(r"(?m)^  ip:.*$", "  ip: 127.0.0.1", text)
+assert n == 7, n
+# The embedded etcd reads its listeners from a file of its own; without one it takes 2379 and 2380.
+text = text.replace("  data:\n    dir: ", f"  config:\n    path: {d}/configs/etcd.yaml\n  data:\n    dir: ", 1)
+assert "configs/etcd.yaml" in text
+# On SIGTERM the query node waits for its segments to move to another node before it stops: with
+# no other node it would wait out common.gracefulStopTimeout (1800 s), until `stop` kills it.
+text = text.replace("\nqueryNode:\n", "\nqueryNode:\n  gracefulStopTimeout: 0\n", 1)
+assert "gracefulStopTimeout: 0" in text
+text, n = re.subn(r"(?m)^    ttl: 30 #", f"    ttl: {session_ttl} #", text)
+assert n == 1, n
+header = "# Written by deploy/local/services.sh on every start: edits here are lost.\n"
+(d / "configs" / "milvus.yaml").write_text(header + text)
+etcd_peer = f"http://127.0.0.1:{port['etcd-peer']}"
+etcd_client = f"http://127.0.0.1:{port['etcd-client']}"
+(d / "configs" / "etcd.yaml").write_text(header + f"""name: default
+listen-client-urls: {etcd_client}
+advertise-client-urls: {etcd_client}
+listen-peer-urls: {etcd_peer}
+initial-advertise-peer-urls: {etcd_peer}
+initial-cluster: default={etcd_peer}
+# As Milvus's own embedEtcd.yaml: keep etcd's history bounded.
+auto-compaction-mode: revision
+auto-compaction-retention: '1000'
+quota-backend-bytes: 4294967296
+""")
+# glog (knowhere, segcore): warnings and errors to stderr, no files.
+(d / "configs" / "glog.conf").write_text("--logtostderr=true\n--minloglevel=1\n")
+EOF
+}
+
+# Runs the binary itself, not the package's `milvus-server` wrapper: the wrapper is a Python parent
+# that would unpack the binary into the data dir on each start, probe for free ports from fixed
+# defaults (9091 upwards for the metrics port: Kafka's 9092 next), and die on SIGTERM at once,
+# leaving the server to finish stopping after `stop` returned. Run directly, the server is the
+# process group's leader and its only process (etcd runs inside it), and `stop` waits for it.
+launch_milvus() {
+  local d="$state/milvus" port name
+  ensure_milvus_server
+  milvus_internal_ports >/dev/null # dies here, not in the subshell below, on a bad port number
+  while read -r port name; do
+    if tcp_open "$port"; then
+      die "milvus: port $port (its $name) is taken by another process; the server's ports follow from INGESTOR_MILVUS_PORT=$milvus_port (see the header of $here/services.sh)"
+    fi
+  done < <(milvus_internal_ports)
+  write_milvus_config
+  # The link puts the state dir into the process's command line (pid_is_service matches on it).
+  ln -sfn "$milvus_bin/milvus" "$d/milvus"
+  # cwd: the server writes rocksmq_meta_kv/ into it. MILVUSCONF: milvus.yaml and glog.conf.
+  # -alias names its pidfile (/run/milvus/standalone-ALIAS.pid, or /tmp/milvus/ when /run is not
+  # writable; the path is compiled in), which it locks: one name per instance on the machine.
+  launch milvus "$state/logs/milvus.log" \
+    env -C "$d" DEPLOY_MODE=STANDALONE MILVUSCONF="$d/configs/" \
+    METRICS_PORT="$(milvus_internal_ports | awk '$2 == "metrics" { print $1 }')" \
+    LD_LIBRARY_PATH="$milvus_bin" \
+    "$d/milvus" run standalone -alias "ingestor-$milvus_port"
+}
+
+# A real call through pymilvus, not only a TCP connect.
+pymilvus_answers() {
+  tcp_open "$1" || return 1
+  timeout 20 "$venv/bin/python" -c "
+from pymilvus import MilvusClient
+MilvusClient('http://$host:$1', timeout=10).list_collections()" >/dev/null 2>&1
+}
+
+milvus_ready() { pymilvus_answers "$milvus_port"; }
+
 # --- Milvus Lite server --------------------------------------------------------------------------
 
 # The daemon's own Lite server (ingestor/lite.py): Milvus Lite with its per-row float check
 # skipped for wire floats and its garbage collection tuned, which several workers can share.
-launch_milvus() {
+launch_lite() {
   [ -x "$venv/bin/python" ] || die "$venv/bin/python not found: run deploy/local/bootstrap.sh"
-  mkdir -p "$state/milvus"
-  PYTHONUNBUFFERED=1 launch milvus "$state/logs/milvus.log" \
-    "$venv/bin/python" -m ingestor.lite --data-dir "$state/milvus" --host "$host" --port "$milvus_port"
+  mkdir -p "$state/lite"
+  PYTHONUNBUFFERED=1 launch lite "$state/logs/lite.log" \
+    "$venv/bin/python" -m ingestor.lite --data-dir "$state/lite" --host "$host" --port "$lite_port"
 }
 
-# A real call through pymilvus, not only a TCP connect.
-milvus_ready() {
-  tcp_open "$milvus_port" || return 1
-  timeout 20 "$venv/bin/python" -c "
-from pymilvus import MilvusClient
-MilvusClient('http://$host:$milvus_port', timeout=10).list_collections()" >/dev/null 2>&1
-}
+lite_ready() { pymilvus_answers "$lite_port"; }
 
 # --- generic lifecycle ---------------------------------------------------------------------------
 
@@ -384,7 +559,11 @@ ensure_venv() {
 ensure_launched() {
   local svc=$1 pid
   if pid="$(live_pid "$svc")"; then
-    return 0 # ours and alive: answering already, or still starting (ensure_ready waits)
+    if [ "$svc" != milvus ] || ! legacy_lite "$pid"; then
+      return 0 # ours and alive: answering already, or still starting (ensure_ready waits)
+    fi
+    log "milvus: pid $pid is the Milvus Lite server that an older services.sh ran as milvus; replacing it"
+    stop_service milvus
   fi
   if "${svc}_ready"; then
     log "$svc: something already answers on $host:$(port_of "$svc") (not started by services.sh); leaving it alone"
@@ -488,20 +667,27 @@ take_lock() {
   flock -w 120 9 || die "another services.sh holds $state/run/lock"
 }
 
-milvus_wanted() {
-  [ "${INGESTOR_MILVUS_SERVER:-0}" = 1 ] || [ "${1:-}" = --milvus-server ]
+# The optional services asked for, one per line, from the environment and the flags in "$@"
+# (a usage error for any other argument).
+optional_wanted() {
+  local milvus="${INGESTOR_MILVUS_SERVER:-0}" lite="${INGESTOR_LITE_SERVER:-0}" arg
+  for arg in "$@"; do
+    case "$arg" in
+      --milvus-server) milvus=1 ;;
+      --lite-server) lite=1 ;;
+      *) usage ;;
+    esac
+  done
+  [ "$milvus" != 1 ] || echo milvus
+  [ "$lite" != 1 ] || echo lite
 }
 
 # --- commands ------------------------------------------------------------------------------------
 
 cmd_up() {
-  local services=(kafka redis)
-  case "${1:-}" in
-    "") ;;
-    --milvus-server) ;;
-    *) usage ;;
-  esac
-  milvus_wanted "${1:-}" && services+=(milvus)
+  local services=(kafka redis) optional
+  optional="$(optional_wanted "$@")" || exit
+  [ -z "$optional" ] || mapfile -t -O 2 services <<<"$optional"
   take_lock
   start_services "${services[@]}"
   log "up: ${services[*]} (state in $state)"
@@ -517,7 +703,7 @@ cmd_down() {
   if [ -d "$state" ] && [ -n "$(ls -A "$state")" ]; then
     [ -e "$state/$marker" ] || die "$state was not created by services.sh; not touching it"
     take_lock
-    for svc in milvus redis kafka; do stop_service "$svc"; done
+    for svc in lite milvus redis kafka; do stop_service "$svc"; done
   fi
   if [ "$wipe" = 1 ]; then
     rm -rf "$state"
@@ -526,12 +712,15 @@ cmd_down() {
 }
 
 cmd_status() {
-  local svc pid port required rc=0 line
+  local svc pid port required rc=0 line optional
+  optional="$(optional_wanted "$@")" || exit
   for svc in "${all_services[@]}"; do
     port="$(port_of "$svc")"
     required=1
-    # Milvus counts when asked for, or when services.sh started it and it should still be there.
-    if [ "$svc" = milvus ] && ! milvus_wanted "${1:-}" && [ ! -f "$(pidfile milvus)" ]; then
+    # An optional service counts when asked for, or when services.sh started it and it should
+    # still be there.
+    if { [ "$svc" = milvus ] || [ "$svc" = lite ]; } && ! grep -qx "$svc" <<<"$optional" \
+      && [ ! -f "$(pidfile "$svc")" ]; then
       required=0
     fi
     pid="$(peek_pid "$svc" || true)"
@@ -543,7 +732,7 @@ cmd_status() {
     else
       line="down      $host:$port"
       [ "$required" = 1 ] && rc=1
-      [ "$required" = 0 ] && line+="  (optional: up --milvus-server)"
+      [ "$required" = 0 ] && line+="  (optional: up --$svc-server)"
     fi
     printf '%-7s %s\n' "$svc" "$line"
   done
