@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -158,6 +159,19 @@ def chunk_by_bytes(entities: Sequence[Entity], max_bytes: int) -> Iterator[list[
         yield chunk
 
 
+MIN_SERVER_VERSION = (2, 3, 0)  # the first Milvus with upsert
+
+
+def too_old(version: str) -> bool:
+    """Whether a Milvus server reporting `version` (`v2.3.5`, `2.4.0-rc1`, `milvus_lite-3.2.2`)
+    predates upsert. Milvus Lite and versions we cannot read are given the benefit of the doubt:
+    their first upsert would say so."""
+    if version.startswith("milvus_lite"):
+        return False
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    return found is not None and tuple(int(x) for x in found.groups()) < MIN_SERVER_VERSION
+
+
 def _lite_file_busy(exc: BaseException) -> bool:
     """Milvus Lite's own lock (a process that is not ingestor holds the file)."""
     seen: BaseException | None = exc
@@ -216,6 +230,7 @@ class MilvusSink:
         self._lock = LiteLock(settings.uri) if settings.is_lite else None
         self._lite = lite or (LiteServer(settings.uri) if settings.lite_child else None)
         self._client: Any = None
+        self.server_version = ""
         self.namespace = ""
         self.last_ok_monotonic = 0.0
         self._schema: dict[str, Any] | None = None  # for column writes; None: rows
@@ -243,11 +258,19 @@ class MilvusSink:
         try:
             self._client = MilvusClient(**kwargs)
             self._client.list_collections(timeout=self.settings.timeout_s)
+            version = str(self._client.get_server_version(timeout=self.settings.timeout_s))
         except Exception as exc:
             self._client = None
             if self._lock is not None and _lite_file_busy(exc):
                 raise StartupError(self._lock.busy_message()) from exc
             raise classify(exc) from exc
+        if too_old(version):
+            raise StartupError(
+                f"the Milvus server at {self.settings.uri} is {version}: ingestor writes with upsert, which Milvus "
+                f"supports from {'.'.join(map(str, MIN_SERVER_VERSION))}; upgrade the server")
+        if version != self.server_version:
+            log.info("connected to Milvus %s at %s", version, self.settings.uri)
+            self.server_version = version
         self._ok()
 
     def _serving_uri(self) -> str:

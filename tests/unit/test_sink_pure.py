@@ -165,3 +165,13 @@ def test_unknown_milvus_code_is_retriable():
 
 def test_os_level_connection_error_is_retriable():
     assert isinstance(classify(ConnectionResetError("reset by peer")), RetriableError)
+
+
+@pytest.mark.parametrize("version, old", [
+    ("v2.3.5", False), ("v2.3.0", False), ("2.4.13-rc1", False), ("v3.0.0", False),
+    ("v2.2.16", True), ("v2.0.0", True), ("milvus_lite-3.2.2", False), ("unknown", False),
+])
+def test_a_server_too_old_for_upsert_is_refused(version: str, old: bool) -> None:
+    from ingestor.sink import too_old
+
+    assert too_old(version) is old
