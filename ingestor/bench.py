@@ -86,6 +86,8 @@ class BenchOptions:
     skip_ceiling: bool = False
     trace_memory: bool = False  # tracemalloc through (e): Python's own memory, and who grew it
     keep: bool = False  # keep topics, Redis keys and the Milvus Lite files (for debugging)
+    milvus_uri: str | None = None  # a Milvus server for every variant; None: fresh Milvus Lite files
+    sink_rows: int = 24_576  # rows of the sink's own write rate, measured alone
 
 
 @dataclass
@@ -168,14 +170,17 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
 class Services:
     """Creates what the bench needs under unique names, and removes it again."""
 
-    def __init__(self, settings: Settings, redis_url: str, partitions: int, keep: bool) -> None:
+    def __init__(self, settings: Settings, redis_url: str, partitions: int, keep: bool,
+                 server: str | None = None) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.partitions = partitions
         self.keep = keep
+        self.server = server  # a Milvus server; None: a Lite file per variant
         self.run_id = uuid.uuid4().hex[:8]
         self.topics: list[str] = []
         self.redis_prefixes: list[str] = []
+        self.collections: list[str] = []  # on the server
         self.tmp = Path(tempfile.mkdtemp(prefix="ingestor-bench-"))
 
     def name(self, what: str) -> str:
@@ -212,12 +217,32 @@ class Services:
         return prefix
 
     def milvus_uri(self, what: str) -> str:
-        return str(self.tmp / f"{what}.db")
+        return self.server or str(self.tmp / f"{what}.db")
+
+    def collection(self, what: str) -> str:
+        """A collection name of this run: on a server, unique (and dropped at the end)."""
+        if self.server is None:
+            return what
+        name = f"{what}_{self.run_id}"
+        if name not in self.collections:
+            self.collections.append(name)
+        return name
 
     def cleanup(self) -> None:
         if self.keep:
-            log.warning("keeping topics %s, Redis prefixes %s and %s", self.topics, self.redis_prefixes, self.tmp)
+            log.warning("keeping topics %s, Redis prefixes %s, collections %s and %s", self.topics,
+                        self.redis_prefixes, self.collections, self.tmp)
             return
+        if self.server is not None and self.collections:
+            from ingestor.lite import milvus_client
+
+            try:
+                with milvus_client(self.server) as client:
+                    for name in self.collections:
+                        if client.has_collection(name):
+                            client.drop_collection(name)
+            except Exception as exc:
+                log.warning("could not drop the bench's collections %s: %s", self.collections, exc)
         if self.topics:
             try:
                 from kafka.admin import KafkaAdminClient
@@ -330,6 +355,46 @@ def bench_plain(model: Any, texts: list[str], tokens: int) -> dict[str, Any]:
     }
 
 
+# -- the sink alone --------------------------------------------------------------------------------
+
+
+def sink_rate(uri: str, collection: str, rows: int, chunk: int = 512, dimension: int = 384) -> dict[str, Any]:
+    """How many rows per second the sink takes through `MilvusSink.upsert`, alone: no Kafka, no
+    model, no Redis. The pipeline can go no faster: read (f) against it. Rows carry stored sample
+    texts and metadata, as the pipeline's do; the CPU per row of a Lite child (when the sink is a
+    Lite file) and of this process are reported beside the rate."""
+    import numpy as np
+
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import Entity, MilvusSink
+
+    texts = [r.text for r in load_corpus(SAMPLE)[:chunk]]
+    vectors = np.random.default_rng(0).standard_normal((chunk, dimension)).astype(np.float32)
+    chunks = [[Entity(f"r{i}-{j}", vectors[j], texts[j % len(texts)], {"source": "sink-rate", "j": j}, "0" * 64,
+                      "m", False, "t", 0, i * chunk + j) for j in range(chunk)]
+              for i in range(max(2, rows // chunk))]
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=collection), dimension, "m")
+    sink.connect()
+    sink.ensure_collection()
+    try:
+        sink.upsert(chunks[0])  # the first write builds the collection's state: not timed
+        child = next(iter(child_pids() or ()), None) if not uri.startswith("http") else None
+
+        def server_cpu() -> float:
+            return (cpu_seconds(child) or 0.0) if child else 0.0
+
+        written = sum(len(c) for c in chunks[1:])
+        k0, s0, t0 = server_cpu(), time.process_time(), time.perf_counter()
+        for c in chunks[1:]:
+            sink.upsert(c)
+        seconds = time.perf_counter() - t0
+        return {"rows": written, "chunk": chunk, "seconds": round(seconds, 3), "rows_per_s": rate(written, seconds),
+                "lite_child_cpu_us_per_row": round(1e6 * (server_cpu() - k0) / written, 1) if child else None,
+                "client_cpu_us_per_row": round(1e6 * (time.process_time() - s0) / written, 1)}
+    finally:
+        sink.close()
+
+
 # -- (b) the naive loop ---------------------------------------------------------------------------
 
 
@@ -342,8 +407,9 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
 
     topic = svc.topic("naive", records)
     uri = svc.milvus_uri("naive")
+    collection = svc.collection("naive")
     client = MilvusClient(uri=uri)
-    client.create_collection("naive", dimension=dimension, id_type="string", max_length=512,
+    client.create_collection(collection, dimension=dimension, id_type="string", max_length=512,
                              metric_type="COSINE", consistency_level="Strong")
     consumer = KafkaConsumer(
         topic, **client_kwargs(settings.kafka), group_id=svc.name("naive-group"), auto_offset_reset="earliest",
@@ -367,7 +433,7 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
             docs = [json.loads(r.value) for r in batch]
             vectors = model.encode([d["text"] for d in docs], batch_size=NAIVE_BATCH, convert_to_numpy=True,
                                    show_progress_bar=False)
-            client.insert("naive", [{"id": d["id"], "vector": v.tolist(), "text": d["text"]}
+            client.insert(collection, [{"id": d["id"], "vector": v.tolist(), "text": d["text"]}
                                     for d, v in zip(docs, vectors)])
             consumer.commit()
             now_ms = time.time() * 1000
@@ -678,7 +744,8 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
     result["tokens"] = tokens
     result["batch_settings"] = settings.batch.for_device(device).model_dump()
     redis_url = settings.redis.url.get_secret_value() if settings.redis.url is not None else DEFAULT_REDIS_URL
-    svc = Services(settings, redis_url, options.partitions, options.keep)
+    svc = Services(settings, redis_url, options.partitions, options.keep, options.milvus_uri)
+    result["sink"] = options.milvus_uri or "Milvus Lite (a file per variant, served from a child process)"
     result["run_id"] = svc.run_id
     try:
         progress("warming the model up")
@@ -694,13 +761,18 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             progress(f"(b) naive consume → encode(batch {NAIVE_BATCH}) → insert → commit of {limit} records")
             result["naive"] = with_cpu(lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension))
 
+        progress(f"the sink alone: {options.sink_rows} rows into {result['sink']}")
+        result["sink_alone"] = sink_rate(svc.milvus_uri("sink"), svc.collection("sink"), options.sink_rows,
+                                         dimension=embedder.dimension)
+
         progress(f"(c) the daemon on {limit} records (cold cache)")
         uri = svc.milvus_uri("pipeline")
+        bench_collection = svc.collection("bench")
         prefix = svc.redis_prefix("cache")
         topic_c = svc.topic("pipeline", head)
-        s_c = daemon_settings(settings, topic_c, svc.name("pipeline-group"), uri, "bench", redis_url, prefix)
+        s_c = daemon_settings(settings, topic_c, svc.name("pipeline-group"), uri, bench_collection, redis_url, prefix)
         pipeline = with_cpu(lambda: bench_daemon(s_c, embedder, head, tokens))
-        ids_c = milvus_ids(uri, "bench", settings.milvus.lite_in_process)
+        ids_c = milvus_ids(uri, bench_collection, settings.milvus.lite_in_process)
         pipeline["milvus_rows"] = len(ids_c)
         pipeline["milvus_ids_match"] = len(ids_c) == len(set(ids_c)) and set(ids_c) == {r.id for r in head}
         result["pipeline"] = pipeline
@@ -710,9 +782,9 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         warm_tokens = corpus_tokens(embedder, [r.text for r in warm_records])
         progress(f"(d) the daemon on {len(warm_records)} records, {n_repeat} repeating texts of (c)")
         topic_d = svc.topic("warm", warm_records)
-        s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, "bench", redis_url, prefix)
+        s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, bench_collection, redis_url, prefix)
         warm = with_cpu(lambda: bench_daemon(s_d, embedder, warm_records, warm_tokens))
-        ids_all = milvus_ids(uri, "bench", settings.milvus.lite_in_process)
+        ids_all = milvus_ids(uri, bench_collection, settings.milvus.lite_in_process)
         warm["repeated_records"] = n_repeat
         warm["new_records"] = len(warm_records) - n_repeat
         warm["cache_hits"] = int(warm["counts"]["cache_hits"])
@@ -736,8 +808,8 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         if options.steady_seconds > 0:
             progress(f"(e) steady load: {options.steady_rate:g} records/s for {options.steady_seconds:g}s")
             topic_e = svc.topic("steady", [])
-            s_e = daemon_settings(settings, topic_e, svc.name("steady-group"), uri, "steady", redis_url,
-                                  svc.redis_prefix("steady"))
+            s_e = daemon_settings(settings, topic_e, svc.name("steady-group"), uri, svc.collection("steady"),
+                                  redis_url, svc.redis_prefix("steady"))
             result["steady"] = with_cpu(lambda: bench_steady(s_e, embedder, corpus, svc, options.steady_seconds,
                                                              options.steady_rate, options.trace_memory))
 
@@ -746,8 +818,8 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             tokens_f = corpus_tokens(embedder, [r.text for r in records_f])
             progress(f"(f) the daemon on {len(records_f)} records with a null forward pass (the pipeline's ceiling)")
             topic_f = svc.topic("ceiling", records_f)
-            s_f = daemon_settings(settings, topic_f, svc.name("ceiling-group"), svc.milvus_uri("ceiling"), "ceiling",
-                                  redis_url, svc.redis_prefix("ceiling"))
+            s_f = daemon_settings(settings, topic_f, svc.name("ceiling-group"), svc.milvus_uri("ceiling"),
+                                  svc.collection("ceiling"), redis_url, svc.redis_prefix("ceiling"))
             ceiling = with_cpu(lambda: bench_ceiling(s_f, embedder, records_f, tokens_f))
             # CPU of this process per record, all threads, set-up included: the pipeline's own cost.
             ceiling["cpu_us_per_record"] = round(1e6 * ceiling["cpu_s"] / len(records_f), 1)
@@ -878,6 +950,11 @@ def render(result: dict[str, Any], console: Any) -> None:
                       f"{TARGETS['precision_speedup']}×); cosine to torch fp32: min {cmp_['cosine_min']:.5f}, mean "
                       f"{cmp_['cosine_mean']:.5f} (target min ≥ {target})")
         return
+    sink = result.get("sink_alone")
+    if sink:
+        console.print(f"sink: {result.get('sink')}; alone it took [bold]{_f(sink['rows_per_s'], 0)}[/bold] rows/s "
+                      f"({sink['rows']} rows in upserts of {sink['chunk']}, {_f(sink['client_cpu_us_per_row'])} µs of "
+                      f"this process's CPU per row)", highlight=False)
     table = Table(title="throughput and latency")
     for col in ("variant", "records", "seconds", "texts/s", "tokens/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)

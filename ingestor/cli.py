@@ -217,6 +217,7 @@ def dlq_replay(
 def bench(
     config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
     model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
+    milvus_uri: Annotated[Optional[str], typer.Option("--milvus-uri", help="A Milvus server (http://host:port) for every variant, in collections of its own (dropped after); default: a fresh Milvus Lite file per variant")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="JSONL corpus (default: the bundled sample)")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Records for (a)-(c); default 1000 on CPU, 2000 on GPU, at most 2/3 of the corpus")] = None,
     steady_seconds: Annotated[float, typer.Option("--steady-seconds", min=0, help="Length of the steady-load run (e); 0 skips it")] = 30.0,
@@ -233,11 +234,17 @@ def bench(
 
     if compare_precision is not None:
         compare_precision = _comparable(compare_precision)
+    if milvus_uri is not None:
+        from ingestor.config import is_lite_uri
+
+        if is_lite_uri(milvus_uri):
+            raise ConfigError(f"--milvus-uri must be a Milvus server (http://host:port), not {milvus_uri!r}: "
+                              "without it the bench uses fresh Milvus Lite files")
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, model=model, device=device,
                          precision=precision, backend=backend, log_level=log_level)
     options = BenchOptions(input=input or SAMPLE, limit=limit, steady_seconds=steady_seconds, skip_naive=skip_naive,
                            compare_precision=compare_precision, json_path=json_path,
-                           skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep)
+                           skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep, milvus_uri=milvus_uri)
     result = run_bench(settings, options, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     render(result, console)
     if json_path is not None:

@@ -22,6 +22,7 @@ from ingestor.config import Settings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
+from ingestor.faults import stand_in_embedder
 from ingestor.health import HealthServer, MilvusWatch, Status
 from ingestor.lite import LiteServer
 from ingestor.memory import tune_gc
@@ -169,7 +170,7 @@ class Daemon:
             lite.spawn()  # its start overlaps the model load
         try:
             if self.embedder is None:
-                self.embedder = Embedder(s.model, s.runtime.torch_threads)
+                self.embedder = stand_in_embedder() or Embedder(s.model, s.runtime.torch_threads)
                 if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
                     self.embedder.precision_report(_PROBE_TEXTS)
         except BaseException:

@@ -17,6 +17,10 @@ marker raise, as a model does on the one input it cannot encode.
 gzip, snappy, lz4, zstd; comma-separated), so every batch compressed with it fails to decode in the
 real fetch path, as a batch a consumer cannot decode does.
 
+``INGESTOR_FAULT_STAND_IN_MODEL=1`` replaces the model with a stand-in that loads nothing (no torch)
+and gives each text a fixed pseudo-random unit vector (`stand_in_vector`): for tests that run many
+daemons at once, where a dozen copies of the model would not fit.
+
 ``INGESTOR_FAULT_SINK_REJECT=@@reject@@`` hands Milvus a malformed vector (one dimension short) for
 every entity whose id contains that marker, so the real server refuses that one record.
 """
@@ -40,6 +44,7 @@ _slow_remaining = int(_slow_n or "-1")
 _OOM_OVER = int(os.environ["INGESTOR_FAULT_OOM_OVER"]) if os.environ.get("INGESTOR_FAULT_OOM_OVER") else None
 _FAIL_TEXT = os.environ.get("INGESTOR_FAULT_FAIL_TEXT") or None
 _SINK_REJECT = os.environ.get("INGESTOR_FAULT_SINK_REJECT") or None
+_STAND_IN = os.environ.get("INGESTOR_FAULT_STAND_IN_MODEL") == "1"
 _HIDE_CODECS = [c.strip() for c in os.environ.get("INGESTOR_FAULT_HIDE_CODEC", "").split(",") if c.strip()]
 
 
@@ -89,3 +94,48 @@ def hide_codecs() -> None:
 
     for name in _HIDE_CODECS:
         setattr(codec, f"has_{name}", lambda: False)
+
+
+STAND_IN_DIMENSION = 384
+
+
+def stand_in_vector(text: str) -> Any:
+    """The stand-in model's vector of `text`: a unit vector seeded by the text's SHA-256."""
+    import hashlib
+
+    import numpy as np
+
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(STAND_IN_DIMENSION).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class StandInEmbedder:
+    """What the pipeline asks of `embedder.Embedder`, without a model."""
+
+    device = "cpu"
+    identity = "stand-in@fp32"
+    dimension = STAND_IN_DIMENSION
+    max_seq_length = 256
+    is_reference = True
+
+    def prepare(self, texts: list[str]) -> list[Any]:
+        from ingestor.embedder import Prepared
+
+        return [Prepared(min(len(t) // 4 + 2, self.max_seq_length), False, {"text": t}) for t in texts]
+
+    def collate(self, encodings: list[Any]) -> dict[str, Any]:
+        return {"texts": [e["text"] for e in encodings]}
+
+    def forward(self, features: dict[str, Any]) -> Any:
+        return self.encode(features["texts"])
+
+    def encode(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.stack([stand_in_vector(t) for t in texts]) if texts else np.zeros((0, self.dimension), np.float32)
+
+
+def stand_in_embedder() -> StandInEmbedder | None:
+    """The stand-in model when INGESTOR_FAULT_STAND_IN_MODEL=1, else None."""
+    return StandInEmbedder() if _STAND_IN else None

@@ -209,7 +209,11 @@ class KafkaSource:
         parse_options: ParseOptions,
         until_caught_up: bool = False,
         backoff: Backoff | None = None,
+        consumer: KafkaConsumer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`consumer`, `clock` and `sleep` are for tests (a scripted consumer, a fake clock)."""
         self.settings = settings
         self.tracker = tracker
         self.deliver = deliver
@@ -217,13 +221,15 @@ class KafkaSource:
         self.parse_options = parse_options
         self.until_caught_up = until_caught_up
         self.backoff = backoff or Backoff()
-        self.consumer: KafkaConsumer = make_consumer(settings)
+        self.clock = clock
+        self.sleep = sleep
+        self.consumer: KafkaConsumer = consumer if consumer is not None else make_consumer(settings)
         self.newly_assigned: set[TopicPartition] = set()
         # Partitions whose next batch cannot be decoded: paused apart from backpressure.
         self.blocked: dict[TopicPartition, Blocked] = {}
         self.caught_up = threading.Event()
         self.stopping = threading.Event()
-        self.alive_monotonic = time.monotonic()
+        self.alive_monotonic = self.clock()
         self._catch_up = CatchUp()
         self._paused = False
         self._last_commit = 0.0
@@ -267,7 +273,7 @@ class KafkaSource:
         return targets
 
     def poll_once(self) -> None:
-        self.alive_monotonic = time.monotonic()
+        self.alive_monotonic = self.clock()
         self._seed_new_partitions()
         self._apply_backpressure()
         self._retry_blocked()
@@ -279,7 +285,7 @@ class KafkaSource:
         except KafkaError as exc:
             metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
             log.warning("poll failed (%s); retrying", exc)
-            time.sleep(0.5)
+            self.sleep(0.5)
             return
         items: list[Parsed] = []
         for ktp, records in batches.items():
@@ -366,8 +372,9 @@ class KafkaSource:
         prior = self.blocked.get(tp)
         attempts = prior.attempts + 1 if prior is not None and prior.offset == failure.offset else 1
         delay = self.backoff.delay_s(attempts - 1)
-        error = f"{type(failure.cause).__name__}: {failure.cause}"
-        self.blocked[tp] = Blocked(failure.offset, failure.reason, error, attempts, time.monotonic() + delay)
+        name, text = type(failure.cause).__name__, str(failure.cause)
+        error = text if text.startswith(name) else f"{name}: {text}"  # kafka-python's errors name themselves
+        self.blocked[tp] = Blocked(failure.offset, failure.reason, error, attempts, self.clock() + delay)
         try:
             self.consumer.pause(failure.tp)
         except (KafkaError, AssertionError, ValueError):
@@ -382,7 +389,7 @@ class KafkaSource:
                       tp, failure.offset, attempts, delay)
 
     def _retry_blocked(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for tp, blocked in list(self.blocked.items()):
             if now < blocked.retry_at or self._paused or self.stopping.is_set():
                 continue
@@ -444,7 +451,7 @@ class KafkaSource:
     # -- commits ---------------------------------------------------------------------------------
 
     def maybe_commit(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         # An async commit's callback can be lost in a rebalance; never let one block commits for
         # longer than a request can take.
         if self._commit_in_flight and not force and now - self._last_commit < self.settings.request_timeout_ms / 1000.0:
@@ -488,7 +495,7 @@ class KafkaSource:
     def _check_caught_up(self) -> None:
         if not self.until_caught_up or self.caught_up.is_set():
             return
-        now = time.monotonic()
+        now = self.clock()
         for tp, target in self._catch_up.targets.items():
             if tp in self._catch_up.reached:
                 continue
@@ -515,7 +522,7 @@ class KafkaSource:
     def _report_lag(self) -> None:
         """End offset (the last stable offset with read_committed) minus committed, per owned
         partition, every few seconds."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_lag < LAG_INTERVAL_S:
             return
         self._last_lag = now

@@ -25,6 +25,15 @@ def services() -> None:
 
 
 @pytest.fixture(scope="session")
+def milvus_server(services) -> str:
+    """The URI of a real Milvus server (deploy/local/services.sh's `milvus`, started if needed)."""
+    result = harness.services("start", "milvus", timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"services.sh start milvus failed:\n{result.stdout}\n{result.stderr}")
+    return harness.MILVUS_SERVER
+
+
+@pytest.fixture(scope="session")
 def reference_model():
     """The model as plain sentence-transformers loads it: the oracle for stored vectors."""
     from sentence_transformers import SentenceTransformer

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 SAMPLE = REPO / "ingestor" / "data" / "sample.jsonl"
 KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
+MILVUS_SERVER = f"http://127.0.0.1:{os.environ.get('INGESTOR_MILVUS_PORT', '19530')}"
 REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
 
 

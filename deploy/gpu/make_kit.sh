@@ -2,14 +2,15 @@
 # Builds the kit that lets the GPU benchmark run on a bare GPU machine with no package registry
 # (the `device` tool of this workplace): a jlink'd Java runtime, the Kafka broker jars it needs,
 # Debian's redis-server with its two uncommon libraries, the Python wheels missing from that
-# machine's image, and the default model in fp16. Each part stays under the tool's 64 MiB per
-# call, so the kit travels in three calls (parts a, b, c). Output: <repo>/.gpu/{a,b,c}.
+# machine's image, the default model in fp16, and the Milvus 2.3.5 standalone server (PyPI `milvus`,
+# the wheel deploy/local/install_milvus.sh installs). Each part stays under the tool's 64 MiB per
+# call, so the kit travels in four calls (parts a, b, c, d). Output: <repo>/.gpu/{a,b,c,d}.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
 venv="${INGESTOR_VENV:-$home/venv}"
 out="$repo/.gpu"
-rm -rf "$out" && mkdir -p "$out/a" "$out/b" "$out/c"
+rm -rf "$out" && mkdir -p "$out/a" "$out/b" "$out/c" "$out/d"
 
 # a: Java runtime (only the modules the broker uses) + redis-server + small wheels
 tmp="$(mktemp -d)"
@@ -52,4 +53,6 @@ shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.
 tensors = {k: v.half().contiguous() for k, v in load_file(src / "model.safetensors").items()}
 save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
 PY
+# d: the Milvus server (one 58 MB wheel: the binary with its libraries, compressed)
+python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 -d "$out/d" milvus==2.3.5
 du -sh "$out"/*

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# On the GPU machine, after setup_part.sh a, b and c: start Kafka and Redis from the kit through
-# the project's own services.sh, then run `ingestor bench` on the GPU in fp16. Results go to $OUT.
+# On the GPU machine, after setup_part.sh a, b, c and d: start Kafka, Redis and the Milvus server
+# from the kit through the project's own services.sh; measure the server's write rate alone; run
+# `ingestor bench` on the GPU in fp16 with the server as the sink ((a) plain encode, (c) the
+# pipeline with one worker, (f) its ceiling with a null forward pass); then (c) again with K = 1, 2
+# and 4 worker processes on the GPU (`ingestor run --devices 0 --workers K`). Results go to $OUT.
 #
 # The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
 # measure a pipeline whose start-up is excluded but whose first fetches are not. The corpus here is
 # the sample ten times over (30,000 records), each cycle's texts made distinct by a suffix so that
 # none comes from the cache; (a)-(c) use 20,000 of them. With PROFILE=1 the bench runs under
-# `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (the Lite child
+# `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (its children
 # too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
 #
-# Then `deploy/gpu/workers.py` runs `ingestor run --devices 0 --workers K` for K in $WORKERS (1,2,3).
+# `deploy/gpu/workers.py` runs `ingestor run --devices 0 --workers K` for K in $WORKERS (1,2,4).
 #
 # Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS)
 set -euo pipefail
@@ -25,8 +28,9 @@ rm -f "$kit/venv/bin/python"
 printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >"$kit/venv/bin/python" && chmod +x "$kit/venv/bin/python"
 # A jlink'd runtime has no base class-data archive to extend.
 export INGESTOR_HOME="$kit/home" INGESTOR_VENV="$kit/venv" INGESTOR_STATE_DIR="$kit/state" INGESTOR_KAFKA_CDS=0
-# --milvus-server: the daemon's own Lite server on 19530, which the worker sweep below shares.
+# --milvus-server: a real Milvus 2.3.5 standalone server on 19530, the sink of every variant.
 bash "$repo/deploy/local/services.sh" up --milvus-server
+milvus=http://127.0.0.1:19530
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep -m1 "Model name"; } | tee "$out/machine.txt"
 
 corpus="$kit/corpus.jsonl"
@@ -41,9 +45,9 @@ with open(dst, "w") as f:
             f.write(json.dumps({**r, "id": f"{r['id']}~{c}", "text": text}) + "\n")
 PY
 
-python3 "$repo/deploy/gpu/lite_rate.py" --json "$out/lite_rate.json" || true
+python3 "$repo/deploy/gpu/sink_rate.py" --uri "$milvus" --json "$out/sink_rate.json" || true
 
-bench=(python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model"
+bench=(python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model" --milvus-uri "$milvus"
        --redis-url redis://127.0.0.1:6379/0 --input "$corpus" --limit "${LIMIT:-20000}"
        --steady-seconds "${STEADY_S:-10}" --json "$out/bench.json" "$@")
 if [ "${PROFILE:-0}" = 1 ] && command -v py-spy >/dev/null; then
@@ -53,9 +57,10 @@ else
   "${bench[@]}" 2>&1 | tee "$out/bench.log"
 fi
 
-# Worker processes per GPU through the real CLI (deploy/gpu/workers.py), all writing to the Lite
-# server: does spreading the per-record Python over processes feed the GPU better?
-if [ -n "${WORKERS:-1,2,3}" ]; then
-  python3 "$repo/deploy/gpu/workers.py" --input "$corpus" --limit "${LIMIT:-20000}" --workers "${WORKERS:-1,2,3}" \
-    --devices 0 --model "$kit/model" --precision fp16 --timeout-s 90 --json "$out/workers.json" 2>&1 | tee "$out/workers.log" || true
+# Worker processes per GPU through the real CLI (deploy/gpu/workers.py), all writing to the server:
+# does spreading the per-record Python over processes feed the GPU better?
+if [ -n "${WORKERS:-1,2,4}" ]; then
+  python3 "$repo/deploy/gpu/workers.py" --input "$corpus" --limit "${LIMIT:-20000}" --workers "${WORKERS:-1,2,4}" \
+    --devices 0 --model "$kit/model" --precision fp16 --timeout-s 90 --milvus-uri "$milvus" \
+    --json "$out/workers.json" 2>&1 | tee "$out/workers.log" || true
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: unpack one part of the kit (see make_kit.sh) into /tmp/ingestor-kit, which
-# outlives the call while the machine stays warm. Usage: setup_part.sh a|b|c
+# outlives the call while the machine stays warm. Usage: setup_part.sh a|b|c|d
 set -euo pipefail
 part="$1"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -14,5 +14,6 @@ case "$part" in
     ;;
   b) mkdir -p "$kit/home/kafka" && cp -r "$repo/.gpu/b/kafka/lib" "$kit/home/kafka/" && touch "$kit/home/kafka/.resolved" ;;
   c) rm -rf "$kit/model" && cp -r "$repo/.gpu/c/model" "$kit/model" ;;
+  d) INGESTOR_HOME="$kit/home" PYTHON=python3 bash "$repo/deploy/local/install_milvus.sh" "$repo"/.gpu/d/milvus-*.whl ;;
 esac
 ls "$kit"

@@ -1,7 +1,7 @@
 """Worker processes per device, as deployed: `ingestor run --devices D --workers K --until-caught-up`
-for each K asked, all writing to one shared Milvus server (for a Lite file: the daemon's own Lite
-server, `deploy/local/services.sh up --milvus-server`), each K on a fresh topic, consumer group,
-collection and cache prefix holding the same records.
+for each K asked, all writing to one shared Milvus server (`deploy/local/services.sh up
+--milvus-server`; or the daemon's own Lite server, `up --lite-server`), each K on a fresh topic,
+consumer group, collection and cache prefix holding the same records.
 
 A small model leaves a fast GPU waiting on one process's Python (the GIL: Kafka decoding,
 tokenising, Redis, Milvus packing); K consumer-group members sharing the device spread that work

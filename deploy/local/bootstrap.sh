@@ -65,33 +65,5 @@ if [ "$(cat "$venv/.ingestor-pyc" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$venv/.ingestor-pyc"
 fi
 
-# The Milvus server's own venv: the package only wraps a binary, and keeping it apart means a
-# change of pyproject.toml never reinstalls it, nor it the project's dependencies. Its wrapper
-# (`milvus-server`) would unpack the binary and its libraries (~250 MB) into every data dir and
-# pick ports itself; services.sh runs the binary directly instead, so it is unpacked here, once,
-# into $milvus_venv/milvus-$milvus_version/bin (all at once: a half-unpacked dir is never used).
-milvus_version=2.3.5
-milvus_venv="$home/milvus-server"
-milvus_bin="$milvus_venv/milvus-$milvus_version/bin"
-if [ "$(cat "$milvus_venv/.ingestor-milvus" 2>/dev/null)" != "$milvus_version" ] \
-  || [ ! -x "$milvus_bin/milvus" ]; then
-  log "installing the Milvus $milvus_version standalone server into $milvus_venv (~60 MB download)"
-  [ -x "$milvus_venv/bin/python" ] || "$py" -m venv "$milvus_venv"
-  "$milvus_venv/bin/python" -m pip install -q --disable-pip-version-check "milvus==$milvus_version"
-  rm -rf "$milvus_bin.tmp"
-  "$milvus_venv/bin/python" - "$milvus_bin.tmp" <<'EOF2'
-import lzma, os, shutil, sys
-from pathlib import Path
-import milvus
-out = Path(sys.argv[1])
-out.mkdir(parents=True)
-for packed in sorted((Path(milvus.__file__).parent / "data" / "bin").glob("*.lzma")):
-    with lzma.open(packed) as src, open(out / packed.stem, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    os.chmod(out / packed.stem, 0o755)
-EOF2
-  rm -rf "$milvus_bin"
-  mv "$milvus_bin.tmp" "$milvus_bin"
-  echo "$milvus_version" >"$milvus_venv/.ingestor-milvus"
-fi
-log "ready: $venv (Milvus server: $milvus_venv)"
+bash "$here/install_milvus.sh"
+log "ready: $venv (Milvus server: $home/milvus-server)"

@@ -21,9 +21,9 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    """Kafka, Redis and a Milvus Lite *server* on their own ports and state dir (ports 19092, 19093,
-    16379, 19531 and .state/faults; a concurrent session of this suite gets the next slot, every
-    port + 100); wiped at the end."""
+    """Kafka, Redis, a Milvus Lite server and a real Milvus server on their own ports and state
+    dir (ports 19092, 19093, 16379, 19541, 19531 and .state/faults; a concurrent session of this
+    suite gets the next slot, every port + 100); wiped at the end."""
     slot, lock = claim_slot()
     s = Stack(slot)
     try:
@@ -40,8 +40,11 @@ def stack() -> Iterator[Stack]:
 @pytest.fixture
 def scenario(stack: Stack, request: pytest.FixtureRequest, tmp_path) -> Iterator[Scenario]:
     """Per test: unique names; afterwards its processes are killed and whatever the test left
-    frozen, stopped or reconfigured (if it failed half-way) is repaired for the next one."""
-    scn = Scenario(stack, request.node.name, tmp_path)
+    frozen, stopped or reconfigured (if it failed half-way) is repaired for the next one.
+
+    The Milvus Lite server by default; `@pytest.mark.parametrize("scenario", ["lite", "server"],
+    indirect=True)` runs a test against each backend."""
+    scn = Scenario(stack, request.node.name, tmp_path, backend=getattr(request, "param", "lite"))
     try:
         yield scn
     finally:
@@ -51,6 +54,7 @@ def scenario(stack: Stack, request: pytest.FixtureRequest, tmp_path) -> Iterator
 
 def _repair(stack: Stack) -> None:
     stack.thaw_all()
+    stack.milvus_write_quota(deny=False)
     if not stack.healthy():
         stack.services("up")
     r = stack.redis()

@@ -25,7 +25,9 @@ from tests import harness
 # The brief's port set and state dir are slot 0. Several sessions of this suite on one machine
 # (test.sh runs it too) would wreck each other's services: each session claims a free slot with a
 # lock held for its whole life, and slot N shifts every port by 100 * N.
-BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 19531}
+BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 19531, "lite": 19541}
+# The Milvus each scenario writes to: the daemon's Milvus Lite server, or a real Milvus server.
+BACKENDS = {"lite": "lite", "server": "milvus"}  # backend -> its service in services.sh
 SLOTS = 8
 
 
@@ -68,8 +70,10 @@ class Stack:
             "INGESTOR_KAFKA_CONTROLLER_PORT": str(self.port("controller")),
             "INGESTOR_REDIS_PORT": str(self.port("redis")),
             "INGESTOR_MILVUS_PORT": str(self.port("milvus")),
+            "INGESTOR_LITE_PORT": str(self.port("lite")),
             "INGESTOR_STATE_DIR": str(self.state_dir),
             "INGESTOR_MILVUS_SERVER": "1",
+            "INGESTOR_LITE_SERVER": "1",
         }
 
     @property
@@ -80,9 +84,8 @@ class Stack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.port('redis')}/0"
 
-    @property
-    def milvus_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port('milvus')}"
+    def milvus_uri(self, backend: str = "lite") -> str:
+        return f"http://127.0.0.1:{self.port(BACKENDS[backend])}"
 
     def services(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         result = harness.services(*args, timeout=timeout, env=self.env)
@@ -113,13 +116,24 @@ class Stack:
             self.signal(service, signal.SIGCONT)
 
     def thaw_all(self) -> None:
-        for service in ("kafka", "redis", "milvus"):
+        for service in ("kafka", "redis", "milvus", "lite"):
             result = harness.services("pid", service, env=self.env)
             if result.returncode == 0:
                 try:
                     os.killpg(int(result.stdout.strip()), signal.SIGCONT)
                 except (ProcessLookupError, ValueError):
                     pass
+
+    def milvus_write_quota(self, deny: bool) -> None:
+        """Deny (or allow) every write on the Milvus server, as its quota protection does: the
+        server watches its milvus.yaml and takes `quotaAndLimits.limitWriting.forceDeny` within
+        seconds ("quota exceeded[reason=the writing has been deactivated by the administrator]")."""
+        path = self.state_dir / "milvus" / "configs" / "milvus.yaml"
+        lines = path.read_text().split("\n")
+        section = next(i for i, line in enumerate(lines) if line.strip() == "limitWriting:")
+        at = next(i for i in range(section, len(lines)) if lines[i].strip().startswith("forceDeny:"))
+        lines[at] = re.sub(r"forceDeny: \w+", f"forceDeny: {'true' if deny else 'false'}", lines[at])
+        path.write_text("\n".join(lines))
 
     def redis(self) -> Any:
         import redis
@@ -194,6 +208,7 @@ class Scenario:
     collection: str = ""
     key_prefix: str = ""
     milvus_uri: str = ""
+    backend: str = "lite"  # see BACKENDS
     produced: list[Produced] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra INGESTOR_* for every run
@@ -204,7 +219,12 @@ class Scenario:
         self.group = self.group or f"g-{tag}"
         self.collection = self.collection or f"c_{tag}"
         self.key_prefix = self.key_prefix or f"ft:{tag}"
-        self.milvus_uri = self.milvus_uri or self.stack.milvus_uri
+        self.milvus_uri = self.milvus_uri or self.stack.milvus_uri(self.backend)
+
+    @property
+    def milvus_service(self) -> str:
+        """The services.sh name of the Milvus this scenario writes to (to stop, kill or freeze it)."""
+        return BACKENDS[self.backend]
 
     @property
     def dlq_topic(self) -> str:
@@ -230,9 +250,11 @@ class Scenario:
         env.update(extra)
         return env
 
-    def start(self, name: str = "daemon", env: dict[str, str] | None = None, **extra: str) -> Daemon:
+    def start(self, name: str = "daemon", env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              **extra: str) -> Daemon:
+        """`ingestor run ARGS` in the background."""
         log_path = self.logdir / f"{name}-{len(self.procs)}.log"
-        proc = harness.start_ingestor(env or self.env(**extra), log_path=log_path)
+        proc = harness.start_ingestor(env or self.env(**extra), *args, log_path=log_path)
         self.procs.append(proc)
         return Daemon(proc, log_path)
 

@@ -4,6 +4,7 @@ rows 6, 7, 9, 10, 11, 16). Each ends with the oracle."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -42,6 +43,7 @@ def test_broker_frozen_then_restarted_ingestion_resumes(scenario: Scenario, refe
     oracle.check(scn, reference_model)
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_milvus_stopped_pauses_commits_and_resumes(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)
@@ -49,7 +51,7 @@ def test_milvus_stopped_pauses_commits_and_resumes(scenario: Scenario, reference
     d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
     d.wait_ready()
     scn.wait_progress(20, daemon=d)
-    scn.stack.services("stop", "milvus")
+    scn.stack.services("stop", scn.milvus_service)
     try:
         # Retry 3 comes > 1 s after the first failure: commits of work done before it have landed.
         d.wait_log(r"milvus unavailable, retry 3 ", timeout_s=60)
@@ -58,7 +60,7 @@ def test_milvus_stopped_pauses_commits_and_resumes(scenario: Scenario, reference
         during = scn.committed()
         d.assert_running()
     finally:
-        scn.stack.services("start", "milvus")
+        scn.stack.services("start", scn.milvus_service)
     assert during == before, f"committed moved while Milvus was down: {before} -> {during}"
     assert sum(during.values()) < 200
     oracle.check_committed_prefix(scn, during)
@@ -67,6 +69,67 @@ def test_milvus_stopped_pauses_commits_and_resumes(scenario: Scenario, reference
     assert "milvus recovered" in d.log()
     code, _ = d.terminate()
     assert code == 0, d.log()[-4000:]
+    oracle.check(scn, reference_model)
+
+
+@pytest.mark.parametrize("scenario", ["server"], indirect=True)
+def test_milvus_server_killed_then_frozen_mid_stream_commits_nothing_meanwhile(scenario: Scenario, reference_model):
+    """Row 7 against a real Milvus server: kill -9 of the server mid-stream, then a SIGSTOP
+    (shorter than its etcd session TTL, which a longer freeze outlives: the server then exits)."""
+    scn = scenario
+    scn.create_topic(4)
+    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
+    d.wait_ready()
+    for n, outage in enumerate(("killed", "frozen")):
+        # Records arrive before each outage, so that it hits writes in flight.
+        batch = scn.produce(sample(150, offset=150 * n))
+        scn.wait_progress(150 * n + 20, daemon=d)
+        retries = d.log().count("milvus unavailable, retry 3 ")
+        scn.stack.signal(scn.milvus_service, signal.SIGKILL if outage == "killed" else signal.SIGSTOP)
+        try:
+            d.wait_log(r"milvus unavailable, retry 3 ", timeout_s=90, count=retries + 1)
+            before = scn.committed()
+            time.sleep(OUTAGE_S)
+            during = scn.committed()
+            d.assert_running()
+        finally:
+            if outage == "killed":
+                scn.stack.services("start", scn.milvus_service)
+            else:
+                scn.stack.signal(scn.milvus_service, signal.SIGCONT)
+        assert during == before, f"committed moved while Milvus was {outage}: {before} -> {during}"
+        assert sum(during.values()) < 150 * (n + 1)
+        oracle.check_committed_prefix(scn, during)
+        scn.wait_landed(batch, timeout_s=240, daemon=d)
+    scn.wait_caught_up(daemon=d)
+    code, _ = d.terminate()
+    assert code == 0, d.log()[-4000:]
+    oracle.check(scn, reference_model)
+
+
+@pytest.mark.parametrize("scenario", ["server"], indirect=True)
+def test_milvus_denying_writes_by_quota_is_an_outage_not_a_dead_letter(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(4)
+    first = scn.produce(sample(60))
+    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
+    d.wait_ready()
+    scn.wait_landed(first, daemon=d)
+    scn.stack.milvus_write_quota(deny=True)
+    try:
+        second = scn.produce(sample(60, offset=60))
+        d.wait_log(r"milvus unavailable, retry 3 .*quota exceeded", timeout_s=90)
+        before = scn.committed()
+        time.sleep(OUTAGE_S)
+        assert scn.committed() == before, "committed moved while Milvus denied every write"
+        d.assert_running()
+    finally:
+        scn.stack.milvus_write_quota(deny=False)
+    scn.wait_landed(second, timeout_s=120, daemon=d)
+    scn.wait_caught_up(daemon=d)
+    code, _ = d.terminate()
+    assert code == 0, d.log()[-4000:]
+    assert not oracle.dead_letters(scn)
     oracle.check(scn, reference_model)
 
 
@@ -84,6 +147,7 @@ def _markers_resume(scn: Scenario, start: int) -> None:
     harness.wait_for(fed_and_marked, 90, interval_s=0.5, what="cache writes to resume after Redis returned")
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_redis_killed_then_hung_never_stalls_ingestion(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)

@@ -57,6 +57,7 @@ def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(sce
     oracle.check(scn, reference_model)
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_kill_after_embedding_before_upsert_replays_without_loss(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)
@@ -71,6 +72,7 @@ def test_kill_after_embedding_before_upsert_replays_without_loss(scenario: Scena
     oracle.check(scn, reference_model)
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_kill_after_upsert_before_commit_replays_the_same_ids(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)

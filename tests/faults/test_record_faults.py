@@ -83,6 +83,7 @@ def test_two_processes_on_one_milvus_lite_file_the_second_refuses(scenario: Scen
     oracle.check(scn, reference_model)
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_a_collection_of_another_dimension_refuses_to_start(scenario: Scenario):
     from pymilvus import DataType, MilvusClient
 
@@ -142,6 +143,7 @@ def _ingest_in_big_batches(scn: Scenario, good: list[Rec], bad: list[Rec], every
     return result
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_milvus_rejects_one_record_only_it_goes_to_the_dlq(scenario: Scenario, reference_model):
     """Row 8: the real server refuses the marked entities (a vector one dimension short, handed over
     by the fault hook); bisection sends only those to the DLQ and the rest of each batch lands."""

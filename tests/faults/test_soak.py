@@ -18,7 +18,8 @@ from tests.faults.stack import Daemon, Rec, Scenario, poison, sample
 
 pytestmark = pytest.mark.services
 
-FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus", "peer_joins_and_leaves")
+FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus", "kill_milvus", "freeze_milvus",
+          "peer_joins_and_leaves")
 KNOBS = {
     "INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS": "64",
     "INGESTOR_KAFKA__MAX_POLL_RECORDS": "32",
@@ -80,12 +81,20 @@ class Soak:
             stack.services("restart", "kafka")
         elif fault == "restart_redis":
             stack.services("restart", "redis")
-        elif fault == "stop_milvus":
-            stack.services("stop", "milvus")
+        elif fault in ("stop_milvus", "kill_milvus"):
+            if fault == "kill_milvus":
+                stack.signal(self.scn.milvus_service, signal.SIGKILL)
+                stack.services("stop", self.scn.milvus_service)  # until the killed process is gone
+            else:
+                stack.services("stop", self.scn.milvus_service)
             try:
                 time.sleep(rng.uniform(2, 8))  # the outage itself
             finally:
-                stack.services("start", "milvus")
+                stack.services("start", self.scn.milvus_service)
+        elif fault == "freeze_milvus":
+            # Shorter than the server's etcd session TTL (30 s), which a longer freeze outlives.
+            with stack.frozen(self.scn.milvus_service):
+                time.sleep(rng.uniform(2, 8))
         elif fault == "peer_joins_and_leaves":
             # A second worker takes a share of the partitions, works a little, then leaves
             # cleanly or dies; its share moves back to the first.
@@ -137,6 +146,7 @@ def _seed(default: int | None) -> int:
     return default if default is not None else random.SystemRandom().randrange(1 << 31)
 
 
+@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
 def test_soak_short(scenario: Scenario, reference_model):
     soak(scenario, reference_model, _seed(20), records=400, faults=3)
 

@@ -1,5 +1,5 @@
-"""The whole path on the real services: Kafka → ingestor (a real subprocess) → Milvus Lite, with
-Redis; then the oracle, record by record."""
+"""The whole path on the real services: Kafka → ingestor (a real subprocess) → Milvus (Lite, the
+embedded default, and a real Milvus server), with Redis; then the oracle, record by record."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ BAD_RECORDS: list[tuple[bytes | None, bytes | None, str]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def run1(services, tmp_path_factory):
+@pytest.fixture(scope="module", params=["lite", "server"])
+def run1(request, services, tmp_path_factory):
     topic = harness.unique("e2e")
     harness.create_topic(topic, partitions=4)
     good = harness.sample_records(520)
@@ -44,13 +44,17 @@ def run1(services, tmp_path_factory):
     stream += [harness.json_record(r) for r in good[260:] + dup_texts + [doomed]]
     stream.append((b"to-delete", None))
     harness.produce(topic, stream)
-    uri = str(tmp_path_factory.mktemp("milvus") / "e2e.db")
+    if request.param == "server":
+        uri, collection = request.getfixturevalue("milvus_server"), harness.unique("e2e").replace("-", "_")
+    else:
+        uri, collection = str(tmp_path_factory.mktemp("milvus") / "e2e.db"), "documents"
     group = harness.unique("g")
-    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000")
+    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000",
+                               INGESTOR_MILVUS__COLLECTION=collection)
     result = harness.run_ingestor(env)
     assert result.returncode == 0, result.output[-4000:]
-    return {"topic": topic, "uri": uri, "group": group, "env": env, "good": good + dup_texts,
-            "result": result, "rows": harness.milvus_rows(uri)}
+    return {"topic": topic, "uri": uri, "collection": collection, "group": group, "env": env,
+            "good": good + dup_texts, "result": result, "rows": harness.milvus_rows(uri, collection)}
 
 
 def test_every_good_record_is_in_milvus_exactly_once(run1):
@@ -83,7 +87,7 @@ def test_search_for_an_exact_text_returns_its_id_first(run1, reference_model):
     texts = [r["text"] for r in run1["good"]]
     picks = [r for r in run1["good"][100:400:37] if texts.count(r["text"]) == 1]
     vectors = reference_model.encode([p["text"] for p in picks], normalize_embeddings=True)
-    hits = harness.milvus_search(run1["uri"], vectors.tolist())
+    hits = harness.milvus_search(run1["uri"], vectors.tolist(), collection=run1["collection"])
     assert len(hits) == len(picks) >= 5
     for pick, top in zip(picks, hits):
         assert top[0] == pick["id"]
@@ -135,15 +139,16 @@ def test_replay_embeds_nothing_and_keeps_the_count(run1):
     s = result.summary()
     assert s["embedded"] == 0 and s["upserted"] == 0
     assert s["skipped"] == len(run1["good"])
-    rows = harness.milvus_rows(run1["uri"])
+    rows = harness.milvus_rows(run1["uri"], run1["collection"])
     assert len(rows) == len(run1["rows"]) == len({r["id"] for r in rows})
 
 
 def test_vectors_from_the_cache_keep_the_truncated_flag(run1, reference_model):
     # Another collection fed from the same cache: every vector is a cache hit, nothing is embedded.
-    env = dict(run1["env"], INGESTOR_KAFKA__GROUP_ID=harness.unique("cached"), INGESTOR_MILVUS__COLLECTION="cached")
+    cached = harness.unique("cached").replace("-", "_")
+    env = dict(run1["env"], INGESTOR_KAFKA__GROUP_ID=harness.unique("cached"), INGESTOR_MILVUS__COLLECTION=cached)
     result = harness.run_ingestor(env)
     assert result.returncode == 0, result.output[-4000:]
     assert result.summary()["embedded"] == 0
-    rows = harness.milvus_rows(run1["uri"], collection="cached", fields=("id", "truncated"))
+    rows = harness.milvus_rows(run1["uri"], collection=cached, fields=("id", "truncated"))
     assert {r["id"] for r in rows if r["truncated"]} == {r["id"] for r in run1["rows"] if r["truncated"]} != set()

@@ -50,7 +50,7 @@ def test_counters_agree_with_what_happened(services, tmp_path):
 def test_readyz_follows_milvus(services, tmp_path):
     port, milvus_port = harness.free_port(), harness.free_port()
     state = tmp_path / "svc"
-    env_services = {"INGESTOR_MILVUS_PORT": str(milvus_port), "INGESTOR_STATE_DIR": str(state),
+    env_services = {"INGESTOR_LITE_PORT": str(milvus_port), "INGESTOR_STATE_DIR": str(state),
                     "INGESTOR_KAFKA_PORT": harness.KAFKA.rsplit(":", 1)[1]}
     import os
     import subprocess
@@ -60,7 +60,7 @@ def test_readyz_follows_milvus(services, tmp_path):
                            capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stdout + r.stderr
 
-    svc("start", "milvus")
+    svc("start", "lite")
     topic = harness.unique("ready")
     env = harness.ingestor_env(topic, harness.unique("g"), f"http://127.0.0.1:{milvus_port}",
                                INGESTOR_METRICS__PORT=str(port))
@@ -68,11 +68,11 @@ def test_readyz_follows_milvus(services, tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 200, 120, what="ready")
-        svc("stop", "milvus")
+        svc("stop", "lite")
         harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 503, 60, what="not ready while Milvus is down")
         assert "milvus" in harness.http_get(base + "/readyz")[1]
         assert harness.http_get(base + "/healthz")[0] == 200  # alive all the same: no restart loop
-        svc("start", "milvus")
+        svc("start", "lite")
         harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 200, 120, what="ready again")
     finally:
         assert harness.stop(proc, signal.SIGTERM) == 0

@@ -1,0 +1,238 @@
+"""KafkaSource, one `poll_once` at a time, with a scripted consumer and a fake clock (as Kafka
+Connect's WorkerSinkTaskTest drives WorkerSinkTask): pausing and retrying a partition whose batch
+cannot be decoded, following the position over offsets never delivered, backpressure, revokes."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import pytest
+from kafka import OffsetAndMetadata
+from kafka import TopicPartition as KTP
+from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
+
+from ingestor.config import KafkaSettings
+from ingestor.offsets import OffsetTracker
+from ingestor.parsing import ParseOptions
+from ingestor.records import TopicPartition
+from ingestor.retry import Backoff
+from ingestor.source import KafkaSource, UndecodableBatch
+
+T0, T1 = KTP("docs", 0), KTP("docs", 1)
+
+
+class Record:
+    def __init__(self, tp: KTP, offset: int, value: bytes | None = b'{"text": "hello"}', key: bytes | None = None):
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
+        self.value, self.key, self.headers = value, key, []
+        self.leader_epoch, self.timestamp = 0, 1_000
+
+
+class FakeConsumer:
+    """The KafkaConsumer calls KafkaSource makes, answered from a script: each `poll` takes the
+    next scripted result (a dict of records or an exception to raise); positions follow what was
+    handed out unless the script moves them (`skip_to`: markers, aborted records)."""
+
+    def __init__(self, partitions: list[KTP]) -> None:
+        self.partitions = partitions
+        self.script: deque[Any] = deque()
+        self.listener: Any = None
+        self.assigned: set[KTP] = set()
+        self.paused_set: set[KTP] = set()
+        self.positions: dict[KTP, int] = {}
+        self.commits: list[dict[KTP, OffsetAndMetadata]] = []
+        self.group_committed: dict[KTP, int] = {}
+
+    # subscription and rebalances
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.partitions if tp.topic == topic}
+
+    def assign_all(self) -> None:
+        self.assigned = set(self.partitions)
+        self.listener.on_partitions_assigned(set(self.partitions))
+
+    def revoke(self, tps: set[KTP]) -> None:
+        self.listener.on_partitions_revoked(tps)
+        self.assigned -= tps
+
+    # fetching
+    def poll(self, timeout_ms: int) -> dict[KTP, list[Record]]:
+        step = self.script.popleft() if self.script else {}
+        if isinstance(step, BaseException):
+            raise step
+        out = {}
+        for tp, records in step.items():
+            if tp in self.paused_set or tp not in self.assigned:
+                continue  # a paused partition hands out nothing
+            out[tp] = records
+            if records:
+                self.positions[tp] = records[-1].offset + 1
+        return out
+
+    def skip_to(self, tp: KTP, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def position(self, tp: KTP, timeout_ms: int | None = None) -> int | None:
+        return self.positions.get(tp)
+
+    def assignment(self) -> set[KTP]:
+        return set(self.assigned)
+
+    def paused(self) -> set[KTP]:
+        return set(self.paused_set)
+
+    def pause(self, *tps: KTP) -> None:
+        self.paused_set |= set(tps)
+
+    def resume(self, *tps: KTP) -> None:
+        self.paused_set -= set(tps)
+
+    # offsets
+    def committed(self, tp: KTP, timeout_ms: int | None = None) -> int | None:
+        return self.group_committed.get(tp)
+
+    def seek(self, tp: KTP, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def seek_to_beginning(self, *tps: KTP) -> None:
+        for tp in tps:
+            self.positions[tp] = 0
+
+    def seek_to_end(self, *tps: KTP) -> None:
+        raise AssertionError("not scripted")
+
+    def end_offsets(self, tps: list[KTP], timeout_ms: int | None = None) -> dict[KTP, int]:
+        return {tp: self.positions.get(tp, 0) for tp in tps}
+
+    def beginning_offsets(self, tps: list[KTP]) -> dict[KTP, int]:
+        return {tp: 0 for tp in tps}
+
+    def commit_async(self, offsets: dict[KTP, OffsetAndMetadata], callback: Any = None) -> None:
+        self.commits.append(dict(offsets))
+        self.group_committed.update({tp: om.offset for tp, om in offsets.items()})
+        if callback is not None:
+            callback(offsets, None)
+
+    def commit(self, offsets: dict[KTP, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
+        self.commit_async(offsets)
+
+    def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world():
+    consumer = FakeConsumer([T0, T1])
+    clock = Clock()
+    delivered: list[Any] = []
+    tracker = OffsetTracker()
+    source = KafkaSource(KafkaSettings(commit_interval_ms=0), tracker, delivered.extend, max_in_flight=8,
+                         parse_options=ParseOptions(), backoff=Backoff(initial_ms=1_000, max_ms=4_000, jitter=0.0),
+                         consumer=consumer, clock=clock, sleep=lambda s: None)
+    source.start()
+    consumer.assign_all()
+    source.poll_once()  # positions the new partitions at their committed offsets (none: the beginning)
+    return source, consumer, clock, delivered, tracker
+
+
+def _undecodable(tp: KTP, offset: int) -> UndecodableBatch:
+    return UndecodableBatch(tp, offset, UnsupportedCodecError("Libraries for zstd compression codec not found"))
+
+
+def test_an_undecodable_batch_pauses_only_its_partition_and_is_retried_with_backoff(world, caplog):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script += [_undecodable(T0, 0), {T1: [Record(T1, 0), Record(T1, 1)]}]
+    with caplog.at_level("DEBUG", logger="ingestor.source"):
+        source.poll_once()
+        assert consumer.paused() == {T0}
+        assert source.blocked_reason() == ("docs[0] at offset 0 cannot be decoded (unsupported_codec: "
+                                           "UnsupportedCodecError: Libraries for zstd compression codec not found); retrying")
+        source.poll_once()  # the other partition goes on
+        assert [d.position.offset for d in delivered] == [0, 1] and consumer.paused() == {T0}
+        clock.now += 0.9
+        source.poll_once()
+        assert consumer.paused() == {T0}, "retried before its backoff ran out"
+        clock.now += 0.2
+        consumer.script.append(_undecodable(T0, 0))
+        source.poll_once()  # resumed for the retry, which fails again: paused, with a longer backoff
+        assert consumer.paused() == {T0} and source.blocked[TopicPartition("docs", 0)].attempts == 2
+        clock.now += 1.5
+        source.poll_once()
+        assert consumer.paused() == {T0}, "the second backoff is twice the first"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, "one ERROR per stuck batch, not one per attempt"
+    assert "docs[0] at offset 0" in errors[0].getMessage() and "UnsupportedCodecError" in errors[0].getMessage()
+
+
+def test_a_blocked_partition_that_decodes_again_is_unblocked_and_nothing_was_skipped(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script.append(_undecodable(T0, 0))
+    source.poll_once()
+    clock.now += 1.1
+    consumer.script.append({T0: [Record(T0, 0)]})
+    source.poll_once()  # resumes, then the batch decodes
+    assert source.blocked == {} and source.blocked_reason() is None
+    assert [d.position.offset for d in delivered] == [0]
+
+
+def test_a_blocked_partition_stays_paused_when_backpressure_lifts(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script.append({T1: [Record(T1, i) for i in range(8)]})
+    source.poll_once()  # 8 in flight: at the limit
+    consumer.script.append(_undecodable(T0, 0))
+    source.poll_once()
+    assert consumer.paused() == {T0, T1}
+    tracker.done([d.position for d in delivered])
+    source.poll_once()  # in flight drops to 0: backpressure lifts, the blocked partition stays paused
+    assert consumer.paused() == {T0}
+
+
+def test_the_commit_follows_the_position_over_offsets_never_delivered(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script.append({T0: [Record(T0, 0), Record(T0, 1)]})
+    source.poll_once()
+    tracker.done([d.position for d in delivered])
+    consumer.skip_to(T0, 3)  # offset 2 was a transaction marker: the consumer stepped over it
+    source.poll_once()
+    assert consumer.group_committed[T0] == 3
+
+
+def test_the_commit_never_passes_a_record_in_flight(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script.append({T0: [Record(T0, 0), Record(T0, 1)]})
+    source.poll_once()
+    tracker.done([delivered[0].position])
+    consumer.skip_to(T0, 5)
+    source.poll_once()
+    assert consumer.group_committed[T0] == 1
+
+
+def test_a_revoke_commits_what_is_done_and_drops_the_blocked_state(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script += [{T0: [Record(T0, 0), Record(T0, 1)]}, _undecodable(T1, 0)]
+    source.poll_once()
+    source.poll_once()
+    tracker.done([delivered[0].position])
+    consumer.revoke({T0, T1})
+    assert consumer.commits[-1] == {T0: OffsetAndMetadata(1, "", 0)}
+    assert source.blocked == {}
+
+
+def test_a_failed_poll_is_retried_on_the_next_turn(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script += [KafkaTimeoutError("broker away"), {T0: [Record(T0, 0)]}]
+    source.poll_once()
+    source.poll_once()
+    assert [d.position.offset for d in delivered] == [0]
