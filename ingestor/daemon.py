@@ -27,7 +27,6 @@ from ingestor.health import HealthServer, MilvusWatch, Status
 from ingestor.lite import LiteServer
 from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
-from ingestor.parsing import ParseOptions
 from ingestor.pipeline import Latency, Pipeline
 from ingestor.retry import Backoff
 from ingestor.sink import MilvusSink
@@ -50,11 +49,6 @@ _PROBE_TEXTS = [
     "Raise ValueError if the value is not present.",
     "How do I read a file line by line in Python?",
 ]
-
-
-def parse_options(settings: Settings) -> ParseOptions:
-    k = settings.kafka
-    return ParseOptions(k.value_format, k.text_field, k.id_field, k.metadata_field, k.max_record_bytes)
 
 
 def backoff_from(settings: Settings) -> Backoff:
@@ -205,7 +199,7 @@ class Daemon:
         self.source = self._until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
             lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, batch.max_in_flight_records,
-                                parse_options(s), self.until_caught_up, self.backoff),
+                                self.until_caught_up, self.backoff),
             state="not reachable yet",
         )
         self.source.hold = self.pipeline.is_retrying

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from ingestor.config import DEFAULT_MODEL, ModelSettings
-from ingestor.errors import DataError, StartupError
-from ingestor.parsing import Reason
+from ingestor.errors import DataError, Reason, StartupError
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,44 @@
-"""The error tree. Each dependency's exceptions are translated into one of these at exactly one
-boundary (its adapter module), so the pipeline branches on two questions only: *retriable?* and
-*data?* — the two paths of the delivery contract.
+"""The error tree, and the reasons a record is dead-lettered. Each dependency's exceptions are
+translated into one of these at exactly one boundary (its adapter module: `source` for Kafka,
+`dlq` for the dead-letter producer, `sink` for Milvus, `cache` for Redis, `embedder` for the
+model), so the pipeline branches on two questions only, by class: *retriable?* and *data?* — the
+two paths of the delivery contract.
 
     IngestorError
     ├── ConfigError              bad settings: one readable message, exit code 2
-    ├── StartupError             a check at start failed (schema mismatch, Lite file locked)
+    ├── StartupError             a check at start failed (schema mismatch, Lite file locked, port taken)
     ├── RetriableError           a dependency is unavailable: pause, back off, retry the same work
     │   └── (dependency="kafka" | "redis" | "milvus" | "dlq" | "model")
     └── DataError                one record cannot be processed: it goes to the dead-letter topic
+    Aborted                      shutdown gave up on in-flight work (it replays after a restart)
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic (the `ingestor.reason` header)."""
+
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TEXT = "missing_text"
+    TEXT_NOT_STRING = "text_not_string"
+    BLANK_TEXT = "blank_text"
+    INVALID_ID = "invalid_id"
+    ID_TOO_LONG = "id_too_long"
+    INVALID_KEY = "invalid_key"
+    INVALID_METADATA = "invalid_metadata"
+    TOMBSTONE_WITHOUT_KEY = "tombstone_without_key"
+    EMBED_FAILED = "embed_failed"
+    SINK_REJECTED = "sink_rejected"
+
 
 class IngestorError(Exception):
     """Base of every error ingestor raises on purpose."""
-
-    retriable: bool = False
 
 
 class ConfigError(IngestorError):
@@ -30,8 +52,6 @@ class StartupError(IngestorError):
 class RetriableError(IngestorError):
     """A dependency failed in a way that may heal by itself: retry the same work later."""
 
-    retriable = True
-
     def __init__(self, dependency: str, message: str) -> None:
         super().__init__(f"{dependency}: {message}")
         self.dependency = dependency
@@ -43,3 +63,8 @@ class DataError(IngestorError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Aborted(Exception):
+    """Shutdown gave up on in-flight work (it replays after a restart). Not an IngestorError:
+    nothing is wrong, and no handler of errors may swallow it."""

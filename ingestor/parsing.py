@@ -14,43 +14,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
+from ingestor.errors import Reason
 from ingestor.records import Delete, Document, Parsed, RawRecord, Rejected
 
 MAX_ID_BYTES = 512
 
 
-class Reason(StrEnum):
-    """Why a record went to the dead-letter topic (the `ingestor.reason` header)."""
+class MessageFormat(Protocol):
+    """What parsing needs to know of the message format (`config.KafkaSettings` is one)."""
 
-    TOO_LARGE = "too_large"
-    INVALID_UTF8 = "invalid_utf8"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    MISSING_TEXT = "missing_text"
-    TEXT_NOT_STRING = "text_not_string"
-    BLANK_TEXT = "blank_text"
-    INVALID_ID = "invalid_id"
-    ID_TOO_LONG = "id_too_long"
-    INVALID_KEY = "invalid_key"
-    INVALID_METADATA = "invalid_metadata"
-    TOMBSTONE_WITHOUT_KEY = "tombstone_without_key"
-    EMBED_FAILED = "embed_failed"
-    SINK_REJECTED = "sink_rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class ParseOptions:
-    value_format: Literal["json", "text"] = "json"
-    text_field: str = "text"
-    id_field: str = "id"
-    metadata_field: str = "metadata"
-    max_record_bytes: int = 1 << 20
+    @property
+    def value_format(self) -> Literal["json", "text"]: ...
+    @property
+    def text_field(self) -> str: ...
+    @property
+    def id_field(self) -> str: ...
+    @property
+    def metadata_field(self) -> str: ...
+    @property
+    def max_record_bytes(self) -> int: ...
 
 
 class _Reject(Exception):
@@ -92,7 +78,7 @@ def unstorable(metadata: dict[str, Any]) -> str | None:
         return "is not valid Unicode"
 
 
-def parse_record(raw: RawRecord, options: ParseOptions) -> Parsed:
+def parse_record(raw: RawRecord, options: MessageFormat) -> Parsed:
     """Turn raw bytes into what the pipeline does with them. Never raises."""
     try:
         if raw.value is None:
@@ -121,7 +107,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _from_json(raw: RawRecord, decoded: str, options: ParseOptions) -> Document:
+def _from_json(raw: RawRecord, decoded: str, options: MessageFormat) -> Document:
     try:
         obj = json.loads(decoded, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

@@ -33,11 +33,10 @@ from ingestor.cache import Cache, CachedVector, content_hash
 from ingestor.config import BatchSettings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
-from ingestor.errors import DataError, RetriableError
+from ingestor.errors import Aborted, DataError, Reason, RetriableError
 from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
-from ingestor.parsing import Reason
 from ingestor.planning import SharedTexts, Unit, Work, collapse, cut_work, group_texts
 from ingestor.records import Document, Parsed, Position, Rejected
 from ingestor.retry import Backoff
@@ -47,10 +46,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STOP = object()
-
-
-class Aborted(Exception):
-    """Shutdown gave up on in-flight work (it replays after restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +330,8 @@ class Pipeline:
             if is_out_of_memory(exc):
                 log.warning("one text runs out of device memory alone; dead-lettering it")
             error = embed_failure_reason(exc)
-            work.rejected += [Rejected(d.raw, error.reason, str(error), list(d.superseded)) for d in unit.docs]
+            work.rejected += [Rejected(raw=d.raw, reason=error.reason, error=str(error), superseded=list(d.superseded))
+                              for d in unit.docs]
         work.units = [u for u in work.units if u.vector is not None]
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         metrics.RECORDS_EMBEDDED.inc(len(todo) + len(late))
@@ -406,7 +402,8 @@ class Pipeline:
             for entity, exc in outcome.failures:
                 log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
                 doc = self._doc_of(work, entity)
-                work.rejected.append(Rejected(doc.raw, Reason.SINK_REJECTED.value, str(exc), list(doc.superseded)))
+                work.rejected.append(Rejected(raw=doc.raw, reason=Reason.SINK_REJECTED.value, error=str(exc),
+                                              superseded=list(doc.superseded)))
             refused = {entity.id for entity, _ in outcome.failures}
             for unit in work.units:  # a record settles once: as the dead letter, not also as a document
                 unit.docs = [d for d in unit.docs if d.id not in refused]

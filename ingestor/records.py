@@ -40,58 +40,45 @@ class RawRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(slots=True)
-class Document:
+@dataclass(slots=True, kw_only=True)
+class Item:
+    """What every parsed record carries: its raw record, and the records of the same id it
+    supersedes within a batching window (their offsets are done when it is)."""
+
+    raw: RawRecord
+    superseded: list[Position] = field(default_factory=list)
+
+    @property
+    def position(self) -> Position:
+        return self.raw.position
+
+
+@dataclass(slots=True, kw_only=True)
+class Document(Item):
     """A valid record to embed and upsert."""
 
     id: str
     text: str
     text_sha256: str
     metadata: dict[str, Any]
-    raw: RawRecord
-    # Records of the same id that this one supersedes within a batching window: their offsets
-    # are done when this one is written.
-    superseded: list[Position] = field(default_factory=list)
     # cache.content_hash of what this record writes, computed once by the pipeline (it is both
     # compared with the Redis marker and written to Milvus).
     digest: str = ""
 
-    @property
-    def position(self) -> Position:
-        return self.raw.position
 
-
-@dataclass(slots=True)
-class Delete:
+@dataclass(slots=True, kw_only=True)
+class Delete(Item):
     """A tombstone with a key: delete that id."""
 
     id: str
-    raw: RawRecord
-    superseded: list[Position] = field(default_factory=list)
-    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
-    # compared with the Redis marker and written to Milvus).
-    digest: str = ""
-
-    @property
-    def position(self) -> Position:
-        return self.raw.position
 
 
-@dataclass(slots=True)
-class Rejected:
+@dataclass(slots=True, kw_only=True)
+class Rejected(Item):
     """A record that goes to the dead-letter topic, with a short reason code and a message."""
 
-    raw: RawRecord
     reason: str
     error: str
-    superseded: list[Position] = field(default_factory=list)
-    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
-    # compared with the Redis marker and written to Milvus).
-    digest: str = ""
-
-    @property
-    def position(self) -> Position:
-        return self.raw.position
 
 
 Parsed = Document | Delete | Rejected

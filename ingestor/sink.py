@@ -22,11 +22,11 @@ import numpy as np
 
 from ingestor import metrics
 from ingestor.config import MilvusSettings
-from ingestor.errors import DataError, RetriableError, StartupError
+from ingestor.errors import DataError, Reason, RetriableError, StartupError
 from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
-from ingestor.parsing import Reason, json_bytes
+from ingestor.parsing import json_bytes
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from ingestor.errors import RetriableError
 from ingestor.faults import hide_codecs
 from ingestor.kafka_common import client_kwargs
 from ingestor.offsets import CommitPoint, OffsetTracker
-from ingestor.parsing import ParseOptions, parse_record
+from ingestor.parsing import parse_record
 from ingestor.records import Parsed, Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
 
@@ -206,7 +206,6 @@ class KafkaSource:
         tracker: OffsetTracker,
         deliver: Callable[[list[Parsed]], None],
         max_in_flight: int,
-        parse_options: ParseOptions,
         until_caught_up: bool = False,
         backoff: Backoff | None = None,
         consumer: KafkaConsumer | None = None,
@@ -218,7 +217,6 @@ class KafkaSource:
         self.tracker = tracker
         self.deliver = deliver
         self.max_in_flight = max_in_flight
-        self.parse_options = parse_options
         self.until_caught_up = until_caught_up
         self.backoff = backoff or Backoff()
         self.clock = clock
@@ -301,7 +299,7 @@ class KafkaSource:
                 if not self.tracker.add(position):
                     break
                 raw = RawRecord(position, r.key, r.value, tuple((k, v) for k, v in (r.headers or [])))
-                items.append(parse_record(raw, self.parse_options))
+                items.append(parse_record(raw, self.settings))
         if items:
             metrics.RECORDS.consumed(len(items))
             self.deliver(items)

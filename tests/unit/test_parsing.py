@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.cache import content_hash
-from ingestor.parsing import MAX_ID_BYTES, ParseOptions, Reason, parse_record
+from ingestor.errors import Reason
+from ingestor.config import KafkaSettings
+from ingestor.parsing import MAX_ID_BYTES, parse_record
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
 POS = Position(TopicPartition("docs", 3), offset=42, leader_epoch=1, generation=1, timestamp_ms=0)
-JSON = ParseOptions()
-TEXT = ParseOptions(value_format="text")
+JSON = KafkaSettings()
+TEXT = KafkaSettings(value_format="text")
 
 
 def raw(value: bytes | None, key: bytes | None = None) -> RawRecord:
@@ -26,11 +28,11 @@ def obj(**fields: object) -> bytes:
     return json.dumps(fields).encode("utf-8")
 
 
-def parse(value: bytes | None, key: bytes | None = None, options: ParseOptions = JSON):
+def parse(value: bytes | None, key: bytes | None = None, options: KafkaSettings = JSON):
     return parse_record(raw(value, key), options)
 
 
-def reason_of(value: bytes | None, key: bytes | None = None, options: ParseOptions = JSON) -> str:
+def reason_of(value: bytes | None, key: bytes | None = None, options: KafkaSettings = JSON) -> str:
     result = parse(value, key, options)
     assert isinstance(result, Rejected), result
     assert result.error  # a message always comes with the code
@@ -46,18 +48,18 @@ def sha(text: str) -> str:
 
 
 def test_value_over_max_record_bytes_is_too_large():
-    options = ParseOptions(max_record_bytes=20)
+    options = KafkaSettings(max_record_bytes=20)
     assert reason_of(obj(text="x" * 30), options=options) == Reason.TOO_LARGE
 
 
 def test_value_of_exactly_max_record_bytes_is_accepted():
     value = obj(text="abc")
-    assert isinstance(parse(value, options=ParseOptions(max_record_bytes=len(value))), Document)
+    assert isinstance(parse(value, options=KafkaSettings(max_record_bytes=len(value))), Document)
 
 
 def test_size_limit_applies_before_decoding():
     # 30 bytes of garbage: too_large wins over invalid_utf8
-    assert reason_of(b"\xff" * 30, options=ParseOptions(max_record_bytes=10)) == Reason.TOO_LARGE
+    assert reason_of(b"\xff" * 30, options=KafkaSettings(max_record_bytes=10)) == Reason.TOO_LARGE
 
 
 def test_value_not_utf8_is_invalid_utf8():
@@ -270,14 +272,14 @@ def test_text_format_without_key_uses_sha_of_text():
 
 
 def test_custom_field_names():
-    options = ParseOptions(text_field="body", id_field="doc_id", metadata_field="meta")
+    options = KafkaSettings(text_field="body", id_field="doc_id", metadata_field="meta")
     result = parse(obj(body="hello", doc_id="d7", meta={"a": 1}, text="ignored", id="ignored"), options=options)
     assert isinstance(result, Document)
     assert (result.text, result.id, result.metadata) == ("hello", "d7", {"a": 1})
 
 
 def test_custom_text_field_missing_is_missing_text():
-    options = ParseOptions(text_field="body")
+    options = KafkaSettings(text_field="body")
     assert reason_of(obj(text="hello"), options=options) == Reason.MISSING_TEXT
 
 
@@ -309,7 +311,7 @@ def check_total(result) -> None:
 @given(value=st.one_of(st.none(), st.binary(max_size=200)), key=st.one_of(st.none(), st.binary(max_size=40)),
        fmt=st.sampled_from(["json", "text"]))
 def test_parse_record_never_raises_on_arbitrary_bytes(value, key, fmt):
-    check_total(parse_record(raw(value, key), ParseOptions(value_format=fmt, max_record_bytes=150)))
+    check_total(parse_record(raw(value, key), KafkaSettings(value_format=fmt, max_record_bytes=150)))
 
 
 json_values = st.recursive(

@@ -14,7 +14,6 @@ from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
 
 from ingestor.config import KafkaSettings
 from ingestor.offsets import OffsetTracker
-from ingestor.parsing import ParseOptions
 from ingestor.records import TopicPartition
 from ingestor.retry import Backoff
 from ingestor.source import KafkaSource, UndecodableBatch
@@ -139,7 +138,7 @@ def world():
     delivered: list[Any] = []
     tracker = OffsetTracker()
     source = KafkaSource(KafkaSettings(commit_interval_ms=0), tracker, delivered.extend, max_in_flight=8,
-                         parse_options=ParseOptions(), backoff=Backoff(initial_ms=1_000, max_ms=4_000, jitter=0.0),
+                         backoff=Backoff(initial_ms=1_000, max_ms=4_000, jitter=0.0),
                          consumer=consumer, clock=clock, sleep=lambda s: None)
     source.start()
     consumer.assign_all()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingestor.config import BatchSettings
+from ingestor.config import BatchSettings, KafkaSettings
 from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
-from ingestor.parsing import ParseOptions, parse_record
+from ingestor.parsing import parse_record
 from ingestor.pipeline import Pipeline
 from ingestor.planning import Work, collapse, cut_work, group_texts
 from ingestor.batcher import BatchLimits
@@ -115,7 +115,7 @@ def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | No
     for offset, (key, value) in enumerate(values):
         pos = Position(TP, offset, 0, generation, 0)
         tracker.add(pos)
-        out.append(parse_record(RawRecord(pos, key, value), ParseOptions()))
+        out.append(parse_record(RawRecord(pos, key, value), KafkaSettings()))
     return out
 
 
@@ -189,7 +189,7 @@ def test_an_id_superseded_in_the_window_is_written_once_and_both_offsets_are_don
 
 
 def test_retries_stop_when_shutdown_gives_up():
-    from ingestor.pipeline import Aborted
+    from ingestor.errors import Aborted
 
     log = Log()
     p, tracker = _pipeline(log, FakeSink(log, fail_times=10**6))
