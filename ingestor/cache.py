@@ -1,68 +1,27 @@
-"""The Redis cache: embedding vectors by text, and per-id markers of what was last written.
+"""Redis: the adapter, and the one place its exceptions are translated. What is stored and why —
+keys, values, the skip rule — is `dedupe`'s.
 
 The cache is an optimisation, never a source of truth:
-- markers are written only after Milvus acknowledged the write, and a marker alone never causes
-  a skip — the pipeline verifies it against Milvus first (see `pipeline`);
+- markers are written only after Milvus acknowledged the write (the writer's order), and a marker
+  alone never causes a skip — it is verified against Milvus first (`dedupe.unchanged`);
 - any Redis failure is a cache miss: a warning, a metric, then the cache is bypassed for
-  `retry_after_ms` so a dead or hung Redis costs one bounded wait, not one per batch;
-- keys carry the model identity (vectors) and the collection's incarnation (markers), so a model
-  change or a re-created collection starts cold instead of inheriting stale claims.
+  `retry_after_ms` so a dead or hung Redis costs one bounded wait, not one per batch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import redis
 
 from ingestor import metrics
 from ingestor.config import RedisSettings
-from ingestor.parsing import json_bytes
+from ingestor.dedupe import CachedVector, embedding_key, marker_key, pack_vector, unpack_vector
 
 log = logging.getLogger(__name__)
-
-
-def _h(text: str, n: int = 32) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
-
-
-def embedding_key(prefix: str, model_identity: str, text_sha256: str) -> str:
-    return f"{prefix}:emb:{_h(model_identity, 16)}:{text_sha256}"
-
-
-def marker_key(prefix: str, namespace: str, record_id: str) -> str:
-    return f"{prefix}:doc:{_h(namespace, 16)}:{_h(record_id)}"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedVector:
-    """A text's vector, and whether the model cut the text to compute it (the entity says so)."""
-
-    vector: np.ndarray
-    truncated: bool
-
-
-def pack_vector(vector: np.ndarray, truncated: bool) -> bytes:
-    """float32 bytes, then one flag byte (a value of any other length is a miss: older entries)."""
-    return np.asarray(vector, dtype=np.float32).tobytes() + (b"\x01" if truncated else b"\x00")
-
-
-def unpack_vector(raw: bytes | None, dimension: int) -> CachedVector | None:
-    if raw is None or len(raw) != dimension * 4 + 1:
-        return None
-    return CachedVector(np.frombuffer(raw, dtype=np.float32, count=dimension), raw[-1:] == b"\x01")
-
-
-def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
-    """What a marker records: everything that determines the entity we wrote for an id."""
-    canonical = json_bytes([model_identity, text_sha256, metadata, store_text], sort_keys=True)
-    return hashlib.sha256(canonical).hexdigest()
 
 
 # One server-side call per batch: a pipeline of two SETs a record cost ~17 µs of client CPU (GIL)

@@ -28,16 +28,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ingestor import metrics
-from ingestor.batcher import BatchLimits, BatchWindow
-from ingestor.cache import Cache, CachedVector, content_hash
+from ingestor.batching import BatchLimits, BatchWindow, Unit, Work, estimated_tokens, plan
+from ingestor.cache import Cache
 from ingestor.config import BatchSettings
+from ingestor.dedupe import CachedVector, SharedTexts, content_hash, unchanged
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
 from ingestor.errors import Aborted, DataError, Reason, RetriableError
 from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
-from ingestor.planning import SharedTexts, Unit, Work, collapse, cut_work, group_texts
 from ingestor.records import Document, Parsed, Position, Rejected
 from ingestor.retry import Backoff
 from ingestor.sink import Entity, MilvusSink
@@ -194,30 +194,16 @@ class Pipeline:
     def _add_to_window(self, window: BatchWindow[Parsed], items: list[Parsed]) -> None:
         now = time.monotonic()
         for item in items:
-            window.add(item, len(item.text) // 4 if isinstance(item, Document) else 0, now)
+            window.add(item, estimated_tokens(item), now)
 
     def _emit(self, items: list[Parsed]) -> None:
         started = time.perf_counter()
         live = [i for i in items if self._current(i)]
         if len(live) < len(items):
             metrics.RECORDS.settled("dropped", len(items) - len(live))
-        window = collapse(live)
-        units = group_texts(window.documents)
-        ready = Work(deletes=window.deletes, rejected=window.rejected)
-        with self._ids_lock:
-            self._ids_in_flight.update([d.id for d in window.documents] + [d.id for d in window.deletes])
-        # Skips, cached vectors and shared passes are resolved for the whole window before the
-        # cut, so batches hold only texts that really need the model.
-        todo = self._resolve(units, ready)
-        for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
-            unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
-        for work in cut_work(todo, ready, self.limits):
-            # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
-            work.registered = work.ids()
-            pending = [u for u in work.units if u.to_embed]
-            work.claimed = pending
-            if pending:
-                work.features = self.embedder.collate([u.encoding for u in pending])
+        for work in plan(live, self.limits, self._resolve, self._tokenize):
+            if work.claimed:
+                work.features = self.embedder.collate([u.encoding for u in work.claimed])
             waited = time.perf_counter()
             self._put(self._prepared, work)
             started += time.perf_counter() - waited  # a full queue is the model's time, not ours
@@ -232,15 +218,22 @@ class Pipeline:
             self._ids_in_flight.subtract(work.registered)
             self._ids_in_flight += Multiset()  # drop zero counts
 
+    def _tokenize(self, units: list[Unit]) -> None:
+        for unit, prepared in zip(units, self.embedder.prepare([u.text for u in units])):
+            unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
+
     def _resolve(self, units: list[Unit], ready: Work) -> list[Unit]:
-        """Skip unchanged records (verified against Milvus), share the passes of texts still in
-        flight, and fill cached vectors, in one Redis round trip. Resolved units go into `ready`;
-        returns the units still to embed (claimed, so that later windows share their passes).
+        """The pipeline's resolver (see `batching.plan`): skip unchanged records, share the passes of
+        texts still in flight, and fill cached vectors, in one Redis round trip. Resolved units go
+        into `ready`; returns the units still to embed (claimed, so that later windows share
+        their passes).
 
         In-flight texts are looked up before Redis: their entries are released only after their
         vectors are in the cache, so a text missing from one is found in the other."""
-        self.shared.share(units)
         docs = [d for u in units for d in u.docs]
+        with self._ids_lock:
+            self._ids_in_flight.update([d.id for d in docs] + [d.id for d in ready.deletes])
+        self.shared.share(units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
         if self.cache.enabled and docs:
@@ -248,7 +241,13 @@ class Pipeline:
             markers, found = self.cache.lookup([d.id for d in docs], [units[i].text_sha256 for i in unshared])
             for i, vector in zip(unshared, found):
                 vectors[i] = vector
-            skip = self._unchanged(docs, markers)
+            for doc in docs:
+                self._digest(doc)
+            with self._ids_lock:
+                # An id also waiting in earlier, unwritten work must be written again here.
+                busy = {i for i, n in self._ids_in_flight.items() if n > 1}
+            skip = unchanged(docs, markers, busy,
+                             lambda ids: self._retry("milvus", lambda: self.sink.content_hashes(ids)))
         todo: list[Unit] = []
         for unit, cached in zip(units, vectors):
             ready.skipped += [d for d in unit.docs if id(d) in skip]
@@ -264,19 +263,6 @@ class Pipeline:
                 todo.append(unit)
         self.shared.claim(todo)
         return todo
-
-    def _unchanged(self, docs: list[Document], markers: list[str | None]) -> set[int]:
-        """The documents (by `id()`) that Milvus already holds exactly as they would write it."""
-        digests = {id(d): self._digest(d) for d in docs}
-        with self._ids_lock:
-            # An id also waiting in earlier, unwritten work must be written again here: Milvus
-            # does not yet hold what those records will write.
-            busy = {i for i, n in self._ids_in_flight.items() if n > 1}
-        candidates = [d for d, m in zip(docs, markers) if m is not None and m == digests[id(d)] and d.id not in busy]
-        if not candidates:
-            return set()
-        held = self._retry("milvus", lambda: self.sink.content_hashes([d.id for d in candidates]))
-        return {id(d) for d in candidates if held.get(d.id) == digests[id(d)]}
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ingestor.cache import marker_key
+from ingestor.dedupe import marker_key
 from tests import harness
 from tests.faults.stack import Produced, Scenario
 

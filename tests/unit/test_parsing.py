@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestor.cache import content_hash
+from ingestor.dedupe import content_hash
 from ingestor.errors import Reason
 from ingestor.config import KafkaSettings
 from ingestor.parsing import MAX_ID_BYTES, parse_record

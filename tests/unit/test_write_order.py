@@ -11,8 +11,7 @@ from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
 from ingestor.pipeline import Pipeline
-from ingestor.planning import Work, collapse, cut_work, group_texts
-from ingestor.batcher import BatchLimits
+from ingestor.batching import BatchLimits, plan
 from ingestor.records import Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
 
@@ -119,21 +118,24 @@ def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | No
     return out
 
 
-def _work(items, shared=None):
-    """One work as `Pipeline._emit` builds it (no cache hits): deletes and rejected ride along;
-    with `shared`, texts in flight share earlier passes and this work's texts are claimed."""
-    window = collapse(items)
-    units = group_texts(window.documents)
-    for u in units:
-        u.tokens = 5
-    ready = Work(deletes=window.deletes, rejected=window.rejected)
-    if shared is not None:
-        shared.share(units)
+def _work(p: Pipeline, items, shared: bool = False):
+    """One work as the pipeline plans it, with no cache: deletes and rejected ride along; with
+    `shared`, texts in flight share earlier passes and this work's texts are claimed."""
+
+    def resolve(units, ready):
+        if not shared:
+            return units
+        p.shared.share(units)
         ready.units = [u for u in units if u.shares is not None]
-        units = [u for u in units if u.shares is None]
-        shared.claim(units)
-    [work] = cut_work(units, ready, BatchLimits(64, 8192))
-    work.claimed = [u for u in work.units if u.to_embed]
+        todo = [u for u in units if u.shares is None]
+        p.shared.claim(todo)
+        return todo
+
+    def tokenize(units):
+        for u in units:
+            u.tokens = 5
+
+    [work] = plan(items, BatchLimits(64, 8192), resolve, tokenize)
     return work
 
 
@@ -147,7 +149,7 @@ def test_milvus_then_dead_letters_then_cache_then_offsets():
     p, tracker = _pipeline(log, FakeSink(log))
     items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}'), (b"gone", None), (None, b"not json"),
                                (None, b'{"id":"b","text":"beta"}')])
-    _run(p, _work(items))
+    _run(p, _work(p, items))
     names = [entry[0] for entry in log]
     assert names == ["encode", "forget", "delete", "upsert", "dlq", "store", "done"]
     assert ("store", ["a", "b"]) in log
@@ -158,7 +160,7 @@ def test_a_retried_upsert_writes_no_marker_and_no_offset_until_it_lands():
     log = Log()
     p, tracker = _pipeline(log, FakeSink(log, fail_times=2))
     items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
-    _run(p, _work(items))
+    _run(p, _work(p, items))
     names = [entry[0] for entry in log]
     assert names == ["encode", "upsert-failed", "upsert-failed", "upsert", "store", "done"]
 
@@ -168,7 +170,7 @@ def test_an_entity_milvus_rejects_goes_to_the_dlq_alone_and_gets_no_marker():
     p, tracker = _pipeline(log, FakeSink(log, reject_id="bad"))
     items = _records(tracker, [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n))
                                for n, i in enumerate(["a", "b", "bad", "c"])])
-    _run(p, _work(items))
+    _run(p, _work(p, items))
     assert ("dlq", ["sink_rejected"]) in log
     [store] = [e for e in log if e[0] == "store"]
     assert store[1] == ["a", "b", "c"]
@@ -181,7 +183,7 @@ def test_an_id_superseded_in_the_window_is_written_once_and_both_offsets_are_don
     log = Log()
     p, tracker = _pipeline(log, FakeSink(log))
     items = _records(tracker, [(None, b'{"id":"a","text":"old"}'), (None, b'{"id":"a","text":"new"}')])
-    work = _work(items)
+    work = _work(p, items)
     assert [u.text for u in work.units] == ["new"]
     _run(p, work)
     assert ("done", [0, 1]) in log
@@ -194,7 +196,7 @@ def test_retries_stop_when_shutdown_gives_up():
     log = Log()
     p, tracker = _pipeline(log, FakeSink(log, fail_times=10**6))
     items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
-    work = _work(items)
+    work = _work(p, items)
     p._embed(work)
     p.abort()
     with pytest.raises(Aborted):
@@ -207,8 +209,8 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
     p, tracker = _pipeline(log, FakeSink(log))
     first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
                                                           (None, b'{"id":"b","text":"same"}')]))
-    first = _work(first_items, p.shared)
-    second = _work(second_items, p.shared)  # read while the first is not written yet
+    first = _work(p, first_items, shared=True)
+    second = _work(p, second_items, shared=True)  # read while the first is not written yet
     assert [u.shares for u in second.units] == first.units
     p._embed(first)
     p._embed(second)
@@ -225,8 +227,8 @@ def test_when_the_shared_pass_fails_the_later_work_embeds_the_text_itself():
     p, tracker = _pipeline(log, FakeSink(log), FakeEmbedder(log, fail_once={"same"}))
     first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
                                                           (None, b'{"id":"b","text":"same"}')]))
-    first = _work(first_items, p.shared)
-    second = _work(second_items, p.shared)
+    first = _work(p, first_items, shared=True)
+    second = _work(p, second_items, shared=True)
     _run(p, first)
     assert ("dlq", ["embed_failed"]) in log and len(p.shared) == 0
     _run(p, second)

@@ -1,4 +1,5 @@
-"""The cache's pure functions: key layout and the marker content hash."""
+"""Deduplication's pure rules: key layout, the marker content hash, cached vectors, the skip rule
+and texts in flight."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.cache import content_hash, embedding_key, marker_key
+from ingestor.dedupe import content_hash, embedding_key, marker_key
 
 SHA_A = hashlib.sha256(b"a").hexdigest()
 SHA_B = hashlib.sha256(b"b").hexdigest()
@@ -113,7 +114,7 @@ def test_content_hash_of_metadata_deeper_than_orjson_nests():
 def test_a_cached_vector_keeps_its_truncation_flag_and_older_values_miss():
     import numpy as np
 
-    from ingestor.cache import pack_vector, unpack_vector
+    from ingestor.dedupe import pack_vector, unpack_vector
 
     v = np.arange(4, dtype=np.float32)
     for flag in (True, False):
@@ -121,3 +122,75 @@ def test_a_cached_vector_keeps_its_truncation_flag_and_older_values_miss():
         assert back is not None and np.array_equal(back.vector, v) and back.truncated is flag
     assert unpack_vector(v.tobytes(), 4) is None  # written before the flag existed: a miss
     assert unpack_vector(None, 4) is None
+
+
+# -- texts in flight -------------------------------------------------------------------------------
+
+
+def _unit(text: str):
+    from ingestor.batching import Unit
+
+    return Unit(text, hashlib.sha256(text.encode()).hexdigest(), [])
+
+
+def test_a_claimed_text_is_shared_until_its_owner_releases_it():
+    from ingestor.dedupe import SharedTexts
+
+    shared = SharedTexts(capacity=10)
+    owner = _unit("a")
+    shared.claim([owner])
+    later, other = _unit("a"), _unit("b")
+    shared.share([later, other])
+    assert later.shares is owner and other.shares is None
+    assert not later.to_embed and other.to_embed
+    shared.release([later])  # not the owner: nothing happens
+    assert len(shared) == 1
+    shared.release([owner])
+    again = _unit("a")
+    shared.share([again])
+    assert again.shares is None and len(shared) == 0
+
+
+def test_shared_texts_are_bounded():
+    from ingestor.dedupe import SharedTexts
+
+    shared = SharedTexts(capacity=2)
+    shared.claim([_unit(t) for t in "abcd"])
+    assert len(shared) == 2
+    beyond = _unit("d")
+    shared.share([beyond])
+    assert beyond.shares is None, "beyond the bound a text is embedded again"
+
+
+# -- the skip rule ---------------------------------------------------------------------------------
+
+
+def _doc(record_id: str, digest: str):
+    from ingestor.records import Document, Position, RawRecord, TopicPartition
+
+    raw = RawRecord(Position(TopicPartition("t", 0), 0, 0, 1, 0), None, b"")
+    return Document(id=record_id, text="t", text_sha256="s", metadata={}, raw=raw, digest=digest)
+
+
+def test_a_record_is_skipped_only_when_marker_and_milvus_both_hold_its_digest():
+    from ingestor.dedupe import unchanged
+
+    same, stale_marker, stale_milvus, no_marker, busy = (_doc(i, "h") for i in ("same", "m", "v", "n", "b"))
+    asked: list[list[str]] = []
+
+    def held(ids):
+        asked.append(ids)
+        return {"same": "h", "m": "h", "v": "old", "b": "h"}
+
+    skip = unchanged([same, stale_marker, stale_milvus, no_marker, busy], ["h", "old", "h", None, "h"], {"b"}, held)
+    assert skip == {id(same)}
+    assert asked == [["same", "v"]], "only candidates are read back, in one query"
+
+
+def test_no_candidate_no_query():
+    from ingestor.dedupe import unchanged
+
+    def held(ids):
+        raise AssertionError("no query without a matching marker")
+
+    assert unchanged([_doc("a", "h")], [None], set(), held) == set()

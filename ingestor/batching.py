@@ -1,0 +1,296 @@
+"""Batching: from a window of parsed records to the work the model and the writer do. Pure logic.
+
+Within one window:
+- records of the same id collapse to the latest one read (the others' offsets ride along and are
+  done when it is), so a length-sorted batch order can never write an older version last;
+- identical texts become one `Unit`, embedded once however many records carry them;
+- what is already resolved (skips, cached vectors, texts shared with earlier work) is set aside by
+  a resolver the pipeline supplies (it does the I/O);
+- the units still to embed are cut into batches by a token budget (`cut_batches`).
+
+`plan` composes these steps; the pipeline and the tests both call it.
+
+A forward pass costs about `records × longest record` tokens, because every sequence is padded to
+the longest one in its batch. Sorting a window of records by length and cutting greedily keeps
+padding small: records of similar length share a batch. The record that would push a batch past
+`max_tokens` (counting padding) or `max_records` starts the next one; a record longer than the
+whole budget gets a batch of its own.
+
+With `pass_cost` > 0 (the fixed cost of one forward pass, in tokens) small windows get the exact
+cheapest cut instead: the split of the sorted records that minimises padded tokens plus
+`pass_cost` per pass (dynamic programming; a window at low load holds a few records of very
+different lengths, where a greedy cut pads a short text to a long one's length). Windows over
+`EXACT_CUT_MAX_ITEMS` are cut greedily: under backlog the greedy cut of a large sorted window
+comes within a few per cent of the optimum, and the exact cut would cost quadratic time.
+
+`BatchWindow` decides *when* to cut: as soon as a full batch's worth is waiting, or when the
+oldest record has waited `max_wait_ms` — so under backlog windows are large (sorting across many
+records) and at low load a record waits no longer than `max_wait_ms`. Its fill level counts
+`estimated_tokens`: records are tokenised only once the cache has said which texts need the model,
+so at intake a window knows characters, not tokens; the cut then uses the real counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from ingestor.records import Delete, Document, Parsed, Rejected
+
+T = TypeVar("T")
+
+
+EXACT_CUT_MAX_ITEMS = 256
+CHARS_PER_TOKEN = 4  # English prose under WordPiece/BPE; only the window's fill level uses it
+
+
+def estimated_tokens(item: Parsed) -> int:
+    """What a record adds to a window's fill level before it is tokenised."""
+    return len(item.text) // CHARS_PER_TOKEN if isinstance(item, Document) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_records: int
+    max_tokens: int
+    pass_cost: int = 0  # tokens' worth of fixed cost per forward pass; 0 = always cut greedily
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1 or self.max_tokens < 1 or self.pass_cost < 0:
+            raise ValueError("batch limits must be positive")
+
+
+def padded_cost(lengths: Sequence[int]) -> int:
+    """Tokens a forward pass processes for these sequence lengths, padding included."""
+    return len(lengths) * max(lengths, default=0)
+
+
+def cut_batches(items: Sequence[T], length: Callable[[T], int], limits: BatchLimits) -> list[list[T]]:
+    """Sort by length (longest first) and cut under `limits`: exactly for small windows when
+    `limits.pass_cost` is set, greedily otherwise.
+
+    Every item appears in exactly one batch; each batch's padded cost is within `max_tokens`
+    unless it holds a single item; no batch exceeds `max_records`.
+    """
+    ordered = sorted(items, key=length, reverse=True)
+    if limits.pass_cost and len(ordered) <= EXACT_CUT_MAX_ITEMS:
+        return _cheapest_cut(ordered, [length(i) for i in ordered], limits)
+    return _greedy_cut(ordered, length, limits)
+
+
+def cut_cost(batches: Sequence[Sequence[int]], pass_cost: int) -> int:
+    """What a cut costs: padded tokens plus `pass_cost` per forward pass."""
+    return sum(padded_cost(b) + pass_cost for b in batches)
+
+
+def _cheapest_cut(ordered: list[T], lengths: list[int], limits: BatchLimits) -> list[list[T]]:
+    """The split of `ordered` (longest first) into consecutive batches of least `cut_cost`.
+    Consecutive is enough: some cheapest cut of any set keeps similar lengths together."""
+    n = len(ordered)
+    best = [0] + [-1] * n  # best[i]: least cost of the first i items
+    start = [0] * (n + 1)  # start[i]: where the last batch of that cut begins
+    for i in range(1, n + 1):
+        # Batch [j, i) is padded to lengths[j]; growing it backwards only makes it dearer, so
+        # the first j that breaks a limit ends the search.
+        for j in range(i - 1, max(0, i - limits.max_records) - 1, -1):
+            size = (i - j) * lengths[j]
+            if i - j > 1 and size > limits.max_tokens:
+                break
+            cost = best[j] + size + limits.pass_cost
+            if best[i] < 0 or cost <= best[i]:  # ties: the bigger batch, fewer passes
+                best[i], start[i] = cost, j
+    batches: list[list[T]] = []
+    i = n
+    while i > 0:
+        batches.append(ordered[start[i]:i])
+        i = start[i]
+    return batches[::-1]
+
+
+def _greedy_cut(ordered: list[T], length: Callable[[T], int], limits: BatchLimits) -> list[list[T]]:
+    """Fill each batch until the next item would break a limit."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    longest = 0
+    for item in ordered:
+        n = length(item)
+        width = max(longest, n)
+        if current and (len(current) + 1 > limits.max_records or (len(current) + 1) * width > limits.max_tokens):
+            batches.append(current)
+            current, width = [], n
+        current.append(item)
+        longest = width
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(slots=True)
+class _Entry(Generic[T]):
+    item: T
+    arrived_s: float
+
+
+class BatchWindow(Generic[T]):
+    """Collects records until a batch should be cut. Time is passed in, never read."""
+
+    def __init__(self, limits: BatchLimits, max_wait_ms: int, max_window_records: int) -> None:
+        self.limits = limits
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_window_records = max(max_window_records, limits.max_records)
+        self._entries: list[_Entry[T]] = []
+        self._tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, item: T, tokens: int, now_s: float) -> None:
+        self._entries.append(_Entry(item, now_s))
+        self._tokens += tokens
+
+    def full(self) -> bool:
+        """No more records fit in this window."""
+        return len(self._entries) >= self.max_window_records
+
+    def ready(self, now_s: float) -> bool:
+        """A batch should be cut now: a full batch is waiting, or the oldest waited long enough."""
+        if not self._entries:
+            return False
+        if len(self._entries) >= self.limits.max_records or self._tokens >= self.limits.max_tokens:
+            return True
+        return now_s - self._entries[0].arrived_s >= self.max_wait_s
+
+    def deadline(self) -> float | None:
+        """When the oldest record's wait runs out (None when empty)."""
+        return self._entries[0].arrived_s + self.max_wait_s if self._entries else None
+
+    def take(self) -> list[T]:
+        """Everything collected, in arrival order; the window starts empty again."""
+        items = [e.item for e in self._entries]
+        self._entries.clear()
+        self._tokens = 0
+        return items
+
+
+# -- from a window to work -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Unit:
+    """One distinct text of a batch and the documents that carry it."""
+
+    text: str
+    text_sha256: str
+    docs: list[Document]
+    tokens: int = 0  # after truncation; set by the tokenizer before the cut
+    truncated: bool = False
+    vector: np.ndarray | None = None
+    from_cache: bool = False
+    encoding: dict[str, list[int]] | None = None
+    # The same text in earlier work that is still being embedded: its forward pass serves this one.
+    shares: Unit | None = None
+
+    @property
+    def to_embed(self) -> bool:
+        """Still needs a forward pass of its own."""
+        return self.vector is None and self.shares is None
+
+
+@dataclass(slots=True)
+class Work:
+    """What flows from the batcher through the model to the writer."""
+
+    units: list[Unit] = field(default_factory=list)
+    skipped: list[Document] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
+    registered: list[str] = field(default_factory=list)  # ids counted as in flight for this work
+    claimed: list[Unit] = field(default_factory=list)  # units it embeds, which later work may share
+
+    @property
+    def padded_tokens(self) -> int:
+        todo = [u.tokens for u in self.units if u.to_embed]
+        return len(todo) * max(todo, default=0)
+
+    def ids(self) -> list[str]:
+        return [d.id for u in self.units for d in u.docs] + [d.id for d in self.skipped] + [d.id for d in self.deletes]
+
+
+@dataclass(slots=True)
+class Window:
+    documents: list[Document]
+    deletes: list[Delete]
+    rejected: list[Rejected]
+
+
+def collapse(items: list[Parsed]) -> Window:
+    """Keep the latest record per id; earlier ones become `superseded` positions of it."""
+    latest: dict[str, Document | Delete] = {}
+    rejected: list[Rejected] = []
+    for item in items:
+        if isinstance(item, Rejected):
+            rejected.append(item)
+            continue
+        previous = latest.pop(item.id, None)  # pop+insert keeps dict order = order of latest
+        if previous is not None:
+            item.superseded.extend(previous.superseded)
+            item.superseded.append(previous.position)
+            previous.superseded = []
+        latest[item.id] = item
+    docs = [i for i in latest.values() if isinstance(i, Document)]
+    deletes = [i for i in latest.values() if isinstance(i, Delete)]
+    return Window(docs, deletes, rejected)
+
+
+def group_texts(docs: list[Document]) -> list[Unit]:
+    """One unit per distinct text, in order of first appearance."""
+    units: dict[str, Unit] = {}
+    for doc in docs:
+        unit = units.get(doc.text_sha256)
+        if unit is None:
+            unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, [])
+        unit.docs.append(doc)
+    return list(units.values())
+
+
+def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
+    """Cut the units still to embed into batches; everything already resolved (cached vectors,
+    skips, deletes, dead letters) rides with the first one, so no batch is cut half-empty."""
+    works = [Work(units=b) for b in cut_batches(todo, lambda u: u.tokens, limits)]
+    if not works:
+        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected) else []
+    first = works[0]
+    first.units = ready.units + first.units
+    first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
+    return works
+
+
+# Resolves what needs no forward pass: moves skipped documents, cached vectors and shared texts
+# into `ready` and returns the units still to embed. The pipeline's does I/O (Redis, Milvus).
+Resolver = Callable[[list[Unit], Work], list[Unit]]
+
+
+def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
+    """The resolver without a cache: every unit goes to the model."""
+    return units
+
+
+def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_everything,
+         tokenize: Callable[[list[Unit]], None] = lambda units: None) -> list[Work]:
+    """The work for one window: collapse ids, group texts, resolve, tokenise what is left (its
+    token counts decide the cut), cut. Everything already resolved rides with the first work."""
+    window = collapse(items)
+    units = group_texts(window.documents)
+    ready = Work(deletes=window.deletes, rejected=window.rejected)
+    todo = resolve(units, ready)
+    tokenize(todo)
+    works = cut_work(todo, ready, limits)
+    for work in works:
+        # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
+        work.registered = work.ids()
+        work.claimed = [u for u in work.units if u.to_embed]
+    return works

@@ -1,0 +1,117 @@
+"""Deduplication, pure: what identifies a text's vector and a record's last write, and when work
+can be skipped or shared.
+
+- **Vectors** are cached by model identity and the text's SHA-256 (`embedding_key`), with the flag
+  saying whether the model cut the text (`pack_vector`).
+- **Markers** record, per id, the content hash of what was last written (`content_hash`: text,
+  metadata, model, storage options) under the collection's incarnation (`marker_key`), so a model
+  change or a re-created collection starts cold instead of inheriting stale claims.
+- **The skip rule** (`unchanged`): a record is skipped only when its marker matches *and* Milvus
+  holds an entity with that same content hash (read with strong consistency), and no earlier,
+  unwritten work carries the same id. A marker alone can cost a query, never a wrong skip.
+- **Texts in flight** (`SharedTexts`): a text still being embedded is waited for, not embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ingestor.batching import Unit
+from ingestor.parsing import json_bytes
+from ingestor.records import Document
+
+
+def _h(text: str, n: int = 32) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def embedding_key(prefix: str, model_identity: str, text_sha256: str) -> str:
+    return f"{prefix}:emb:{_h(model_identity, 16)}:{text_sha256}"
+
+
+def marker_key(prefix: str, namespace: str, record_id: str) -> str:
+    return f"{prefix}:doc:{_h(namespace, 16)}:{_h(record_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedVector:
+    """A text's vector, and whether the model cut the text to compute it (the entity says so)."""
+
+    vector: np.ndarray
+    truncated: bool
+
+
+def pack_vector(vector: np.ndarray, truncated: bool) -> bytes:
+    """float32 bytes, then one flag byte (a value of any other length is a miss: older entries)."""
+    return np.asarray(vector, dtype=np.float32).tobytes() + (b"\x01" if truncated else b"\x00")
+
+
+def unpack_vector(raw: bytes | None, dimension: int) -> CachedVector | None:
+    if raw is None or len(raw) != dimension * 4 + 1:
+        return None
+    return CachedVector(np.frombuffer(raw, dtype=np.float32, count=dimension), raw[-1:] == b"\x01")
+
+
+def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
+    """What a marker records: everything that determines the entity we wrote for an id."""
+    canonical = json_bytes([model_identity, text_sha256, metadata, store_text], sort_keys=True)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: set[str],
+              held: Callable[[list[str]], Mapping[str, str]]) -> set[int]:
+    """The documents (by `id()`) to skip: their marker equals their digest, no earlier unwritten
+    work carries their id (`busy`: Milvus does not hold yet what that work will write), and Milvus
+    holds that same content hash (`held`, asked only for the candidates)."""
+    candidates = [d for d, m in zip(docs, markers) if m is not None and m == d.digest and d.id not in busy]
+    if not candidates:
+        return set()
+    stored = held([d.id for d in candidates])
+    return {id(d) for d in candidates if stored.get(d.id) == d.digest}
+
+
+class SharedTexts:
+    """Texts being embedded by work that is not written yet, by text hash: a text that arrives
+    while the same text is in flight (in an earlier window, not yet in the Redis cache) shares that
+    forward pass instead of running its own.
+
+    This works because the model stage takes work in order: by the time the later work reaches it,
+    the earlier unit has its vector (or, if its pass failed, none: the later unit then embeds the
+    text itself). An entry is released when its work is written, after the cache write, so a later
+    window always finds a text in one place or the other. Bounded: at most `capacity` texts (the
+    pipeline holds no more records than that); beyond it a text is simply embedded again."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._units: dict[str, Unit] = {}
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def share(self, units: list[Unit]) -> None:
+        """Point every unit whose text is in flight at the unit embedding it (`unit.shares`)."""
+        with self._lock:
+            for unit in units:
+                unit.shares = self._units.get(unit.text_sha256)
+
+    def claim(self, units: list[Unit]) -> None:
+        """These units are about to be embedded; later windows may share their passes."""
+        with self._lock:
+            for unit in units:
+                if len(self._units) >= self.capacity:
+                    return
+                self._units.setdefault(unit.text_sha256, unit)
+
+    def release(self, units: list[Unit]) -> None:
+        """Their work was written (or abandoned): forget the entries they own, and only those."""
+        with self._lock:
+            for unit in units:
+                if self._units.get(unit.text_sha256) is unit:
+                    del self._units[unit.text_sha256]
