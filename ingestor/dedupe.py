@@ -64,6 +64,40 @@ def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, A
     return hashlib.sha256(canonical).hexdigest()
 
 
+def digest(doc: Document, model_identity: str, store_text: bool) -> str:
+    """`doc`'s content hash, computed once (it is compared with the marker and written to Milvus)."""
+    if not doc.digest:
+        doc.digest = content_hash(model_identity, doc.text_sha256, doc.metadata, store_text)
+    return doc.digest
+
+
+class IdsInFlight:
+    """Ids of work planned and not yet written. An id planned twice is *busy*: Milvus does not yet
+    hold what the earlier work will write, so the later record may not be skipped as unchanged."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def add(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for i in ids:
+                self._counts[i] = self._counts.get(i, 0) + 1
+
+    def remove(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for i in ids:
+                n = self._counts.get(i, 0) - 1
+                if n > 0:
+                    self._counts[i] = n
+                else:
+                    self._counts.pop(i, None)
+
+    def busy(self) -> set[str]:
+        with self._lock:
+            return {i for i, n in self._counts.items() if n > 1}
+
+
 def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: set[str],
               held: Callable[[list[str]], Mapping[str, str]]) -> set[int]:
     """The documents (by `id()`) to skip: their marker equals their digest, no earlier unwritten

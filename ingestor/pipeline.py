@@ -2,28 +2,24 @@
 
     intake ─▶ [batcher] ─▶ prepared ─▶ [model] ─▶ embedded ─▶ [writer] ─▶ tracker.done
 
-- batcher: collects a window, collapses ids, counts tokens, cuts token-budget batches, resolves
-  the cache (one Redis round trip per batch) and the unchanged-record skips;
+- batcher: collects a window (`batching.BatchWindow`) and plans its work (`batching.plan`),
+  resolving skips, cached vectors and texts in flight (`dedupe`) in one Redis round trip;
 - model: the forward pass (bisecting a batch that fails, splitting one that runs out of memory);
-- writer: dead-letter writes, deletes (marker first), the Milvus upsert, then the cache writes,
-  then the offsets become done — in that order, always.
+- writer: `writer.Writer`, the order of effects (Milvus, dead letters, cache, offsets).
 
 The next batch is prepared while the current one runs on the device. A retriable failure makes
-its stage retry the same work with backoff; the queues fill, the consumer pauses its partitions,
-and nothing new is committed until the work lands.
+its stage retry the same work with backoff (`retry.Retrier`); the queues fill, the consumer pauses
+its partitions, and nothing new is committed until the work lands.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
-from collections import Counter as Multiset
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -31,29 +27,23 @@ from ingestor import metrics
 from ingestor.batching import BatchLimits, BatchWindow, Unit, Work, estimated_tokens, plan
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
-from ingestor.dedupe import CachedVector, SharedTexts, content_hash, unchanged
+from ingestor.dedupe import CachedVector, IdsInFlight, SharedTexts, digest, unchanged
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
-from ingestor.errors import Aborted, DataError, Reason, RetriableError
+from ingestor.errors import Aborted, RetriableError
 from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
-from ingestor.records import Document, Parsed, Position, Rejected
-from ingestor.retry import Backoff
-from ingestor.sink import Entity, MilvusSink
+from ingestor.records import Parsed, Rejected
+from ingestor.retry import Backoff, Retrier
+from ingestor.sink import MilvusSink
+from ingestor.writer import Latency, Writer
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _STOP = object()
 
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Kafka record timestamp to acknowledged Milvus write, for the benchmark."""
-
-    timestamp_ms: int
-    written_ms: int
+__all__ = ["Latency", "Pipeline"]
 
 
 class Pipeline:
@@ -76,9 +66,7 @@ class Pipeline:
         self.cache = cache
         self.sink = sink
         self.dlq = dlq
-        self.backoff = backoff
         self.store_text = store_text
-        self.record_latency = record_latency
         assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
         self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
         self.intake: queue.Queue[Any] = queue.Queue()
@@ -86,13 +74,13 @@ class Pipeline:
         self._embedded: queue.Queue[Any] = queue.Queue(maxsize=2)
         self._flush = threading.Event()  # cut the window now (shutdown)
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
-        self._retrying: dict[str, str] = {}  # stage thread -> dependency it is retrying
-        self._ids_in_flight: Multiset[str] = Multiset()
+        self.retrier = Retrier(backoff, self._abort)
+        self.ids = IdsInFlight()
         self.shared = SharedTexts(settings.max_in_flight_records or 0)
-        self._ids_lock = threading.Lock()
+        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, embedder.identity,
+                             store_text, record_latency)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
-        self._rng = random.Random()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -118,7 +106,7 @@ class Pipeline:
         self.intake.put(items)
 
     def is_retrying(self) -> bool:
-        return bool(self._retrying)
+        return self.retrier.active()
 
     def flush(self) -> None:
         """Stop waiting for batches to fill: shutdown drains what was read."""
@@ -137,30 +125,6 @@ class Pipeline:
 
     def healthy(self) -> bool:
         return self.failure is None and all(t.is_alive() for t in self._threads)
-
-    # -- retries ---------------------------------------------------------------------------------
-
-    def _retry(self, dependency: str, call: Callable[[], T]) -> T:
-        """Retry `call` while it raises RetriableError, with capped exponential backoff."""
-        attempt = 0
-        while True:
-            try:
-                result = call()
-            except RetriableError as exc:
-                if self._abort.is_set():
-                    raise Aborted() from exc
-                self._retrying[threading.current_thread().name] = dependency
-                delay = self.backoff.delay_s(attempt, self._rng)
-                metrics.RETRIES.labels(exc.dependency).inc()
-                log.warning("%s unavailable, retry %d in %.1fs: %s", exc.dependency, attempt + 1, delay, exc)
-                attempt += 1
-                if self._abort.wait(delay):
-                    raise Aborted() from exc
-                continue
-            if attempt:
-                log.info("%s recovered after %d retr%s", dependency, attempt, "y" if attempt == 1 else "ies")
-            self._retrying.pop(threading.current_thread().name, None)
-            return result
 
     # -- stage 1: batcher ------------------------------------------------------------------------
 
@@ -213,11 +177,6 @@ class Pipeline:
         """Still ours? Superseded positions of other partitions count too (they need the write)."""
         return self.tracker.is_current(item.position)
 
-    def _unregister(self, work: Work) -> None:
-        with self._ids_lock:
-            self._ids_in_flight.subtract(work.registered)
-            self._ids_in_flight += Multiset()  # drop zero counts
-
     def _tokenize(self, units: list[Unit]) -> None:
         for unit, prepared in zip(units, self.embedder.prepare([u.text for u in units])):
             unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
@@ -231,8 +190,7 @@ class Pipeline:
         In-flight texts are looked up before Redis: their entries are released only after their
         vectors are in the cache, so a text missing from one is found in the other."""
         docs = [d for u in units for d in u.docs]
-        with self._ids_lock:
-            self._ids_in_flight.update([d.id for d in docs] + [d.id for d in ready.deletes])
+        self.ids.add([d.id for d in docs] + [d.id for d in ready.deletes])
         self.shared.share(units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
@@ -242,12 +200,9 @@ class Pipeline:
             for i, vector in zip(unshared, found):
                 vectors[i] = vector
             for doc in docs:
-                self._digest(doc)
-            with self._ids_lock:
-                # An id also waiting in earlier, unwritten work must be written again here.
-                busy = {i for i, n in self._ids_in_flight.items() if n > 1}
-            skip = unchanged(docs, markers, busy,
-                             lambda ids: self._retry("milvus", lambda: self.sink.content_hashes(ids)))
+                digest(doc, self.embedder.identity, self.store_text)
+            skip = unchanged(docs, markers, self.ids.busy(),
+                             lambda ids: self.retrier.run("milvus", lambda: self.sink.content_hashes(ids)))
         todo: list[Unit] = []
         for unit, cached in zip(units, vectors):
             ready.skipped += [d for d in unit.docs if id(d) in skip]
@@ -281,10 +236,12 @@ class Pipeline:
             if work is _STOP:
                 self._embedded.put(_STOP)
                 return
-            self._embed(work)
+            self.embed(work)
             self._put(self._embedded, work)
 
-    def _embed(self, work: Work) -> None:
+    def embed(self, work: Work) -> None:
+        """One work through the model (what the model thread does with each): vectors for its
+        units, dead letters for the texts the model cannot encode."""
         if any(u.from_cache for u in work.units):
             metrics.RECORDS_CACHE_HIT.inc(sum(len(u.docs) for u in work.units if u.from_cache))
         late = self._take_shared(work)
@@ -298,17 +255,19 @@ class Pipeline:
             metrics.BATCH_TOKENS.observe(work.padded_tokens)
             slow_point()
             try:
-                if work.features is None:
-                    raise ValueError("no prepared features")
                 model_point([u.text for u in todo])
-                for unit, vector in zip(todo, self.embedder.forward(work.features)):
-                    unit.vector = vector
+                vectors = self.embedder.forward(work.features) if work.features is not None else None
             except (RetriableError, Aborted):
                 raise
             except Exception as exc:
                 # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
                 log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
                             len(todo), type(exc).__name__)
+                vectors = None
+            if vectors is not None:
+                for unit, vector in zip(todo, vectors):
+                    unit.vector = vector
+            else:
                 failures += self._encode_isolating(todo)
         failures += self._encode_isolating(late)
         work.features = None
@@ -365,95 +324,4 @@ class Pipeline:
             work = self._embedded.get()
             if work is _STOP:
                 return
-            self._write(work)
-
-    def _write(self, work: Work) -> None:
-        identity = self.embedder.identity
-        entities: list[Entity] = []
-        for unit in work.units:
-            for doc in unit.docs:
-                entities.append(self._entity(doc, unit, identity))
-        # 1. deletes: the marker goes first, so no marker outlives its entity.
-        if work.deletes:
-            ids = [d.id for d in work.deletes]
-            self.cache.forget(ids)
-            self._retry("milvus", lambda: self.sink.delete(ids))
-            metrics.RECORDS.settled("deleted", len(ids))
-        # 2. upserts, isolating any entity Milvus refuses.
-        written: list[Entity] = []
-        if entities:
-            outcome = self._retry("milvus", lambda: run_isolating(
-                entities, self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
-            written = [e for batch, _ in outcome.results for e in batch]
-            for entity, exc in outcome.failures:
-                log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
-                doc = self._doc_of(work, entity)
-                work.rejected.append(Rejected(raw=doc.raw, reason=Reason.SINK_REJECTED.value, error=str(exc),
-                                              superseded=list(doc.superseded)))
-            refused = {entity.id for entity, _ in outcome.failures}
-            for unit in work.units:  # a record settles once: as the dead letter, not also as a document
-                unit.docs = [d for d in unit.docs if d.id not in refused]
-            metrics.RECORDS.settled("upserted", len(written))
-        crash_point("after_upsert")
-        # 3. dead letters: only acknowledged ones become done.
-        if work.rejected:
-            self._retry("dlq", lambda: self.dlq.send(work.rejected))
-        # 4. cache, only for what Milvus acknowledged.
-        if self.cache.enabled and written:
-            written_ids = {e.id for e in written}
-            vectors = {u.text_sha256: CachedVector(u.vector, u.truncated) for u in work.claimed
-                       if u.vector is not None and any(d.id in written_ids for d in u.docs)}
-            markers = {e.id: e.content_hash for e in written}
-            self.cache.store(vectors, markers)
-        self.shared.release(work.claimed)
-        # 5. offsets.
-        positions = self._positions(work)
-        metrics.RECORDS.settled("skipped", len(work.skipped))
-        metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in self._items(work)))
-        self.tracker.done(positions)
-        self._unregister(work)
-        self._observe_latency(work, written)
-
-    def _entity(self, doc: Document, unit: Unit, identity: str) -> Entity:
-        p = doc.position
-        assert unit.vector is not None
-        return Entity(
-            id=doc.id, vector=unit.vector, text=doc.text, metadata=doc.metadata,
-            content_hash=self._digest(doc),
-            model=identity, truncated=unit.truncated,
-            kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset,
-        )
-
-    def _digest(self, doc: Document) -> str:
-        if not doc.digest:
-            doc.digest = content_hash(self.embedder.identity, doc.text_sha256, doc.metadata, self.store_text)
-        return doc.digest
-
-    @staticmethod
-    def _doc_of(work: Work, entity: Entity) -> Document:
-        for unit in work.units:
-            for doc in unit.docs:
-                if doc.id == entity.id:
-                    return doc
-        raise KeyError(entity.id)
-
-    @staticmethod
-    def _items(work: Work) -> list[Parsed]:
-        """Every record this work settles (each with the records it superseded)."""
-        return [d for u in work.units for d in u.docs] + work.skipped + work.deletes + work.rejected
-
-    def _positions(self, work: Work) -> list[Position]:
-        positions: list[Position] = []
-        for item in self._items(work):
-            positions.append(item.position)
-            positions.extend(item.superseded)
-        return positions
-
-    def _observe_latency(self, work: Work, written: list[Entity]) -> None:
-        now_ms = int(time.time() * 1000)
-        stamps = [d.position.timestamp_ms for u in work.units for d in u.docs]
-        for ts in stamps:
-            if ts and ts > 0:
-                metrics.TIME_TO_SEARCHABLE.observe(max(0.0, (now_ms - ts) / 1000.0))
-        if self.record_latency is not None and stamps:
-            self.record_latency([Latency(ts, now_ms) for ts in stamps])
+            self.writer.write(work)

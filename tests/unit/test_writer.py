@@ -140,8 +140,8 @@ def _work(p: Pipeline, items, shared: bool = False):
 
 
 def _run(p: Pipeline, work) -> None:
-    p._embed(work)
-    p._write(work)
+    p.embed(work)
+    p.writer.write(work)
 
 
 def test_milvus_then_dead_letters_then_cache_then_offsets():
@@ -197,10 +197,10 @@ def test_retries_stop_when_shutdown_gives_up():
     p, tracker = _pipeline(log, FakeSink(log, fail_times=10**6))
     items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
     work = _work(p, items)
-    p._embed(work)
+    p.embed(work)
     p.abort()
     with pytest.raises(Aborted):
-        p._write(work)
+        p.writer.write(work)
     assert not [e for e in log if e[0] in ("store", "done")]
 
 
@@ -212,12 +212,12 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)  # read while the first is not written yet
     assert [u.shares for u in second.units] == first.units
-    p._embed(first)
-    p._embed(second)
+    p.embed(first)
+    p.embed(second)
     assert [e for e in log if e[0] == "encode"] == [("encode", 1)]
     assert np.array_equal(second.units[0].vector, first.units[0].vector)
-    p._write(first)
-    p._write(second)
+    p.writer.write(first)
+    p.writer.write(second)
     assert len(p.shared) == 0, "entries are released once their work is written"
     assert ("upsert", ["b"]) in log and tracker.to_commit()[TP].offset == 2
 
