@@ -373,9 +373,9 @@ def sink_rate(uri: str, collection: str, rows: int, chunk: int = 512, dimension:
     chunks = [[Entity(f"r{i}-{j}", vectors[j], texts[j % len(texts)], {"source": "sink-rate", "j": j}, "0" * 64,
                       "m", False, "t", 0, i * chunk + j) for j in range(chunk)]
               for i in range(max(2, rows // chunk))]
-    sink = MilvusSink(MilvusSettings(uri=uri, collection=collection), dimension, "m")
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
     sink.connect()
-    sink.ensure_collection()
+    sink.ensure_collection(dimension, "m")
     try:
         sink.upsert(chunks[0])  # the first write builds the collection's state: not timed
         child = next(iter(child_pids() or ()), None) if not uri.startswith("http") else None

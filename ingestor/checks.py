@@ -53,7 +53,7 @@ def _redis(settings: Settings) -> CheckResult:
 def _milvus(settings: Settings) -> CheckResult:
     from ingestor.sink import MilvusSink
 
-    sink = MilvusSink(settings.milvus, dimension=0, model_identity="")
+    sink = MilvusSink(settings.milvus)
     try:
         sink.connect()
         names = sink._client.list_collections()

@@ -152,9 +152,9 @@ def search(
     from ingestor.sink import MilvusSink
 
     embedder = Embedder(settings.model)
-    sink = MilvusSink(settings.milvus, embedder.dimension, embedder.identity)
+    sink = MilvusSink(settings.milvus)
     sink.connect()
-    sink.ensure_collection()
+    sink.ensure_collection(embedder.dimension, embedder.identity)
     try:
         hits = sink.search(embedder.encode([query])[0], k)
     finally:

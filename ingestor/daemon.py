@@ -23,8 +23,7 @@ from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
 from ingestor.faults import stand_in_embedder
-from ingestor.health import HealthServer, MilvusWatch, Status
-from ingestor.lite import LiteServer
+from ingestor.health import HealthServer, MilvusWatch, Vitals
 from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
 from ingestor.pipeline import Latency, Pipeline
@@ -73,6 +72,8 @@ class Daemon:
         self._stop_deadline: float | None = None  # set by the first signal
         self.backoff = backoff_from(settings)
         self.sink: MilvusSink | None = None
+        self.cache: Cache | None = None
+        self.dlq: DeadLetterQueue | None = None
         self.source: KafkaSource | None = None
         self.pipeline: Pipeline | None = None
         self.http: HealthServer | None = None
@@ -125,51 +126,41 @@ class Daemon:
 
     # -- health ----------------------------------------------------------------------------------
 
-    def live(self) -> Status:
-        if self.pipeline is not None and not self.pipeline.healthy():
-            return Status(False, "a pipeline stage stopped")
-        if self.source is not None and time.monotonic() - self.source.alive_monotonic > 60:
-            return Status(False, "the consumer loop has not run for 60s")
-        return Status(True, "alive")
-
-    def ready(self) -> Status:
-        if not self.model_loaded:
-            return Status(False, "model loading")
-        if self.source is None or self.pipeline is None or self.milvus_watch is None:
-            return Status(False, "starting")
-        if self.stop_requested.is_set():
-            return Status(False, "shutting down")
-        if not self.live().ok:
-            return self.live()
-        if time.monotonic() - self.milvus_watch.last_ok > 3 * self.milvus_watch.interval_s:
-            return Status(False, self.milvus_watch.last_error or "milvus did not answer recently")
-        blocked = self.source.blocked_reason()
-        if blocked is not None:
-            return Status(False, blocked)
-        owned = len(self.source.tracker.owned())
-        return Status(True, f"{owned} partition(s) assigned" if owned else "waiting for partitions")
+    def vitals(self) -> Vitals:
+        source, pipeline, watch = self.source, self.pipeline, self.milvus_watch
+        now = time.monotonic()
+        return Vitals(
+            model_loaded=self.model_loaded,
+            started=source is not None and pipeline is not None and watch is not None,
+            stopping=self.stop_requested.is_set(),
+            pipeline_healthy=pipeline is None or pipeline.healthy(),
+            consumer_idle_s=now - source.alive_monotonic if source is not None else 0.0,
+            milvus_silent_s=now - watch.last_ok if watch is not None else 0.0,
+            milvus_ping_interval_s=watch.interval_s if watch is not None else 5.0,
+            milvus_error=watch.last_error if watch is not None else "",
+            blocked=source.blocked_reason() if source is not None else None,
+            partitions=len(source.tracker.owned()) if source is not None else 0,
+        )
 
     def _start_http(self) -> None:
         m = self.settings.metrics
         if m.port and self.http is None:
-            self.http = HealthServer(m.host, m.port, self.live, self.ready)
+            self.http = HealthServer(m.host, m.port, self.vitals)
             self.http.start()
 
     def start(self) -> None:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
-        lite = LiteServer(s.milvus.uri) if s.milvus.lite_child else None
-        if lite is not None:
-            lite.spawn()  # its start overlaps the model load
+        sink = self.sink = MilvusSink(s.milvus, s.batch.max_write_bytes)
+        sink.start_serving()  # a Milvus Lite child starts while the model loads
         try:
             if self.embedder is None:
                 self.embedder = stand_in_embedder() or Embedder(s.model, s.runtime.torch_threads)
                 if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
                     self.embedder.precision_report(_PROBE_TEXTS)
         except BaseException:
-            if lite is not None:
-                lite.stop()
+            sink.close()
             raise
         embedder = self.embedder
         self.model_loaded = True
@@ -178,31 +169,27 @@ class Daemon:
         log.info("batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
                  "%d in flight", embedder.device, batch.max_batch_records, batch.max_batch_tokens,
                  batch.pass_cost_tokens, batch.max_window_records, batch.max_in_flight_records)
-        sink = MilvusSink(s.milvus, embedder.dimension, embedder.identity, batch.max_write_bytes, lite)
-        self.sink = sink
 
         def open_milvus() -> None:
             sink.connect()
-            sink.ensure_collection()
+            sink.ensure_collection(embedder.dimension, embedder.identity)
 
         self._until_up(f"milvus at {s.milvus.uri}", open_milvus)
-        cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)
+        cache = self.cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)
         if cache.enabled and not cache.ping():
             log.warning("redis is not reachable: running with cache misses until it is")
         elif not cache.enabled:
             log.info("no redis.url configured: running without a cache")
         tracker = OffsetTracker()
-        self.pipeline = Pipeline(
-            batch, tracker, embedder, cache, sink, DeadLetterQueue(s.kafka, s.dlq), self.backoff,
-            s.milvus.store_text, self.record_latency,
-        )
+        dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
+        pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
+                                            s.milvus.store_text, self.record_latency)
         self.source = self._until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
-            lambda: KafkaSource(s.kafka, tracker, self.pipeline.submit, batch.max_in_flight_records,
-                                self.until_caught_up, self.backoff),
+            lambda: KafkaSource(s.kafka, tracker, pipeline.submit, batch.max_in_flight_records,
+                                self.until_caught_up, self.backoff, hold=pipeline.is_retrying),
             state="not reachable yet",
         )
-        self.source.hold = self.pipeline.is_retrying
         self.source.start()
         self.pipeline.start()
         self.milvus_watch = MilvusWatch(sink.ping)
@@ -253,13 +240,12 @@ class Daemon:
             source.close()
         else:
             pipeline.abort()
-            try:
-                source.consumer.close(autocommit=False, timeout_ms=2_000)
-            except Exception:
-                pass
+            source.abandon()
         pipeline.stop(timeout_s=5.0)
-        pipeline.dlq.close()
-        pipeline.cache.close()
+        if self.dlq is not None:
+            self.dlq.close()
+        if self.cache is not None:
+            self.cache.close()
         if self.milvus_watch is not None:
             self.milvus_watch.stop()
         self.sink.close()

@@ -1,6 +1,12 @@
-"""The HTTP side for operators, on `metrics.port`: `/metrics` (Prometheus), `/healthz` (the
-process loop is alive) and `/readyz` (model loaded, Milvus answered a real call recently,
-partitions assigned or the group is assigning them). Non-200 answers carry a short JSON reason."""
+"""Health for operators, on `metrics.port`: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+Non-200 answers carry a short JSON reason. The rules are pure (`liveness`, `readiness` over the
+daemon's `Vitals`); the HTTP server only serves them.
+
+- alive: every pipeline stage runs, and the consumer loop turned within the last minute (a
+  restart would help);
+- ready: alive, the model is loaded, Milvus answered a real call recently, no partition is
+  blocked by a batch it cannot decode, and the process is not stopping.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +25,60 @@ from ingestor.errors import StartupError
 log = logging.getLogger(__name__)
 
 
+CONSUMER_STALL_S = 60.0  # a consumer loop this long without a turn is stuck: not alive
+MILVUS_MISSED_PINGS = 3  # this many ping intervals without an answer: not ready
+
+
 @dataclass(frozen=True, slots=True)
 class Status:
     ok: bool
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Vitals:
+    """What the daemon knows of itself at one moment."""
+
+    model_loaded: bool = False
+    started: bool = False  # source, pipeline and the Milvus watch exist
+    stopping: bool = False
+    pipeline_healthy: bool = True
+    consumer_idle_s: float = 0.0  # since the consumer loop last turned
+    milvus_silent_s: float = 0.0  # since Milvus last answered a ping
+    milvus_ping_interval_s: float = 5.0
+    milvus_error: str = ""
+    blocked: str | None = None  # why a partition cannot progress (an undecodable batch)
+    partitions: int = 0
+
+
+def liveness(v: Vitals) -> Status:
+    if not v.pipeline_healthy:
+        return Status(False, "a pipeline stage stopped")
+    if v.consumer_idle_s > CONSUMER_STALL_S:
+        return Status(False, f"the consumer loop has not run for {CONSUMER_STALL_S:.0f}s")
+    return Status(True, "alive")
+
+
+def readiness(v: Vitals) -> Status:
+    if not v.model_loaded:
+        return Status(False, "model loading")
+    if not v.started:
+        return Status(False, "starting")
+    if v.stopping:
+        return Status(False, "shutting down")
+    alive = liveness(v)
+    if not alive.ok:
+        return alive
+    if v.milvus_silent_s > MILVUS_MISSED_PINGS * v.milvus_ping_interval_s:
+        return Status(False, v.milvus_error or "milvus did not answer recently")
+    if v.blocked is not None:
+        return Status(False, v.blocked)
+    return Status(True, f"{v.partitions} partition(s) assigned" if v.partitions else "waiting for partitions")
+
+
 class HealthServer:
-    def __init__(self, host: str, port: int, live: Callable[[], Status], ready: Callable[[], Status]) -> None:
-        self.live = live
-        self.ready = ready
+    def __init__(self, host: str, port: int, vitals: Callable[[], Vitals]) -> None:
+        self.vitals = vitals
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +87,7 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif path in ("/healthz", "/readyz"):
-                    status = (owner.live if path == "/healthz" else owner.ready)()
+                    status = (liveness if path == "/healthz" else readiness)(owner.vitals())
                     body = json.dumps({"status": "ok" if status.ok else "fail", "reason": status.reason})
                     self._send(200 if status.ok else 503, body.encode(), "application/json")
                 else:

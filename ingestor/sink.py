@@ -220,21 +220,28 @@ class LiteLock:
 
 
 class MilvusSink:
-    def __init__(self, settings: MilvusSettings, dimension: int, model_identity: str,
-                 max_write_bytes: int = 16 << 20, lite: LiteServer | None = None) -> None:
+    """One Milvus collection. With a Milvus Lite file it also owns the Lite child serving it
+    (`start_serving` starts it early, `close` stops it)."""
+
+    def __init__(self, settings: MilvusSettings, max_write_bytes: int = 16 << 20) -> None:
         self.settings = settings
         self.max_write_bytes = max_write_bytes
-        self.dimension = dimension
-        self.model_identity = model_identity
         self.collection = settings.collection
+        self.dimension = 0  # set by ensure_collection
+        self.model_identity = ""
         self._lock = LiteLock(settings.uri) if settings.is_lite else None
-        self._lite = lite or (LiteServer(settings.uri) if settings.lite_child else None)
+        self._lite = LiteServer(settings.uri) if settings.lite_child else None
         self._client: Any = None
         self.server_version = ""
         self.namespace = ""
-        self.last_ok_monotonic = 0.0
         self._schema: dict[str, Any] | None = None  # for column writes; None: rows
         self._field_types: dict[str, Any] = {}
+
+    def start_serving(self) -> None:
+        """Start the Milvus Lite child now, if there is one, so that its start overlaps the
+        caller's (the model load); `connect` waits for it."""
+        if self._lite is not None:
+            self._lite.spawn()
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -271,7 +278,6 @@ class MilvusSink:
         if version != self.server_version:
             log.info("connected to Milvus %s at %s", version, self.settings.uri)
             self.server_version = version
-        self._ok()
 
     def _serving_uri(self) -> str:
         """Where the client connects: the configured URI, or the Lite child serving its file."""
@@ -288,8 +294,10 @@ class MilvusSink:
             raise
         return uri
 
-    def ensure_collection(self) -> None:
-        """Create the collection if missing; refuse to start if an existing one does not fit."""
+    def ensure_collection(self, dimension: int, model_identity: str) -> None:
+        """Create the collection for vectors of `dimension` if missing; refuse to start if an
+        existing one does not fit."""
+        self.dimension, self.model_identity = dimension, model_identity
         try:
             if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
                 self._create_or_join()
@@ -304,7 +312,6 @@ class MilvusSink:
         description = info.get("description") or ""
         incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
         self.namespace = f"{self.settings.uri}|{self.settings.db_name or ''}|{self.collection}|{incarnation}"
-        self._ok()
 
     def _column_schema(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """The raw schema pymilvus's column upsert packs against (fetched once: without it, it
@@ -383,9 +390,6 @@ class MilvusSink:
 
     # -- writes and reads ------------------------------------------------------------------------
 
-    def _ok(self) -> None:
-        self.last_ok_monotonic = time.monotonic()
-
     def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._client is None:
             self.connect()
@@ -405,7 +409,6 @@ class MilvusSink:
                 error = RetriableError("milvus", f"collection {self.collection!r} was not loaded; reloaded it")
             raise error from exc
         metrics.WRITE_SECONDS.labels(op).observe(time.perf_counter() - started)
-        self._ok()
         return result
 
     def _reload(self) -> None:

@@ -208,11 +208,13 @@ class KafkaSource:
         max_in_flight: int,
         until_caught_up: bool = False,
         backoff: Backoff | None = None,
+        hold: Callable[[], bool] = lambda: False,
         consumer: KafkaConsumer | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`consumer`, `clock` and `sleep` are for tests (a scripted consumer, a fake clock)."""
+        """`hold`: True while a pipeline stage retries a dependency (partitions stay paused).
+        `consumer`, `clock` and `sleep` are for tests (a scripted consumer, a fake clock)."""
         self.settings = settings
         self.tracker = tracker
         self.deliver = deliver
@@ -234,8 +236,7 @@ class KafkaSource:
         self._last_catch_up_check = 0.0
         self._last_lag = 0.0
         self._commit_in_flight = False
-        # Set by the daemon: True while a pipeline stage is retrying a dependency.
-        self.hold: Callable[[], bool] = lambda: False
+        self.hold = hold
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -536,6 +537,13 @@ class KafkaSource:
             point = self.tracker.last_committed(_tp(ktp))
             if end is not None and point is not None:
                 metrics.CONSUMER_LAG.labels(ktp.topic, str(ktp.partition)).set(max(0, end - point.offset))
+
+    def abandon(self) -> None:
+        """Leave without committing (a pipeline stage failed: what is not committed replays)."""
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=2_000)
+        except Exception as exc:
+            log.warning("consumer close: %s", exc)
 
     def close(self) -> None:
         """Final commit of what is done, then leave the group."""

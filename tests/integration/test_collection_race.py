@@ -13,7 +13,7 @@ from ingestor.sink import MilvusSink
 def test_workers_racing_to_create_one_collection_all_start_on_it(tmp_path, caplog):
     server = LiteServer(str(tmp_path / "race.db"))
     uri = server.start()
-    sinks = [MilvusSink(MilvusSettings(uri=uri, collection="raced"), 8, "m") for _ in range(4)]
+    sinks = [MilvusSink(MilvusSettings(uri=uri, collection="raced")) for _ in range(4)]
     errors: list[BaseException] = []
     gate = threading.Barrier(len(sinks))
 
@@ -21,7 +21,7 @@ def test_workers_racing_to_create_one_collection_all_start_on_it(tmp_path, caplo
         try:
             sink.connect()
             gate.wait()
-            sink.ensure_collection()
+            sink.ensure_collection(8, "m")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

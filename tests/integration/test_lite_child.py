@@ -30,9 +30,9 @@ def entity(i: int) -> Entity:
 
 
 def sink_for(path: str) -> MilvusSink:
-    sink = MilvusSink(MilvusSettings(uri=path, collection="docs"), DIM, "m")
+    sink = MilvusSink(MilvusSettings(uri=path, collection="docs"))
     sink.connect()
-    sink.ensure_collection()
+    sink.ensure_collection(DIM, "m")
     return sink
 
 
@@ -93,7 +93,7 @@ def test_a_second_user_of_the_file_gets_the_busy_message(tmp_path):
         with pytest.raises(StartupError, match="(?i)lock"):
             LiteServer(path).start()
         # Through the sink, without ingestor's own lock in the way: the message says what to do.
-        other = MilvusSink(MilvusSettings(uri=path, collection="docs"), DIM, "m")
+        other = MilvusSink(MilvusSettings(uri=path, collection="docs"))
         other._lock = None
         with pytest.raises(StartupError, match="(?i)lock"):
             other.connect()

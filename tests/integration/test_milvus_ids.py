@@ -34,9 +34,9 @@ def sink(tmp_path_factory) -> Iterator[MilvusSink]:
     """A real Milvus (the Lite server, over gRPC) behind the daemon's own sink."""
     server = LiteServer(str(tmp_path_factory.mktemp("ids") / "ids.db"))
     uri = server.start()
-    sink = MilvusSink(MilvusSettings(uri=uri, collection="ids"), DIM, "m")
+    sink = MilvusSink(MilvusSettings(uri=uri, collection="ids"))
     sink.connect()
-    sink.ensure_collection()
+    sink.ensure_collection(DIM, "m")
     try:
         yield sink
     finally:
