@@ -60,10 +60,13 @@ def exported_series() -> dict[str, tuple[str, set[str]]]:
     """
     series: dict[str, tuple[str, set[str]]] = {}
     for obj in vars(metrics_module).values():
-        if not isinstance(obj, MetricWrapperBase):
+        if isinstance(obj, MetricWrapperBase):
+            families = [(family, set(obj._labelnames)) for family in obj.describe()]
+        elif isinstance(obj, metrics_module.RecordLedger):  # a custom collector: its families name their labels
+            families = [(family, set(getattr(family, "_labelnames", ()))) for family in obj.collect()]
+        else:
             continue
-        labels = set(obj._labelnames)
-        for family in obj.describe():
+        for family, labels in families:
             if family.type == "counter":
                 series[family.name + "_total"] = ("counter", labels)
             elif family.type == "gauge":
