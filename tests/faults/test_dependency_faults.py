@@ -78,7 +78,10 @@ def test_milvus_server_killed_then_frozen_mid_stream_commits_nothing_meanwhile(s
     (shorter than its etcd session TTL, which a longer freeze outlives: the server then exits)."""
     scn = scenario
     scn.create_topic(4)
-    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
+    # Calls to a frozen server fail by their timeout: a short one keeps the freeze (3 failed calls,
+    # then OUTAGE_S) well under the server's 30 s session TTL, which a longer freeze would outlive.
+    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
+                  INGESTOR_MILVUS__TIMEOUT_S="2")
     d.wait_ready()
     for n, outage in enumerate(("killed", "frozen")):
         # Records arrive before each outage, so that it hits writes in flight.
