@@ -26,6 +26,7 @@ from ingestor.errors import DataError, Reason, RetriableError, StartupError
 from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
+from ingestor.logs import adopt_pymilvus
 from ingestor.parsing import json_bytes
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class MilvusSink:
         from pymilvus import MilvusClient
         from pymilvus.client import entity_helper
 
+        adopt_pymilvus()
         # pymilvus checks each VARCHAR of a row by iterating over it character by character (a
         # check meant for arrays of strings): with stored texts, half the client's CPU per upsert,
         # all of it holding the GIL. The server enforces max_length itself (a refusal is a data
