@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ingestor.corpus import SAMPLE, load_corpus
+
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
-SAMPLE = REPO / "ingestor" / "data" / "sample.jsonl"
 KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
 MILVUS_SERVER = f"http://127.0.0.1:{os.environ.get('INGESTOR_MILVUS_PORT', '19530')}"
 REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
@@ -40,8 +41,8 @@ def unique(prefix: str) -> str:
 
 
 def sample_records(n: int, offset: int = 0) -> list[dict[str, Any]]:
-    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[offset:offset + n]
-    return [json.loads(line) for line in lines]
+    """Records of the bundled sample corpus as JSON objects (id, text, metadata)."""
+    return [{"id": r.id, "text": r.text, "metadata": r.metadata} for r in load_corpus(SAMPLE)[offset:offset + n]]
 
 
 # -- Kafka -----------------------------------------------------------------------------------------

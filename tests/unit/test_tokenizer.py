@@ -7,7 +7,7 @@ import pytest
 
 import numpy as np
 
-from ingestor.bench import SAMPLE, load_corpus
+from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.config import DEFAULT_MODEL
 from ingestor.embedder import resolve_model_path
 from ingestor.tokenizer import PROBE_TEXTS, Tokenizer, batch_tokenizer, pad_encodings
