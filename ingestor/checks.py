@@ -87,22 +87,16 @@ def render_stats(settings: Settings, console: Console) -> None:
     table.add_column("what")
     table.add_column("value", justify="right")
     # Milvus
-    try:
-        from pymilvus import MilvusClient
+    from ingestor.sink import MilvusSink
 
-        kwargs = {"uri": settings.milvus.uri}
-        if settings.milvus.token is not None:
-            kwargs["token"] = settings.milvus.token.get_secret_value()
-        client = MilvusClient(**kwargs)
-        if client.has_collection(settings.milvus.collection):
-            rows = client.query(settings.milvus.collection, filter="", output_fields=["count(*)"],
-                                consistency_level="Strong")
-            table.add_row(f"milvus rows ({settings.milvus.collection})", str(rows[0]["count(*)"]))
-        else:
-            table.add_row(f"milvus rows ({settings.milvus.collection})", "no collection")
-        client.close()
+    sink = MilvusSink(settings.milvus)
+    try:
+        exists = sink.exists()
+        table.add_row(f"milvus rows ({settings.milvus.collection})", str(sink.count()) if exists else "no collection")
     except Exception as exc:
         table.add_row("milvus", f"[red]{type(exc).__name__}[/red]")
+    finally:
+        sink.close()
     # Redis
     if settings.redis.url is not None:
         try:

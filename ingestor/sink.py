@@ -466,12 +466,41 @@ class MilvusSink:
         return list(self._call("query", self._client.query, self.collection, filter=field_in("id", ids),
                                output_fields=list(fields), consistency_level="Strong"))
 
-    def count(self) -> int:
+    def exists(self) -> bool:
         if self._client is None:
             self.connect()
+        return bool(self._call("has", self._client.has_collection, self.collection))
+
+    def count(self) -> int:
+        """Entities in the collection (0 when there is none), strongly consistent."""
+        if not self.exists():
+            return 0
         rows = self._call("query", self._client.query, self.collection, filter="",
                           output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
+
+    def rows(self, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Every entity, these fields only, strongly consistent (none when there is no collection).
+        Read with an iterator, so an id stored twice shows twice: the one way ingestor, its bench
+        and its tests read a collection back."""
+        if not self.exists():
+            return []
+        # A reopened Lite file, or a restarted server, may hold the collection released.
+        self._call("load", lambda timeout: self._client.load_collection(self.collection, timeout=max(timeout, 60)))
+        iterator = self._call("query", self._client.query_iterator, self.collection, batch_size=1000, filter="",
+                              output_fields=list(fields), consistency_level="Strong")
+        out: list[dict[str, Any]] = []
+        try:
+            while page := iterator.next():
+                out.extend(page)
+        finally:
+            iterator.close()
+        return out
+
+    def drop(self) -> None:
+        """Drop the collection, if it exists."""
+        if self.exists():
+            self._call("drop", self._client.drop_collection, self.collection)
 
     def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
         if self._client is None:

@@ -267,23 +267,15 @@ def milvus(uri: str) -> Iterator[Any]:
 
 _READER = r"""
 import json, sys
-from pymilvus import MilvusClient
+from ingestor.config import MilvusSettings
+from ingestor.sink import MilvusSink
 uri, collection, fields, queries = sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])
-client = MilvusClient(uri=uri)
-out = {"rows": [], "hits": []}
-if client.has_collection(collection):
-    client.load_collection(collection)  # a reopened Lite file comes back released
-    it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=fields, consistency_level="Strong")
-    while True:
-        page = it.next()
-        if not page:
-            break
-        out["rows"].extend(page)
-    it.close()
-    if queries:
-        hits = client.search(collection, data=queries, limit=3, output_fields=["id"], consistency_level="Strong")
-        out["hits"] = [[h["id"] for h in hit] for hit in hits]
-client.close()
+sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
+try:
+    rows = sink.rows(fields)
+    out = {"rows": rows, "hits": [[h["id"] for h in sink.search(q, 3)] for q in queries] if rows else []}
+finally:
+    sink.close()
 json.dump(out, sys.stdout, default=float)
 """
 

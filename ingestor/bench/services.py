@@ -7,7 +7,8 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,9 @@ class Services:
                         self.redis_prefixes, self.collections, self.tmp)
             return
         if self.server is not None and self.collections:
-            from ingestor.lite import milvus_client
-
             try:
-                with milvus_client(self.server) as client:
-                    for name in self.collections:
-                        if client.has_collection(name):
-                            client.drop_collection(name)
+                for name in self.collections:
+                    drop_collection(self.server, name)
             except Exception as exc:
                 log.warning("could not drop the bench's collections %s: %s", self.collections, exc)
         if self.topics:
@@ -130,23 +127,28 @@ class Services:
 
 
 def milvus_rows(uri: str, collection: str, fields: list[str], in_process: bool = False) -> list[dict[str, Any]]:
-    """Every row of a collection (a Lite file or a server), these fields only; an iterator, so
-    duplicates would show."""
-    from ingestor.lite import milvus_client
-
-    with milvus_client(uri, in_process) as client:
-        if not client.has_collection(collection):
-            return []
-        client.load_collection(collection)  # a reopened Lite file starts with it released
-        it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=fields,
-                                   consistency_level="Strong")
-        rows: list[dict[str, Any]] = []
-        while page := it.next():
-            rows.extend(page)
-        it.close()
-        return rows
+    """Every row of a collection (a Lite file or a server), these fields only (`MilvusSink.rows`)."""
+    with _sink(uri, collection, in_process) as sink:
+        return sink.rows(fields)
 
 
 def milvus_ids(uri: str, collection: str, in_process: bool = False) -> list[str]:
-    """Every id in a collection (duplicates would show)."""
     return [r["id"] for r in milvus_rows(uri, collection, ["id"], in_process)]
+
+
+def drop_collection(uri: str, collection: str) -> None:
+    with _sink(uri, collection) as sink:
+        sink.drop()
+
+
+@contextmanager
+def _sink(uri: str, collection: str, in_process: bool = False) -> Iterator[Any]:
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import MilvusSink
+
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=collection, lite_in_process=in_process))
+    try:
+        sink.connect()
+        yield sink
+    finally:
+        sink.close()
