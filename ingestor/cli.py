@@ -130,7 +130,7 @@ def produce(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Publish at most N records")] = None,
 ) -> None:
     """Publish a file of records to Kafka, with a progress bar."""
-    from ingestor.produce import publish_file
+    from ingestor.commands.produce import publish_file
 
     settings = _settings(config, bootstrap_servers)
     target = topic or settings.kafka.topics[0]
@@ -177,7 +177,7 @@ def check(
     """Test each dependency and the model; one line each; non-zero exit if any fails."""
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri, model=model,
                          device=device, log_level="WARNING")
-    from ingestor.checks import run_checks
+    from ingestor.commands.check import run_checks
 
     results = run_checks(settings)
     for r in results:
@@ -192,7 +192,7 @@ def stats(config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redi
     """Collection rows, cache keys and memory, consumer lag per partition, DLQ depth."""
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri,
                          collection=collection, log_level="WARNING")
-    from ingestor.checks import render_stats
+    from ingestor.commands.stats import render_stats
 
     render_stats(settings, console)
 
@@ -207,7 +207,7 @@ def dlq_replay(
 ) -> None:
     """Re-publish dead-lettered records to their source topic, once their cause is fixed."""
     settings = _settings(config, bootstrap_servers, log_level="WARNING")
-    from ingestor.replay import replay_dead_letters
+    from ingestor.commands.replay import replay_dead_letters
 
     n = replay_dead_letters(settings, set(reason or []), from_offset, to_offset, dry_run, console)
     console.print(f"{'would replay' if dry_run else 'replayed'} {n} record(s)")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import harness
+from tests.support import harness
 
-# The brief's port set and state dir are slot 0. Several sessions of this suite on one machine
+# The default port set and state dir are slot 0. Several sessions of this suite on one machine
 # (test.sh runs it too) would wreck each other's services: each session claims a free slot with a
 # lock held for its whole life, and slot N shifts every port by 100 * N.
 BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 19531, "lite": 19541}
