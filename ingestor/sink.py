@@ -49,6 +49,10 @@ SCHEMA_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "ingested_at": ("INT64", {}),
 }
 
+# What a Milvus server says of one bad row when its error code does not (2.3.5 sends a dimension
+# mismatch as code 65535, "the length(3) of float data should divide the dim(4)").
+_DATA_HINTS = ("should divide the dim", "dimension", "exceeds max length", "invalid parameter", "type mismatch")
+
 _RETRIABLE_HINTS = (
     "deny to write", "quota", "rate limit", "ratelimit", "timeout", "timed out", "deadline",
     "unavailable", "connect", "connection", "not ready", "service", "closed", "broken pipe",
@@ -76,7 +80,7 @@ def classify(exc: BaseException) -> RetriableError | DataError:
         message = (exc.message or "").lower()
         if exc.retriable or exc.code in (2, 8, 9) or any(h in message for h in _RETRIABLE_HINTS):
             return RetriableError("milvus", text)
-        if exc.is_input_error or exc.code in (5, 6, 1100):
+        if exc.is_input_error or exc.code in (5, 6, 1100) or any(h in message for h in _DATA_HINTS):
             return DataError(Reason.SINK_REJECTED.value, text)
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return RetriableError("milvus", text)
