@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import importlib.util
 import io
-import json
 import logging
 import os
 import platform
@@ -34,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.errors import StartupError
 
 log = logging.getLogger(__name__)
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "sample.jsonl"
 CALIBRATION_TEXTS = 300  # OpenVINO int8: NNCF's default subset size; ~20 s on 2 cores for MiniLM
 
 # Modules each backend imports, and the extra that installs them.
@@ -271,13 +270,7 @@ def _quantize_openvino(staging: Path, tokenizer: Any, max_length: int, texts: li
 def sample_texts(count: int = CALIBRATION_TEXTS) -> list[str]:
     """Texts from the end of the bundled corpus: the bench encodes its head, so calibration and
     measurement do not share texts."""
-    texts = []
-    with SAMPLE.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                texts.append(str(json.loads(line)["text"]))
-    return texts[-count:]
+    return [r.text for r in load_corpus(SAMPLE)[-count:]]
 
 
 def load_kwargs(backend: str, precision: str, file_name: str, threads: int | None) -> dict[str, Any]:

@@ -124,7 +124,7 @@ class Cache:
         p = self.settings.key_prefix
         keys = [embedding_key(p, self.model_identity, sha) for sha in vectors]
         keys += [marker_key(p, self.namespace, record_id) for record_id in markers]
-        args: list[Any] = [self.settings.embedding_ttl_seconds, self.settings.marker_ttl_seconds, len(vectors)]
+        args: list[Any] = [self.settings.embedding_ttl_s, self.settings.marker_ttl_s, len(vectors)]
         args += [pack_vector(v.vector, v.truncated) for v in vectors.values()]
         args += list(markers.values())
         started = time.perf_counter()

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ingestor.config import Settings, load_settings
+from ingestor.config import Settings, describe, load_settings
 from ingestor.errors import ConfigError, StartupError
 from ingestor.logs import setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter topic.")
 app.add_typer(dlq_app, name="dlq")
 console = Console()
@@ -25,18 +25,18 @@ err_console = Console(stderr=True, soft_wrap=True)  # one message, one line (log
 log = logging.getLogger("ingestor")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file")]
-BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help="Kafka bootstrap servers")]
-TopicsOpt = Annotated[Optional[str], typer.Option("--topics", help="Topics, comma-separated")]
-GroupOpt = Annotated[Optional[str], typer.Option("--group-id", help="Kafka consumer group")]
-RedisOpt = Annotated[Optional[str], typer.Option("--redis-url", help="Redis URL; unset runs without a cache")]
-MilvusOpt = Annotated[Optional[str], typer.Option("--milvus-uri", help="Milvus Lite file or http(s):// URI")]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Milvus collection")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="sentence-transformers model name or path")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, fp16, bf16 (torch, openvino) or int8 (onnx, openvino)")]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="torch, onnx or openvino (extras ingestor[onnx], ingestor[openvino])")]
-LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="text or json")]
-LogLevelOpt = Annotated[Optional[str], typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help=describe("kafka.bootstrap_servers"))]
+TopicsOpt = Annotated[Optional[str], typer.Option("--topics", help=describe("kafka.topics"))]
+GroupOpt = Annotated[Optional[str], typer.Option("--group-id", help=describe("kafka.group_id"))]
+RedisOpt = Annotated[Optional[str], typer.Option("--redis-url", help=describe("redis.url"))]
+MilvusOpt = Annotated[Optional[str], typer.Option("--milvus-uri", help=describe("milvus.uri"))]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help=describe("milvus.collection"))]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help=describe("model.name"))]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=describe("model.device"))]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help=describe("model.precision"))]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help=describe("model.backend"))]
+LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help=describe("runtime.log_format"))]
+LogLevelOpt = Annotated[Optional[str], typer.Option("--log-level", help=describe("runtime.log_level"))]
 
 
 def _settings(
@@ -130,7 +130,7 @@ def produce(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Publish at most N records")] = None,
 ) -> None:
     """Publish a file of records to Kafka, with a progress bar."""
-    from ingestor.produce import publish_file
+    from ingestor.commands.produce import publish_file
 
     settings = _settings(config, bootstrap_servers)
     target = topic or settings.kafka.topics[0]
@@ -177,7 +177,7 @@ def check(
     """Test each dependency and the model; one line each; non-zero exit if any fails."""
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri, model=model,
                          device=device, log_level="WARNING")
-    from ingestor.checks import run_checks
+    from ingestor.commands.check import run_checks
 
     results = run_checks(settings)
     for r in results:
@@ -192,7 +192,7 @@ def stats(config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redi
     """Collection rows, cache keys and memory, consumer lag per partition, DLQ depth."""
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri,
                          collection=collection, log_level="WARNING")
-    from ingestor.checks import render_stats
+    from ingestor.commands.stats import render_stats
 
     render_stats(settings, console)
 
@@ -207,7 +207,7 @@ def dlq_replay(
 ) -> None:
     """Re-publish dead-lettered records to their source topic, once their cause is fixed."""
     settings = _settings(config, bootstrap_servers, log_level="WARNING")
-    from ingestor.replay import replay_dead_letters
+    from ingestor.commands.replay import replay_dead_letters
 
     n = replay_dead_letters(settings, set(reason or []), from_offset, to_offset, dry_run, console)
     console.print(f"{'would replay' if dry_run else 'replayed'} {n} record(s)")

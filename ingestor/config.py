@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -46,36 +47,40 @@ class KafkaSettings(_Section):
         default_factory=lambda: ["documents"], description="Topics to consume (JSON list or comma-separated)"
     )
     group_id: str = Field("ingestor", description="Consumer group; every worker of one deployment shares it")
-    client_id: str = "ingestor"
+    client_id: str = Field("ingestor", description="Client id the brokers see in their logs and quotas")
     group_instance_id: str | None = Field(None, description="Static membership id (KIP-345), e.g. the pod name")
     assignor: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
         "range",
         description="Partition assignor; every member of a group must use the same one. cooperative-sticky "
-        "(KIP-429) moves only the partitions that change owner, but its rebalance fault test stalled in 2 of "
-        "15 runs under load with kafka-python 3.0.12 (see README), so range stays the default.",
+        "(KIP-429) moves only the partitions that change owner; see the README before choosing it",
     )
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a group with no committed offset starts: the oldest record or new ones only")
     isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
         "read_committed",
         description="read_committed: records of aborted transactions are never ingested and records of open "
         "transactions wait until theirs ends; lag and --until-caught-up count to the last stable offset. "
         "read_uncommitted reads every record as soon as it is written")
-    session_timeout_ms: int = Field(45_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    max_poll_records: int = Field(500, ge=1)
-    poll_timeout_ms: int = Field(100, ge=1)
+    session_timeout_ms: int = Field(45_000, ge=1_000, description="A member silent this long leaves the group")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Heartbeats to the group coordinator")
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Longest gap between polls before the member is evicted (the consumer thread "
+        "polls continuously; batches never block it)")
+    max_poll_records: int = Field(500, ge=1, description="Most records one poll returns")
+    poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records")
     commit_interval_ms: int = Field(500, ge=0, description="How often done offsets are committed")
-    request_timeout_ms: int = Field(30_000, ge=1_000)
-    value_format: Literal["json", "text"] = "json"
-    text_field: str = "text"
-    id_field: str = "id"
-    metadata_field: str = "metadata"
+    request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout")
+    value_format: Literal["json", "text"] = Field(
+        "json", description="json: an object with the text, an optional id and metadata; text: the value is the text")
+    text_field: str = Field("text", description="JSON field holding the text")
+    id_field: str = Field("id", description="JSON field holding the record id (else the key, else the text's SHA-256)")
+    metadata_field: str = Field("metadata", description="JSON field holding the metadata object")
     max_record_bytes: int = Field(1 << 20, ge=1, description="Larger values go to the dead-letter topic")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of ingestor connects")
+    sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never printed)")
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -97,8 +102,8 @@ class KafkaSettings(_Section):
 
 class DlqSettings(_Section):
     topic: str | None = Field(None, description="Dead-letter topic; default '<source topic>.dlq'")
-    suffix: str = ".dlq"
-    ack_timeout_ms: int = Field(10_000, ge=100)
+    suffix: str = Field(".dlq", description="Appended to the source topic to name its dead-letter topic")
+    ack_timeout_ms: int = Field(10_000, ge=100, description="How long a dead-letter write may wait for the broker")
 
     def topic_for(self, source_topic: str) -> str:
         return self.topic or f"{source_topic}{self.suffix}"
@@ -226,10 +231,12 @@ def parse_variant(label: str) -> dict[str, str]:
 
 class RedisSettings(_Section):
     url: SecretStr | None = Field(None, description="redis://host:port/db; unset runs without a cache")
-    key_prefix: str = "ingestor"
-    embedding_ttl_seconds: int = Field(7 * 86_400, ge=1)
-    marker_ttl_seconds: int = Field(30 * 86_400, ge=1)
-    socket_timeout_ms: int = Field(500, ge=10)
+    key_prefix: str = Field("ingestor", description="Prefix of every Redis key ingestor writes")
+    embedding_ttl_s: int = Field(7 * 86_400, ge=1, validation_alias=AliasChoices("embedding_ttl_s", "embedding_ttl_seconds"),
+                                 description="How long a cached vector lives (an eviction only costs re-embedding)")
+    marker_ttl_s: int = Field(30 * 86_400, ge=1, validation_alias=AliasChoices("marker_ttl_s", "marker_ttl_seconds"),
+                              description="How long a record's last-write marker lives")
+    socket_timeout_ms: int = Field(500, ge=10, description="Longest wait for Redis before the cache is bypassed")
     retry_after_ms: int = Field(5_000, ge=10, description="How long the cache is bypassed after a failure")
 
 
@@ -240,14 +247,14 @@ def is_lite_uri(uri: str) -> bool:
 
 class MilvusSettings(_Section):
     uri: str = Field("./ingestor.db", description="A file path (Milvus Lite) or http(s)://host:port")
-    token: SecretStr | None = None
-    db_name: str | None = None
-    collection: str = "documents"
-    store_text: bool = True
-    index_type: str = "AUTOINDEX"
-    metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
-    index_params: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float = Field(10.0, gt=0)
+    token: SecretStr | None = Field(None, description="user:password, or an API key (never printed)")
+    db_name: str | None = Field(None, description="Milvus database (default: Milvus's own)")
+    collection: str = Field("documents", description="Collection; created if missing, checked if present")
+    store_text: bool = Field(True, description="Store each record's text in the entity (clipped at 65,535 bytes)")
+    index_type: str = Field("AUTOINDEX", description="Vector index of a new collection")
+    metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="Similarity metric of the index")
+    index_params: dict[str, Any] = Field(default_factory=dict, description="Extra index parameters (JSON)")
+    timeout_s: float = Field(10.0, gt=0, description="Each Milvus call; one that times out is an outage, retried")
     lite_in_process: bool = Field(False, description=(
         "With a Milvus Lite file: serve it on this process's threads (pymilvus's default) instead of "
         "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"))
@@ -263,25 +270,27 @@ class MilvusSettings(_Section):
 
 
 class RetrySettings(_Section):
-    initial_backoff_ms: int = Field(200, ge=1)
-    max_backoff_ms: int = Field(30_000, ge=1)
-    multiplier: float = Field(2.0, ge=1.0)
-    jitter: float = Field(0.2, ge=0.0, le=1.0)
+    initial_backoff_ms: int = Field(200, ge=1, description="First wait after a retriable failure")
+    max_backoff_ms: int = Field(30_000, ge=1, description="Longest wait between retries")
+    multiplier: float = Field(2.0, ge=1.0, description="Each wait is this many times the one before, up to the cap")
+    jitter: float = Field(0.2, ge=0.0, le=1.0, description="Each wait varies by up to this fraction either way")
 
 
 class MetricsSettings(_Section):
     port: int = Field(9400, ge=0, le=65_535, description="Prometheus and health port; 0 turns it off")
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Address of the metrics and health endpoint (0.0.0.0 in containers)")
 
 
 GC_GEN0_THRESHOLD = 50_000  # the daemon's default, and the Lite child's (see memory.tune_gc)
 
 
 class RuntimeSettings(_Section):
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on finishing in-flight work at stop")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    progress_interval_s: float = Field(30.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="After SIGTERM/SIGINT the process exits 0 within this bound, in every state; "
+        "a second signal exits at once")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_format: Literal["text", "json"] = Field("text", description="text, or one JSON object per line")
+    progress_interval_s: float = Field(30.0, gt=0, description="How often a progress line is logged")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
     gc_gen0_threshold: int = Field(GC_GEN0_THRESHOLD, ge=0, description=(
         "Allocations between young-generation garbage collections, once the model is loaded (which is "
@@ -331,6 +340,13 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration with secrets hidden, for the start-up log line."""
         return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def describe(path: str) -> str:
+    """The description of a setting, `section.field`: the one text behind the docs and `--help`."""
+    section, name = path.split(".")
+    model = Settings.model_fields[section].annotation
+    return model.model_fields[name].description or ""
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:

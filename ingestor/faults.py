@@ -120,7 +120,7 @@ class StandInEmbedder:
     is_reference = True
 
     def prepare(self, texts: list[str]) -> list[Any]:
-        from ingestor.embedder import Prepared
+        from ingestor.tokenizer import Prepared
 
         return [Prepared(min(len(t) // 4 + 2, self.max_seq_length), False, {"text": t}) for t in texts]
 

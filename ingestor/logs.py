@@ -64,6 +64,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+def adopt_pymilvus() -> None:
+    """pymilvus configures its own loggers when it is first imported (a handler of its own, level
+    WARNING, no propagation), after ours were set up: take them back. Call right after importing it."""
+    debug = logging.getLogger().level <= logging.DEBUG
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.DEBUG if debug else logging.CRITICAL)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

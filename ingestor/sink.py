@@ -26,6 +26,7 @@ from ingestor.errors import DataError, Reason, RetriableError, StartupError
 from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
+from ingestor.logs import adopt_pymilvus
 from ingestor.parsing import json_bytes
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ SCHEMA_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "kafka_offset": ("INT64", {}),
     "ingested_at": ("INT64", {}),
 }
+
+# What a Milvus server says of one bad row when its error code does not (2.3.5 sends a dimension
+# mismatch as code 65535, "the length(3) of float data should divide the dim(4)").
+_DATA_HINTS = ("should divide the dim", "dimension", "exceeds max length", "invalid parameter", "type mismatch")
 
 _RETRIABLE_HINTS = (
     "deny to write", "quota", "rate limit", "ratelimit", "timeout", "timed out", "deadline",
@@ -75,7 +80,7 @@ def classify(exc: BaseException) -> RetriableError | DataError:
         message = (exc.message or "").lower()
         if exc.retriable or exc.code in (2, 8, 9) or any(h in message for h in _RETRIABLE_HINTS):
             return RetriableError("milvus", text)
-        if exc.is_input_error or exc.code in (5, 6, 1100):
+        if exc.is_input_error or exc.code in (5, 6, 1100) or any(h in message for h in _DATA_HINTS):
             return DataError(Reason.SINK_REJECTED.value, text)
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return RetriableError("milvus", text)
@@ -250,6 +255,7 @@ class MilvusSink:
         from pymilvus import MilvusClient
         from pymilvus.client import entity_helper
 
+        adopt_pymilvus()
         # pymilvus checks each VARCHAR of a row by iterating over it character by character (a
         # check meant for arrays of strings): with stored texts, half the client's CPU per upsert,
         # all of it holding the GIL. The server enforces max_length itself (a refusal is a data
@@ -464,12 +470,41 @@ class MilvusSink:
         return list(self._call("query", self._client.query, self.collection, filter=field_in("id", ids),
                                output_fields=list(fields), consistency_level="Strong"))
 
-    def count(self) -> int:
+    def exists(self) -> bool:
         if self._client is None:
             self.connect()
+        return bool(self._call("has", self._client.has_collection, self.collection))
+
+    def count(self) -> int:
+        """Entities in the collection (0 when there is none), strongly consistent."""
+        if not self.exists():
+            return 0
         rows = self._call("query", self._client.query, self.collection, filter="",
                           output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
+
+    def rows(self, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Every entity, these fields only, strongly consistent (none when there is no collection).
+        Read with an iterator, so an id stored twice shows twice: the one way ingestor, its bench
+        and its tests read a collection back."""
+        if not self.exists():
+            return []
+        # A reopened Lite file, or a restarted server, may hold the collection released.
+        self._call("load", lambda timeout: self._client.load_collection(self.collection, timeout=max(timeout, 60)))
+        iterator = self._call("query", self._client.query_iterator, self.collection, batch_size=1000, filter="",
+                              output_fields=list(fields), consistency_level="Strong")
+        out: list[dict[str, Any]] = []
+        try:
+            while page := iterator.next():
+                out.extend(page)
+        finally:
+            iterator.close()
+        return out
+
+    def drop(self) -> None:
+        """Drop the collection, if it exists."""
+        if self.exists():
+            self._call("drop", self._client.drop_collection, self.collection)
 
     def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
         if self._client is None:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

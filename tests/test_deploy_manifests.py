@@ -729,7 +729,7 @@ def test_alert_rules_reference_real_metrics(
                 assert label in available, f"{rule['alert']}: $labels.{label} is aggregated away"
 
 
-# name -> (series it must use, for: seconds, comparison the brief asks for)
+# name -> (series it must use, for: seconds, comparison the rule needs)
 EXPECTED_ALERTS = {
     "IngestorLagGrowing": ("ingestor_consumer_lag_records", 15 * 60, r"deriv\("),
     "IngestorDeadLetterRate": ("ingestor_records_dead_lettered_total", 10 * 60, r"\)\s*>\s*1\s*$"),

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ingestor.bench import sink_rate
-from ingestor.lite import milvus_client
+from ingestor.bench.services import drop_collection
+from ingestor.bench.variants import sink_rate
 
 
 def main() -> None:
@@ -31,8 +31,7 @@ def main() -> None:
             out = sink_rate(uri, collection, args.rows, args.chunk)
         finally:
             if args.uri:
-                with milvus_client(args.uri) as client:
-                    client.drop_collection(collection)
+                drop_collection(args.uri, collection)
     out["sink"] = args.uri or "Milvus Lite"
     print(json.dumps(out))
     if args.json:

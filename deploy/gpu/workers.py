@@ -27,15 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingestor.bench import DEFAULT_REDIS_URL, SAMPLE, Services, load_corpus, milvus_rows
+from ingestor.bench.services import DEFAULT_REDIS_URL, Services, drop_collection, milvus_rows
+from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.config import Settings
-from ingestor.lite import milvus_client
-
-
-def drop(uri: str, collection: str) -> None:
-    with milvus_client(uri) as client:
-        if client.has_collection(collection):
-            client.drop_collection(collection)
 
 
 def run_once(run: int, k: int, args: argparse.Namespace, records: list[Any], svc: Services) -> dict[str, Any]:
@@ -61,7 +55,7 @@ def run_once(run: int, k: int, args: argparse.Namespace, records: list[Any], svc
         rc = -9
     wall = time.perf_counter() - started
     rows = milvus_rows(args.milvus_uri, collection, ["id", "ingested_at"])
-    drop(args.milvus_uri, collection)
+    drop_collection(args.milvus_uri, collection)
     ids = [r["id"] for r in rows]
     stamps = [int(r["ingested_at"]) for r in rows]
     span_s = (max(stamps) - min(stamps)) / 1000 if stamps else None

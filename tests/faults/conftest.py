@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 from tests.faults.stack import Scenario, Stack, claim_slot
 
 pytestmark = pytest.mark.services

@@ -1,4 +1,4 @@
-"""The one oracle every fault scenario ends with (see ../../RELIABILITY.md, "Fault matrix").
+"""The one oracle every fault scenario ends with (see docs/reliability.md, "Fault matrix").
 
 After the scenario: drain with `ingestor run --until-caught-up`, then check record by record:
 
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ingestor.dedupe import marker_key
-from tests import harness
+from tests.support import harness
 from tests.faults.stack import Produced, Scenario
 
 T = TypeVar("T")

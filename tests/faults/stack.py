@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import harness
+from tests.support import harness
 
-# The brief's port set and state dir are slot 0. Several sessions of this suite on one machine
+# The default port set and state dir are slot 0. Several sessions of this suite on one machine
 # (test.sh runs it too) would wreck each other's services: each session claims a free slot with a
 # lock held for its whole life, and slot N shifts every port by 100 * N.
 BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 19531, "lite": 19541}
@@ -370,23 +370,14 @@ class Scenario:
         raise AssertionError(f"cannot read Milvus at {self.milvus_uri}: {last}")
 
     def _milvus_ids(self) -> set[str]:
-        from pymilvus import MilvusClient
+        from ingestor.config import MilvusSettings
+        from ingestor.sink import MilvusSink
 
-        client = MilvusClient(uri=self.milvus_uri, timeout=10)
+        sink = MilvusSink(MilvusSettings(uri=self.milvus_uri, collection=self.collection))
         try:
-            if not client.has_collection(self.collection):
-                return set()
-            query = dict(filter='id != ""', output_fields=["id"], limit=16_384, consistency_level="Strong")
-            try:
-                rows = client.query(self.collection, **query)
-            except Exception as exc:
-                if "load" not in str(exc).lower():
-                    raise
-                client.load_collection(self.collection)  # a restarted server comes back released
-                rows = client.query(self.collection, **query)
-            return {r["id"] for r in rows}
+            return {r["id"] for r in sink.rows(["id"])}
         finally:
-            client.close()
+            sink.close()
 
     def count(self) -> int:
         return len(self.milvus_ids())

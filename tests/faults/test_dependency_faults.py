@@ -10,7 +10,7 @@ import time
 import pytest
 import redis as redis_lib
 
-from tests import harness
+from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Scenario, poison, sample
 

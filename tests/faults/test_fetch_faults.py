@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Scenario, sample
 

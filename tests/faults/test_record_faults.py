@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Rec, Scenario, doc, poison, sample, tombstone
 from tests.integration.test_end_to_end import BAD_RECORDS

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ingestor.faults import stand_in_vector
-from tests import harness
+from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Daemon, Scenario, doc, sample
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests import harness
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests import harness
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 

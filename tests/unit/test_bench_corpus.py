@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.bench import Record, ceiling_records
+from ingestor.bench.variants import ceiling_records
+from ingestor.corpus import Record
 
 
 @given(corpus_size=st.integers(1, 20), n=st.integers(0, 100))

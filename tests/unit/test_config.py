@@ -226,3 +226,18 @@ def test_malformed_yaml_is_config_error(tmp_path):
 
 def test_yaml_that_is_not_a_mapping_is_config_error(tmp_path):
     config_error(write(tmp_path, "- a\n- b\n"))
+
+
+def test_every_setting_is_described_once_for_docs_and_help():
+    from ingestor.config import Settings, describe
+
+    for section, field in Settings.model_fields.items():
+        for name in field.annotation.model_fields:
+            assert describe(f"{section}.{name}"), f"{section}.{name} has no description"
+
+
+def test_a_setting_renamed_to_its_unit_still_reads_its_old_name(monkeypatch):
+    from ingestor.config import Settings
+
+    monkeypatch.setenv("INGESTOR_REDIS__EMBEDDING_TTL_SECONDS", "77")
+    assert Settings().redis.embedding_ttl_s == 77

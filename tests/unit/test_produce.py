@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ingestor.produce import encode_line
+from ingestor.commands.produce import encode_line
 
 
 def test_json_object_with_string_id_uses_it_as_key():

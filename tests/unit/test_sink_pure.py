@@ -175,3 +175,13 @@ def test_a_server_too_old_for_upsert_is_refused(version: str, old: bool) -> None
     from ingestor.sink import too_old
 
     assert too_old(version) is old
+
+
+@pytest.mark.parametrize("code,message", [
+    (65535, "the length(3) of float data should divide the dim(4)"),  # Milvus 2.3.5, a short vector
+    (1100, "the length (600) of 0th string exceeds max length (512): invalid parameter"),
+])
+def test_a_servers_refusal_of_one_row_is_a_data_error(code: int, message: str) -> None:
+    from pymilvus.exceptions import MilvusException
+
+    assert isinstance(classify(MilvusException(code=code, message=message)), DataError)

@@ -39,7 +39,7 @@ class FakeEmbedder:
         return np.ones((len(texts), 4), dtype=np.float32)
 
     def prepare(self, texts):
-        from ingestor.embedder import Prepared
+        from ingestor.tokenizer import Prepared
 
         return [Prepared(5, False, {"input_ids": [1] * 5}) for _ in texts]
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from ingestor.embedder import pad_encodings
+from ingestor.tokenizer import pad_encodings
 
 
 @pytest.fixture(scope="module")

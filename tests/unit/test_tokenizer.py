@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ingestor.bench import SAMPLE, load_corpus
-from ingestor.config import DEFAULT_MODEL
 import numpy as np
 
-from ingestor.embedder import PROBE_TEXTS, Embedder, batch_tokenizer, pad_encodings, resolve_model_path
+from ingestor.corpus import SAMPLE, load_corpus
+from ingestor.config import DEFAULT_MODEL
+from ingestor.embedder import resolve_model_path
+from ingestor.tokenizer import PROBE_TEXTS, Tokenizer, batch_tokenizer, pad_encodings
 
 MAX = 256
 
@@ -20,18 +21,16 @@ def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
 
 
-def slow(tokenizer) -> Embedder:
-    """An Embedder with just what its transformers path needs (no model weights)."""
-    e = Embedder.__new__(Embedder)
-    e.tokenizer, e.max_seq_length = tokenizer, MAX
-    return e
+def slow(tokenizer) -> Tokenizer:
+    """The transformers path (no Rust core)."""
+    return Tokenizer(tokenizer, MAX, fast=False)
 
 
 def test_the_rust_path_matches_transformers_on_the_whole_corpus(tokenizer):
     fast = batch_tokenizer(tokenizer, MAX)
     assert fast is not None
     texts = [r.text for r in load_corpus(SAMPLE)] + PROBE_TEXTS
-    ours, theirs = fast.prepare(texts), slow(tokenizer)._prepare_slow(texts)
+    ours, theirs = fast.prepare(texts), slow(tokenizer).prepare_slow(texts)
     assert [fast.full(p) for p in ours] == [p.encoding for p in theirs]
     assert [(p.tokens, p.truncated) for p in ours] == [(p.tokens, p.truncated) for p in theirs]
     assert any(p.truncated for p in ours) and not all(p.truncated for p in ours)
@@ -76,7 +75,7 @@ def test_padded_batches_are_identical_with_derived_masks(tokenizer, side):
     assert fast is not None and set(fast.derived) == {"attention_mask", "token_type_ids"}
     texts = [r.text for r in load_corpus(SAMPLE)][:300] + PROBE_TEXTS
     ours = pad_encodings([p.encoding for p in fast.prepare(texts)], 0, side, 0, fast.derived)
-    theirs = pad_encodings([p.encoding for p in slow(tokenizer)._prepare_slow(texts)], 0, side, 0)
+    theirs = pad_encodings([p.encoding for p in slow(tokenizer).prepare_slow(texts)], 0, side, 0)
     assert set(ours) == set(theirs)
     for key in theirs:
         assert ours[key].dtype == theirs[key].dtype and np.array_equal(ours[key], theirs[key]), key

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-REPO = Path(__file__).resolve().parents[1]
+from ingestor.corpus import SAMPLE, load_corpus
+
+REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
-SAMPLE = REPO / "ingestor" / "data" / "sample.jsonl"
 KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
 MILVUS_SERVER = f"http://127.0.0.1:{os.environ.get('INGESTOR_MILVUS_PORT', '19530')}"
 REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
@@ -40,8 +41,8 @@ def unique(prefix: str) -> str:
 
 
 def sample_records(n: int, offset: int = 0) -> list[dict[str, Any]]:
-    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[offset:offset + n]
-    return [json.loads(line) for line in lines]
+    """Records of the bundled sample corpus as JSON objects (id, text, metadata)."""
+    return [{"id": r.id, "text": r.text, "metadata": r.metadata} for r in load_corpus(SAMPLE)[offset:offset + n]]
 
 
 # -- Kafka -----------------------------------------------------------------------------------------
@@ -266,23 +267,15 @@ def milvus(uri: str) -> Iterator[Any]:
 
 _READER = r"""
 import json, sys
-from pymilvus import MilvusClient
+from ingestor.config import MilvusSettings
+from ingestor.sink import MilvusSink
 uri, collection, fields, queries = sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])
-client = MilvusClient(uri=uri)
-out = {"rows": [], "hits": []}
-if client.has_collection(collection):
-    client.load_collection(collection)  # a reopened Lite file comes back released
-    it = client.query_iterator(collection, batch_size=1000, filter="", output_fields=fields, consistency_level="Strong")
-    while True:
-        page = it.next()
-        if not page:
-            break
-        out["rows"].extend(page)
-    it.close()
-    if queries:
-        hits = client.search(collection, data=queries, limit=3, output_fields=["id"], consistency_level="Strong")
-        out["hits"] = [[h["id"] for h in hit] for hit in hits]
-client.close()
+sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
+try:
+    rows = sink.rows(fields)
+    out = {"rows": rows, "hits": [[h["id"] for h in sink.search(q, 3)] for q in queries] if rows else []}
+finally:
+    sink.close()
 json.dump(out, sys.stdout, default=float)
 """
 

@@ -1,0 +1,59 @@
+"""`ingestor stats`: collection rows, cache keys and memory, consumer lag per partition, DLQ depth."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ingestor.config import Settings
+from ingestor.kafka_common import client_kwargs
+
+
+def render_stats(settings: Settings, console: Console) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    table = Table(title="ingestor stats", show_header=True)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    # Milvus
+    from ingestor.sink import MilvusSink
+
+    sink = MilvusSink(settings.milvus)
+    try:
+        exists = sink.exists()
+        table.add_row(f"milvus rows ({settings.milvus.collection})", str(sink.count()) if exists else "no collection")
+    except Exception as exc:
+        table.add_row("milvus", f"[red]{type(exc).__name__}[/red]")
+    finally:
+        sink.close()
+    # Redis
+    if settings.redis.url is not None:
+        try:
+            import redis
+
+            r = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2)
+            table.add_row("cache keys", str(r.dbsize()))
+            table.add_row("cache memory", str(r.info("memory").get("used_memory_human")))
+        except Exception as exc:
+            table.add_row("redis", f"[red]{type(exc).__name__}[/red]")
+    # Kafka lag and DLQ depth
+    try:
+        consumer = KafkaConsumer(**client_kwargs(settings.kafka), group_id=settings.kafka.group_id,
+                                 enable_auto_commit=False)
+        for topic in settings.kafka.topics:
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            ends = consumer.end_offsets(parts) if parts else {}
+            for tp in parts:
+                committed = consumer.committed(tp) or 0
+                table.add_row(f"lag {tp.topic}[{tp.partition}]", str(max(0, ends[tp] - committed)))
+            dlq_topic = settings.dlq.topic_for(topic)
+            dparts = [TopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or [])]
+            if dparts:
+                dends, dbegins = consumer.end_offsets(dparts), consumer.beginning_offsets(dparts)
+                table.add_row(f"dlq depth {dlq_topic}", str(sum(dends[p] - dbegins[p] for p in dparts)))
+            else:
+                table.add_row(f"dlq depth {dlq_topic}", "0 (no topic)")
+        consumer.close(autocommit=False)
+    except Exception as exc:
+        table.add_row("kafka", f"[red]{type(exc).__name__}: {exc}[/red]")
+    console.print(table)
