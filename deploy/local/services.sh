@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the local services that ingestor needs for development, the demo and the tests, all bound
-# to 127.0.0.1 only:
+# Runs the local services that ingestor needs for development, the demo and the tests, on
+# 127.0.0.1 (the Milvus server as far as its version allows: see below):
 #   kafka   Apache Kafka 4.1.1, one combined broker+controller node in KRaft mode, from the jars
 #           that deploy/local/bootstrap.sh resolves (run with the machine's Java 17)
 #   redis   Debian's redis-server, no persistence
