@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
@@ -35,6 +36,7 @@ from ingestor.records import Parsed, Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAG_INTERVAL_S = 5.0
 UNDECODABLE_REASONS = ("unsupported_codec", "corrupt_batch", "undecodable")
@@ -89,6 +91,25 @@ class _PartitionRecords(Fetcher.PartitionRecords):
             offset = self.next_fetch_offset
             self.drain()
             raise UndecodableBatch(self.topic_partition, offset, exc) from exc
+
+
+# What kafka-python raises for a call the consumer thread may simply try again on a later turn: its
+# own errors (a broker that does not answer, a coordinator that moved, a failed commit), and
+# AssertionError, IllegalStateError or ValueError for a partition no longer (or not yet) assigned.
+NOT_NOW = (KafkaError, AssertionError, ValueError)
+
+
+def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False) -> tuple[bool, T | None]:
+    """Run one kafka-python call: (True, its result), or (False, None) when it failed in a way the
+    next turn may not. The one place Kafka's exceptions are translated; the failure is counted and
+    logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a goodbye (leaving
+    the group), after which nothing may escape, whatever it raises."""
+    try:
+        return True, call()
+    except (Exception if last else NOT_NOW) as exc:
+        metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
+        (log.warning if loud else log.debug)("kafka: %s failed (%s); trying again later", what, exc)
+        return False, None
 
 
 def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
@@ -247,11 +268,8 @@ class KafkaSource:
         # nothing, and the metadata then triggers a second rebalance; kafka-python 3.0.12 loses the
         # assignment of such a rebalance when it outlasts one poll() (the member then sits with no
         # partitions for good).
-        for topic in self.settings.topics:
-            try:
-                self.consumer.partitions_for_topic(topic)
-            except KafkaError as exc:  # then the group's rebalances will have to do
-                log.warning("no metadata for topic %s yet: %s", topic, exc)
+        for topic in self.settings.topics:  # if it fails, the group's rebalances will have to do
+            kafka_call(f"metadata of topic {topic}", lambda: self.consumer.partitions_for_topic(topic), loud=True)
         if self.until_caught_up:
             self._catch_up.targets = self._end_offsets()
             log.info("catching up to end offsets of %d partition(s)", len(self._catch_up.targets))
@@ -277,15 +295,15 @@ class KafkaSource:
         self._apply_backpressure()
         self._retry_blocked()
         try:
-            batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+            ok, polled = kafka_call("poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms),
+                                    loud=True)
         except UndecodableBatch as failure:
             self._block(failure)
-            batches = {}
-        except KafkaError as exc:
-            metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
-            log.warning("poll failed (%s); retrying", exc)
+            ok, polled = True, {}
+        if not ok:
             self.sleep(0.5)
             return
+        batches = polled or {}
         items: list[Parsed] = []
         for ktp, records in batches.items():
             tp = _tp(ktp)
@@ -322,21 +340,24 @@ class KafkaSource:
             if generation is None:
                 self.newly_assigned.discard(tp)
                 continue
-            ktp = _ktp(tp)
-            try:
-                committed = self.consumer.committed(ktp, timeout_ms=5_000)
-                if committed is not None:
-                    self.consumer.seek(ktp, committed)
-                elif self.settings.auto_offset_reset == "earliest":
-                    self.consumer.seek_to_beginning(ktp)
-                else:
-                    self.consumer.seek_to_end(ktp)
-            except (KafkaError, AssertionError, ValueError) as exc:  # AssertionError: no longer assigned
-                log.debug("could not position %s yet: %s", tp, exc)
+            ok, committed = kafka_call(f"positioning {tp}", lambda: self._position(_ktp(tp)))
+            if not ok:
                 return
             self.newly_assigned.discard(tp)
             if committed is not None:
                 self.tracker.committed(tp, CommitPoint(committed, -1), generation)
+
+    def _position(self, ktp: KafkaTP) -> int | None:
+        """Seek a newly owned partition to its committed offset (or the reset policy's end);
+        returns the committed offset, if any."""
+        committed = self.consumer.committed(ktp, timeout_ms=5_000)
+        if committed is not None:
+            self.consumer.seek(ktp, committed)
+        elif self.settings.auto_offset_reset == "earliest":
+            self.consumer.seek_to_beginning(ktp)
+        else:
+            self.consumer.seek_to_end(ktp)
+        return committed
 
     def _follow_idle_positions(self) -> None:
         """Let the commit of a partition with nothing in flight follow the fetch position.
@@ -349,11 +370,8 @@ class KafkaSource:
         for tp, generation in self.tracker.idle().items():
             if tp in self.newly_assigned:
                 continue  # its position is not this ownership's yet
-            try:
-                position = self.consumer.position(_ktp(tp), timeout_ms=0)
-            except (KafkaError, AssertionError, ValueError):  # no longer assigned, or no position yet
-                continue
-            if position is None:
+            ok, position = kafka_call(f"position of {tp}", lambda: self.consumer.position(_ktp(tp), timeout_ms=0))
+            if not ok or position is None:
                 continue
             self.tracker.follow(tp, position, generation)
             blocked = self.blocked.get(tp)
@@ -374,10 +392,7 @@ class KafkaSource:
         name, text = type(failure.cause).__name__, str(failure.cause)
         error = text if text.startswith(name) else f"{name}: {text}"  # kafka-python's errors name themselves
         self.blocked[tp] = Blocked(failure.offset, failure.reason, error, attempts, self.clock() + delay)
-        try:
-            self.consumer.pause(failure.tp)
-        except (KafkaError, AssertionError, ValueError):
-            pass  # revoked meanwhile
+        kafka_call(f"pausing {tp}", lambda: self.consumer.pause(failure.tp))  # fails only if revoked meanwhile
         metrics.UNDECODABLE_BATCHES.labels(failure.reason).inc()
         self._report_blocked()
         if attempts == 1:
@@ -393,9 +408,7 @@ class KafkaSource:
             if now < blocked.retry_at or self._paused or self.stopping.is_set():
                 continue
             blocked.retry_at = math.inf  # until the retry decodes, or fails again
-            try:
-                self.consumer.resume(_ktp(tp))
-            except (KafkaError, AssertionError, ValueError):
+            if not kafka_call(f"resuming {tp}", lambda: self.consumer.resume(_ktp(tp)))[0]:
                 self.unblock(tp)
 
     def _unblocked(self, tp: TopicPartition) -> None:
@@ -476,20 +489,15 @@ class KafkaSource:
                 self.tracker.committed(tp, point, generations[tp])
 
         if force:
-            try:
-                self.consumer.commit(offsets, timeout_ms=5_000)
-            except (KafkaError, Exception) as exc:
+            if kafka_call("the final commit (what it does not cover replays)",
+                          lambda: self.consumer.commit(offsets, timeout_ms=5_000), loud=True)[0]:
+                on_done(offsets, None)
+            else:
                 metrics.COMMITS.labels("failed").inc()
-                log.warning("final offset commit failed (uncommitted records will replay): %s", exc)
-                return
-            on_done(offsets, None)
             return
         self._commit_in_flight = True
-        try:
-            self.consumer.commit_async(offsets, callback=on_done)
-        except KafkaError as exc:
+        if not kafka_call("commit", lambda: self.consumer.commit_async(offsets, callback=on_done), loud=True)[0]:
             self._commit_in_flight = False
-            log.warning("offset commit failed (will retry): %s", exc)
 
     def _check_caught_up(self) -> None:
         if not self.until_caught_up or self.caught_up.is_set():
@@ -508,11 +516,9 @@ class KafkaSource:
             for tp, target in self._catch_up.targets.items():
                 if tp in self._catch_up.reached or tp in owned:
                     continue
-                try:
-                    committed = self.consumer.committed(_ktp(tp), timeout_ms=2_000)
-                except KafkaError:
-                    continue
-                if committed is not None and committed >= target:
+                ok, committed = kafka_call(f"committed offset of {tp}",
+                                           lambda: self.consumer.committed(_ktp(tp), timeout_ms=2_000))
+                if ok and committed is not None and committed >= target:
                     self._catch_up.reached.add(tp)
         if self._catch_up.done() or (not self._catch_up.targets and self.tracker.in_flight() == 0):
             log.info("caught up with the end offsets seen at start")
@@ -528,27 +534,20 @@ class KafkaSource:
         owned = self.tracker.owned()
         if not owned:
             return
-        try:
-            ends = self.consumer.end_offsets([_ktp(tp) for tp in owned], timeout_ms=2_000)
-        except (KafkaError, AssertionError, ValueError) as exc:
-            log.debug("end offsets for lag: %s", exc)
-            return
-        for ktp, end in ends.items():
+        ok, ends = kafka_call("end offsets for the lag",
+                              lambda: self.consumer.end_offsets([_ktp(tp) for tp in owned], timeout_ms=2_000))
+        for ktp, end in (ends or {}).items():
             point = self.tracker.last_committed(_tp(ktp))
             if end is not None and point is not None:
                 metrics.CONSUMER_LAG.labels(ktp.topic, str(ktp.partition)).set(max(0, end - point.offset))
 
     def abandon(self) -> None:
         """Leave without committing (a pipeline stage failed: what is not committed replays)."""
-        try:
-            self.consumer.close(autocommit=False, timeout_ms=2_000)
-        except Exception as exc:
-            log.warning("consumer close: %s", exc)
+        kafka_call("leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=2_000), loud=True,
+                   last=True)
 
     def close(self) -> None:
         """Final commit of what is done, then leave the group."""
         self.maybe_commit(force=True)
-        try:
-            self.consumer.close(autocommit=False, timeout_ms=5_000)
-        except Exception as exc:
-            log.warning("consumer close: %s", exc)
+        kafka_call("leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=5_000), loud=True,
+                   last=True)
