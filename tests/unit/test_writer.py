@@ -6,116 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingestor.config import BatchSettings, KafkaSettings
-from ingestor.errors import DataError, RetriableError
-from ingestor.offsets import OffsetTracker
-from ingestor.parsing import parse_record
-from ingestor.pipeline import Pipeline
 from ingestor.batching import BatchLimits, plan
-from ingestor.records import Position, RawRecord, TopicPartition
-from ingestor.retry import Backoff
-
-TP = TopicPartition("t", 0)
-
-
-class Log(list):
-    pass
-
-
-class FakeEmbedder:
-    identity = "fake@fp32"
-    dimension = 4
-
-    def __init__(self, log: Log, fail_once: set[str] | None = None) -> None:
-        self.log = log
-        self.fail_once = set(fail_once or ())
-
-    def encode(self, texts):
-        failing = self.fail_once & set(texts)
-        if failing:
-            self.fail_once -= failing
-            raise RuntimeError("cannot encode")
-        self.log.append(("encode", len(texts)))
-        return np.ones((len(texts), 4), dtype=np.float32)
-
-    def prepare(self, texts):
-        from ingestor.tokenizer import Prepared
-
-        return [Prepared(5, False, {"input_ids": [1] * 5}) for _ in texts]
-
-
-class FakeCache:
-    enabled = True
-
-    def __init__(self, log: Log) -> None:
-        self.log = log
-
-    def lookup(self, ids, shas):
-        return [None] * len(ids), [None] * len(shas)
-
-    def store(self, vectors, markers):
-        self.log.append(("store", sorted(markers)))
-
-    def forget(self, ids):
-        self.log.append(("forget", sorted(ids)))
-
-
-class FakeSink:
-    def __init__(self, log: Log, fail_times: int = 0, reject_id: str | None = None) -> None:
-        self.log = log
-        self.fail_times = fail_times
-        self.reject_id = reject_id
-
-    def upsert(self, entities):
-        if self.fail_times:
-            self.fail_times -= 1
-            self.log.append(("upsert-failed", len(entities)))
-            raise RetriableError("milvus", "down")
-        if self.reject_id and any(e.id == self.reject_id for e in entities):
-            raise DataError("sink_rejected", "no")
-        self.log.append(("upsert", sorted(e.id for e in entities)))
-        return len(entities)
-
-    def delete(self, ids):
-        self.log.append(("delete", sorted(ids)))
-
-    def content_hashes(self, ids):
-        return {}
-
-
-class FakeDlq:
-    def __init__(self, log: Log) -> None:
-        self.log = log
-
-    def send(self, items):
-        self.log.append(("dlq", sorted(i.reason for i in items)))
-
-
-class LoggingTracker(OffsetTracker):
-    def __init__(self, log: Log) -> None:
-        super().__init__()
-        self.log = log
-
-    def done(self, positions):
-        self.log.append(("done", sorted(p.offset for p in positions)))
-        super().done(positions)
-
-
-def _pipeline(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None) -> tuple[Pipeline, LoggingTracker]:
-    tracker = LoggingTracker(log)
-    p = Pipeline(BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
-                 Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True)
-    return p, tracker
-
-
-def _records(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):
-    generation = tracker.assign(TP)
-    out = []
-    for offset, (key, value) in enumerate(values):
-        pos = Position(TP, offset, 0, generation, 0)
-        tracker.add(pos)
-        out.append(parse_record(RawRecord(pos, key, value), KafkaSettings()))
-    return out
+from ingestor.pipeline import Pipeline
+from tests.support.fakes import TP, FakeEmbedder, FakeSink, Log, pipeline_with, records_for
 
 
 def _work(p: Pipeline, items, shared: bool = False):
@@ -146,8 +39,8 @@ def _run(p: Pipeline, work) -> None:
 
 def test_milvus_then_dead_letters_then_cache_then_offsets():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log))
-    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}'), (b"gone", None), (None, b"not json"),
+    p, tracker = pipeline_with(log, FakeSink(log))
+    items = records_for(tracker, [(None, b'{"id":"a","text":"alpha"}'), (b"gone", None), (None, b"not json"),
                                (None, b'{"id":"b","text":"beta"}')])
     _run(p, _work(p, items))
     names = [entry[0] for entry in log]
@@ -158,8 +51,8 @@ def test_milvus_then_dead_letters_then_cache_then_offsets():
 
 def test_a_retried_upsert_writes_no_marker_and_no_offset_until_it_lands():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log, fail_times=2))
-    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
+    p, tracker = pipeline_with(log, FakeSink(log, fail_times=2))
+    items = records_for(tracker, [(None, b'{"id":"a","text":"alpha"}')])
     _run(p, _work(p, items))
     names = [entry[0] for entry in log]
     assert names == ["encode", "upsert-failed", "upsert-failed", "upsert", "store", "done"]
@@ -167,8 +60,8 @@ def test_a_retried_upsert_writes_no_marker_and_no_offset_until_it_lands():
 
 def test_an_entity_milvus_rejects_goes_to_the_dlq_alone_and_gets_no_marker():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log, reject_id="bad"))
-    items = _records(tracker, [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n))
+    p, tracker = pipeline_with(log, FakeSink(log, reject_id="bad"))
+    items = records_for(tracker, [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n))
                                for n, i in enumerate(["a", "b", "bad", "c"])])
     _run(p, _work(p, items))
     assert ("dlq", ["sink_rejected"]) in log
@@ -181,8 +74,8 @@ def test_an_entity_milvus_rejects_goes_to_the_dlq_alone_and_gets_no_marker():
 
 def test_an_id_superseded_in_the_window_is_written_once_and_both_offsets_are_done():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log))
-    items = _records(tracker, [(None, b'{"id":"a","text":"old"}'), (None, b'{"id":"a","text":"new"}')])
+    p, tracker = pipeline_with(log, FakeSink(log))
+    items = records_for(tracker, [(None, b'{"id":"a","text":"old"}'), (None, b'{"id":"a","text":"new"}')])
     work = _work(p, items)
     assert [u.text for u in work.units] == ["new"]
     _run(p, work)
@@ -194,8 +87,8 @@ def test_retries_stop_when_shutdown_gives_up():
     from ingestor.errors import Aborted
 
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log, fail_times=10**6))
-    items = _records(tracker, [(None, b'{"id":"a","text":"alpha"}')])
+    p, tracker = pipeline_with(log, FakeSink(log, fail_times=10**6))
+    items = records_for(tracker, [(None, b'{"id":"a","text":"alpha"}')])
     work = _work(p, items)
     p.embed(work)
     p.abort()
@@ -206,8 +99,8 @@ def test_retries_stop_when_shutdown_gives_up():
 
 def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_own():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log))
-    first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
+    p, tracker = pipeline_with(log, FakeSink(log))
+    first_items, second_items = _split(records_for(tracker, [(None, b'{"id":"a","text":"same"}'),
                                                           (None, b'{"id":"b","text":"same"}')]))
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)  # read while the first is not written yet
@@ -224,8 +117,8 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
 
 def test_when_the_shared_pass_fails_the_later_work_embeds_the_text_itself():
     log = Log()
-    p, tracker = _pipeline(log, FakeSink(log), FakeEmbedder(log, fail_once={"same"}))
-    first_items, second_items = _split(_records(tracker, [(None, b'{"id":"a","text":"same"}'),
+    p, tracker = pipeline_with(log, FakeSink(log), FakeEmbedder(log, fail_once={"same"}))
+    first_items, second_items = _split(records_for(tracker, [(None, b'{"id":"a","text":"same"}'),
                                                           (None, b'{"id":"b","text":"same"}')]))
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)

@@ -1,0 +1,53 @@
+"""The pipeline's threads and queues, end to end over fakes: records submitted flow through the
+batcher, the model and the writer, and become committable; an outage holds them, then lets go."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ingestor.retry import Backoff
+from tests.support.fakes import TP, FakeSink, Log, pipeline_with, records_for
+
+
+def _wait(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _docs(n: int, start: int = 0) -> list[tuple[bytes | None, bytes | None]]:
+    return [(None, json.dumps({"id": f"d{i}", "text": f"text number {i}"}).encode()) for i in range(start, start + n)]
+
+
+def test_submitted_records_flow_through_every_stage_and_become_committable(world):
+    pipeline, tracker, log, sink = world
+    items = records_for(tracker, _docs(30) + [(b"d3", None), (None, b"not json")] + _docs(10, start=30))
+    pipeline.start()
+    pipeline.submit(items[:20])
+    pipeline.submit(items[20:])
+    pipeline.flush()
+    _wait(lambda: tracker.in_flight() == 0)
+    assert tracker.to_commit()[TP].offset == len(items)
+    upserted = [i for entry in log if entry[0] == "upsert" for i in entry[1]]
+    assert sorted(upserted) == sorted(f"d{i}" for i in range(40) if i != 3)
+    assert ("dlq", ["invalid_json"]) in log
+    assert pipeline.healthy()
+
+
+def test_an_outage_holds_the_records_and_pauses_intake_until_it_heals():
+    log = Log()
+    sink = FakeSink(log, fail_times=3)
+    pipeline, tracker = pipeline_with(log, sink, backoff=Backoff(initial_ms=300, max_ms=300, jitter=0.0))
+    items = records_for(tracker, _docs(5))
+    pipeline.start()
+    pipeline.submit(items)
+    pipeline.flush()
+    _wait(lambda: pipeline.is_retrying())  # the consumer pauses its partitions while this is true
+    assert tracker.to_commit() == {}
+    _wait(lambda: tracker.in_flight() == 0)
+    assert not pipeline.is_retrying()
+    assert tracker.to_commit()[TP].offset == 5
+    assert [e[0] for e in log].count("upsert-failed") == 3
+    pipeline.stop()
