@@ -93,8 +93,9 @@ def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
     if len(plans) > 1 and settings.milvus.is_lite:
         raise StartupError(
             f"{len(plans)} workers cannot share the Milvus Lite file {settings.milvus.uri}: run a Milvus server "
-            "(or serve the file to all of them: `python -m ingestor.lite --data-dir DIR --port 19530`, which "
-            "`deploy/local/services.sh up --milvus-server` starts) and set milvus.uri to its http:// address"
+            "(`deploy/local/services.sh up --milvus-server` starts one on 127.0.0.1:19530; or serve the file to "
+            "all of them: `python -m ingestor.lite --data-dir DIR --port 19540`, which `services.sh up "
+            "--lite-server` starts) and set milvus.uri to its http:// address"
         )
     if settings.kafka.group_instance_id and len(plans) > 1:
         # One static member id per worker: two consumers under one id fence each other out.

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ingestor.lite",
         description="Milvus Lite over gRPC: for one ingestor process (--parent-pid), or as a server that "
-                    "several workers share (--port, e.g. from `deploy/local/services.sh up --milvus-server`)")
+                    "several workers share (--port, e.g. from `deploy/local/services.sh up --lite-server`)")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
     parser.add_argument("--host", default="127.0.0.1")

@@ -215,7 +215,7 @@ class LiteLock:
         return (
             f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
             "per file: for several workers run a Milvus server (or serve the file to all of them with "
-            "`python -m ingestor.lite --data-dir DIR --port 19530`) and set milvus.uri to its http:// address."
+            "`python -m ingestor.lite --data-dir DIR --port 19540`) and set milvus.uri to its http:// address."
         )
 
     def release(self) -> None:
