@@ -58,7 +58,11 @@ class Pipeline:
         backoff: Backoff,
         store_text: bool,
         record_latency: Callable[[list[Latency]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` times the batching windows (a test's fake clock); durations for the metrics
+        always use the real one."""
+        self.clock = clock
         settings = settings.for_device(getattr(embedder, "device", "cpu"))  # a no-op when resolved
         self.settings = settings
         self.tracker = tracker
@@ -133,7 +137,7 @@ class Pipeline:
         stopping = False
         while not stopping:
             deadline = window.deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
             try:
                 got = self.intake.get(timeout=timeout)
             except queue.Empty:
@@ -150,13 +154,13 @@ class Pipeline:
                     stopping = True
                     continue
                 self._add_to_window(window, items)
-            now = time.monotonic()
+            now = self.clock()
             if window and (window.ready(now) and (window.full() or self.intake.empty()) or self._flush.is_set() or stopping):
                 self._emit(window.take())
         self._prepared.put(_STOP)
 
     def _add_to_window(self, window: BatchWindow[Parsed], items: list[Parsed]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for item in items:
             window.add(item, estimated_tokens(item), now)
 

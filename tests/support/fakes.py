@@ -3,6 +3,9 @@ world for unit tests of the pipeline and the writer)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 from ingestor.config import BatchSettings, KafkaSettings
@@ -109,10 +112,11 @@ class LoggingTracker(OffsetTracker):
 
 
 def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
-                  backoff: Backoff | None = None) -> tuple[Pipeline, LoggingTracker]:
+                  backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
+                  ) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
     p = Pipeline(BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
-                 backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True)
+                 backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock)
     return p, tracker
 
 

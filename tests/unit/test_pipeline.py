@@ -51,3 +51,23 @@ def test_an_outage_holds_the_records_and_pauses_intake_until_it_heals():
     assert tracker.to_commit()[TP].offset == 5
     assert [e[0] for e in log].count("upsert-failed") == 3
     pipeline.stop()
+
+
+def test_a_window_waits_for_max_wait_ms_on_the_pipelines_clock():
+    """With a clock that stands still, a part-full window is never cut by time; once the clock
+    passes max_wait_ms it is."""
+    log = Log()
+    now = [100.0]
+    pipeline, tracker = pipeline_with(log, FakeSink(log), clock=lambda: now[0])
+    items = records_for(tracker, _docs(3))
+    pipeline.start()
+    try:
+        pipeline.submit(items)
+        time.sleep(0.5)  # real time passes; the pipeline's does not
+        assert tracker.in_flight() == 3 and not [e for e in log if e[0] == "upsert"]
+        now[0] += pipeline.settings.max_wait_ms / 1000.0
+        pipeline.submit([])  # wakes the batcher, which reads the clock again
+        _wait(lambda: tracker.in_flight() == 0)
+        assert tracker.to_commit()[TP].offset == 3
+    finally:
+        pipeline.stop()
