@@ -53,12 +53,12 @@ def _milvus(settings: Settings) -> CheckResult:
     sink = MilvusSink(settings.milvus)
     try:
         sink.connect()
-        names = sink._client.list_collections()
+        exists = sink.exists()
     except Exception as exc:
         return CheckResult("milvus", False, f"{settings.milvus.uri}: {exc}")
     finally:
         sink.close()
-    present = "exists" if settings.milvus.collection in names else "will be created"
+    present = "exists" if exists else "will be created"
     return CheckResult("milvus", True, f"{settings.milvus.uri}: collection {settings.milvus.collection!r} {present}")
 
 
