@@ -20,11 +20,12 @@ _SILENT = ("grpc._server", "pymilvus")
 
 class KafkaClientNoise(logging.Filter):
     """kafka-python reports normal moments of a cluster as failures: a topic that does not exist
-    yet while the broker auto-creates it ("Topic … not found in cluster metadata", at ERROR), and a
+    yet while the broker auto-creates it ("Topic … not found in cluster metadata", at ERROR), a
     group coordinator that is not ready yet on a young cluster or moved to another broker ("Marking
-    the coordinator dead … NotCoordinatorError", six times on a first start). The client retries both
-    by itself and nothing is wrong: they are kept at DEBUG. Real outages (a broker that does not
-    answer) still warn."""
+    the coordinator dead … NotCoordinatorError", six times on a first start), and its I/O loop's
+    self-check ("Task … ran for 0.109s … blocking the event loop"), which fires whenever the loop
+    waits for the GIL behind the model or the batcher. The client retries by itself and nothing is
+    wrong: they are kept at DEBUG. Real outages (a broker that does not answer) still warn."""
 
     _COORDINATOR_MOVES = ("NotCoordinator", "CoordinatorNotAvailable", "CoordinatorLoadInProgress")
 
@@ -45,6 +46,8 @@ class KafkaClientNoise(logging.Filter):
             return False
         template = str(record.msg)
         if template.startswith(("Topic %s not found in cluster metadata", "Topic %s is not available during auto-create")):
+            return True
+        if template.startswith("Task ") and "blocking the event loop" in template:
             return True
         if template.startswith("Marking the coordinator dead"):
             return any(kind in str(record.args) for kind in self._COORDINATOR_MOVES)
