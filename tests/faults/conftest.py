@@ -54,7 +54,7 @@ def scenario(stack: Stack, request: pytest.FixtureRequest, tmp_path) -> Iterator
 
 def _repair(stack: Stack) -> None:
     stack.thaw_all()
-    stack.milvus_write_quota(deny=False)
+    stack.milvus_write_quota(deny=False, wait_s=0)
     if not stack.healthy():
         stack.services("up")
     r = stack.redis()

@@ -124,16 +124,37 @@ class Stack:
                 except (ProcessLookupError, ValueError):
                     pass
 
-    def milvus_write_quota(self, deny: bool) -> None:
+    def milvus_write_quota(self, deny: bool, wait_s: float = 90) -> None:
         """Deny (or allow) every write on the Milvus server, as its quota protection does: the
         server watches its milvus.yaml and takes `quotaAndLimits.limitWriting.forceDeny` within
-        seconds ("quota exceeded[reason=the writing has been deactivated by the administrator]")."""
+        seconds ("quota exceeded[reason=the writing has been deactivated by the administrator]").
+        Returns once a probe write shows the server acting on it (`wait_s` 0: at once)."""
         path = self.state_dir / "milvus" / "configs" / "milvus.yaml"
+        if not path.exists():
+            return
         lines = path.read_text().split("\n")
         section = next(i for i, line in enumerate(lines) if line.strip() == "limitWriting:")
         at = next(i for i in range(section, len(lines)) if lines[i].strip().startswith("forceDeny:"))
         lines[at] = re.sub(r"forceDeny: \w+", f"forceDeny: {'true' if deny else 'false'}", lines[at])
         path.write_text("\n".join(lines))
+        if wait_s:
+            harness.wait_for(lambda: self._writes_denied() is deny, wait_s, interval_s=1,
+                             what=f"the Milvus server to {'deny' if deny else 'allow'} writes")
+
+    def _writes_denied(self) -> bool | None:
+        """Whether a probe write is refused by quota now (None: no answer)."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.milvus_uri("server"), timeout=10)
+        try:
+            if not client.has_collection("quota_probe"):
+                client.create_collection("quota_probe", dimension=2, id_type="string", max_length=16)
+            client.upsert("quota_probe", [{"id": "p", "vector": [0.5, 0.5]}])
+            return False
+        except Exception as exc:
+            return True if "quota exceeded" in str(exc) else None
+        finally:
+            client.close()
 
     def redis(self) -> Any:
         import redis
