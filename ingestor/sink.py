@@ -308,6 +308,7 @@ class MilvusSink:
             if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
                 self._create_or_join()
             info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
+            self._ensure_index()
             self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
         except StartupError:
             raise
@@ -337,32 +338,47 @@ class MilvusSink:
         the server refuses all but the first ("create duplicate collection with different
         parameters"). That refusal is not an outage: what exists now is checked like any existing
         collection."""
+        mine = f"{_INCARNATION_PREFIX}{uuid.uuid4().hex}"
         try:
-            self._create()
+            self._create(mine)
         except Exception:
             if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
                 raise
-            log.info("Milvus collection %r was created by another worker meanwhile; using it", self.collection)
+            info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
+            if info.get("description") == mine:
+                # Ours, but index or load failed after the create: _ensure_index and the load finish it.
+                log.info("Milvus collection %r was created; finishing its set-up", self.collection)
+            else:
+                log.info("Milvus collection %r was created by another worker meanwhile; using it", self.collection)
 
-    def _create(self) -> None:
-        from pymilvus import DataType, MilvusClient
+    def _ensure_index(self) -> None:
+        """Build the vector index where the collection has none: a create that failed after the
+        collection existed, or a worker that joined a race before the creator built it. The same
+        index asked for twice is not an error to Milvus."""
+        if self._client.list_indexes(self.collection, field_name="vector", timeout=self.settings.timeout_s):
+            return
+        self._client.create_index(self.collection, self._index_params(), timeout=self.settings.timeout_s)
+        log.info("built the vector index of Milvus collection %r", self.collection)
 
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=False,
-            description=f"{_INCARNATION_PREFIX}{uuid.uuid4().hex}",
-        )
-        for name, (type_name, params) in SCHEMA_FIELDS.items():
-            extra = dict(params)
-            if name == "vector":
-                extra["dim"] = self.dimension
-            schema.add_field(name, getattr(DataType, type_name), is_primary=(name == "id"), **extra)
+    def _index_params(self) -> Any:
         index = self._client.prepare_index_params()
         index.add_index(
             "vector", index_type=self.settings.index_type, metric_type=self.settings.metric_type,
             params=self.settings.index_params,
         )
+        return index
+
+    def _create(self, description: str) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
+        for name, (type_name, params) in SCHEMA_FIELDS.items():
+            extra = dict(params)
+            if name == "vector":
+                extra["dim"] = self.dimension
+            schema.add_field(name, getattr(DataType, type_name), is_primary=(name == "id"), **extra)
         self._client.create_collection(
-            self.collection, schema=schema, index_params=index, consistency_level="Strong",
+            self.collection, schema=schema, index_params=self._index_params(), consistency_level="Strong",
             timeout=self.settings.timeout_s,
         )
         log.info("created Milvus collection %r (dimension %d)", self.collection, self.dimension)

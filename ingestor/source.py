@@ -269,7 +269,13 @@ class KafkaSource:
         # assignment of such a rebalance when it outlasts one poll() (the member then sits with no
         # partitions for good).
         for topic in self.settings.topics:  # if it fails, the group's rebalances will have to do
-            kafka_call(f"metadata of topic {topic}", lambda: self.consumer.partitions_for_topic(topic), loud=True)
+            ok, ids = kafka_call(f"metadata of topic {topic}", lambda: self.consumer.partitions_for_topic(topic),
+                                 loud=True)
+            if ok and not ids:
+                # kafka-python's own "not found in cluster metadata" is held back as noise (a topic
+                # being auto-created); a topic that is simply missing, or misspelt, is said once.
+                log.warning("topic %s does not exist (yet): nothing to consume from it until it is created",
+                            topic)
         if self.until_caught_up:
             self._catch_up.targets = self._end_offsets()
             log.info("catching up to end offsets of %d partition(s)", len(self._catch_up.targets))
