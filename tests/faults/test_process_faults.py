@@ -1,9 +1,10 @@
-"""Faults of the ingestor process itself: SIGTERM, kill -9 at the two dangerous moments, a batch
-slower than the poll interval (fault matrix rows 1, 2, 3, 5)."""
+"""Faults of the ingestor process itself: SIGTERM, a second signal, kill -9 at the two dangerous
+moments, a batch slower than the poll interval (fault matrix rows 1, 2, 3, 5)."""
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import pytest
@@ -52,6 +53,32 @@ def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(sce
     assert code == 0, f"exit {code}:\n{d.log()[-4000:]}"
     # The bound, plus at most 5 s per pipeline stage to notice the abort.
     assert took <= bound_s + 3 * 5 + 5, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
+    committed = oracle.check_committed_prefix(scn)
+    assert sum(committed.values()) < 60
+    oracle.check(scn, reference_model)
+
+
+def test_a_second_signal_exits_at_once_and_what_was_not_committed_replays(scenario: Scenario, reference_model):
+    scn = scenario
+    scn.create_topic(2)
+    scn.produce(sample(60))
+    bound_s = 120
+    # The first forward pass takes 120 s more: the first SIGTERM waits for it, within its long bound.
+    d = scn.start(INGESTOR_FAULT_SLOW_EMBED_MS="120000:1", INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
+                  INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5")
+    d.wait_ready()
+    d.wait_log(r"progress: .*, [1-9]\d* in flight")
+    d.proc.send_signal(signal.SIGTERM)
+    d.wait_log(r"SIGTERM received")
+    time.sleep(2)
+    d.assert_running()  # still finishing in-flight work: the second signal is what ends it
+    started = time.monotonic()
+    d.proc.send_signal(signal.SIGINT)
+    code = d.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    assert code == 1, f"exit {code}:\n{d.log()[-4000:]}"
+    assert took <= 3, f"took {took:.1f}s to exit after the second signal"
+    assert "second signal: exiting now" in d.log()
     committed = oracle.check_committed_prefix(scn)
     assert sum(committed.values()) < 60
     oracle.check(scn, reference_model)

@@ -55,13 +55,15 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
     assert committed == ends
 
 
-def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services, tmp_path, reference_model):
-    topic = harness.unique("tx")
+def _commit_abort_commit(topic: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Three transactions of 10 records over 3 partitions: committed, aborted, committed.
+    Returns the texts of the committed records and of the aborted ones, by id."""
     harness.create_topic(topic, partitions=3)
     samples = harness.sample_records(30, offset=1600)
     producer = harness.confluent_producer(transactional_id=harness.unique("tx"), compression_type="lz4")
     producer.init_transactions(60)
-    texts: dict[str, str] = {}
+    committed: dict[str, str] = {}
+    aborted: dict[str, str] = {}
     for name, rows, commit in (("first", samples[:10], True), ("aborted", samples[10:20], False),
                                ("second", samples[20:], True)):
         producer.begin_transaction()
@@ -71,9 +73,15 @@ def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services
         producer.flush(60)
         if commit:
             producer.commit_transaction(60)
-            texts.update({f"{name}-{j}": rec["text"] for j, rec in enumerate(rows)})
         else:
             producer.abort_transaction(60)
+        (committed if commit else aborted).update({f"{name}-{j}": rec["text"] for j, rec in enumerate(rows)})
+    return committed, aborted
+
+
+def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services, tmp_path, reference_model):
+    topic = harness.unique("tx")
+    texts, _ = _commit_abort_commit(topic)
     uri = str(tmp_path / "tx.db")
     group = harness.unique("g")
     result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
@@ -83,6 +91,25 @@ def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services
     _vectors_match(rows, texts, reference_model)
     # Each partition ends in a transaction marker that no consumer receives: the commit still
     # reaches the end offset, so the lag is 0.
+    committed, ends = harness.offsets(group, topic)
+    assert committed == ends
+    assert result.summary()["consumed"] == len(texts)
+
+
+def test_read_uncommitted_ingests_aborted_records_too_and_still_drains(services, tmp_path, reference_model):
+    # The option for producers whose aborts are not meant to hide records: every record written
+    # lands, and the drain still ends (the markers are committed past) with lag 0.
+    topic = harness.unique("tx-ru")
+    committed_texts, aborted_texts = _commit_abort_commit(topic)
+    texts = {**committed_texts, **aborted_texts}
+    uri = str(tmp_path / "tx-ru.db")
+    group = harness.unique("g")
+    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__ISOLATION_LEVEL="read_uncommitted")
+    result = harness.run_ingestor(env, timeout=300)
+    assert result.returncode == 0, result.output[-4000:]
+    rows = harness.milvus_rows(uri, fields=("id", "vector"))
+    assert sorted(r["id"] for r in rows) == sorted(texts)
+    _vectors_match(rows, texts, reference_model)
     committed, ends = harness.offsets(group, topic)
     assert committed == ends
     assert result.summary()["consumed"] == len(texts)
@@ -143,7 +170,8 @@ HOSTILE_IDS = [
 ]
 
 
-def test_hostile_ids_land_as_themselves_and_tombstones_delete_exactly_their_id(services, tmp_path):
+@pytest.mark.parametrize("backend", ["lite", "server"])
+def test_hostile_ids_land_as_themselves_and_tombstones_delete_exactly_their_id(services, tmp_path, request, backend):
     topic = harness.unique("ids")
     harness.create_topic(topic, partitions=2)
     samples = harness.sample_records(len(HOSTILE_IDS) + 2, offset=1800)
@@ -158,15 +186,19 @@ def test_hostile_ids_land_as_themselves_and_tombstones_delete_exactly_their_id(s
     for key in attacks + HOSTILE_IDS[:2]:
         producer.produce(topic, key=key.encode("utf-8"), value=None)
     producer.flush(60)
-    uri = str(tmp_path / "ids.db")
-    env = harness.ingestor_env(topic, harness.unique("g"), uri)
+    # The Lite server and the 2.3.5 server parse expressions with different grammars.
+    if backend == "lite":
+        uri, collection = str(tmp_path / "ids.db"), "documents"
+    else:
+        uri, collection = request.getfixturevalue("milvus_server"), harness.unique("ids").replace("-", "_")
+    env = harness.ingestor_env(topic, harness.unique("g"), uri, INGESTOR_MILVUS__COLLECTION=collection)
     result = harness.run_ingestor(env, timeout=300)
     assert result.returncode == 0, result.output[-4000:]
-    stored = sorted(r["id"] for r in harness.milvus_rows(uri, fields=("id",)))
+    stored = sorted(r["id"] for r in harness.milvus_rows(uri, collection, fields=("id",)))
     assert stored == sorted(["victim1", "victim2", *HOSTILE_IDS[2:]])
     # A replay by another group: the records still stored are skipped as unchanged, which takes
     # reading each back from Milvus by its id.
     again = harness.run_ingestor(dict(env, INGESTOR_KAFKA__GROUP_ID=harness.unique("g")), timeout=300)
     assert again.returncode == 0, again.output[-4000:]
     assert again.summary()["skipped"] == len(stored)
-    assert sorted(r["id"] for r in harness.milvus_rows(uri, fields=("id",))) == stored
+    assert sorted(r["id"] for r in harness.milvus_rows(uri, collection, fields=("id",))) == stored
