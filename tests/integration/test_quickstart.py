@@ -1,0 +1,36 @@
+"""The README's first command, as a newcomer runs it: it ends 0, lands the whole sample, finds the
+obvious answer first, and says nothing that reads as trouble (no ERROR or WARNING line, no
+traceback, no leak dump from a native extension at exit)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from ingestor.corpus import load_corpus
+from tests.support import harness
+
+pytestmark = pytest.mark.services
+
+ALARMING = re.compile(r"\b(ERROR|WARNING|CRITICAL)\b|Traceback|nanobind|leaked \d+ instances")
+
+
+def test_the_quick_start_lands_the_sample_and_prints_nothing_alarming(services, tmp_path):
+    env = harness.ingestor_env(harness.unique("quickstart"), harness.unique("g"), str(tmp_path / "quickstart.db"))
+    # The script's own defaults, except what keeps this run apart from the others sharing the services.
+    for name in ("INGESTOR_METRICS__PORT", "INGESTOR_MODEL__DEVICE", "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S"):
+        env.pop(name)
+    proc = subprocess.run(["bash", str(harness.REPO / "deploy/local/quickstart.sh")], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    loud = [line for line in output.splitlines() if ALARMING.search(line)]
+    assert not loud, "\n".join(loud[:20])
+    sample = load_corpus(harness.REPO / "ingestor/data/sample.jsonl")
+    summary = harness.Run(proc.returncode, output).summary()
+    assert summary["consumed"] == summary["upserted"] == len(sample), summary
+    # The search's table rows: │ id │ score │ text │, best first.
+    hits = re.findall(r"^\W*?(\S+)\s*│\s*-?\d\.\d{4}\s*│", proc.stdout, re.M)
+    assert hits and hits[0].startswith("fileinput"), proc.stdout[-2000:]
