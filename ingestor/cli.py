@@ -74,7 +74,9 @@ def run(
     if devices is not None or (workers or 1) > 1:
         raise typer.Exit(_supervise(settings, devices or "cpu", workers))
     from ingestor.daemon import Daemon
+    from ingestor.supervisor import export_restarts
 
+    export_restarts()
     daemon = Daemon(settings, until_caught_up=until_caught_up)
     daemon.install_signal_handlers()
     raise typer.Exit(daemon.run())

@@ -142,18 +142,19 @@ class Pipeline:
                 got = self.intake.get(timeout=timeout)
             except queue.Empty:
                 got = []
-            batches = [got]
-            # Take whatever else is already waiting: under backlog the window grows large.
-            while not window.full():
+            # Then whatever else is already waiting, until the window is full: under backlog
+            # windows are as large as max_window_records allows (plus at most one delivery).
+            while True:
+                if got is _STOP:
+                    stopping = True
+                    break
+                self._add_to_window(window, got)
+                if window.full():
+                    break
                 try:
-                    batches.append(self.intake.get_nowait())
+                    got = self.intake.get_nowait()
                 except queue.Empty:
                     break
-            for items in batches:
-                if items is _STOP:
-                    stopping = True
-                    continue
-                self._add_to_window(window, items)
             now = self.clock()
             if window and (window.ready(now) and (window.full() or self.intake.empty()) or self._flush.is_set() or stopping):
                 self._emit(window.take())

@@ -5,7 +5,12 @@ same command). Scale-out is the consumer group's job; this only keeps the local 
 Each worker is a plain `ingestor run` child with `CUDA_VISIBLE_DEVICES` set to its GPU (or, on
 CPU, its share of the cores as torch threads) and its own metrics port (`metrics.port + 1 + i`).
 A crashed worker is restarted with backoff; SIGTERM/SIGINT are forwarded; the supervisor exits
-non-zero only when a worker keeps failing.
+non-zero only when a worker keeps failing, or refuses to start (exit 2: a configuration that no
+restart can mend, so the others are stopped too and the supervisor exits 2).
+
+The supervisor serves no metrics of its own: each restarted worker is told how many times its slot
+has been restarted and exports that as `ingestor_worker_restarts_total`, which therefore only grows
+across the restarts of one slot, as a Prometheus counter must.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
+# How the supervisor tells a worker how many times its slot was restarted before it.
+RESTARTS_ENV = "INGESTOR_WORKER_RESTARTS"
+
+
+def export_restarts(environ: dict[str, str] | None = None) -> None:
+    """In a worker: count the restarts of its slot that the supervisor handed down."""
+    raw = (os.environ if environ is None else environ).get(RESTARTS_ENV, "")
+    if raw.isdigit() and int(raw) > 0:
+        metrics.WORKER_RESTARTS.inc(int(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,34 +80,46 @@ def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: 
 class _Worker:
     plan: WorkerPlan
     proc: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)  # recent failures, for giving up
+    restarted: int = 0  # every restart of this slot, for the metric
     next_start: float = 0.0
     finished: bool = False
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, plans: list[WorkerPlan], worker_args: list[str]) -> None:
+    def __init__(self, settings: Settings, plans: list[WorkerPlan], worker_args: list[str],
+                 command: list[str] | None = None) -> None:
+        """`command` replaces `python -m ingestor run` (the worker arguments follow it): for tests."""
         self.settings = settings
         self.workers = [_Worker(p) for p in plans]
         self.worker_args = worker_args
+        self.command = command or [sys.executable, "-m", "ingestor", "run"]
         self.backoff = Backoff(initial_ms=1_000, max_ms=60_000)
         self.stopping = False
+        self.signalled = False
 
     def _spawn(self, worker: _Worker) -> None:
         env = dict(os.environ, **worker.plan.env)
-        cmd = [sys.executable, "-m", "ingestor", "run", *self.worker_args]
+        env.pop(RESTARTS_ENV, None)
+        if worker.restarted:
+            env[RESTARTS_ENV] = str(worker.restarted)
+        cmd = [*self.command, *self.worker_args]
         worker.proc = subprocess.Popen(cmd, env=env)
         log.info("worker %d started (pid %d) with %s", worker.plan.index, worker.proc.pid,
                  ", ".join(f"{k}={v}" for k, v in worker.plan.env.items() if not k.startswith("OMP")))
 
     def _forward(self, signum: int, _frame: object) -> None:
-        if self.stopping:  # second signal: stop now
+        if self.signalled:  # second signal: stop now
             for w in self.workers:
                 if w.proc and w.proc.poll() is None:
                     w.proc.kill()
             os._exit(1)
-        self.stopping = True
+        self.signalled = True
         log.info("%s received: stopping %d worker(s)", signal.Signals(signum).name, len(self.workers))
+        self._stop_all(signum)
+
+    def _stop_all(self, signum: int = signal.SIGTERM) -> None:
+        self.stopping = True
         for w in self.workers:
             if w.proc and w.proc.poll() is None:
                 w.proc.send_signal(signum)
@@ -119,8 +145,10 @@ class Supervisor:
                         log.info("worker %d exited with %s", w.plan.index, code)
                         continue
                     if code == 2:  # configuration or start-up refusal: restarting cannot help
-                        log.error("worker %d refused to start (exit 2); not restarting", w.plan.index)
+                        log.error("worker %d refused to start (exit 2; its message above says why): stopping the "
+                                  "others", w.plan.index)
                         w.finished, refused = True, True
+                        self._stop_all()
                         continue
                     now = time.monotonic()
                     w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW_S] + [now]
@@ -133,7 +161,7 @@ class Supervisor:
                     w.proc, w.next_start = None, now + delay
                     alive = True
                 elif time.monotonic() >= w.next_start and not self.stopping:
-                    metrics.WORKER_RESTARTS.inc()
+                    w.restarted += 1
                     self._spawn(w)
                     alive = True
                 else:

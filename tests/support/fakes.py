@@ -113,9 +113,9 @@ class LoggingTracker(OffsetTracker):
 
 def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
                   backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
-                  ) -> tuple[Pipeline, LoggingTracker]:
+                  settings: BatchSettings | None = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
-    p = Pipeline(BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
+    p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
                  backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock)
     return p, tracker
 

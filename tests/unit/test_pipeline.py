@@ -1,13 +1,17 @@
 """The pipeline's threads and queues, end to end over fakes: records submitted flow through the
-batcher, the model and the writer, and become committable; an outage holds them, then lets go."""
+batcher, the model and the writer, and become committable; an outage holds them, then lets go;
+a revoke drops what waits and releases what was in flight."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+from ingestor import metrics
+from ingestor.config import BatchSettings
 from ingestor.retry import Backoff
-from tests.support.fakes import TP, FakeSink, Log, pipeline_with, records_for
+from tests.support.fakes import TP, FakeEmbedder, FakeSink, Log, pipeline_with, records_for
 
 
 def _wait(condition, timeout_s: float = 20.0) -> None:
@@ -69,5 +73,83 @@ def test_a_window_waits_for_max_wait_ms_on_the_pipelines_clock():
         pipeline.submit([])  # wakes the batcher, which reads the clock again
         _wait(lambda: tracker.in_flight() == 0)
         assert tracker.to_commit()[TP].offset == 3
+    finally:
+        pipeline.stop()
+
+
+def test_a_backlog_fills_windows_of_max_window_records_not_one_window_of_everything():
+    """Eight deliveries of the same 16 ids wait before the batcher starts. Windows of 64 records
+    hold four deliveries each, and a window collapses repeated ids: two windows write 32 entities.
+    One window of everything would write 16."""
+    log = Log()
+    pipeline, tracker = pipeline_with(log, FakeSink(log), settings=BatchSettings(max_window_records=64,
+                                                                                 max_batch_records=64))
+    values = [(None, json.dumps({"id": f"d{i % 16}", "text": f"text {i}"}).encode()) for i in range(128)]
+    items = records_for(tracker, values)
+    for n in range(0, 128, 16):
+        pipeline.submit(items[n:n + 16])
+    pipeline.start()
+    try:
+        _wait(lambda: tracker.in_flight() == 0)
+        upserted = [i for entry in log if entry[0] == "upsert" for i in entry[1]]
+        assert len(upserted) == 32, upserted
+    finally:
+        pipeline.stop()
+
+
+def test_records_of_a_partition_revoked_while_they_wait_are_dropped_not_written():
+    log = Log()
+    now = [100.0]
+    pipeline, tracker = pipeline_with(log, FakeSink(log), clock=lambda: now[0])
+    items = records_for(tracker, _docs(3))
+    before = metrics.RECORDS.totals()["dropped"]
+    pipeline.start()
+    try:
+        pipeline.submit(items)
+        time.sleep(0.3)  # in the window, which the standing clock never cuts
+        tracker.revoke(TP)
+        now[0] += pipeline.settings.max_wait_ms / 1000.0
+        pipeline.submit([])
+        _wait(lambda: metrics.RECORDS.totals()["dropped"] - before == 3)
+        assert not [e for e in log if e[0] in ("upsert", "forward", "encode")]
+    finally:
+        pipeline.stop()
+
+
+class BlockingEmbedder(FakeEmbedder):
+    """Its first forward pass waits until released."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(log)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, features):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(20)
+        return super().forward(features)
+
+
+def test_a_text_whose_pass_began_before_a_revoke_is_released_for_the_next_owner():
+    """The in-flight text set lets go of a pass whose partition was revoked mid-pass: the same text
+    from the partition's next assignment is written, not left waiting forever."""
+    log = Log()
+    embedder = BlockingEmbedder(log)
+    pipeline, tracker = pipeline_with(log, FakeSink(log), embedder=embedder)
+    pipeline.start()
+    try:
+        pipeline.submit(records_for(tracker, _docs(1)))
+        pipeline.flush()
+        assert embedder.entered.wait(20)
+        tracker.revoke(TP)
+        again = records_for(tracker, _docs(1))  # a new generation of the partition, the same record
+        pipeline.submit(again)
+        pipeline.flush()
+        time.sleep(0.2)
+        embedder.release.set()
+        _wait(lambda: tracker.in_flight() == 0)
+        assert tracker.to_commit()[TP].offset == 1
+        assert "d0" in [i for entry in log if entry[0] == "upsert" for i in entry[1]]
+        assert len(pipeline.shared) == 0
     finally:
         pipeline.stop()
