@@ -61,7 +61,7 @@ class Document(Item):
     text: str
     text_sha256: str
     metadata: dict[str, Any]
-    # cache.content_hash of what this record writes, computed once by the pipeline (it is both
+    # dedupe.digest of what this record writes, computed once by the pipeline (it is both
     # compared with the Redis marker and written to Milvus).
     digest: str = ""
 

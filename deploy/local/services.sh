@@ -361,7 +361,7 @@ launch_kafka() {
   format_kafka_storage
   read -ra heap <<<"${INGESTOR_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
   mapfile -t cds < <(kafka_cds_opts)
-  # Mirrors kafka-run-class.sh's defaults, with a heap sized for a 2-core development machine.
+  # Mirrors kafka-run-class.sh's defaults, with a heap sized for a small machine (2 cores).
   launch kafka "$state/logs/kafka.out" \
     "$java" "${heap[@]}" "${cds[@]}" \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
