@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.faults import oracle
-from tests.faults.stack import Scenario, sample
+from tests.faults.stack import Daemon, Scenario, sample
 
 pytestmark = pytest.mark.services
 
@@ -38,16 +38,22 @@ def test_sigterm_mid_stream_finishes_in_flight_work_commits_it_and_exits_0(scena
     assert facts["drain"].summary()["consumed"] == 400 - summary["consumed"]
 
 
-def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(scenario: Scenario, reference_model):
-    scn = scenario
+def _stuck_in_its_first_pass(scn: Scenario, bound_s: int) -> Daemon:
+    """60 records on 2 partitions and a daemon whose first forward pass takes 120 s more, once
+    that pass holds records in flight."""
     scn.create_topic(2)
     scn.produce(sample(60))
-    bound_s = 3
-    # The first forward pass takes 120 s more: at SIGTERM the work cannot finish within the bound.
     d = scn.start(INGESTOR_FAULT_SLOW_EMBED_MS="120000:1", INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
                   INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5")
     d.wait_ready()
     d.wait_log(r"progress: .*, [1-9]\d* in flight")
+    return d
+
+
+def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(scenario: Scenario, reference_model):
+    scn = scenario
+    bound_s = 3
+    d = _stuck_in_its_first_pass(scn, bound_s)  # at SIGTERM the work cannot finish within the bound
     code, took = d.terminate(timeout_s=120)
     assert "shutdown bound reached" in d.log(), d.log()[-4000:]
     assert code == 0, f"exit {code}:\n{d.log()[-4000:]}"
@@ -60,14 +66,8 @@ def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(sce
 
 def test_a_second_signal_exits_at_once_and_what_was_not_committed_replays(scenario: Scenario, reference_model):
     scn = scenario
-    scn.create_topic(2)
-    scn.produce(sample(60))
     bound_s = 120
-    # The first forward pass takes 120 s more: the first SIGTERM waits for it, within its long bound.
-    d = scn.start(INGESTOR_FAULT_SLOW_EMBED_MS="120000:1", INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
-                  INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5")
-    d.wait_ready()
-    d.wait_log(r"progress: .*, [1-9]\d* in flight")
+    d = _stuck_in_its_first_pass(scn, bound_s)  # the first SIGTERM waits for it, within its long bound
     d.proc.send_signal(signal.SIGTERM)
     d.wait_log(r"SIGTERM received")
     time.sleep(2)
