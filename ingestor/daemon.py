@@ -197,7 +197,7 @@ class Daemon:
                                 self.until_caught_up, self.backoff, hold=pipeline.is_retrying),
             state="not reachable yet",
         )
-        self.source.start()
+        self._until_up(f"kafka at {s.kafka.bootstrap_servers}", self.source.start, state="not reachable yet")
         self.pipeline.start()
         self.milvus_watch = MilvusWatch(sink.ping)
         self.milvus_watch.start()

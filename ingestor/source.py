@@ -108,7 +108,8 @@ def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool 
         return True, call()
     except (Exception if last else NOT_NOW) as exc:
         metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
-        (log.warning if loud else log.debug)("kafka: %s failed (%s); trying again later", what, exc)
+        (log.warning if loud else log.debug)("kafka: %s failed (%s)%s", what, exc,
+                                              "" if last else "; trying again later")
         return False, None
 
 
@@ -198,11 +199,9 @@ class _Listener(ConsumerRebalanceListener):
             point = self.source.tracker.revoke(_tp(ktp))
             if point is not None:
                 offsets[ktp] = OffsetAndMetadata(point.offset, "", point.leader_epoch)
-        if offsets:
-            try:
-                self.source.consumer.commit_async(offsets)
-            except Exception as exc:  # never raise into the client's loop
-                log.warning("commit on revoke failed (the next owner replays): %s", exc)
+        if offsets:  # `last`: nothing may raise into the client's loop
+            kafka_call("the commit on revoke (the next owner replays)",
+                       lambda: self.source.consumer.commit_async(offsets), loud=True, last=True)
         if revoked:
             log.info("partitions revoked: %s (owning %d)", ", ".join(sorted(str(_tp(k)) for k in revoked)),
                      len(self.source.tracker.owned()))
@@ -277,7 +276,10 @@ class KafkaSource:
                 log.warning("topic %s does not exist (yet): nothing to consume from it until it is created",
                             topic)
         if self.until_caught_up:
-            self._catch_up.targets = self._end_offsets()
+            ok, targets = kafka_call("reading the end offsets to catch up to", self._end_offsets, loud=True)
+            if not ok:
+                raise RetriableError("kafka", f"cannot read the end offsets of {', '.join(self.settings.topics)}")
+            self._catch_up.targets = targets or {}
             log.info("catching up to end offsets of %d partition(s)", len(self._catch_up.targets))
 
     def _end_offsets(self) -> dict[TopicPartition, int]:
@@ -457,13 +459,13 @@ class KafkaSource:
             self._paused = False
             waiting = {_ktp(tp) for tp, b in self.blocked.items() if b.retry_at != math.inf}
             resumable = set(self.consumer.paused()) - waiting
-            if resumable:
-                self.consumer.resume(*resumable)
+            if resumable:  # fails only for a partition revoked meanwhile
+                kafka_call("resuming after backpressure", lambda: self.consumer.resume(*resumable))
         if self._paused or self.stopping.is_set():
             # Re-applied every loop: a rebalance may have brought partitions that are not paused.
             not_paused = set(assigned) - set(self.consumer.paused())
             if not_paused:
-                self.consumer.pause(*not_paused)
+                kafka_call("pausing for backpressure", lambda: self.consumer.pause(*not_paused))
         metrics.PARTITIONS_PAUSED.set(len(self.consumer.paused()))
 
     # -- commits ---------------------------------------------------------------------------------

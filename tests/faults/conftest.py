@@ -45,6 +45,8 @@ def scenario(stack: Stack, request: pytest.FixtureRequest, tmp_path) -> Iterator
     The Milvus Lite server by default; `@pytest.mark.parametrize("scenario", ["lite", "server"],
     indirect=True)` runs a test against each backend."""
     scn = Scenario(stack, request.node.name, tmp_path, backend=getattr(request, "param", "lite"))
+    if scn.backend == "server":
+        stack.ensure_milvus_server()
     try:
         yield scn
     finally:

@@ -57,10 +57,11 @@ def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_k
     assert facts["rows"] == 3000
 
 
-CHURN_S = float(os.environ.get("INGESTOR_CHURN_SECONDS", "150"))
+CHURN_S = float(os.environ.get("INGESTOR_CHURN_SECONDS", "210"))
 CONSUMERS = 12
 
 
+@pytest.mark.timeout(CHURN_S + 600)
 @pytest.mark.parametrize("scenario", ["server"], indirect=True)
 def test_a_dozen_consumers_joining_and_leaving_for_minutes_lose_and_duplicate_nothing(scenario: Scenario):
     """Consumers join and leave (SIGTERM or SIGKILL) at random while records keep arriving; a

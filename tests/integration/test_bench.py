@@ -17,18 +17,32 @@ pytestmark = pytest.mark.services
 LIMIT = 60
 
 
-@pytest.fixture(scope="module")
-def figures(services, tmp_path_factory):
+@pytest.fixture(scope="module", params=["lite", "server"])
+def figures(request, services, tmp_path_factory):
+    """One bench run: on fresh Milvus Lite files (the default), or with `--milvus-uri` on the
+    Milvus server, in collections of its own."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "ingestor", "bench", "--device", "cpu", "--limit", str(LIMIT),
            "--steady-seconds", "5", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL,
            "--json", str(out)]
+    server = request.getfixturevalue("milvus_server") if request.param == "server" else None
+    if server:
+        cmd += ["--milvus-uri", server]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "c / a" in proc.stdout, proc.stdout[-2000:]  # the table was printed
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["_server"] = server
+    return result
+
+
+def test_the_sink_is_the_one_asked_for(figures):
+    server = figures["_server"]
+    assert figures["sink"] == server if server else figures["sink"].startswith("Milvus Lite"), figures["sink"]
+    alone = figures["sink_alone"]  # the sink's own write rate, measured alone
+    assert alone["rows_per_s"] > 0 and alone["rows"] > 0, alone
 
 
 def test_every_figure_is_there(figures):
@@ -102,3 +116,7 @@ def test_the_bench_cleaned_up(figures):
         assert not list(client.scan_iter(match=f"bench-{figures['run_id']}-*", count=1000))
     finally:
         client.close()
+    if figures["_server"]:
+        with harness.milvus(figures["_server"]) as milvus:
+            left = [c for c in milvus.list_collections() if c.endswith(f"_{figures['run_id']}")]
+        assert not left, f"the bench left its collections on the server: {left}"

@@ -248,3 +248,60 @@ def test_a_failed_poll_is_retried_on_the_next_turn(world):
     source.poll_once()
     source.poll_once()
     assert [d.position.offset for d in delivered] == [0]
+
+
+def test_a_commit_failing_on_revoke_is_logged_and_never_raises_into_the_client(world, caplog):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script += [{T0: [Record(T0, 0)]}]
+    source.poll_once()
+    tracker.done([delivered[0].position])
+
+    def refuse(offsets: Any, callback: Any = None) -> None:
+        raise KafkaTimeoutError("coordinator away")
+
+    consumer.commit_async = refuse
+    with caplog.at_level("WARNING", logger="ingestor.source"):
+        consumer.revoke({T0, T1})  # raises if the listener lets the error out
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("commit on revoke" in m and "coordinator away" in m for m in warned), warned
+    assert not any("trying again later" in m for m in warned), "a commit on revoke is not retried"
+    assert not source.tracker.owned()
+
+
+def test_end_offsets_unreadable_at_start_is_a_retriable_error(caplog):
+    from ingestor.errors import RetriableError
+
+    consumer = FakeConsumer([T0, T1])
+    calls = {"n": 0}
+
+    def flaky(tps: list[KTP], timeout_ms: int | None = None) -> dict[KTP, int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KafkaTimeoutError("no leader")
+        return {tp: 3 for tp in tps}
+
+    consumer.end_offsets = flaky
+    source = KafkaSource(KafkaSettings(topics=["docs"]), OffsetTracker(), lambda _: None, max_in_flight=8,
+                         until_caught_up=True, backoff=Backoff(), consumer=consumer, clock=Clock(),
+                         sleep=lambda s: None)
+    with pytest.raises(RetriableError, match="end offsets of docs"):
+        source.start()
+    source.start()  # the daemon retries start() with backoff (Daemon._until_up)
+    assert source._catch_up.targets == {TopicPartition("docs", 0): 3, TopicPartition("docs", 1): 3}
+
+
+def test_pause_and_resume_failing_for_a_partition_revoked_meanwhile_do_not_stop_the_loop(world):
+    source, consumer, clock, delivered, tracker = world
+
+    def gone(*tps: KTP) -> None:
+        raise AssertionError("partition is not currently assigned")
+
+    consumer.pause = gone
+    consumer.script += [{T0: [Record(T0, i) for i in range(8)]}, {}]
+    source.poll_once()  # 8 in flight: backpressure pauses next turn
+    source.poll_once()  # pausing raises; the turn goes on
+    assert source._paused
+    consumer.resume = gone
+    tracker.done([d.position for d in delivered])
+    source.poll_once()
+    assert not source._paused
