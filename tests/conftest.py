@@ -30,6 +30,7 @@ def milvus_server(services) -> str:
     result = harness.services("start", "milvus", timeout=300)
     if result.returncode != 0:
         pytest.fail(f"services.sh start milvus failed:\n{result.stdout}\n{result.stderr}")
+    harness.wait_milvus_server(harness.MILVUS_SERVER)
     return harness.MILVUS_SERVER
 
 

@@ -30,6 +30,7 @@ def stack() -> Iterator[Stack]:
         result = harness.services("up", env=s.env, timeout=300)
         if result.returncode != 0:
             pytest.fail(f"services.sh up (fault stack) failed:\n{result.stdout}\n{result.stderr}")
+        s.ensure_milvus_server()
         yield s
         s.thaw_all()
     finally:

@@ -157,36 +157,13 @@ class Stack:
         finally:
             client.close()
 
-    def milvus_server_problem(self, timeout_s: float = 30) -> str | None:
-        """Why the Milvus server cannot do the round trip every scenario needs (None: it can):
-        create a collection, upsert, read it back strongly consistent, drop it. `services.sh
-        status` only lists collections, which a server whose time tick has stalled after a kill
-        or a freeze still answers while every create or write hangs."""
-        from pymilvus import MilvusClient
-
-        name = f"probe_{os.getpid()}_{time.monotonic_ns()}"
-        try:
-            client = MilvusClient(uri=self.milvus_uri("server"), timeout=timeout_s)
-        except Exception as exc:
-            return f"connect: {exc}"
-        try:
-            client.create_collection(name, dimension=2, id_type="string", max_length=16, timeout=timeout_s)
-            client.upsert(name, [{"id": "p", "vector": [0.5, 0.5]}], timeout=timeout_s)
-            rows = client.query(name, filter='id == "p"', output_fields=["id"],
-                                consistency_level="Strong", timeout=timeout_s)
-            client.drop_collection(name, timeout=timeout_s)
-            return None if len(rows) == 1 else f"read back {rows}"
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            client.close()
-
     def ensure_milvus_server(self) -> None:
         """Make sure the Milvus server works before a scenario that needs it: an earlier test's kill
         or freeze can leave Milvus 2.3.5 up but stalled (its log says "RootCoord haven't
         synchronized the time tick"), which is Milvus's fault, not the one under test. Restart
         it; if a restart does not help, start it again on empty state."""
-        problem = self.milvus_server_problem()
+        uri = self.milvus_uri("server")
+        problem = harness.milvus_server_problem(uri)
         if problem is None:
             return
         for attempt in ("restart", "wipe"):
@@ -196,11 +173,11 @@ class Stack:
                 for part in ("etcd", "data", "rocksmq", "rocksmq_meta_kv"):
                     shutil.rmtree(self.state_dir / "milvus" / part, ignore_errors=True)
             self.services("start", "milvus", timeout=300)
-            deadline = time.monotonic() + 180  # a restart waits out the old sessions' TTL (30 s)
-            while (problem := self.milvus_server_problem()) is not None and time.monotonic() < deadline:
-                time.sleep(2)
-            if problem is None:
+            try:
+                harness.wait_milvus_server(uri, 180)  # a restart waits out the old sessions' TTL (30 s)
                 return
+            except AssertionError as exc:
+                problem = str(exc)
         raise AssertionError(f"the fault stack's Milvus server does not work after a wipe: {problem}")
 
     def redis(self) -> Any:

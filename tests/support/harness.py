@@ -265,6 +265,40 @@ def milvus(uri: str) -> Iterator[Any]:
         client.close()
 
 
+def milvus_server_problem(uri: str, timeout_s: float = 30) -> str | None:
+    """Why the Milvus server at `uri` cannot do the round trip a test needs (None: it can): create
+    a collection, upsert, read it back strongly consistent, drop it. `services.sh status` only
+    lists collections, which Milvus 2.3.5 answers while creates or writes still hang: for a while
+    after a start, or for good when a kill or a freeze left its time tick stalled."""
+    from pymilvus import MilvusClient
+
+    name = f"probe_{os.getpid()}_{time.monotonic_ns()}"
+    try:
+        client = MilvusClient(uri=uri, timeout=timeout_s)
+    except Exception as exc:
+        return f"connect: {exc}"
+    try:
+        client.create_collection(name, dimension=2, id_type="string", max_length=16, timeout=timeout_s)
+        client.upsert(name, [{"id": "p", "vector": [0.5, 0.5]}], timeout=timeout_s)
+        rows = client.query(name, filter='id == "p"', output_fields=["id"], consistency_level="Strong",
+                            timeout=timeout_s)
+        client.drop_collection(name, timeout=timeout_s)
+        return None if len(rows) == 1 else f"read back {rows}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+
+
+def wait_milvus_server(uri: str, timeout_s: float = 180) -> None:
+    """Until the server at `uri` does the round trip of `milvus_server_problem`."""
+    deadline = time.monotonic() + timeout_s
+    while (problem := milvus_server_problem(uri)) is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the Milvus server at {uri} does not work after {timeout_s:.0f}s: {problem}")
+        time.sleep(2)
+
+
 _READER = r"""
 import json, sys
 from ingestor.config import MilvusSettings
