@@ -8,12 +8,10 @@ import logging
 from collections.abc import Sequence
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
 from ingestor import metrics
 from ingestor.config import DlqSettings, KafkaSettings
-from ingestor.errors import RetriableError
-from ingestor.kafka_common import client_kwargs
+from ingestor.kafka_common import client_kwargs, kafka_errors
 from ingestor.records import Rejected
 from ingestor.sink import clip_utf8
 
@@ -50,7 +48,7 @@ class DeadLetterQueue:
 
     def _get(self) -> KafkaProducer:
         if self._producer is None:
-            try:
+            with kafka_errors("dlq", "cannot create the dead-letter producer"):
                 self._producer = KafkaProducer(
                     **client_kwargs(self._kafka),
                     acks="all",
@@ -58,8 +56,6 @@ class DeadLetterQueue:
                     max_block_ms=self.settings.ack_timeout_ms,
                     max_request_size=max(2 * self._kafka.max_record_bytes, 1 << 20) + (64 << 10),
                 )
-            except KafkaError as exc:
-                raise RetriableError("dlq", f"cannot create the dead-letter producer: {exc}") from exc
         return self._producer
 
     def send(self, items: Sequence[Rejected]) -> None:
@@ -67,7 +63,9 @@ class DeadLetterQueue:
         if not items:
             return
         producer = self._get()
-        try:
+        # kafka-python's (idempotent) producer turns a non-retriable error such as MESSAGE_TOO_LARGE
+        # into a fatal state that fails every later send: a failed write retries on a new one.
+        with kafka_errors("dlq", "dead-letter write not acknowledged", on_error=self._discard):
             futures = [
                 producer.send(
                     self.settings.topic_for(item.raw.position.tp.topic),
@@ -80,12 +78,6 @@ class DeadLetterQueue:
             producer.flush(timeout=self.settings.ack_timeout_ms / 1000.0)
             for future in futures:
                 future.get(timeout=self.settings.ack_timeout_ms / 1000.0)
-        except KafkaError as exc:
-            metrics.DEPENDENCY_ERRORS.labels("dlq", type(exc).__name__).inc()
-            # kafka-python's (idempotent) producer turns a non-retriable error such as
-            # MESSAGE_TOO_LARGE into a fatal state that fails every later send: retry on a new one.
-            self._discard()
-            raise RetriableError("dlq", f"dead-letter write not acknowledged: {exc}") from exc
         for item in items:
             metrics.RECORDS.dead_lettered(item.reason)
         log.info("dead-lettered %d record(s): %s", len(items),

@@ -1,10 +1,23 @@
-"""Connection settings shared by every kafka-python client we create (consumer, DLQ producer, admin)."""
+"""What every kafka-python client we create shares (consumer, DLQ producer, admin): its connection
+settings, and the one place kafka-python's exceptions are translated (`kafka_call` for the consumer
+thread's calls that a later turn may retry, `kafka_errors` for the rest)."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
+from kafka.errors import KafkaError
+
+from ingestor import metrics
 from ingestor.config import KafkaSettings
+from ingestor.errors import RetriableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
@@ -20,3 +33,36 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
         if settings.sasl_password is not None:
             kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
     return kwargs
+
+
+# What kafka-python raises for a call the consumer thread may simply try again on a later turn: its
+# own errors (a broker that does not answer, a coordinator that moved, a failed commit), and
+# AssertionError, IllegalStateError or ValueError for a partition no longer (or not yet) assigned.
+NOT_NOW = (KafkaError, AssertionError, ValueError)
+
+
+def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False) -> tuple[bool, T | None]:
+    """Run one kafka-python call: (True, its result), or (False, None) when it failed in a way the
+    next turn may not. The one place Kafka's exceptions are translated; the failure is counted and
+    logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a goodbye (leaving
+    the group), after which nothing may escape, whatever it raises."""
+    try:
+        return True, call()
+    except (Exception if last else NOT_NOW) as exc:
+        metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
+        (log.warning if loud else log.debug)("kafka: %s failed (%s)%s", what, exc,
+                                              "" if last else "; trying again later")
+        return False, None
+
+
+@contextmanager
+def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None = None) -> Iterator[None]:
+    """kafka-python's errors inside the block become RetriableError(`dependency`, "`what`: error"),
+    counted; `on_error` runs first (the DLQ drops a producer that a fatal error has poisoned)."""
+    try:
+        yield
+    except KafkaError as exc:
+        metrics.DEPENDENCY_ERRORS.labels(dependency, type(exc).__name__).inc()
+        if on_error is not None:
+            on_error()
+        raise RetriableError(dependency, f"{what}: {exc}") from exc

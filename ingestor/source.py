@@ -17,26 +17,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
 from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
+from kafka.errors import CorruptRecordError, UnsupportedCodecError
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
 from ingestor.errors import RetriableError
 from ingestor.faults import hide_codecs
-from ingestor.kafka_common import client_kwargs
+from ingestor.kafka_common import client_kwargs, kafka_call, kafka_errors
 from ingestor.offsets import CommitPoint, OffsetTracker
 from ingestor.parsing import parse_record
 from ingestor.records import Parsed, Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 LAG_INTERVAL_S = 5.0
 UNDECODABLE_REASONS = ("unsupported_codec", "corrupt_batch", "undecodable")
@@ -93,24 +91,6 @@ class _PartitionRecords(Fetcher.PartitionRecords):
             raise UndecodableBatch(self.topic_partition, offset, exc) from exc
 
 
-# What kafka-python raises for a call the consumer thread may simply try again on a later turn: its
-# own errors (a broker that does not answer, a coordinator that moved, a failed commit), and
-# AssertionError, IllegalStateError or ValueError for a partition no longer (or not yet) assigned.
-NOT_NOW = (KafkaError, AssertionError, ValueError)
-
-
-def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False) -> tuple[bool, T | None]:
-    """Run one kafka-python call: (True, its result), or (False, None) when it failed in a way the
-    next turn may not. The one place Kafka's exceptions are translated; the failure is counted and
-    logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a goodbye (leaving
-    the group), after which nothing may escape, whatever it raises."""
-    try:
-        return True, call()
-    except (Exception if last else NOT_NOW) as exc:
-        metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
-        (log.warning if loud else log.debug)("kafka: %s failed (%s)%s", what, exc,
-                                              "" if last else "; trying again later")
-        return False, None
 
 
 def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
@@ -129,7 +109,7 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
     kwargs = client_kwargs(settings)
     if settings.group_instance_id:
         kwargs["group_instance_id"] = settings.group_instance_id
-    try:
+    with kafka_errors("kafka", f"cannot reach {settings.bootstrap_servers}"):
         consumer = KafkaConsumer(
             **kwargs,
             group_id=settings.group_id,
@@ -143,8 +123,6 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
             partition_assignment_strategy=[assignor],
             # No deserializers: a raising deserializer wedges the consumer on that record.
         )
-    except KafkaError as exc:
-        raise RetriableError("kafka", f"cannot reach {settings.bootstrap_servers}: {exc}") from exc
     hide_codecs()
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
