@@ -1,12 +1,17 @@
-"""Small fakes of the pipeline's collaborators, logging what is done to them in order (a scripted
-world for unit tests of the pipeline and the writer)."""
+"""Small fakes of the daemon's collaborators, logging what is done to them in order: a scripted
+world for unit tests of the pipeline and the writer, and a scripted KafkaConsumer with a fake clock
+for the source (as Kafka Connect's WorkerSinkTaskTest drives WorkerSinkTask)."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from kafka import OffsetAndMetadata
+from kafka import TopicPartition as KTP
 
 from ingestor.config import BatchSettings, KafkaSettings
 from ingestor.errors import DataError, RetriableError
@@ -130,3 +135,116 @@ def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes |
     return out
 
 
+# -- Kafka ------------------------------------------------------------------------------------------
+
+
+class Record:
+    def __init__(self, tp: KTP, offset: int, value: bytes | None = b'{"text": "hello"}', key: bytes | None = None):
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
+        self.value, self.key, self.headers = value, key, []
+        self.leader_epoch, self.timestamp = 0, 1_000
+
+
+class FakeConsumer:
+    """The KafkaConsumer calls KafkaSource makes, answered from a script: each `poll` takes the
+    next scripted result (a dict of records or an exception to raise); positions follow what was
+    handed out unless the script moves them (`skip_to`: markers, aborted records)."""
+
+    def __init__(self, partitions: list[KTP]) -> None:
+        self.partitions = partitions
+        self.script: deque[Any] = deque()
+        self.listener: Any = None
+        self.assigned: set[KTP] = set()
+        self.paused_set: set[KTP] = set()
+        self.positions: dict[KTP, int] = {}
+        self.commits: list[dict[KTP, OffsetAndMetadata]] = []
+        self.group_committed: dict[KTP, int] = {}
+
+    # subscription and rebalances
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.partitions if tp.topic == topic}
+
+    def assign_all(self) -> None:
+        self.assigned = set(self.partitions)
+        self.listener.on_partitions_assigned(set(self.partitions))
+
+    def revoke(self, tps: set[KTP]) -> None:
+        self.listener.on_partitions_revoked(tps)
+        self.assigned -= tps
+
+    # fetching
+    def poll(self, timeout_ms: int) -> dict[KTP, list[Record]]:
+        step = self.script.popleft() if self.script else {}
+        if isinstance(step, BaseException):
+            raise step
+        out = {}
+        for tp, records in step.items():
+            if tp in self.paused_set or tp not in self.assigned:
+                continue  # a paused partition hands out nothing
+            out[tp] = records
+            if records:
+                self.positions[tp] = records[-1].offset + 1
+        return out
+
+    def skip_to(self, tp: KTP, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def position(self, tp: KTP, timeout_ms: int | None = None) -> int | None:
+        return self.positions.get(tp)
+
+    def assignment(self) -> set[KTP]:
+        return set(self.assigned)
+
+    def paused(self) -> set[KTP]:
+        return set(self.paused_set)
+
+    def pause(self, *tps: KTP) -> None:
+        self.paused_set |= set(tps)
+
+    def resume(self, *tps: KTP) -> None:
+        self.paused_set -= set(tps)
+
+    # offsets
+    def committed(self, tp: KTP, timeout_ms: int | None = None) -> int | None:
+        return self.group_committed.get(tp)
+
+    def seek(self, tp: KTP, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def seek_to_beginning(self, *tps: KTP) -> None:
+        for tp in tps:
+            self.positions[tp] = 0
+
+    def seek_to_end(self, *tps: KTP) -> None:
+        raise AssertionError("not scripted")
+
+    def end_offsets(self, tps: list[KTP], timeout_ms: int | None = None) -> dict[KTP, int]:
+        return {tp: self.positions.get(tp, 0) for tp in tps}
+
+    def beginning_offsets(self, tps: list[KTP]) -> dict[KTP, int]:
+        return {tp: 0 for tp in tps}
+
+    def commit_async(self, offsets: dict[KTP, OffsetAndMetadata], callback: Any = None) -> None:
+        self.commits.append(dict(offsets))
+        self.group_committed.update({tp: om.offset for tp, om in offsets.items()})
+        if callback is not None:
+            callback(offsets, None)
+
+    def commit(self, offsets: dict[KTP, OffsetAndMetadata], timeout_ms: int | None = None) -> None:
+        self.commit_async(offsets)
+
+    def close(self, autocommit: bool = False, timeout_ms: int | None = None) -> None:
+        pass
+
+
+class Clock:
+    """A monotonic clock that moves only when a test sets `now`."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
