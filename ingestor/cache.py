@@ -36,6 +36,25 @@ return #KEYS
 """
 
 
+def connect(settings: RedisSettings, timeout_s: float, **options: Any) -> redis.Redis:
+    """A client for `settings.url` (set) with its credentials and TLS: the one way every part of
+    ingestor opens Redis (the cache, `check`, `stats`). redis-py connects on first use."""
+    assert settings.url is not None
+    kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, **options}
+    if settings.username is not None:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    url = settings.url.get_secret_value()
+    if url.startswith("rediss://"):
+        kwargs["ssl_check_hostname"] = settings.ssl_check_hostname
+        for ours, theirs in (("ssl_ca_file", "ssl_ca_certs"), ("ssl_certfile", "ssl_certfile"),
+                             ("ssl_keyfile", "ssl_keyfile")):
+            if getattr(settings, ours) is not None:
+                kwargs[theirs] = str(getattr(settings, ours))
+    return redis.Redis.from_url(url, **kwargs)
+
+
 class Cache:
     """Pipelined Redis access: one round trip per batch for lookups, one for writes."""
 
@@ -47,14 +66,8 @@ class Cache:
         self._client: redis.Redis | None = None
         self._down_until = 0.0
         if settings.url is not None:
-            timeout = settings.socket_timeout_ms / 1000.0
-            self._client = redis.Redis.from_url(
-                settings.url.get_secret_value(),
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry_on_timeout=False,
-                health_check_interval=30,
-            )
+            self._client = connect(settings, settings.socket_timeout_ms / 1000.0, retry_on_timeout=False,
+                                   health_check_interval=30)
 
         # Loaded on first use (EVALSHA, then SCRIPT LOAD if the server lacks it, as after a restart).
         self._store_script = self._client.register_script(_STORE_SCRIPT) if self._client is not None else None

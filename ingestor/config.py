@@ -40,6 +40,43 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Any:
+        """`X_file` beside a secret `X`: the secret is that file's content (how Kubernetes mounts a
+        Secret), read once at start, one trailing newline dropped. Setting both is an error."""
+        for name in type(self).model_fields:
+            base = name.removesuffix("_file")
+            path = getattr(self, name)
+            if base == name or base not in type(self).model_fields or path is None:
+                continue
+            if getattr(self, base) is not None:
+                raise ValueError(f"set {base} or {name}, not both")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+            text = text[:-1] if text.endswith("\n") else text
+            if not text:
+                raise ValueError(f"{name}: {path} is empty")
+            object.__setattr__(self, base, SecretStr(text))
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if field.json_schema_extra == _MUST_EXIST and value is not None and not Path(value).is_file():
+                raise ValueError(f"{name}: file not found: {value}")
+        return self
+
+
+# Marks a path setting that must name an existing file (a CA, a certificate, a key).
+_MUST_EXIST = {"file": "must exist"}
+
+
+def _file(description: str) -> Any:
+    return Field(None, description=description, json_schema_extra=_MUST_EXIST)
+
+
+def _secret_file(secret: str) -> Any:
+    return Field(None, description=f"A file holding {secret} (a mounted Secret), instead of the value itself")
+
 
 class KafkaSettings(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
@@ -78,9 +115,22 @@ class KafkaSettings(_Section):
     max_record_bytes: int = Field(1 << 20, ge=1, description="Larger values go to the dead-letter topic")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How every Kafka client of ingestor connects")
-    sasl_mechanism: str | None = Field(None, description="SASL mechanism, e.g. PLAIN or SCRAM-SHA-512")
-    sasl_username: str | None = Field(None, description="SASL user")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (never printed)")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)")
+    sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM-*)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (PLAIN, SCRAM-*; never printed)")
+    sasl_password_file: Path | None = _secret_file("the SASL password")
+    sasl_oauth_token_file: Path | None = Field(None, description=(
+        "OAUTHBEARER: a file holding the access token, read again at every login (a sidecar may rotate it)"))
+    sasl_oauth_token_command: str | None = Field(None, description=(
+        "OAUTHBEARER: a command printing the access token; run at most once a minute"))
+    ssl_cafile: Path | None = _file("CA bundle that signs the brokers' certificates (SSL, SASL_SSL); "
+                                    "default: the system's")
+    ssl_certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
+    ssl_keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
+    ssl_password: SecretStr | None = Field(None, description="Password of the client key (never printed)")
+    ssl_password_file: Path | None = _secret_file("the client key's password")
+    ssl_check_hostname: bool = Field(True, description="Verify that a broker's certificate names its host")
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -98,6 +148,27 @@ class KafkaSettings(_Section):
         if not value:
             raise ValueError("at least one topic is required")
         return value
+
+    @model_validator(mode="after")
+    def _security_fits_together(self) -> KafkaSettings:
+        sasl, tls = self.security_protocol.startswith("SASL_"), self.security_protocol.endswith("SSL")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(f"sasl_mechanism is set but security_protocol is {self.security_protocol}: "
+                             "use SASL_SSL (or SASL_PLAINTEXT)")
+        if self.sasl_mechanism == "OAUTHBEARER":
+            if (self.sasl_oauth_token_file is None) == (self.sasl_oauth_token_command is None):
+                raise ValueError("OAUTHBEARER needs one of sasl_oauth_token_file and sasl_oauth_token_command")
+        elif self.sasl_mechanism is not None and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"{self.sasl_mechanism} needs sasl_username and sasl_password (or sasl_password_file)")
+        given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password") if getattr(self, n)]
+        if given and not tls:
+            raise ValueError(f"{', '.join(given)} set but security_protocol is {self.security_protocol}: "
+                             "use SSL (or SASL_SSL)")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
+        return self
 
 
 class DlqSettings(_Section):
@@ -230,7 +301,16 @@ def parse_variant(label: str) -> dict[str, str]:
 
 
 class RedisSettings(_Section):
-    url: SecretStr | None = Field(None, description="redis://host:port/db; unset runs without a cache")
+    url: SecretStr | None = Field(None, description=(
+        "redis://host:port/db, or rediss:// for TLS (may hold user:password@); unset runs without a cache"))
+    url_file: Path | None = _secret_file("the URL")
+    username: str | None = Field(None, description="ACL user (instead of one in the URL)")
+    password: SecretStr | None = Field(None, description="Password of the ACL user, or of `requirepass` (never printed)")
+    password_file: Path | None = _secret_file("the password")
+    ssl_ca_file: Path | None = _file("CA bundle that signs the server's certificate (rediss://); default: the system's")
+    ssl_certfile: Path | None = _file("Client certificate, PEM (rediss:// with mutual TLS)")
+    ssl_keyfile: Path | None = _file("Client private key, PEM (rediss:// with mutual TLS)")
+    ssl_check_hostname: bool = Field(True, description="Verify that the server's certificate names its host")
     key_prefix: str = Field("ingestor", description="Prefix of every Redis key ingestor writes")
     embedding_ttl_s: int = Field(7 * 86_400, ge=1, validation_alias=AliasChoices("embedding_ttl_s", "embedding_ttl_seconds"),
                                  description="How long a cached vector lives (an eviction only costs re-embedding)")
@@ -238,6 +318,15 @@ class RedisSettings(_Section):
                               description="How long a record's last-write marker lives")
     socket_timeout_ms: int = Field(500, ge=10, description="Longest wait for Redis before the cache is bypassed")
     retry_after_ms: int = Field(5_000, ge=10, description="How long the cache is bypassed after a failure")
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> RedisSettings:
+        given = [n for n in ("ssl_ca_file", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+        if given and not (self.url is not None and self.url.get_secret_value().startswith("rediss://")):
+            raise ValueError(f"{', '.join(given)} set but the url is not rediss:// (TLS)")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
+        return self
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -248,6 +337,14 @@ def is_lite_uri(uri: str) -> bool:
 class MilvusSettings(_Section):
     uri: str = Field("./ingestor.db", description="A file path (Milvus Lite) or http(s)://host:port")
     token: SecretStr | None = Field(None, description="user:password, or an API key (never printed)")
+    token_file: Path | None = _secret_file("the token")
+    user: str | None = Field(None, description="Milvus user (with password; instead of a token)")
+    password: SecretStr | None = Field(None, description="Password of the Milvus user (never printed)")
+    password_file: Path | None = _secret_file("the password")
+    ca_file: Path | None = _file("CA bundle, or the server's own certificate, for an https:// server")
+    certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
+    keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
+    server_name: str | None = Field(None, description="The name the server's certificate holds, when not the URI's host")
     db_name: str | None = Field(None, description="Milvus database (default: Milvus's own)")
     collection: str = Field("documents", description="Collection; created if missing, checked if present")
     store_text: bool = Field(True, description="Store each record's text in the entity (clipped at 65,535 bytes)")
@@ -258,6 +355,21 @@ class MilvusSettings(_Section):
     lite_in_process: bool = Field(False, description=(
         "With a Milvus Lite file: serve it on this process's threads (pymilvus's default) instead of "
         "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"))
+
+    @model_validator(mode="after")
+    def _auth_fits_together(self) -> MilvusSettings:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("a Milvus user needs its password, and a password its user")
+        if self.user is not None and self.token is not None:
+            raise ValueError("set a token or a user and password, not both")
+        given = [n for n in ("ca_file", "certfile", "keyfile") if getattr(self, n)]
+        if given and not self.uri.startswith("https://"):
+            raise ValueError(f"{', '.join(given)} set but the uri is not https:// (TLS)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("mutual TLS needs both certfile and keyfile")
+        if self.certfile is not None and self.ca_file is None:
+            raise ValueError("mutual TLS needs ca_file too")
+        return self
 
     @property
     def is_lite(self) -> bool:
@@ -372,6 +484,7 @@ def format_validation_error(exc: ValidationError) -> str:
         env = "INGESTOR_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None or "password" in field or "token" in field or "url" in field else f" (got {got!r})"
-        hint = f" [env {env}]" if env else ""
-        lines.append(f"  {field}: {err['msg']}{shown}{hint}")
+        # A section-wide rule (settings that must fit together) names its own fields.
+        hint = f" [env {env}]" if len(err["loc"]) > 1 else ""
+        lines.append(f"  {field}: {err['msg'].removeprefix('Value error, ')}{shown}{hint}")
     return "\n".join(lines)

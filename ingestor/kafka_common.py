@@ -5,11 +5,16 @@ thread's calls that a later turn may retry, `kafka_errors` for the rest)."""
 from __future__ import annotations
 
 import logging
+import shlex
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kafka.errors import KafkaError
+from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
@@ -21,18 +26,54 @@ T = TypeVar("T")
 
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """The connection and security arguments of every kafka-python client we open."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
     }
+    if settings.security_protocol.endswith("SSL"):
+        kwargs["ssl_check_hostname"] = settings.ssl_check_hostname
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(settings, name) is not None:
+                kwargs[name] = str(getattr(settings, name))
+        if settings.ssl_password is not None:
+            kwargs["ssl_password"] = settings.ssl_password.get_secret_value()
     if settings.sasl_mechanism:
         kwargs["sasl_mechanism"] = settings.sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            kwargs["sasl_oauth_token_provider"] = TokenProvider(settings.sasl_oauth_token_file,
+                                                                settings.sasl_oauth_token_command)
+        else:  # kafka-python names the user and password "plain" for SCRAM too
+            kwargs["sasl_plain_username"] = settings.sasl_username
+            if settings.sasl_password is not None:
+                kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
     return kwargs
+
+
+class TokenProvider(AbstractTokenProvider):
+    """OAUTHBEARER access tokens for kafka-python: a file read again at every login (a sidecar
+    rotates it), or a command's output, kept for `command_ttl_s` so that a burst of connections
+    does not run it once each."""
+
+    def __init__(self, path: Path | None, command: str | None, command_ttl_s: float = 60.0) -> None:
+        super().__init__()
+        self.path, self.command, self.command_ttl_s = path, command, command_ttl_s
+        self._cached: tuple[float, str] | None = None
+
+    def token(self) -> str:
+        if self.path is not None:
+            return self.path.read_text(encoding="utf-8").strip()
+        assert self.command is not None
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > self.command_ttl_s:
+            done = subprocess.run(shlex.split(self.command), capture_output=True, text=True, timeout=30, check=False)
+            if done.returncode != 0 or not done.stdout.strip():
+                # The command's output may be a token: never show it; its exit code and stderr's end are enough.
+                raise RuntimeError(f"sasl_oauth_token_command exited {done.returncode}: {done.stderr.strip()[-200:]}")
+            self._cached = (now, done.stdout.strip())
+        return self._cached[1]
 
 
 # What kafka-python raises for a call the consumer thread may simply try again on a later turn: its

@@ -167,6 +167,29 @@ def chunk_by_bytes(entities: Sequence[Entity], max_bytes: int) -> Iterator[list[
 MIN_SERVER_VERSION = (2, 3, 0)  # the first Milvus with upsert
 
 
+def client_kwargs(settings: MilvusSettings, uri: str) -> dict[str, Any]:
+    """MilvusClient's arguments for `uri`: credentials, database and TLS. pymilvus reads the TLS
+    files itself: the server's certificate or its CA alone (one-way TLS), or with a client
+    certificate and key (mutual TLS)."""
+    kwargs: dict[str, Any] = {"uri": uri, "timeout": settings.timeout_s}
+    if settings.token is not None:
+        kwargs["token"] = settings.token.get_secret_value()
+    if settings.user is not None and settings.password is not None:
+        kwargs["user"], kwargs["password"] = settings.user, settings.password.get_secret_value()
+    if settings.db_name:
+        kwargs["db_name"] = settings.db_name
+    if uri.startswith("https://"):
+        kwargs["secure"] = True
+        if settings.certfile is not None and settings.keyfile is not None and settings.ca_file is not None:
+            kwargs.update(client_pem_path=str(settings.certfile), client_key_path=str(settings.keyfile),
+                          ca_pem_path=str(settings.ca_file))
+        elif settings.ca_file is not None:
+            kwargs["server_pem_path"] = str(settings.ca_file)
+        if settings.server_name:
+            kwargs["server_name"] = settings.server_name
+    return kwargs
+
+
 def too_old(version: str) -> bool:
     """Whether a Milvus server reporting `version` (`v2.3.5`, `2.4.0-rc1`, `milvus_lite-3.2.2`)
     predates upsert. Milvus Lite and versions we cannot read are given the benefit of the doubt:
@@ -263,13 +286,8 @@ class MilvusSink:
         entity_helper.CHECK_STR_ARRAY = False
         if self._lock is not None and not self._lock.held:
             self._lock.acquire()
-        kwargs: dict[str, Any] = {"uri": self._serving_uri(), "timeout": self.settings.timeout_s}
-        if self.settings.token is not None:
-            kwargs["token"] = self.settings.token.get_secret_value()
-        if self.settings.db_name:
-            kwargs["db_name"] = self.settings.db_name
         try:
-            self._client = MilvusClient(**kwargs)
+            self._client = MilvusClient(**client_kwargs(self.settings, self._serving_uri()))
             self._client.list_collections(timeout=self.settings.timeout_s)
             version = str(self._client.get_server_version(timeout=self.settings.timeout_s))
         except Exception as exc:

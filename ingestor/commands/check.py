@@ -35,10 +35,10 @@ def _kafka(settings: Settings) -> CheckResult:
 def _redis(settings: Settings) -> CheckResult:
     if settings.redis.url is None:
         return CheckResult("redis", False, "no redis.url configured: the cache is off", skipped=True)
-    import redis
+    from ingestor.cache import connect
 
     try:
-        client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+        client = connect(settings.redis, timeout_s=2)
         client.ping()
         version = client.info("server").get("redis_version", "?")
         client.close()

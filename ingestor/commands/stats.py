@@ -29,9 +29,9 @@ def render_stats(settings: Settings, console: Console) -> None:
     # Redis
     if settings.redis.url is not None:
         try:
-            import redis
+            from ingestor.cache import connect
 
-            r = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2)
+            r = connect(settings.redis, timeout_s=2)
             table.add_row("cache keys", str(r.dbsize()))
             table.add_row("cache memory", str(r.info("memory").get("used_memory_human")))
         except Exception as exc:

@@ -1,0 +1,183 @@
+"""Credentials and TLS for every dependency, as settings and as the clients' arguments: secrets
+read from files (mounted Secrets), settings that must fit together refused at start with one
+readable message, and secret values never shown."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingestor.config import KafkaSettings, MilvusSettings, RedisSettings, load_settings
+from ingestor.errors import ConfigError
+from ingestor.kafka_common import TokenProvider, client_kwargs
+
+SECRET = "s3cr3t-ü-value"
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return path
+
+
+def _refused(overrides: dict, *needles: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(overrides=overrides)
+    message = str(caught.value)
+    for needle in needles:
+        assert needle in message, message
+    assert SECRET not in message
+    assert "Value error" not in message and "Traceback" not in message
+    return message
+
+
+# -- secrets from files ---------------------------------------------------------------------------
+
+
+def test_a_secret_comes_from_its_file_without_the_trailing_newline(tmp_path):
+    (tmp_path / "pw").write_text(SECRET + "\n")
+    k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                      sasl_password_file=tmp_path / "pw")
+    assert k.sasl_password is not None and k.sasl_password.get_secret_value() == SECRET
+    assert SECRET not in repr(k) and SECRET not in str(k.model_dump())
+
+
+@pytest.mark.parametrize("section, field", [
+    ("kafka", "ssl_password"), ("redis", "url"), ("redis", "password"), ("milvus", "token"), ("milvus", "password"),
+])
+def test_every_secret_has_a_file_beside_it(section, field, tmp_path):
+    from ingestor.config import Settings
+
+    model = Settings.model_fields[section].annotation
+    assert f"{field}_file" in model.model_fields
+
+
+def test_a_secret_and_its_file_together_are_refused(tmp_path):
+    (tmp_path / "tok").write_text(SECRET)
+    _refused({"milvus": {"token": SECRET, "token_file": str(tmp_path / "tok")}}, "set token or token_file, not both")
+
+
+def test_a_missing_or_empty_secret_file_is_refused_naming_the_setting(tmp_path):
+    _refused({"milvus": {"token_file": str(tmp_path / "absent")}}, "token_file: cannot read", "absent")
+    (tmp_path / "empty").write_text("\n")
+    _refused({"milvus": {"token_file": str(tmp_path / "empty")}}, "token_file:", "is empty")
+
+
+# -- Kafka ----------------------------------------------------------------------------------------
+
+
+def test_sasl_ssl_with_scram_and_mutual_tls_reaches_every_kafka_client(pem):
+    k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username="ingest",
+                      sasl_password=SECRET, ssl_cafile=pem, ssl_certfile=pem, ssl_keyfile=pem, ssl_password=SECRET)
+    kwargs = client_kwargs(k)
+    assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert kwargs["sasl_plain_username"] == "ingest" and kwargs["sasl_plain_password"] == SECRET
+    assert kwargs["ssl_cafile"] == str(pem) and kwargs["ssl_certfile"] == str(pem) and kwargs["ssl_keyfile"] == str(pem)
+    assert kwargs["ssl_password"] == SECRET and kwargs["ssl_check_hostname"] is True
+
+
+def test_plaintext_stays_plaintext():
+    kwargs = client_kwargs(KafkaSettings())
+    assert kwargs["security_protocol"] == "PLAINTEXT"
+    assert not [k for k in kwargs if k.startswith(("ssl_", "sasl_"))]
+
+
+@pytest.mark.parametrize("kafka, needles", [
+    ({"security_protocol": "SASL_SSL"}, ["SASL_SSL needs sasl_mechanism"]),
+    ({"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": SECRET}, ["security_protocol is PLAINTEXT"]),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u"},
+     ["SCRAM-SHA-512 needs sasl_username and sasl_password"]),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER"}, ["OAUTHBEARER needs one of"]),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI", "sasl_username": "u", "sasl_password": SECRET},
+     ["kafka.sasl_mechanism"]),
+    ({"ssl_password": SECRET}, ["ssl_password set but security_protocol is PLAINTEXT"]),
+    ({"security_protocol": "SSL", "ssl_cafile": "/no/such/ca.pem"}, ["ssl_cafile: file not found: /no/such/ca.pem"]),
+])
+def test_kafka_security_that_does_not_fit_together_is_refused(kafka, needles):
+    _refused({"kafka": kafka}, *needles)
+
+
+def test_mutual_tls_needs_both_the_certificate_and_the_key(pem):
+    _refused({"kafka": {"security_protocol": "SSL", "ssl_certfile": str(pem)}}, "both ssl_certfile and ssl_keyfile")
+
+
+def test_an_oauth_token_file_is_read_again_at_every_login(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    provider = TokenProvider(path, None)
+    assert provider.token() == "first"
+    path.write_text("rotated")
+    assert provider.token() == "rotated"
+
+
+def test_an_oauth_token_command_runs_once_a_minute_and_its_failure_shows_no_output(tmp_path):
+    counter = tmp_path / "runs"
+    script = tmp_path / "token.py"
+    script.write_text(f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(p.read_text() + 'x' "
+                      "if p.exists() else 'x'); print('tok-' + str(len(p.read_text())))\n")
+    provider = TokenProvider(None, f"{sys.executable} {script}")
+    assert provider.token() == "tok-1" and provider.token() == "tok-1"
+    assert counter.read_text() == "x"
+    failing = tmp_path / "fail.py"
+    failing.write_text(f"print({SECRET!r}); import sys; sys.stderr.write('issuer down'); sys.exit(3)\n")
+    with pytest.raises(RuntimeError) as caught:
+        TokenProvider(None, f"{sys.executable} {failing}").token()
+    assert "exited 3: issuer down" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_oauthbearer_hands_kafka_python_a_token_provider(tmp_path):
+    (tmp_path / "t").write_text("tok")
+    k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauth_token_file=tmp_path / "t")
+    provider = client_kwargs(k)["sasl_oauth_token_provider"]
+    assert provider.token() == "tok"
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+def test_rediss_with_a_ca_client_certificate_and_an_acl_user(pem):
+    from ingestor.cache import connect
+
+    settings = RedisSettings(url="rediss://127.0.0.1:6380/0", username="ingestor", password=SECRET,
+                             ssl_ca_file=pem, ssl_certfile=pem, ssl_keyfile=pem)
+    client = connect(settings, timeout_s=1)
+    got = client.connection_pool.connection_kwargs
+    assert got["ssl_ca_certs"] == str(pem) and got["ssl_certfile"] == str(pem) and got["ssl_keyfile"] == str(pem)
+    assert got["username"] == "ingestor" and got["password"] == SECRET and got["ssl_check_hostname"] is True
+    client.close()
+
+
+def test_redis_tls_files_without_rediss_are_refused(pem):
+    _refused({"redis": {"url": f"redis://u:{SECRET}@h:6379/0", "ssl_ca_file": str(pem)}},
+             "ssl_ca_file set but the url is not rediss://")
+
+
+# -- Milvus ---------------------------------------------------------------------------------------
+
+
+def test_milvus_over_tls_with_a_user_and_one_way_or_mutual_tls(pem):
+    from ingestor.sink import client_kwargs as milvus_kwargs
+
+    one_way = MilvusSettings(uri="https://milvus:19530", user="root", password=SECRET, ca_file=pem,
+                             server_name="milvus.internal", db_name="search")
+    kwargs = milvus_kwargs(one_way, one_way.uri)
+    assert kwargs["secure"] is True and kwargs["server_pem_path"] == str(pem)
+    assert kwargs["server_name"] == "milvus.internal" and kwargs["db_name"] == "search"
+    assert kwargs["user"] == "root" and kwargs["password"] == SECRET
+    mutual = MilvusSettings(uri="https://milvus:19530", token=SECRET, ca_file=pem, certfile=pem, keyfile=pem)
+    kwargs = milvus_kwargs(mutual, mutual.uri)
+    assert kwargs["ca_pem_path"] == kwargs["client_pem_path"] == kwargs["client_key_path"] == str(pem)
+    assert kwargs["token"] == SECRET and "server_pem_path" not in kwargs
+
+
+@pytest.mark.parametrize("milvus, needle", [
+    ({"uri": "http://m:19530", "user": "root"}, "a Milvus user needs its password"),
+    ({"uri": "http://m:19530", "user": "root", "password": SECRET, "token": SECRET}, "not both"),
+    ({"uri": "http://m:19530", "ca_file": "PEM"}, "ca_file set but the uri is not https://"),
+    ({"uri": "https://m:19530", "certfile": "PEM", "keyfile": "PEM"}, "mutual TLS needs ca_file too"),
+])
+def test_milvus_security_that_does_not_fit_together_is_refused(milvus, needle, pem):
+    _refused({"milvus": {k: (str(pem) if v == "PEM" else v) for k, v in milvus.items()}}, needle)
