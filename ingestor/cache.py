@@ -11,6 +11,7 @@ The cache is an optimisation, never a source of truth:
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import redis
 
 from ingestor import metrics
 from ingestor.config import RedisSettings
+from ingestor.errors import StartupError
 from ingestor.dedupe import CachedVector, embedding_key, marker_key, pack_vector, unpack_vector
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,21 @@ for i = 1, #KEYS do
 end
 return #KEYS
 """
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What to fix when Redis refused us for good, or None for an outage: wrong credentials or an
+    untrusted certificate do not heal by retrying. Says which setting, never its value."""
+    if isinstance(exc, redis.AuthenticationError) or (
+            isinstance(exc, redis.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))):
+        return "redis refused the login: check redis.username and redis.password (or redis.password_file)"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"the Redis server's certificate is not trusted ({cause.verify_message}): check redis.ssl_ca_file "
+                "(and redis.ssl_check_hostname)")
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS with Redis failed ({cause.reason or cause}): check redis.url (rediss://) and the redis.ssl_* files"
+    return None
 
 
 def connect(settings: RedisSettings, timeout_s: float, **options: Any) -> redis.Redis:
@@ -101,6 +118,20 @@ class Cache:
         try:
             return bool(self._client.ping())
         except redis.RedisError as exc:
+            self._failed("ping", exc)
+            return False
+
+    def check_at_start(self) -> bool:
+        """Whether Redis answers now. A refusal that retrying cannot heal (credentials, the server's
+        certificate) raises StartupError; anything else is an outage the cache rides out."""
+        if self._client is None:
+            return False
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError as exc:
+            reason = refusal(exc)
+            if reason is not None:
+                raise StartupError(reason) from None
             self._failed("ping", exc)
             return False
 

@@ -181,7 +181,7 @@ class Daemon:
 
         self._until_up(f"milvus at {s.milvus.uri}", open_milvus)
         cache = self.cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)
-        if cache.enabled and not cache.ping():
+        if cache.enabled and not cache.check_at_start():
             log.warning("redis is not reachable: running with cache misses until it is")
         elif not cache.enabled:
             log.info("no redis.url configured: running without a cache")

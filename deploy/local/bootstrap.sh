@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ingestor needs on a fresh Debian machine, idempotently:
-#   - Debian's redis-server, and kcat (librdkafka's command-line client: the tests produce with it)
+#   - Debian's redis-server, kcat (librdkafka's command-line client: the tests produce with it)
+#     and openssl (the certificates of the secured services)
 #   - the Apache Kafka broker jars, resolved from Maven Central (deploy/kafka/pom.xml)
 #   - a Python virtual environment with ingestor and its dependencies (torch is large: the venv
 #     lives outside the checkout so that later runs and fresh clones reuse it)
@@ -23,6 +24,7 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the secured services' certificates
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} (Debian)"
   export DEBIAN_FRONTEND=noninteractive

@@ -10,6 +10,10 @@
 #           by default ingestor opens Milvus Lite in-process on a local file)
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
+#   rediss  Redis over TLS only, with an ACL user and the default user off (optional: `up --secure`
+#           or INGESTOR_SECURE_SERVICES=1). Its CA, server and client certificates and the user's
+#           password are made on the first start under $state/secure; it writes
+#           $state/secure/secure.env, the INGESTOR_* variables a client needs (`source` it)
 #
 # Milvus ports: besides its proxy (the gRPC/HTTP API) on P = INGESTOR_MILVUS_PORT, the server opens
 # ten more, B+0..B+9 with B = 20000 + 10 * (P mod 1000), always within 20000-29999 (below the
@@ -32,12 +36,12 @@
 # writable) and /tmp/milvus/server_id_PID, paths compiled into it.
 #
 # Usage:
-#   services.sh up [--milvus-server] [--lite-server]      start what is not running; returns once
-#                                                         all answer
+#   services.sh up [--milvus-server] [--lite-server] [--secure]  start what is not running;
+#                                                         returns once all answer
 #   services.sh down [--wipe]             stop what this script started; --wipe deletes all state
 #   services.sh status [--milvus-server] [--lite-server]  one line per service; exit 0 iff the
 #                                                         required ones are up
-#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite), wait until ready
+#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite|rediss), wait until ready
 #   services.sh stop SERVICE...           stop one service (SIGTERM, then SIGKILL), keep its state
 #   services.sh restart SERVICE...        stop, then start
 #   services.sh pid SERVICE               print the pid of a service started by this script (each
@@ -50,8 +54,10 @@
 #   INGESTOR_STATE_DIR [<repo>/.state/services]  data, logs and pidfiles of all services
 #   INGESTOR_KAFKA_PORT [9092]  INGESTOR_KAFKA_CONTROLLER_PORT [9093]
 #   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]  INGESTOR_LITE_PORT [19540]
+#   INGESTOR_REDISS_PORT [6380]
 #   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus server
 #   INGESTOR_LITE_SERVER [0]    1: `up` and `status` include the Milvus Lite server
+#   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (rediss)
 #   INGESTOR_MILVUS_SESSION_TTL [30]  the Milvus server's etcd session TTL in seconds (Milvus's
 #                               default): lower shortens the wait after a restart, and the longest
 #                               SIGSTOP it survives
@@ -76,6 +82,7 @@ controller_port="${INGESTOR_KAFKA_CONTROLLER_PORT:-9093}"
 redis_port="${INGESTOR_REDIS_PORT:-6379}"
 milvus_port="${INGESTOR_MILVUS_PORT:-19530}"
 lite_port="${INGESTOR_LITE_PORT:-19540}"
+rediss_port="${INGESTOR_REDISS_PORT:-6380}"
 ready_timeout="${INGESTOR_SERVICES_TIMEOUT:-60}"
 milvus_session_ttl="${INGESTOR_MILVUS_SESSION_TTL:-30}"
 stop_timeout="${INGESTOR_STOP_TIMEOUT:-30}"
@@ -85,7 +92,7 @@ host=127.0.0.1
 # (INGESTOR_STATE_DIR may be pointed anywhere).
 marker=.ingestor-services
 
-all_services=(kafka redis milvus lite)
+all_services=(kafka redis milvus lite rediss)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -106,6 +113,7 @@ port_of() {
     redis) echo "$redis_port" ;;
     milvus) echo "$milvus_port" ;;
     lite) echo "$lite_port" ;;
+    rediss) echo "$rediss_port" ;;
   esac
 }
 
@@ -116,13 +124,14 @@ logs_of() {
     redis) echo "$state/logs/redis.log" ;;
     milvus) echo "$state/logs/milvus.log" ;; # the server's own log, etcd's, and its stderr
     lite) echo "$state/logs/lite.log" ;;
+    rediss) echo "$state/logs/rediss.log" ;;
   esac
 }
 
 check_service_name() {
   case "${1:-}" in
-    kafka | redis | milvus | lite) ;;
-    *) die "unknown service '${1:-}' (expected kafka, redis, milvus or lite)" ;;
+    kafka | redis | milvus | lite | rediss) ;;
+    *) die "unknown service '${1:-}' (expected kafka, redis, milvus, lite or rediss)" ;;
   esac
 }
 
@@ -154,7 +163,7 @@ pid_is_service() {
   case "$svc" in
     kafka) [[ "$cmdline" == *"$state/kafka/server.properties"* ]] ;;
     # redis-server rewrites its argv to "redis-server 127.0.0.1:PORT", so match the program.
-    redis) [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] ;;
+    redis | rediss) [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] ;;
     # The server runs as $state/milvus/milvus, a link to the binary (see launch_milvus). Also
     # matched: the Lite server that services.sh ran as `milvus` before, so that stop, down and
     # start (which replaces it) still reach it.
@@ -399,6 +408,68 @@ launch_redis() {
 
 redis_ready() {
   [ "$(timeout 2 redis-cli -h "$host" -p "$redis_port" ping 2>/dev/null)" = PONG ]
+}
+
+# --- the secured services --------------------------------------------------------------------
+
+secure="$state/secure"
+
+# A CA, a server certificate for 127.0.0.1 and localhost, a client certificate, and the ACL user's
+# password, made once (kept across restarts, so that clients' secure.env stays valid).
+ensure_secure_material() {
+  mkdir -p "$secure"
+  chmod 700 "$secure"
+  [ -s "$secure/client.pem" ] && [ -s "$secure/redis-password" ] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl not found: run deploy/local/bootstrap.sh"
+  (
+    cd "$secure"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ingestor local CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    for who in server client; do
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=ingestor $who" -keyout "$who.key" -out "$who.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$who.ext"
+      openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile "$who.ext" -out "$who.pem" 2>/dev/null
+      rm -f "$who.csr" "$who.ext"
+    done
+    (umask 077 && openssl rand -hex 24 >redis-password)
+    chmod 600 ./*.key redis-password
+  ) || die "could not make the certificates under $secure"
+  log "made a CA, certificates and passwords under $secure"
+}
+
+write_secure_env() {
+  cat >"$secure/secure.env" <<ENV
+# Written by deploy/local/services.sh: what an ingestor client needs for the secured services.
+export INGESTOR_REDIS__URL=rediss://$host:$rediss_port/0
+export INGESTOR_REDIS__USERNAME=ingestor
+export INGESTOR_REDIS__PASSWORD_FILE=$secure/redis-password
+export INGESTOR_REDIS__SSL_CA_FILE=$secure/ca.pem
+ENV
+}
+
+# TLS only (no plaintext port); the default user is off: only the ACL user gets in, whose password
+# lives in an ACL file (never on a command line, where `ps` would show it).
+launch_rediss() {
+  command -v redis-server >/dev/null 2>&1 || die "redis-server not found: run deploy/local/bootstrap.sh"
+  ensure_secure_material
+  mkdir -p "$state/rediss"
+  (umask 077 && printf 'user default off\nuser ingestor on >%s ~* &* +@all\n' "$(cat "$secure/redis-password")" \
+    >"$state/rediss/users.acl")
+  write_secure_env
+  launch rediss "$state/logs/rediss.log" \
+    redis-server --bind "$host" --port 0 --tls-port "$rediss_port" --protected-mode yes \
+    --tls-cert-file "$secure/server.pem" --tls-key-file "$secure/server.key" \
+    --tls-ca-cert-file "$secure/ca.pem" --tls-auth-clients optional \
+    --aclfile "$state/rediss/users.acl" --save "" --appendonly no --dir "$state/rediss" --daemonize no
+}
+
+# A TLS handshake against our CA and the ACL user's login (REDISCLI_AUTH keeps the password off the
+# command line).
+rediss_ready() {
+  [ -s "$secure/redis-password" ] || return 1
+  [ "$(REDISCLI_AUTH="$(cat "$secure/redis-password")" timeout 2 redis-cli --tls --cacert "$secure/ca.pem" \
+    -h "$host" -p "$rediss_port" --user ingestor --no-auth-warning ping 2>/dev/null)" = PONG ]
 }
 
 # --- Milvus server -------------------------------------------------------------------------------
@@ -671,15 +742,18 @@ take_lock() {
 # (a usage error for any other argument).
 optional_wanted() {
   local milvus="${INGESTOR_MILVUS_SERVER:-0}" lite="${INGESTOR_LITE_SERVER:-0}" arg
+  local secured="${INGESTOR_SECURE_SERVICES:-0}"
   for arg in "$@"; do
     case "$arg" in
       --milvus-server) milvus=1 ;;
       --lite-server) lite=1 ;;
+      --secure) secured=1 ;;
       *) usage ;;
     esac
   done
   [ "$milvus" != 1 ] || echo milvus
   [ "$lite" != 1 ] || echo lite
+  [ "$secured" != 1 ] || echo rediss
 }
 
 # --- commands ------------------------------------------------------------------------------------
@@ -703,7 +777,7 @@ cmd_down() {
   if [ -d "$state" ] && [ -n "$(ls -A "$state")" ]; then
     [ -e "$state/$marker" ] || die "$state was not created by services.sh; not touching it"
     take_lock
-    for svc in lite milvus redis kafka; do stop_service "$svc"; done
+    for svc in rediss lite milvus redis kafka; do stop_service "$svc"; done
   fi
   if [ "$wipe" = 1 ]; then
     rm -rf "$state"
@@ -719,7 +793,7 @@ cmd_status() {
     required=1
     # An optional service counts when asked for, or when services.sh started it and it should
     # still be there.
-    if { [ "$svc" = milvus ] || [ "$svc" = lite ]; } && ! grep -qx "$svc" <<<"$optional" \
+    if { [ "$svc" = milvus ] || [ "$svc" = lite ] || [ "$svc" = rediss ]; } && ! grep -qx "$svc" <<<"$optional" \
       && [ ! -f "$(pidfile "$svc")" ]; then
       required=0
     fi
@@ -732,7 +806,7 @@ cmd_status() {
     else
       line="down      $host:$port"
       [ "$required" = 1 ] && rc=1
-      [ "$required" = 0 ] && line+="  (optional: up --$svc-server)"
+      [ "$required" = 0 ] && line+="  (optional: up $([ "$svc" = rediss ] && echo --secure || echo "--$svc-server"))"
     fi
     printf '%-7s %s\n' "$svc" "$line"
   done

@@ -35,7 +35,7 @@ def _kafka(settings: Settings) -> CheckResult:
 def _redis(settings: Settings) -> CheckResult:
     if settings.redis.url is None:
         return CheckResult("redis", False, "no redis.url configured: the cache is off", skipped=True)
-    from ingestor.cache import connect
+    from ingestor.cache import connect, refusal
 
     try:
         client = connect(settings.redis, timeout_s=2)
@@ -43,7 +43,7 @@ def _redis(settings: Settings) -> CheckResult:
         version = client.info("server").get("redis_version", "?")
         client.close()
     except Exception as exc:
-        return CheckResult("redis", False, f"{type(exc).__name__}: {exc}")
+        return CheckResult("redis", False, refusal(exc) or f"{type(exc).__name__}: {exc}")
     return CheckResult("redis", True, f"redis {version} answers")
 
 

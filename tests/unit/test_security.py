@@ -181,3 +181,21 @@ def test_milvus_over_tls_with_a_user_and_one_way_or_mutual_tls(pem):
 ])
 def test_milvus_security_that_does_not_fit_together_is_refused(milvus, needle, pem):
     _refused({"milvus": {k: (str(pem) if v == "PEM" else v) for k, v in milvus.items()}}, needle)
+
+
+def test_a_redis_refusal_that_retrying_cannot_heal_is_told_from_an_outage():
+    import ssl
+
+    import redis
+
+    from ingestor.cache import refusal
+
+    assert "redis.username and redis.password" in refusal(redis.AuthenticationError("invalid password"))
+    assert "redis.password" in refusal(redis.ResponseError("WRONGPASS invalid username-password pair"))
+    untrusted = redis.ConnectionError("Error 1 connecting")
+    untrusted.__context__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.__context__.verify_message = "self-signed certificate in certificate chain"
+    assert "not trusted (self-signed certificate in certificate chain): check redis.ssl_ca_file" in refusal(untrusted)
+    assert refusal(redis.ConnectionError("Connection refused")) is None
+    assert refusal(redis.TimeoutError("Timeout reading")) is None
+    assert refusal(redis.ResponseError("OOM command not allowed")) is None
