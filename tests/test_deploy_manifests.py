@@ -932,8 +932,28 @@ def pod_env(k8s: K8s) -> dict[str, str]:
     return env
 
 
-def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    return settings_from_env(monkeypatch, pod_env(k8s))
+def secret_mounts(k8s: K8s) -> dict[str, dict[str, str]]:
+    """Mount path -> the files there, for every Secret volume the container mounts."""
+    volumes = {v["name"]: v for v in pod_spec(k8s).get("volumes", [])}
+    mounts = {}
+    for mount in container(k8s).get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            mounts[mount["mountPath"]] = one(k8s, "Secret", volume["secret"]["secretName"])["stringData"]
+    return mounts
+
+
+def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """The Settings a pod builds, with its mounted Secrets laid out as files under tmp_path."""
+    env = pod_env(k8s)
+    for mount, files in secret_mounts(k8s).items():
+        there = tmp_path / mount.lstrip("/")
+        there.mkdir(parents=True)
+        for name, value in files.items():
+            (there / name).write_text(value)
+        env = {k: (str(there) + v[len(mount):] if k.endswith("_FILE") and v.startswith(mount + "/") else v)
+               for k, v in env.items()}
+    return settings_from_env(monkeypatch, env)
 
 
 def quantity(value: str | int) -> float:
@@ -994,8 +1014,8 @@ def test_k8s_env_names_are_settings(k8s: K8s) -> None:
         assert name in known, f"{name} is not a setting"
 
 
-def test_k8s_settings_validate(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = pod_settings(k8s, monkeypatch)
+def test_k8s_settings_validate(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = pod_settings(k8s, monkeypatch, tmp_path)
     assert settings.model.device.startswith("cuda"), "GPU workers must run the model on the GPU"
     assert settings.metrics.host == "0.0.0.0"
     assert settings.kafka.group_instance_id == "ingestor-5d8f7b9c4-x2k7q"
@@ -1006,7 +1026,7 @@ def test_k8s_settings_validate(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_k8s_envfrom_and_static_membership(k8s: K8s) -> None:
     sources = container(k8s)["envFrom"]
-    assert any("configMapRef" in s for s in sources) and any("secretRef" in s for s in sources)
+    assert any("configMapRef" in s for s in sources)  # secrets: test_k8s_secrets_are_mounted_files_never_environment
     env = {item["name"]: item for item in container(k8s)["env"]}
     field = env["INGESTOR_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert field == "metadata.name"
@@ -1016,15 +1036,29 @@ def test_k8s_envfrom_and_static_membership(k8s: K8s) -> None:
 def test_k8s_secret_holds_placeholders_only(k8s: K8s) -> None:
     secrets = k8s["secret.yaml"]
     app_secret = one(k8s, "Secret", "ingestor-secrets")
-    required = {"INGESTOR_MILVUS__TOKEN", "INGESTOR_REDIS__URL", "INGESTOR_KAFKA__SASL_PASSWORD"}
+    required = {"milvus-token", "redis-url", "kafka-sasl-password"}
     assert required <= set(app_secret["stringData"])
     text = (K8S_DIR / "secret.yaml").read_text(encoding="utf-8")
     assert "EXAMPLE" in text.upper()
     for secret in secrets:
         assert "data" not in secret, "base64 `data` hides what is committed; use stringData placeholders"
-        for key in ("INGESTOR_MILVUS__TOKEN", "INGESTOR_REDIS__URL", "INGESTOR_KAFKA__SASL_PASSWORD", "password"):
+        for key in ("milvus-token", "redis-url", "kafka-sasl-password", "password"):
             if key in secret["stringData"]:
                 assert "CHANGE-ME" in secret["stringData"][key], f"{key} looks like a real secret"
+
+
+def test_k8s_secrets_are_mounted_files_never_environment(k8s: K8s) -> None:
+    assert not any("secretRef" in s for s in container(k8s).get("envFrom", []))
+    assert not any("secretKeyRef" in item.get("valueFrom", {}) for item in container(k8s).get("env", []))
+    mounts = secret_mounts(k8s)
+    assert mounts, "the Secret is not mounted"
+    env = pod_env(k8s)
+    pointed = {v for k, v in env.items() if k.endswith("_FILE")}
+    for mount, files in mounts.items():
+        assert {f"{mount}/{name}" for name in files} == pointed, "every secret file is read, and only those"
+    for volume in pod_spec(k8s)["volumes"]:
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] & 0o007 == 0, "secret files must not be world-readable"
 
 
 def test_k8s_gpu_resources(k8s: K8s) -> None:
@@ -1040,10 +1074,10 @@ def test_k8s_gpu_resources(k8s: K8s) -> None:
     assert any(t.get("key") == "nvidia.com/gpu" for t in spec["tolerations"])
 
 
-def test_k8s_probes_use_the_metrics_port(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_probes_use_the_metrics_port(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     c = container(k8s)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports.get("metrics") == pod_settings(k8s, monkeypatch).metrics.port
+    assert ports.get("metrics") == pod_settings(k8s, monkeypatch, tmp_path).metrics.port
     paths = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
     for probe, path in paths.items():
         get = c[probe]["httpGet"]
@@ -1055,8 +1089,8 @@ def test_k8s_probes_use_the_metrics_port(k8s: K8s, monkeypatch: pytest.MonkeyPat
     assert startup["failureThreshold"] * startup.get("periodSeconds", 10) >= 300
 
 
-def test_k8s_termination_grace_covers_shutdown(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = pod_settings(k8s, monkeypatch)
+def test_k8s_termination_grace_covers_shutdown(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = pod_settings(k8s, monkeypatch, tmp_path)
     assert "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S" in one(k8s, "ConfigMap")["data"]
     assert pod_spec(k8s)["terminationGracePeriodSeconds"] > settings.runtime.shutdown_timeout_s
 
@@ -1121,7 +1155,7 @@ def test_k8s_pdb_selects_pods(k8s: K8s) -> None:
     assert selects(pdb["selector"]["matchLabels"], pod_labels(k8s))
 
 
-def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     scaled = one(k8s, "ScaledObject")["spec"]
     deployment = one(k8s, "Deployment")
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -1134,7 +1168,7 @@ def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.Monkey
     triggers = scaled["triggers"]
     assert len(triggers) == 1 and triggers[0]["type"] == "kafka"
     meta = triggers[0]["metadata"]
-    settings = pod_settings(k8s, monkeypatch)
+    settings = pod_settings(k8s, monkeypatch, tmp_path)
     assert meta["bootstrapServers"] == settings.kafka.bootstrap_servers
     assert meta["consumerGroup"] == settings.kafka.group_id
     assert settings.kafka.topics == [meta["topic"]], "KEDA must watch the topic the workers consume"
@@ -1143,9 +1177,9 @@ def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.Monkey
     assert meta.get("allowIdleConsumers", "false") == "false"
 
 
-def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     trigger = one(k8s, "ScaledObject")["spec"]["triggers"][0]
-    settings = pod_settings(k8s, monkeypatch)
+    settings = pod_settings(k8s, monkeypatch, tmp_path)
     if settings.kafka.security_protocol == "PLAINTEXT":
         return  # no auth needed; nothing to agree on
     auth = one(k8s, "TriggerAuthentication", trigger["authenticationRef"]["name"])
