@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, SaslAuthenticationFailedError
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
-from ingestor.errors import RetriableError
+from ingestor.errors import RetriableError, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,53 @@ def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool 
         return False, None
 
 
+class _ConnectionFailures(logging.Handler):
+    """Why kafka-python's last connection attempt failed. It logs the cause (a refused login, an
+    untrusted certificate) and then reports only a bootstrap timeout, which reads like an outage."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("Connection failed") and args and isinstance(args[0], BaseException):
+            self.last = args[0]
+
+
+_FAILURES = _ConnectionFailures()
+logging.getLogger("kafka.net.manager").addHandler(_FAILURES)
+
+
+def refusal(exc: BaseException | None) -> str | None:
+    """What to fix when the brokers refused us for good, or None for an outage: a refused login or
+    an untrusted certificate does not heal by retrying. Names the setting, never its value."""
+    while exc is not None:
+        if isinstance(exc, SaslAuthenticationFailedError):
+            return "the brokers refused the login: check kafka.sasl_mechanism, kafka.sasl_username and " \
+                   "kafka.sasl_password (or kafka.sasl_password_file)"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (f"the brokers' certificate is not trusted ({exc.verify_message}): check kafka.ssl_cafile "
+                    "(and kafka.ssl_check_hostname)")
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS with the brokers failed ({exc.reason or exc}): check kafka.security_protocol and kafka.ssl_*"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextmanager
 def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None = None) -> Iterator[None]:
     """kafka-python's errors inside the block become RetriableError(`dependency`, "`what`: error"),
-    counted; `on_error` runs first (the DLQ drops a producer that a fatal error has poisoned)."""
+    counted; `on_error` runs first (the DLQ drops a producer that a fatal error has poisoned). A
+    failure whose cause retrying cannot heal (see `refusal`) is a StartupError instead."""
+    _FAILURES.last = None
     try:
         yield
     except KafkaError as exc:
         metrics.DEPENDENCY_ERRORS.labels(dependency, type(exc).__name__).inc()
         if on_error is not None:
             on_error()
+        reason = refusal(exc) or refusal(_FAILURES.last)
+        if reason is not None:
+            raise StartupError(reason) from None
         raise RetriableError(dependency, f"{what}: {exc}") from exc

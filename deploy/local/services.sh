@@ -10,10 +10,12 @@
 #           by default ingestor opens Milvus Lite in-process on a local file)
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
-#   rediss  Redis over TLS only, with an ACL user and the default user off (optional: `up --secure`
-#           or INGESTOR_SECURE_SERVICES=1). Its CA, server and client certificates and the user's
-#           password are made on the first start under $state/secure; it writes
-#           $state/secure/secure.env, the INGESTOR_* variables a client needs (`source` it)
+#   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too), and
+#   rediss  Redis over TLS only, with an ACL user and the default user off: the secured services
+#           (optional: `up --secure` or INGESTOR_SECURE_SERVICES=1). Their CA, server and client
+#           certificates and the users' passwords are made on the first start under
+#           $state/secure; each start writes $state/secure/secure.env, the INGESTOR_* variables a
+#           client needs (`source` it)
 #
 # Milvus ports: besides its proxy (the gRPC/HTTP API) on P = INGESTOR_MILVUS_PORT, the server opens
 # ten more, B+0..B+9 with B = 20000 + 10 * (P mod 1000), always within 20000-29999 (below the
@@ -41,7 +43,8 @@
 #   services.sh down [--wipe]             stop what this script started; --wipe deletes all state
 #   services.sh status [--milvus-server] [--lite-server]  one line per service; exit 0 iff the
 #                                                         required ones are up
-#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite|rediss), wait until ready
+#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite|kafkas|rediss),
+#                                         wait until ready
 #   services.sh stop SERVICE...           stop one service (SIGTERM, then SIGKILL), keep its state
 #   services.sh restart SERVICE...        stop, then start
 #   services.sh pid SERVICE               print the pid of a service started by this script (each
@@ -54,10 +57,10 @@
 #   INGESTOR_STATE_DIR [<repo>/.state/services]  data, logs and pidfiles of all services
 #   INGESTOR_KAFKA_PORT [9092]  INGESTOR_KAFKA_CONTROLLER_PORT [9093]
 #   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]  INGESTOR_LITE_PORT [19540]
-#   INGESTOR_REDISS_PORT [6380]
+#   INGESTOR_REDISS_PORT [6380]  INGESTOR_KAFKAS_PORT [9094]  INGESTOR_KAFKAS_CONTROLLER_PORT [9095]
 #   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus server
 #   INGESTOR_LITE_SERVER [0]    1: `up` and `status` include the Milvus Lite server
-#   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (rediss)
+#   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (kafkas, rediss)
 #   INGESTOR_MILVUS_SESSION_TTL [30]  the Milvus server's etcd session TTL in seconds (Milvus's
 #                               default): lower shortens the wait after a restart, and the longest
 #                               SIGSTOP it survives
@@ -83,6 +86,8 @@ redis_port="${INGESTOR_REDIS_PORT:-6379}"
 milvus_port="${INGESTOR_MILVUS_PORT:-19530}"
 lite_port="${INGESTOR_LITE_PORT:-19540}"
 rediss_port="${INGESTOR_REDISS_PORT:-6380}"
+kafkas_port="${INGESTOR_KAFKAS_PORT:-9094}"
+kafkas_controller_port="${INGESTOR_KAFKAS_CONTROLLER_PORT:-9095}"
 ready_timeout="${INGESTOR_SERVICES_TIMEOUT:-60}"
 milvus_session_ttl="${INGESTOR_MILVUS_SESSION_TTL:-30}"
 stop_timeout="${INGESTOR_STOP_TIMEOUT:-30}"
@@ -92,7 +97,7 @@ host=127.0.0.1
 # (INGESTOR_STATE_DIR may be pointed anywhere).
 marker=.ingestor-services
 
-all_services=(kafka redis milvus lite rediss)
+all_services=(kafka redis milvus lite kafkas rediss)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -114,6 +119,7 @@ port_of() {
     milvus) echo "$milvus_port" ;;
     lite) echo "$lite_port" ;;
     rediss) echo "$rediss_port" ;;
+    kafkas) echo "$kafkas_port" ;;
   esac
 }
 
@@ -125,13 +131,14 @@ logs_of() {
     milvus) echo "$state/logs/milvus.log" ;; # the server's own log, etcd's, and its stderr
     lite) echo "$state/logs/lite.log" ;;
     rediss) echo "$state/logs/rediss.log" ;;
+    kafkas) echo "$state/logs/kafkas.out $state/logs/kafkas.log" ;;
   esac
 }
 
 check_service_name() {
   case "${1:-}" in
-    kafka | redis | milvus | lite | rediss) ;;
-    *) die "unknown service '${1:-}' (expected kafka, redis, milvus, lite or rediss)" ;;
+    kafka | redis | milvus | lite | kafkas | rediss) ;;
+    *) die "unknown service '${1:-}' (expected kafka, redis, milvus, lite, kafkas or rediss)" ;;
   esac
 }
 
@@ -162,6 +169,7 @@ pid_is_service() {
   cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
   case "$svc" in
     kafka) [[ "$cmdline" == *"$state/kafka/server.properties"* ]] ;;
+    kafkas) [[ "$cmdline" == *"$state/kafkas/server.properties"* ]] ;;
     # redis-server rewrites its argv to "redis-server 127.0.0.1:PORT", so match the program.
     redis | rediss) [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] ;;
     # The server runs as $state/milvus/milvus, a link to the binary (see launch_milvus). Also
@@ -419,7 +427,7 @@ secure="$state/secure"
 ensure_secure_material() {
   mkdir -p "$secure"
   chmod 700 "$secure"
-  [ -s "$secure/client.pem" ] && [ -s "$secure/redis-password" ] && return 0
+  [ -s "$secure/client.pem" ] && [ -s "$secure/redis-password" ] && [ -s "$secure/kafka-keystore.pem" ] && return 0
   command -v openssl >/dev/null 2>&1 || die "openssl not found: run deploy/local/bootstrap.sh"
   (
     cd "$secure"
@@ -432,8 +440,14 @@ ensure_secure_material() {
         -extfile "$who.ext" -out "$who.pem" 2>/dev/null
       rm -f "$who.csr" "$who.ext"
     done
-    (umask 077 && openssl rand -hex 24 >redis-password)
-    chmod 600 ./*.key redis-password
+    (umask 077 && for f in redis-password kafka-password kafka-broker-password kafka-key-password; do
+      openssl rand -hex 24 >"$f"
+    done)
+    # The broker's PEM keystore: its key, encrypted as Java 17 can read (PBES2 it cannot), then its
+    # certificate.
+    (umask 077 && openssl pkcs8 -topk8 -in server.key -v1 PBE-SHA1-3DES -passout file:kafka-key-password \
+      -out kafka-server.key && cat kafka-server.key server.pem >kafka-keystore.pem && rm -f kafka-server.key)
+    chmod 600 ./*.key ./*-password kafka-keystore.pem
   ) || die "could not make the certificates under $secure"
   log "made a CA, certificates and passwords under $secure"
 }
@@ -445,7 +459,99 @@ export INGESTOR_REDIS__URL=rediss://$host:$rediss_port/0
 export INGESTOR_REDIS__USERNAME=ingestor
 export INGESTOR_REDIS__PASSWORD_FILE=$secure/redis-password
 export INGESTOR_REDIS__SSL_CA_FILE=$secure/ca.pem
+export INGESTOR_KAFKA__BOOTSTRAP_SERVERS=$host:$kafkas_port
+export INGESTOR_KAFKA__SECURITY_PROTOCOL=SASL_SSL
+export INGESTOR_KAFKA__SASL_MECHANISM=SCRAM-SHA-512
+export INGESTOR_KAFKA__SASL_USERNAME=ingestor
+export INGESTOR_KAFKA__SASL_PASSWORD_FILE=$secure/kafka-password
+export INGESTOR_KAFKA__SSL_CAFILE=$secure/ca.pem
 ENV
+}
+
+# SASL_SSL on every listener clients reach, the broker's own connections included (as user
+# `broker`); the controller listener is plaintext on loopback, as in the open broker. Written on
+# every start, like the open broker's: the passwords are in it, so it is private.
+write_kafkas_config() {
+  local d="$state/kafkas"
+  mkdir -p "$d/data"
+  (umask 077 && cat >"$d/server.properties" <<PROPS
+# Written by deploy/local/services.sh on every start: edits here are lost.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$host:$kafkas_controller_port
+listeners=SASL_SSL://$host:$kafkas_port,CONTROLLER://$host:$kafkas_controller_port
+advertised.listeners=SASL_SSL://$host:$kafkas_port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+controller.listener.names=CONTROLLER
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$secure/kafka-broker-password")";
+ssl.keystore.type=PEM
+ssl.keystore.location=$secure/kafka-keystore.pem
+ssl.key.password=$(cat "$secure/kafka-key-password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$secure/ca.pem
+log.dirs=$d/data
+num.partitions=4
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
+log.cleaner.dedupe.buffer.size=16777216
+PROPS
+  )
+  sed "s#$state/logs/kafka.log#$state/logs/kafkas.log#g" "$state/kafka/log4j2.properties" >"$d/log4j2.properties"
+}
+
+# The SCRAM users live in the metadata log: written by the format, before the first start.
+format_kafkas_storage() {
+  local data="$state/kafkas/data" cluster_id
+  [ -f "$data/meta.properties" ] && return 0
+  cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$state/logs/kafkas.out")"
+  log "kafkas: formatting $data (cluster id $cluster_id) with SCRAM users ingestor and broker"
+  kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$state/kafkas/server.properties" \
+    --add-scram "SCRAM-SHA-512=[name=ingestor,password=$(cat "$secure/kafka-password")]" \
+    --add-scram "SCRAM-SHA-512=[name=broker,password=$(cat "$secure/kafka-broker-password")]" \
+    >>"$state/logs/kafkas.out" 2>&1 || { tail -n 20 "$state/logs/kafkas.out" >&2; die "kafkas: format failed"; }
+}
+
+launch_kafkas() {
+  local heap
+  ensure_kafka_jars
+  ensure_secure_material
+  write_kafka_config # the open broker's files, whose log4j configuration this one copies
+  write_kafkas_config
+  write_secure_env
+  format_kafkas_storage
+  read -ra heap <<<"${INGESTOR_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+  launch kafkas "$state/logs/kafkas.out" \
+    "$java" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$state/logs" -Dlog4j2.configurationFile="$state/kafkas/log4j2.properties" \
+    -cp "$kafka_lib/*" kafka.Kafka "$state/kafkas/server.properties"
+}
+
+# A metadata request as the ingestor user, over TLS checked against our CA.
+kafkas_ready() {
+  tcp_open "$kafkas_port" && [ -s "$secure/kafka-password" ] || return 1
+  timeout 15 "$venv/bin/python" - "$host:$kafkas_port" "$secure" <<'PY' >/dev/null 2>&1
+import sys
+from kafka import KafkaAdminClient
+secure = sys.argv[2]
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], client_id="services.sh", security_protocol="SASL_SSL",
+                         sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="ingestor",
+                         sasl_plain_password=open(f"{secure}/kafka-password").read().strip(),
+                         ssl_cafile=f"{secure}/ca.pem", bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+try:
+    admin.list_topics()
+finally:
+    admin.close()
+PY
 }
 
 # TLS only (no plaintext port); the default user is off: only the ACL user gets in, whose password
@@ -753,7 +859,7 @@ optional_wanted() {
   done
   [ "$milvus" != 1 ] || echo milvus
   [ "$lite" != 1 ] || echo lite
-  [ "$secured" != 1 ] || echo rediss
+  [ "$secured" != 1 ] || printf '%s\n' kafkas rediss
 }
 
 # --- commands ------------------------------------------------------------------------------------
@@ -777,7 +883,7 @@ cmd_down() {
   if [ -d "$state" ] && [ -n "$(ls -A "$state")" ]; then
     [ -e "$state/$marker" ] || die "$state was not created by services.sh; not touching it"
     take_lock
-    for svc in rediss lite milvus redis kafka; do stop_service "$svc"; done
+    for svc in rediss kafkas lite milvus redis kafka; do stop_service "$svc"; done
   fi
   if [ "$wipe" = 1 ]; then
     rm -rf "$state"
@@ -793,7 +899,8 @@ cmd_status() {
     required=1
     # An optional service counts when asked for, or when services.sh started it and it should
     # still be there.
-    if { [ "$svc" = milvus ] || [ "$svc" = lite ] || [ "$svc" = rediss ]; } && ! grep -qx "$svc" <<<"$optional" \
+    if { [ "$svc" = milvus ] || [ "$svc" = lite ] || [ "$svc" = kafkas ] || [ "$svc" = rediss ]; } \
+      && ! grep -qx "$svc" <<<"$optional" \
       && [ ! -f "$(pidfile "$svc")" ]; then
       required=0
     fi
@@ -806,7 +913,7 @@ cmd_status() {
     else
       line="down      $host:$port"
       [ "$required" = 1 ] && rc=1
-      [ "$required" = 0 ] && line+="  (optional: up $([ "$svc" = rediss ] && echo --secure || echo "--$svc-server"))"
+      [ "$required" = 0 ] && line+="  (optional: up $(case "$svc" in kafkas | rediss) echo --secure ;; *) echo "--$svc-server" ;; esac))"
     fi
     printf '%-7s %s\n' "$svc" "$line"
   done

@@ -199,3 +199,25 @@ def test_a_redis_refusal_that_retrying_cannot_heal_is_told_from_an_outage():
     assert refusal(redis.ConnectionError("Connection refused")) is None
     assert refusal(redis.TimeoutError("Timeout reading")) is None
     assert refusal(redis.ResponseError("OOM command not allowed")) is None
+
+
+def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout():
+    import logging
+    import ssl
+
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
+
+    from ingestor.errors import RetriableError, StartupError
+    from ingestor.kafka_common import kafka_errors, refusal
+
+    assert "check kafka.sasl_mechanism, kafka.sasl_username" in refusal(SaslAuthenticationFailedError("bad"))
+    assert refusal(KafkaConnectionError("socket disconnected")) is None
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "unable to get local issuer certificate"
+    with pytest.raises(StartupError, match="certificate is not trusted .* check kafka.ssl_cafile"):
+        with kafka_errors("kafka", "cannot reach b:9094"):
+            logging.getLogger("kafka.net.manager").error("Connection failed: %s", untrusted)
+            raise KafkaTimeoutError("Unable to bootstrap")
+    with pytest.raises(RetriableError):  # a failure logged by an earlier attempt does not count
+        with kafka_errors("kafka", "cannot reach b:9094"):
+            raise KafkaTimeoutError("Unable to bootstrap")
