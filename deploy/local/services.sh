@@ -23,8 +23,9 @@
 # +3 querynode, +4 metrics and /healthz (HTTP), +5 indexnode, +6 datacoord, +7 datanode,
 # +8 etcd client, +9 etcd peer. P=19530 takes 25300-25309; the fault suite's slots (P=19531 + 100 N)
 # take 25310-19, 26310-19, ..., 29310-19, 20310-19, 21310-19, 22310-19: no two of these, nor Kafka's
-# and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N), collide. Two values of P with
-# the same last three digits (19530 and 29530) do collide: start refuses when a port is taken.
+# and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N; the secured 9094, 9095, 6380),
+# collide. Two values of P with the same last three digits (19530 and 29530) do collide: start
+# refuses when a port is taken.
 # etcd binds 127.0.0.1; Milvus 2.3 binds its gRPC and HTTP ports on all interfaces whatever the
 # config says (its ip: settings, 127.0.0.1 here, only pick the address the components dial).
 #
