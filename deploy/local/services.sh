@@ -256,23 +256,10 @@ ensure_kafka_jars() {
   command -v "$java" >/dev/null 2>&1 || die "java not found (Kafka needs Java 17+)"
 }
 
-# Written on every start, so that a change of port takes effect without a wipe.
-write_kafka_config() {
-  local d="$state/kafka"
-  mkdir -p "$d/data"
-  cat >"$d/server.properties" <<EOF
-# Written by deploy/local/services.sh on every start: edits here are lost.
-process.roles=broker,controller
-node.id=1
-# A static one-voter quorum: the voter's address lives in this file, not in the formatted
-# metadata log (as --standalone's dynamic quorum would store it), so the ports can change later.
-controller.quorum.voters=1@$host:$controller_port
-listeners=PLAINTEXT://$host:$kafka_port,CONTROLLER://$host:$controller_port
-advertised.listeners=PLAINTEXT://$host:$kafka_port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-log.dirs=$d/data
+# What both brokers (the open one and the secured one) of this one-node cluster set alike.
+kafka_node_properties() {
+  cat <<EOF
+log.dirs=$1/data
 num.partitions=4
 auto.create.topics.enable=true
 # One node: every internal topic has a single replica.
@@ -291,6 +278,26 @@ broker.heartbeat.interval.ms=1000
 # The default 128 MiB cleaner buffer would be an eighth of the small heap.
 log.cleaner.dedupe.buffer.size=16777216
 EOF
+}
+
+# Written on every start, so that a change of port takes effect without a wipe.
+write_kafka_config() {
+  local d="$state/kafka"
+  mkdir -p "$d/data"
+  cat >"$d/server.properties" <<EOF
+# Written by deploy/local/services.sh on every start: edits here are lost.
+process.roles=broker,controller
+node.id=1
+# A static one-voter quorum: the voter's address lives in this file, not in the formatted
+# metadata log (as --standalone's dynamic quorum would store it), so the ports can change later.
+controller.quorum.voters=1@$host:$controller_port
+listeners=PLAINTEXT://$host:$kafka_port,CONTROLLER://$host:$controller_port
+advertised.listeners=PLAINTEXT://$host:$kafka_port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+EOF
+  kafka_node_properties "$d" >>"$d/server.properties"
   # Kafka 4.x logs through SLF4J into Log4j 2 (log4j-slf4j-impl, see deploy/kafka/pom.xml).
   # Everything goes to one size-capped file; nothing to the console.
   cat >"$d/log4j2.properties" <<EOF
@@ -493,19 +500,8 @@ ssl.keystore.location=$secure/kafka-keystore.pem
 ssl.key.password=$(cat "$secure/kafka-key-password")
 ssl.truststore.type=PEM
 ssl.truststore.location=$secure/ca.pem
-log.dirs=$d/data
-num.partitions=4
-auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-broker.session.timeout.ms=4000
-broker.heartbeat.interval.ms=1000
-log.cleaner.dedupe.buffer.size=16777216
 PROPS
+  kafka_node_properties "$d" >>"$d/server.properties"
   )
   sed "s#$state/logs/kafka.log#$state/logs/kafkas.log#g" "$state/kafka/log4j2.properties" >"$d/log4j2.properties"
 }
