@@ -209,13 +209,42 @@ def trust_wire_floats() -> bool:
     return True
 
 
+# Milvus Lite's own gRPC server keeps gRPC's default ping policy (at most one ping per 5 minutes on
+# a channel without calls, GOAWAY "too_many_pings" after two more). pymilvus pings every 10 s, idle
+# or not, so an idle client (a test's reader, a daemon between bursts) got cut off and failed its
+# next call. This server takes pings every 5 s and never strikes.
+_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 256 << 20),  # as Lite's own server (and Milvus standalone)
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def _start_server(directory: str, host: str, port: int) -> tuple[Any, Any, int]:
+    """Milvus Lite's servicer on a gRPC server of ours: (server, db, bound port)."""
+    from concurrent import futures
+
+    import grpc
+    from milvus_lite.adapter.grpc.server import DEFAULT_MAX_WORKERS
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+    from milvus_lite.db import MilvusLite
+    from pymilvus.grpc_gen import milvus_pb2_grpc
+
+    db = MilvusLite(directory)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=DEFAULT_MAX_WORKERS), options=_SERVER_OPTIONS)
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    return server, db, bound
+
+
 def serve(directory: str, parent_pid: int | None, host: str = "127.0.0.1", port: int = 0) -> int:
     """Serve `directory` until SIGTERM/SIGINT, or until `parent_pid` is no longer the parent."""
-    from milvus_lite.adapter.grpc.server import start_server_in_thread
-
     trust_wire_floats()
     try:
-        server, db, port = start_server_in_thread(data_dir=directory, host=host, port=port)
+        server, db, port = _start_server(directory, host, port)
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 2

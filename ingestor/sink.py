@@ -286,8 +286,9 @@ class MilvusSink:
         entity_helper.CHECK_STR_ARRAY = False
         if self._lock is not None and not self._lock.held:
             self._lock.acquire()
+        kwargs = client_kwargs(self.settings, self._serving_uri())  # a Lite child that cannot start raises here
         try:
-            self._client = MilvusClient(**client_kwargs(self.settings, self._serving_uri()))
+            self._client = MilvusClient(**kwargs)
             self._client.list_collections(timeout=self.settings.timeout_s)
             version = str(self._client.get_server_version(timeout=self.settings.timeout_s))
         except Exception as exc:
