@@ -820,7 +820,9 @@ def test_dashboard_covers_the_pipeline(dashboard: dict[str, Any]) -> None:
                    "ingestor_consumer_lag_records", "ingestor_time_to_searchable_seconds_bucket",
                    "ingestor_embed_duration_seconds_bucket", "ingestor_batch_tokens_bucket",
                    "ingestor_records_cache_hit_total", "ingestor_records_embedded_total",
-                   "ingestor_retries_total", "ingestor_partitions_paused", "ingestor_worker_restarts_total"]:
+                   "ingestor_retries_total", "ingestor_partitions_paused", "ingestor_worker_restarts_total",
+                   "ingestor_records_deleted_total", "ingestor_records_superseded_total",
+                   "ingestor_records_dropped_total", "ingestor_records_in_flight"]:
         assert series in used, f"no panel shows {series}"
     flat = [" ".join(e.split()) for e in dashboard_exprs(dashboard)]
 
