@@ -132,10 +132,12 @@ def refusal(exc: BaseException | None) -> str | None:
 
 
 @contextmanager
-def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None = None) -> Iterator[None]:
+def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None = None,
+                 at_start: bool = False) -> Iterator[None]:
     """kafka-python's errors inside the block become RetriableError(`dependency`, "`what`: error"),
-    counted; `on_error` runs first (the DLQ drops a producer that a fatal error has poisoned). A
-    failure whose cause retrying cannot heal (see `refusal`) is a StartupError instead."""
+    counted, naming the cause when it is a refusal (see `refusal`); `on_error` runs first (the DLQ
+    drops a producer that a fatal error has poisoned). `at_start`: a refusal is a StartupError
+    instead (exit 2: retrying cannot heal it); later, it is retried like any outage."""
     _FAILURES.last = None
     try:
         yield
@@ -144,6 +146,6 @@ def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None
         if on_error is not None:
             on_error()
         reason = refusal(exc) or refusal(_FAILURES.last)
-        if reason is not None:
+        if reason is not None and at_start:
             raise StartupError(reason) from None
-        raise RetriableError(dependency, f"{what}: {exc}") from exc
+        raise RetriableError(dependency, f"{what}: {exc}" + (f" ({reason})" if reason else "")) from exc

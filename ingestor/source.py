@@ -109,7 +109,7 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
     kwargs = client_kwargs(settings)
     if settings.group_instance_id:
         kwargs["group_instance_id"] = settings.group_instance_id
-    with kafka_errors("kafka", f"cannot reach {settings.bootstrap_servers}"):
+    with kafka_errors("kafka", f"cannot reach {settings.bootstrap_servers}", at_start=True):
         consumer = KafkaConsumer(
             **kwargs,
             group_id=settings.group_id,

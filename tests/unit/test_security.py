@@ -215,9 +215,15 @@ def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout
     untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
     untrusted.verify_message = "unable to get local issuer certificate"
     with pytest.raises(StartupError, match="certificate is not trusted .* check kafka.ssl_cafile"):
-        with kafka_errors("kafka", "cannot reach b:9094"):
+        with kafka_errors("kafka", "cannot reach b:9094", at_start=True):
             logging.getLogger("kafka.net.manager").error("Connection failed: %s", untrusted)
             raise KafkaTimeoutError("Unable to bootstrap")
-    with pytest.raises(RetriableError):  # a failure logged by an earlier attempt does not count
-        with kafka_errors("kafka", "cannot reach b:9094"):
+    with pytest.raises(RetriableError) as later:  # after the start, a refusal is retried, and named
+        with kafka_errors("dlq", "cannot create the dead-letter producer"):
+            logging.getLogger("kafka.net.manager").error("Connection failed: %s", untrusted)
             raise KafkaTimeoutError("Unable to bootstrap")
+    assert "not trusted" in str(later.value)
+    with pytest.raises(RetriableError) as plain:  # a failure logged by an earlier attempt does not count
+        with kafka_errors("kafka", "cannot reach b:9094", at_start=True):
+            raise KafkaTimeoutError("Unable to bootstrap")
+    assert "not trusted" not in str(plain.value)
