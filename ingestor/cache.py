@@ -112,15 +112,6 @@ class Cache:
             # Redis answered but refused (e.g. OOM under maxmemory noeviction): count and go on.
             log.warning("redis %s refused: %s", op, exc)
 
-    def ping(self) -> bool:
-        if self._client is None:
-            return False
-        try:
-            return bool(self._client.ping())
-        except redis.RedisError as exc:
-            self._failed("ping", exc)
-            return False
-
     def check_at_start(self) -> bool:
         """Whether Redis answers now. A refusal that retrying cannot heal (credentials, the server's
         certificate) raises StartupError; anything else is an outage the cache rides out."""
