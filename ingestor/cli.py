@@ -287,15 +287,16 @@ def _run_app() -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (typer.Abort, KeyboardInterrupt):
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
+    except Exception as exc:
+        # Usage errors (2) and the like: click's, or those of the click that typer >= 0.29 carries
+        # inside itself as other classes; both show themselves and carry their exit code.
+        code = getattr(exc, "exit_code", None)
+        if not isinstance(code, int):
+            raise
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return code
 
 
 def _exit(code: int) -> NoReturn:

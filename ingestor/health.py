@@ -127,7 +127,8 @@ class MilvusWatch:
     """Pings Milvus with a real call every `interval_s` on its own thread, so readiness reflects
     an outage even while no batch is being written, and the consumer thread never waits on it."""
 
-    def __init__(self, ping: Callable[[], bool], interval_s: float = 5.0) -> None:
+    def __init__(self, ping: Callable[[], str], interval_s: float = 5.0) -> None:
+        # ping: "" when Milvus answered, else why not
         self.ping = ping
         self.interval_s = interval_s
         self.last_ok = time.monotonic()
@@ -138,13 +139,15 @@ class MilvusWatch:
     def start(self) -> None:
         self._thread.start()
 
+    def check_once(self) -> None:
+        error = self.ping()
+        if not error:
+            self.last_ok = time.monotonic()
+        self.last_error = error
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            if self.ping():
-                self.last_ok = time.monotonic()
-                self.last_error = ""
-            else:
-                self.last_error = "milvus did not answer"
+            self.check_once()
 
     def stop(self) -> None:
         self._stop.set()

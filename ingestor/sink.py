@@ -60,15 +60,40 @@ _RETRIABLE_HINTS = (
 )
 
 
+def refusal(exc: BaseException) -> str | None:
+    """What to fix when Milvus refused us for good, or None for an outage: wrong credentials or an
+    untrusted certificate do not heal by retrying. pymilvus wraps both in a generic "Fail connecting"
+    error; the gRPC status underneath says which. Names the setting, never its value."""
+    import grpc
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        code = seen.code() if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)) else None
+        text = str(seen)
+        if code == grpc.StatusCode.UNAUTHENTICATED or "auth check failure" in text:
+            return ("milvus refused the login: check milvus.user and milvus.password (or milvus.password_file), "
+                    "or milvus.token (or milvus.token_file)")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return "milvus denied the request: grant the milvus.user a role with privileges on the collection"
+        if "CERTIFICATE_VERIFY_FAIL" in text:
+            return "the Milvus server's certificate is not trusted: check milvus.ca_file (and milvus.server_name)"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def classify(exc: BaseException) -> RetriableError | DataError:
     """Map a pymilvus/gRPC failure to the delivery contract. Unknown errors count as retriable:
-    a stalled batch is visible and heals; a wrongly dead-lettered one is silent damage."""
+    a stalled batch is visible and heals; a wrongly dead-lettered one is silent damage. A refusal
+    is retriable too once running (credentials may be rotated back), with what to fix as its text."""
     import grpc
     from pymilvus.exceptions import (
         DataNotMatchException, DataTypeNotMatchException, MilvusException, MilvusUnavailableException,
         ParamError, PrimaryKeyException,
     )
 
+    reason = refusal(exc)
+    if reason is not None:
+        return RetriableError("milvus", reason.removeprefix("milvus "))
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, grpc.RpcError):
         return RetriableError("milvus", text)
@@ -274,7 +299,9 @@ class MilvusSink:
     # -- start-up --------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Open the client and make a real call (creating a client is not a health check)."""
+        """Open the client and make a real call (creating a client is not a health check). Before
+        the first success a refusal (login, certificate) is a StartupError: retrying cannot fix a
+        setting."""
         from pymilvus import MilvusClient
         from pymilvus.client import entity_helper
 
@@ -295,6 +322,9 @@ class MilvusSink:
             self._client = None
             if self._lock is not None and _lite_file_busy(exc):
                 raise StartupError(self._lock.busy_message()) from exc
+            reason = refusal(exc)
+            if reason is not None and not self.server_version:
+                raise StartupError(reason) from None
             raise classify(exc) from exc
         if too_old(version):
             raise StartupError(
@@ -556,14 +586,15 @@ class MilvusSink:
                         "text": entity.get("text", ""), "truncated": entity.get("truncated", False)})
         return out
 
-    def ping(self) -> bool:
+    def ping(self) -> str:
+        """A real call: "" when Milvus answered, else why not (what /readyz says)."""
         try:
             if self._client is None:
                 self.connect()
             self._call("ping", self._client.has_collection, self.collection)
-            return True
-        except (RetriableError, DataError):
-            return False
+            return ""
+        except (RetriableError, DataError) as exc:
+            return str(exc)
 
     def close(self) -> None:
         if self._client is not None:

@@ -13,6 +13,9 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -269,11 +272,29 @@ def published_ports(service: dict[str, Any]) -> Iterator[tuple[str | None, str, 
 
 def compose_settings(monkeypatch: pytest.MonkeyPatch, service: dict[str, Any]) -> Settings:
     """Settings inside the container: the image's ENV (for services built from deploy/Dockerfile),
-    overridden by the service's environment."""
+    overridden by the service's environment, with each `*_FILE` it names laid out (as
+    secrets-init makes them) in a directory of its own."""
     env = {}
     if service.get("build"):
         env = {k: v for k, v in dockerfile_env(final_stage()).items() if k.startswith("INGESTOR_")}
-    return settings_from_env(monkeypatch, {**env, **env_of(service)})
+    env = {**env, **env_of(service)}
+    there = Path(tempfile.mkdtemp(prefix="compose-secrets-"))
+    for name, value in list(env.items()):
+        if name.endswith("_FILE"):
+            laid = there / value.lstrip("/")
+            laid.parent.mkdir(parents=True, exist_ok=True)
+            laid.write_text("a-made-up-secret\n")
+            env[name] = str(laid)
+    return settings_from_env(monkeypatch, env)
+
+
+def volume_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> volume or host path, for each of a service's mounts (short syntax)."""
+    mounts = {}
+    for entry in service.get("volumes") or []:
+        source, target = str(entry).split(":")[:2]
+        mounts[target] = source
+    return mounts
 
 
 def test_compose_services_present(compose_services: dict[str, Any]) -> None:
@@ -379,6 +400,61 @@ def test_compose_ingestor_settings_validate(compose_services: dict[str, Any], mo
         assert settings.metrics.host == "0.0.0.0", f"{name}: metrics bound to loopback inside the container"
         published = {c for _, _, c in published_ports(compose_services[name])}
         assert str(settings.metrics.port) in published, f"{name}: metrics port not the published one"
+
+
+def test_compose_secrets_are_files_on_the_secrets_volume_never_environment(
+        compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    init = compose_services["secrets-init"]
+    assert volume_mounts(init).get("/secrets") == "secrets"
+    redis = compose_services["redis"]
+    assert depends_of(redis)["secrets-init"]["condition"] == "service_completed_successfully"
+    command = redis["command"]
+    acl = command[command.index("--aclfile") + 1]
+    assert volume_mounts(redis).get(str(PurePosixPath(acl).parent)) == "secrets"
+    assert "redis-password" in healthcheck_text(redis), "the healthcheck must log in"
+    for name in INGESTOR_SERVICES:
+        env = env_of(compose_services[name])
+        assert not [k for k in env if k.endswith(("PASSWORD", "TOKEN"))], f"{name}: a secret in the environment"
+        path = PurePosixPath(env["INGESTOR_REDIS__PASSWORD_FILE"])
+        assert volume_mounts(compose_services[name]).get(str(path.parent)) == "secrets", name
+        settings = compose_settings(monkeypatch, compose_services[name])
+        assert settings.redis.password is not None
+        assert settings.redis.password.get_secret_value() == "a-made-up-secret", name
+
+
+def test_compose_secrets_init_makes_a_password_that_redis_accepts(tmp_path: Path) -> None:
+    """The script the `secrets-init` service runs, then Redis with the ACL file it wrote: the
+    password logs in, no password does not, and the file holds only the password's hash."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (deploy/local/bootstrap.sh installs it)")
+    from tests.support import harness
+
+    secrets = tmp_path / "secrets"
+    script = ROOT / "deploy" / "compose" / "secrets-init.sh"
+    subprocess.run(["sh", str(script), str(secrets)], check=True)
+    password = (secrets / "redis-password").read_text().strip()
+    assert len(password) == 48 and password not in (secrets / "users.acl").read_text()
+    subprocess.run(["sh", str(script), str(secrets)], check=True)
+    assert (secrets / "redis-password").read_text().strip() == password, "a second run keeps the password"
+    port = harness.free_port()
+    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                               "--aclfile", str(secrets / "users.acl"), "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis(port=port, password=password).ping())
+            except redis.ConnectionError:
+                return False
+
+        harness.wait_for(answers, timeout_s=10, what="redis-server with the ACL file")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_compose_stop_grace_covers_shutdown(compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,9 @@
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
 #   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too), and
-#   rediss  Redis over TLS only, with an ACL user and the default user off: the secured services
+#   rediss  Redis over TLS only, with an ACL user and the default user off, and
+#   milvuss a second Milvus server, TLS only, with authentication on (user `ingestor`, role admin;
+#           root's default password replaced): the secured services
 #           (optional: `up --secure` or INGESTOR_SECURE_SERVICES=1). Their CA, server and client
 #           certificates and the users' passwords are made on the first start under
 #           $state/secure; each start writes $state/secure/secure.env, the INGESTOR_* variables a
@@ -24,7 +26,7 @@
 # +8 etcd client, +9 etcd peer. P=19530 takes 25300-25309; the fault suite's slots (P=19531 + 100 N)
 # take 25310-19, 26310-19, ..., 29310-19, 20310-19, 21310-19, 22310-19: no two of these, nor Kafka's
 # and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N; the secured 9094, 9095, 6380),
-# collide. Two values of P with the same last three digits (19530 and 29530) do collide: start
+# nor the secured server's (P=19535: 25350-25359) collide. Two values of P with the same last three digits (19530 and 29530) do collide: start
 # refuses when a port is taken.
 # etcd binds 127.0.0.1; Milvus 2.3 binds its gRPC and HTTP ports on all interfaces whatever the
 # config says (its ip: settings, 127.0.0.1 here, only pick the address the components dial).
@@ -44,7 +46,8 @@
 #   services.sh down [--wipe]             stop what this script started; --wipe deletes all state
 #   services.sh status [--milvus-server] [--lite-server]  one line per service; exit 0 iff the
 #                                                         required ones are up
-#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite|kafkas|rediss),
+#   services.sh start SERVICE...          start one service (kafka|redis|milvus|lite|kafkas|rediss|
+#                                         milvuss),
 #                                         wait until ready
 #   services.sh stop SERVICE...           stop one service (SIGTERM, then SIGKILL), keep its state
 #   services.sh restart SERVICE...        stop, then start
@@ -59,9 +62,11 @@
 #   INGESTOR_KAFKA_PORT [9092]  INGESTOR_KAFKA_CONTROLLER_PORT [9093]
 #   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]  INGESTOR_LITE_PORT [19540]
 #   INGESTOR_REDISS_PORT [6380]  INGESTOR_KAFKAS_PORT [9094]  INGESTOR_KAFKAS_CONTROLLER_PORT [9095]
+#   INGESTOR_MILVUSS_PORT [19535]
 #   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus server
 #   INGESTOR_LITE_SERVER [0]    1: `up` and `status` include the Milvus Lite server
-#   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (kafkas, rediss)
+#   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (kafkas, rediss,
+#                               milvuss)
 #   INGESTOR_MILVUS_SESSION_TTL [30]  the Milvus server's etcd session TTL in seconds (Milvus's
 #                               default): lower shortens the wait after a restart, and the longest
 #                               SIGSTOP it survives
@@ -89,6 +94,7 @@ lite_port="${INGESTOR_LITE_PORT:-19540}"
 rediss_port="${INGESTOR_REDISS_PORT:-6380}"
 kafkas_port="${INGESTOR_KAFKAS_PORT:-9094}"
 kafkas_controller_port="${INGESTOR_KAFKAS_CONTROLLER_PORT:-9095}"
+milvuss_port="${INGESTOR_MILVUSS_PORT:-19535}"
 ready_timeout="${INGESTOR_SERVICES_TIMEOUT:-60}"
 milvus_session_ttl="${INGESTOR_MILVUS_SESSION_TTL:-30}"
 stop_timeout="${INGESTOR_STOP_TIMEOUT:-30}"
@@ -98,7 +104,7 @@ host=127.0.0.1
 # (INGESTOR_STATE_DIR may be pointed anywhere).
 marker=.ingestor-services
 
-all_services=(kafka redis milvus lite kafkas rediss)
+all_services=(kafka redis milvus lite kafkas rediss milvuss)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -121,6 +127,7 @@ port_of() {
     lite) echo "$lite_port" ;;
     rediss) echo "$rediss_port" ;;
     kafkas) echo "$kafkas_port" ;;
+    milvuss) echo "$milvuss_port" ;;
   esac
 }
 
@@ -133,13 +140,14 @@ logs_of() {
     lite) echo "$state/logs/lite.log" ;;
     rediss) echo "$state/logs/rediss.log" ;;
     kafkas) echo "$state/logs/kafkas.out $state/logs/kafkas.log" ;;
+    milvuss) echo "$state/logs/milvuss.log" ;;
   esac
 }
 
 check_service_name() {
   case "${1:-}" in
-    kafka | redis | milvus | lite | kafkas | rediss) ;;
-    *) die "unknown service '${1:-}' (expected kafka, redis, milvus, lite, kafkas or rediss)" ;;
+    kafka | redis | milvus | lite | kafkas | rediss | milvuss) ;;
+    *) die "unknown service '${1:-}' (expected kafka, redis, milvus, lite, kafkas, rediss or milvuss)" ;;
   esac
 }
 
@@ -177,6 +185,7 @@ pid_is_service() {
     # matched: the Lite server that services.sh ran as `milvus` before, so that stop, down and
     # start (which replaces it) still reach it.
     milvus) [[ "$cmdline" == "$state/milvus/milvus run standalone "* ]] || legacy_lite "$pid" ;;
+    milvuss) [[ "$cmdline" == "$state/milvuss/milvus run standalone "* ]] ;;
     lite) [[ "$cmdline" == *" -m ingestor.lite --data-dir $state/lite "* ]] ;;
   esac
 }
@@ -430,12 +439,25 @@ redis_ready() {
 
 secure="$state/secure"
 
+secure_passwords=(redis-password kafka-password kafka-broker-password kafka-key-password milvus-password
+  milvus-root-password)
+
+# Each password that is missing (a state dir made before a service existed lacks its own).
+ensure_secure_passwords() {
+  local f
+  command -v openssl >/dev/null 2>&1 || die "openssl not found: run deploy/local/bootstrap.sh"
+  for f in "${secure_passwords[@]}"; do
+    [ -s "$secure/$f" ] || (umask 077 && openssl rand -hex 24 >"$secure/$f")
+  done
+}
+
 # A CA, a server certificate for 127.0.0.1 and localhost, a client certificate, and the ACL user's
 # password, made once (kept across restarts, so that clients' secure.env stays valid).
 ensure_secure_material() {
   mkdir -p "$secure"
   chmod 700 "$secure"
-  [ -s "$secure/client.pem" ] && [ -s "$secure/redis-password" ] && [ -s "$secure/kafka-keystore.pem" ] && return 0
+  ensure_secure_passwords
+  [ -s "$secure/client.pem" ] && [ -s "$secure/kafka-keystore.pem" ] && return 0
   command -v openssl >/dev/null 2>&1 || die "openssl not found: run deploy/local/bootstrap.sh"
   (
     cd "$secure"
@@ -448,9 +470,6 @@ ensure_secure_material() {
         -extfile "$who.ext" -out "$who.pem" 2>/dev/null
       rm -f "$who.csr" "$who.ext"
     done
-    (umask 077 && for f in redis-password kafka-password kafka-broker-password kafka-key-password; do
-      openssl rand -hex 24 >"$f"
-    done)
     # The broker's PEM keystore: its key, encrypted as Java 17 can read (PBES2 it cannot), then its
     # certificate.
     (umask 077 && openssl pkcs8 -topk8 -in server.key -v1 PBE-SHA1-3DES -passout file:kafka-key-password \
@@ -473,6 +492,10 @@ export INGESTOR_KAFKA__SASL_MECHANISM=SCRAM-SHA-512
 export INGESTOR_KAFKA__SASL_USERNAME=ingestor
 export INGESTOR_KAFKA__SASL_PASSWORD_FILE=$secure/kafka-password
 export INGESTOR_KAFKA__SSL_CAFILE=$secure/ca.pem
+export INGESTOR_MILVUS__URI=https://$host:$milvuss_port
+export INGESTOR_MILVUS__USER=ingestor
+export INGESTOR_MILVUS__PASSWORD_FILE=$secure/milvus-password
+export INGESTOR_MILVUS__CA_FILE=$secure/ca.pem
 ENV
 }
 
@@ -585,13 +608,15 @@ ensure_milvus_server() {
   fi
 }
 
-# Prints "PORT NAME" for every port the server opens besides its proxy port (see the header).
+# Prints "PORT NAME" for every port the server of SERVICE (milvus or milvuss) opens besides its
+# proxy port (see the header).
 milvus_internal_ports() {
-  local base i=0 name
-  if ! [[ "$milvus_port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$milvus_port" -gt 65535 ]; then
-    die "INGESTOR_MILVUS_PORT=$milvus_port is not a port number"
+  local port base i=0 name
+  port="$(port_of "$1")"
+  if ! [[ "$port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65535 ]; then
+    die "INGESTOR_${1^^}_PORT=$port is not a port number"
   fi
-  base=$((20000 + 10 * (milvus_port % 1000)))
+  base=$((20000 + 10 * (port % 1000)))
   for name in proxy-internal rootcoord querycoord querynode metrics indexnode datacoord datanode \
     etcd-client etcd-peer; do
     echo "$((base + i)) $name"
@@ -600,21 +625,26 @@ milvus_internal_ports() {
 }
 
 # Written on every start from the package's own template (the one its `milvus-server` wrapper
-# fills in), so that a change of port takes effect without a wipe.
+# fills in), so that a change of port takes effect without a wipe. SERVICE milvuss: TLS only
+# (tlsMode 1, our server certificate) and authentication on.
 write_milvus_config() {
-  local d="$state/milvus" port name args=()
+  local svc=$1 d="$state/$1" port name args=() secured=""
   mkdir -p "$d/configs"
-  while read -r port name; do args+=("$name=$port"); done < <(milvus_internal_ports)
-  "$milvus_home/bin/python" - "$d" "$milvus_port" "$milvus_session_ttl" "${args[@]}" <<'EOF' \
-    || die "milvus: could not write $d/configs"
+  while read -r port name; do args+=("$name=$port"); done < <(milvus_internal_ports "$svc")
+  [ "$svc" != milvuss ] || secured="$secure"
+  "$milvus_home/bin/python" - "$d" "$(port_of "$svc")" "$milvus_session_ttl" "$secured" "${args[@]}" <<'EOF' \
+    || die "$svc: could not write $d/configs"
 import re, sys
 from pathlib import Path
 
 import milvus
 
-d, proxy_port, session_ttl = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-port = dict(arg.split("=") for arg in sys.argv[4:])
+d, proxy_port, session_ttl, secured = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+port = dict(arg.split("=") for arg in sys.argv[5:])
+security = {"authorization_enabled": "true", "tls_mode": 1, "server_pem_path": f"{secured}/server.pem",
+            "server_key_path": f"{secured}/server.key", "ca_pem_path": f"{secured}/ca.pem"} if secured else {}
 values = {
+    **security,
     "proxy_port": proxy_port, "proxy_internal_port": port["proxy-internal"],
     "root_coord_port": port["rootcoord"], "query_coord_port": port["querycoord"],
     "query_node_port": port["querynode"], "index_node_port": port["indexnode"],
@@ -675,26 +705,34 @@ EOF
 # defaults (9091 upwards for the metrics port: Kafka's 9092 next), and die on SIGTERM at once,
 # leaving the server to finish stopping after `stop` returned. Run directly, the server is the
 # process group's leader and its only process (etcd runs inside it), and `stop` waits for it.
-launch_milvus() {
-  local d="$state/milvus" port name
+launch_milvus_server() {
+  local svc=$1 d="$state/$1" port name
   ensure_milvus_server
-  milvus_internal_ports >/dev/null # dies here, not in the subshell below, on a bad port number
+  milvus_internal_ports "$svc" >/dev/null # dies here, not in the subshell below, on a bad port number
   while read -r port name; do
     if tcp_open "$port"; then
-      die "milvus: port $port (its $name) is taken by another process; the server's ports follow from INGESTOR_MILVUS_PORT=$milvus_port (see the header of $here/services.sh)"
+      die "$svc: port $port (its $name) is taken by another process; the server's ports follow from INGESTOR_${svc^^}_PORT=$(port_of "$svc") (see the header of $here/services.sh)"
     fi
-  done < <(milvus_internal_ports)
-  write_milvus_config
+  done < <(milvus_internal_ports "$svc")
+  write_milvus_config "$svc"
   # The link puts the state dir into the process's command line (pid_is_service matches on it).
   ln -sfn "$milvus_bin/milvus" "$d/milvus"
   # cwd: the server writes rocksmq_meta_kv/ into it. MILVUSCONF: milvus.yaml and glog.conf.
   # -alias names its pidfile (/run/milvus/standalone-ALIAS.pid, or /tmp/milvus/ when /run is not
   # writable; the path is compiled in), which it locks: one name per instance on the machine.
-  launch milvus "$state/logs/milvus.log" \
+  launch "$svc" "$state/logs/$svc.log" \
     env -C "$d" DEPLOY_MODE=STANDALONE MILVUSCONF="$d/configs/" \
-    METRICS_PORT="$(milvus_internal_ports | awk '$2 == "metrics" { print $1 }')" \
+    METRICS_PORT="$(milvus_internal_ports "$svc" | awk '$2 == "metrics" { print $1 }')" \
     LD_LIBRARY_PATH="$milvus_bin" \
-    "$d/milvus" run standalone -alias "ingestor-$milvus_port"
+    "$d/milvus" run standalone -alias "ingestor-$(port_of "$svc")"
+}
+
+launch_milvus() { launch_milvus_server milvus; }
+
+launch_milvuss() {
+  ensure_secure_material
+  write_secure_env
+  launch_milvus_server milvuss
 }
 
 # A real call through pymilvus, not only a TCP connect.
@@ -706,6 +744,32 @@ MilvusClient('http://$host:$1', timeout=10).list_collections()" >/dev/null 2>&1
 }
 
 milvus_ready() { pymilvus_answers "$milvus_port"; }
+
+# A call as user ingestor over TLS checked against our CA. The first time the server answers (as
+# root with Milvus's default password), it makes that user, with the built-in role admin, and
+# replaces root's password: the passwords come from files, through stdin, never the command line.
+milvuss_ready() {
+  tcp_open "$milvuss_port" && [ -s "$secure/milvus-password" ] || return 1
+  timeout 30 "$venv/bin/python" - "https://$host:$milvuss_port" "$secure" <<'PY' >/dev/null 2>&1
+import sys
+from pathlib import Path
+
+from pymilvus import MilvusClient
+
+uri, secure = sys.argv[1], Path(sys.argv[2])
+password, root = ((secure / f).read_text().strip() for f in ("milvus-password", "milvus-root-password"))
+tls = {"secure": True, "server_pem_path": str(secure / "ca.pem"), "timeout": 10}
+try:
+    MilvusClient(uri, user="ingestor", password=password, **tls).list_collections()
+except Exception:
+    admin = MilvusClient(uri, user="root", password="Milvus", **tls)  # only on a new server
+    if "ingestor" not in admin.list_users():
+        admin.create_user("ingestor", password)
+    admin.grant_role("ingestor", "admin")
+    admin.update_password("root", "Milvus", root)
+    MilvusClient(uri, user="ingestor", password=password, **tls).list_collections()
+PY
+}
 
 # --- Milvus Lite server --------------------------------------------------------------------------
 
@@ -856,7 +920,7 @@ optional_wanted() {
   done
   [ "$milvus" != 1 ] || echo milvus
   [ "$lite" != 1 ] || echo lite
-  [ "$secured" != 1 ] || printf '%s\n' kafkas rediss
+  [ "$secured" != 1 ] || printf '%s\n' kafkas rediss milvuss
 }
 
 # --- commands ------------------------------------------------------------------------------------
@@ -880,7 +944,7 @@ cmd_down() {
   if [ -d "$state" ] && [ -n "$(ls -A "$state")" ]; then
     [ -e "$state/$marker" ] || die "$state was not created by services.sh; not touching it"
     take_lock
-    for svc in rediss kafkas lite milvus redis kafka; do stop_service "$svc"; done
+    for svc in milvuss rediss kafkas lite milvus redis kafka; do stop_service "$svc"; done
   fi
   if [ "$wipe" = 1 ]; then
     rm -rf "$state"
@@ -896,7 +960,8 @@ cmd_status() {
     required=1
     # An optional service counts when asked for, or when services.sh started it and it should
     # still be there.
-    if { [ "$svc" = milvus ] || [ "$svc" = lite ] || [ "$svc" = kafkas ] || [ "$svc" = rediss ]; } \
+    if { [ "$svc" = milvus ] || [ "$svc" = lite ] || [ "$svc" = kafkas ] || [ "$svc" = rediss ] \
+      || [ "$svc" = milvuss ]; } \
       && ! grep -qx "$svc" <<<"$optional" \
       && [ ! -f "$(pidfile "$svc")" ]; then
       required=0
@@ -910,7 +975,7 @@ cmd_status() {
     else
       line="down      $host:$port"
       [ "$required" = 1 ] && rc=1
-      [ "$required" = 0 ] && line+="  (optional: up $(case "$svc" in kafkas | rediss) echo --secure ;; *) echo "--$svc-server" ;; esac))"
+      [ "$required" = 0 ] && line+="  (optional: up $(case "$svc" in kafkas | rediss | milvuss) echo --secure ;; *) echo "--$svc-server" ;; esac))"
     fi
     printf '%-7s %s\n' "$svc" "$line"
   done

@@ -1,8 +1,9 @@
 """Against the secured services of `services.sh up --secure` (a Kafka broker with SASL_SSL and
-SCRAM-SHA-512 only; Redis over TLS only, with an ACL user and the default user off), configured only
-from the secure.env it writes: `produce`, `run` (consumer, dead-letter producer, TLS cache),
-`dlq replay`, `stats` and `check` all work; a wrong password or an untrusted certificate stops the
-start with exit 2 naming the setting, before anything is consumed; no secret appears in any output.
+SCRAM-SHA-512 only; Redis over TLS only, with an ACL user and the default user off; a Milvus server
+over TLS only, with authentication on), configured only from the secure.env it writes: `produce`,
+`run` (consumer, dead-letter producer, TLS cache, Milvus login over TLS), `dlq replay`, `stats`,
+`search` and `check` all work; a wrong password or an untrusted certificate stops the start with
+exit 2 naming the setting, before anything is consumed; no secret appears in any output.
 
 Not covered: a wrong *Kafka* password. kafka-python 3.0 sees the broker close the connection during
 the SASL exchange ("socket disconnected"), which it cannot tell from an outage: the daemon keeps
@@ -30,9 +31,9 @@ def _secure_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def secure_env(services) -> dict[str, str]:
-    result = harness.services("start", "kafkas", "rediss", timeout=240)
+    result = harness.services("start", "kafkas", "rediss", "milvuss", timeout=240)
     if result.returncode != 0:
-        pytest.fail(f"services.sh start kafkas rediss failed:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(f"services.sh start kafkas rediss milvuss failed:\n{result.stdout}\n{result.stderr}")
     env = {}
     for line in (_secure_dir() / "secure.env").read_text().splitlines():
         if line.startswith("export "):
@@ -40,12 +41,14 @@ def secure_env(services) -> dict[str, str]:
             env[name] = value
     assert env["INGESTOR_REDIS__URL"].startswith("rediss://")
     assert env["INGESTOR_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["INGESTOR_MILVUS__URI"].startswith("https://")
     return env
 
 
 def _secrets() -> list[str]:
     return [(_secure_dir() / f).read_text().strip()
-            for f in ("redis-password", "kafka-password", "kafka-broker-password", "kafka-key-password")]
+            for f in ("redis-password", "kafka-password", "kafka-broker-password", "kafka-key-password",
+                      "milvus-password", "milvus-root-password")]
 
 
 def _env(secure_env: dict[str, str], tmp_path: Path, topic: str, group: str, **extra: str) -> dict[str, str]:
@@ -106,6 +109,10 @@ def test_the_whole_path_runs_on_the_secured_stack(secure_env, tmp_path):
     assert replay.returncode == 0 and "would replay 1 record(s)" in replay.output, replay.output[-3000:]
     stats = _ingestor(env, "stats")
     assert stats.returncode == 0, stats.output[-3000:]
+    assert " 30 " in " ".join(stats.output.split()) + " ", stats.output[-3000:]  # the rows, read over TLS
+    search = _ingestor(env, "search", records[0]["text"], "-k", "1")
+    # The query is a stored text: its own record comes back first, at cosine 1.
+    assert search.returncode == 0 and "1.0000" in search.output, search.output[-3000:]
     # A second group replays the topic: the markers written over TLS are read back over TLS.
     again = _ingestor(_env(secure_env, tmp_path, topic, harness.unique("g")), "run", "--until-caught-up")
     assert again.returncode == 0, again.output[-4000:]
@@ -146,6 +153,19 @@ def test_an_untrusted_redis_certificate_exits_2_naming_the_setting(secure_env, t
 def test_an_untrusted_broker_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
     message = _refused_at_start(secure_env, tmp_path, INGESTOR_KAFKA__SSL_CAFILE=str(_other_ca(tmp_path)))
     assert "brokers' certificate is not trusted" in message and "kafka.ssl_cafile" in message, message[-2000:]
+
+
+def test_a_wrong_milvus_password_exits_2_naming_the_setting(secure_env, tmp_path):
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    message = _refused_at_start(secure_env, tmp_path, INGESTOR_MILVUS__PASSWORD_FILE=str(wrong))
+    assert "milvus refused the login" in message and "milvus.password" in message, message[-2000:]
+    assert "not-the-password" not in message
+
+
+def test_an_untrusted_milvus_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
+    message = _refused_at_start(secure_env, tmp_path, INGESTOR_MILVUS__CA_FILE=str(_other_ca(tmp_path)))
+    assert "certificate is not trusted" in message and "milvus.ca_file" in message, message[-2000:]
 
 
 def test_check_names_the_refusal(secure_env, tmp_path):

@@ -227,3 +227,60 @@ def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout
         with kafka_errors("kafka", "cannot reach b:9094", at_start=True):
             raise KafkaTimeoutError("Unable to bootstrap")
     assert "not trusted" not in str(plain.value)
+
+
+class _Rpc:
+    """What grpc raises: an RpcError with a status code (grpc's own classes need a live call)."""
+
+    @staticmethod
+    def error(code_name: str, details: str) -> BaseException:
+        import grpc
+
+        class Failed(grpc.RpcError):
+            def code(self) -> grpc.StatusCode:
+                return getattr(grpc.StatusCode, code_name)
+
+            def __str__(self) -> str:
+                return details
+
+        return Failed()
+
+
+def _wrapped(cause: BaseException) -> BaseException:
+    """pymilvus's generic connect failure, raised from the gRPC error, as on a real server."""
+    from pymilvus.exceptions import MilvusException
+
+    error = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:19535, illegal connection "
+                                            "params or server unavailable")
+    error.__cause__ = cause
+    return error
+
+
+def test_a_milvus_refusal_is_told_from_an_outage_under_pymilvus_generic_error():
+    from ingestor.errors import RetriableError
+    from ingestor.sink import classify, refusal
+
+    login = _wrapped(_Rpc.error("UNAUTHENTICATED", "auth check failure, please check username and password"))
+    assert "check milvus.user and milvus.password (or milvus.password_file)" in refusal(login)
+    assert "milvus.token" in refusal(_wrapped(_Rpc.error("UNAUTHENTICATED", "missing authorization in header")))
+    untrusted = _wrapped(_Rpc.error("UNAVAILABLE", "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
+                                                   "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"))
+    assert "certificate is not trusted: check milvus.ca_file" in refusal(untrusted)
+    assert "grant the milvus.user a role" in refusal(_wrapped(_Rpc.error("PERMISSION_DENIED", "no privilege")))
+    assert refusal(_wrapped(_Rpc.error("UNAVAILABLE", "failed to connect to all addresses; Socket closed"))) is None
+    assert refusal(_wrapped(_Rpc.error("UNAVAILABLE", "Connection refused"))) is None
+    # Once running, a refusal is retried like an outage, and says what to fix (what /readyz shows).
+    running = classify(login)
+    assert isinstance(running, RetriableError) and str(running).startswith("milvus: refused the login: check")
+
+
+def test_the_milvus_watch_keeps_the_reason_of_the_last_failed_ping():
+    from ingestor.health import MilvusWatch
+
+    answers = iter(["milvus: refused the login: check milvus.user", ""])
+    watch = MilvusWatch(lambda: next(answers))
+    ok_before = watch.last_ok
+    watch.check_once()
+    assert watch.last_error == "milvus: refused the login: check milvus.user" and watch.last_ok == ok_before
+    watch.check_once()
+    assert watch.last_error == "" and watch.last_ok > ok_before
