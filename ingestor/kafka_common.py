@@ -98,17 +98,20 @@ def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool 
 
 
 class _ConnectionFailures(logging.Handler):
-    """Why kafka-python's last connection attempt failed. It logs the cause (a refused login, an
-    untrusted certificate) and then reports only a bootstrap timeout, which reads like an outage."""
+    """The last refusal among kafka-python's failed connection attempts. It logs the cause (a
+    refused login at WARNING, "Bootstrap connection to ... failed"; an untrusted certificate at
+    ERROR, "Connection failed") and then reports only a bootstrap timeout, which reads like an
+    outage."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.last: BaseException | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
-        if str(record.msg).startswith("Connection failed") and args and isinstance(args[0], BaseException):
-            self.last = args[0]
+        for arg in args:
+            if isinstance(arg, BaseException) and refusal(arg) is not None:
+                self.last = arg
 
 
 _FAILURES = _ConnectionFailures()

@@ -3,11 +3,7 @@ SCRAM-SHA-512 only; Redis over TLS only, with an ACL user and the default user o
 over TLS only, with authentication on), configured only from the secure.env it writes: `produce`,
 `run` (consumer, dead-letter producer, TLS cache, Milvus login over TLS), `dlq replay`, `stats`,
 `search` and `check` all work; a wrong password or an untrusted certificate stops the start with
-exit 2 naming the setting, before anything is consumed; no secret appears in any output.
-
-Not covered: a wrong *Kafka* password. kafka-python 3.0 sees the broker close the connection during
-the SASL exchange ("socket disconnected"), which it cannot tell from an outage: the daemon keeps
-retrying, as for an unreachable broker."""
+exit 2 naming the setting, before anything is consumed; no secret appears in any output."""
 
 from __future__ import annotations
 
@@ -148,6 +144,14 @@ def test_a_wrong_redis_password_exits_2_naming_the_setting(secure_env, tmp_path)
 def test_an_untrusted_redis_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
     message = _refused_at_start(secure_env, tmp_path, INGESTOR_REDIS__SSL_CA_FILE=str(_other_ca(tmp_path)))
     assert "certificate is not trusted" in message and "redis.ssl_ca_file" in message, message[-2000:]
+
+
+def test_a_wrong_kafka_password_exits_2_naming_the_setting(secure_env, tmp_path):
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    message = _refused_at_start(secure_env, tmp_path, INGESTOR_KAFKA__SASL_PASSWORD_FILE=str(wrong))
+    assert "brokers refused the login" in message and "kafka.sasl_password" in message, message[-2000:]
+    assert "not-the-password" not in message
 
 
 def test_an_untrusted_broker_certificate_exits_2_naming_the_setting(secure_env, tmp_path):

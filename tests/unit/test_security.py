@@ -223,6 +223,15 @@ def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout
             logging.getLogger("kafka.net.manager").error("Connection failed: %s", untrusted)
             raise KafkaTimeoutError("Unable to bootstrap")
     assert "not trusted" in str(later.value)
+    with pytest.raises(StartupError, match="brokers refused the login: check kafka.sasl_mechanism"):
+        with kafka_errors("kafka", "cannot reach b:9094", at_start=True):  # as kafka-python 3.0 logs it
+            logging.getLogger("kafka.net.manager").warning(
+                "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0",
+                SaslAuthenticationFailedError("invalid credentials with SASL mechanism SCRAM-SHA-512"), 1.6)
+            logging.getLogger("kafka.net.manager").warning(
+                "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0",
+                KafkaConnectionError("socket disconnected"), 1.6)  # an outage after it keeps the refusal
+            raise KafkaTimeoutError("Unable to bootstrap")
     with pytest.raises(RetriableError) as plain:  # a failure logged by an earlier attempt does not count
         with kafka_errors("kafka", "cannot reach b:9094", at_start=True):
             raise KafkaTimeoutError("Unable to bootstrap")
