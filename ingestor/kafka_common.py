@@ -128,9 +128,15 @@ def refusal(exc: BaseException | None) -> str | None:
         if isinstance(exc, ssl.SSLCertVerificationError):
             return (f"the brokers' certificate is not trusted ({exc.verify_message}): check kafka.ssl_cafile "
                     "(and kafka.ssl_check_hostname)")
+        if isinstance(exc, ssl.SSLError) and "ALERT" in str(exc.reason or "") and "CERTIFICATE" in str(exc.reason):
+            # The broker's alert once the handshake is done (TLS 1.3): it wants a certificate we lack.
+            return (f"the brokers refused our client certificate ({exc.reason}): check kafka.ssl_certfile and "
+                    "kafka.ssl_keyfile")
         if isinstance(exc, ssl.SSLError):
             return f"TLS with the brokers failed ({exc.reason or exc}): check kafka.security_protocol and kafka.ssl_*"
-        exc = exc.__cause__ or exc.__context__
+        # kafka-python wraps a socket error as KafkaConnectionError(error): the cause is its argument.
+        wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = exc.__cause__ or exc.__context__ or wrapped
     return None
 
 

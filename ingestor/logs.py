@@ -34,6 +34,12 @@ class KafkaClientNoise(logging.Filter):
         self.debug = debug
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("kafka.") and record.exc_info and record.exc_info[1] is not None and not self.debug:
+            # kafka-python logs a lost connection with its traceback (log.exception), which reads
+            # like a crash; the cause on one line says all an operator can act on.
+            error = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} ({type(error).__name__}: {error})", None
+            record.exc_info = record.exc_text = None
         if not self._benign(record):
             return True
         if not self.debug:

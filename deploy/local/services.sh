@@ -10,7 +10,8 @@
 #           by default ingestor opens Milvus Lite in-process on a local file)
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
-#   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too), and
+#   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too, and OAUTHBEARER
+#           with unsecured JWTs, as Kafka's own tests use), plus a mutual-TLS listener, and
 #   rediss  Redis over TLS only, with an ACL user and the default user off, and
 #   milvuss a second Milvus server, TLS only, with authentication on (user `ingestor`, role admin;
 #           root's default password replaced): the secured services
@@ -25,7 +26,7 @@
 # +3 querynode, +4 metrics and /healthz (HTTP), +5 indexnode, +6 datacoord, +7 datanode,
 # +8 etcd client, +9 etcd peer. P=19530 takes 25300-25309; the fault suite's slots (P=19531 + 100 N)
 # take 25310-19, 26310-19, ..., 29310-19, 20310-19, 21310-19, 22310-19: no two of these, nor Kafka's
-# and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N; the secured 9094, 9095, 6380),
+# and Redis's ports (9092, 9093, 6379; 19092, 19093, 16379 + 100 N; the secured 9094, 9095, 9096, 6380),
 # nor the secured server's (P=19535: 25350-25359) collide. Two values of P with the same last three digits (19530 and 29530) do collide: start
 # refuses when a port is taken.
 # etcd binds 127.0.0.1; Milvus 2.3 binds its gRPC and HTTP ports on all interfaces whatever the
@@ -62,7 +63,7 @@
 #   INGESTOR_KAFKA_PORT [9092]  INGESTOR_KAFKA_CONTROLLER_PORT [9093]
 #   INGESTOR_REDIS_PORT [6379]  INGESTOR_MILVUS_PORT [19530]  INGESTOR_LITE_PORT [19540]
 #   INGESTOR_REDISS_PORT [6380]  INGESTOR_KAFKAS_PORT [9094]  INGESTOR_KAFKAS_CONTROLLER_PORT [9095]
-#   INGESTOR_MILVUSS_PORT [19535]
+#   INGESTOR_KAFKAS_MTLS_PORT [9096]  INGESTOR_MILVUSS_PORT [19535]
 #   INGESTOR_MILVUS_SERVER [0]  1: `up` and `status` include the Milvus server
 #   INGESTOR_LITE_SERVER [0]    1: `up` and `status` include the Milvus Lite server
 #   INGESTOR_SECURE_SERVICES [0]  1: `up` and `status` include the secured services (kafkas, rediss,
@@ -94,6 +95,7 @@ lite_port="${INGESTOR_LITE_PORT:-19540}"
 rediss_port="${INGESTOR_REDISS_PORT:-6380}"
 kafkas_port="${INGESTOR_KAFKAS_PORT:-9094}"
 kafkas_controller_port="${INGESTOR_KAFKAS_CONTROLLER_PORT:-9095}"
+kafkas_mtls_port="${INGESTOR_KAFKAS_MTLS_PORT:-9096}"
 milvuss_port="${INGESTOR_MILVUSS_PORT:-19535}"
 ready_timeout="${INGESTOR_SERVICES_TIMEOUT:-60}"
 milvus_session_ttl="${INGESTOR_MILVUS_SESSION_TTL:-30}"
@@ -496,11 +498,18 @@ export INGESTOR_MILVUS__URI=https://$host:$milvuss_port
 export INGESTOR_MILVUS__USER=ingestor
 export INGESTOR_MILVUS__PASSWORD_FILE=$secure/milvus-password
 export INGESTOR_MILVUS__CA_FILE=$secure/ca.pem
+# Kafka with mutual TLS instead of a login: the broker's MTLS listener.
+#   INGESTOR_KAFKA__BOOTSTRAP_SERVERS=$host:$kafkas_mtls_port INGESTOR_KAFKA__SECURITY_PROTOCOL=SSL
+#   INGESTOR_KAFKA__SSL_CERTFILE=$secure/client.pem INGESTOR_KAFKA__SSL_KEYFILE=$secure/client.key
+#   (and no SASL settings)
 ENV
 }
 
-# SASL_SSL on every listener clients reach, the broker's own connections included (as user
-# `broker`); the controller listener is plaintext on loopback, as in the open broker. Written on
+# SASL_SSL on the listener clients reach, the broker's own connections included (as user `broker`),
+# with SCRAM-SHA-512 or OAUTHBEARER; MTLS, a second one, takes TLS with a client certificate that our
+# CA signed instead of a login; the controller listener is plaintext on loopback, as in the open
+# broker. OAUTHBEARER checks tokens with Kafka's default validator, which takes unsigned JWTs (fine
+# for a local stack; production brokers validate against their identity provider). Written on
 # every start, like the open broker's: the passwords are in it, so it is private.
 write_kafkas_config() {
   local d="$state/kafkas"
@@ -510,14 +519,16 @@ write_kafkas_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$host:$kafkas_controller_port
-listeners=SASL_SSL://$host:$kafkas_port,CONTROLLER://$host:$kafkas_controller_port
-advertised.listeners=SASL_SSL://$host:$kafkas_port
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+listeners=SASL_SSL://$host:$kafkas_port,MTLS://$host:$kafkas_mtls_port,CONTROLLER://$host:$kafkas_controller_port
+advertised.listeners=SASL_SSL://$host:$kafkas_port,MTLS://$host:$kafkas_mtls_port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$secure/kafka-broker-password")";
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+listener.name.mtls.ssl.client.auth=required
 ssl.keystore.type=PEM
 ssl.keystore.location=$secure/kafka-keystore.pem
 ssl.key.password=$(cat "$secure/kafka-key-password")

@@ -115,6 +115,59 @@ def test_the_whole_path_runs_on_the_secured_stack(secure_env, tmp_path):
     assert again.summary()["skipped"] == 30, again.summary()
 
 
+def _unsigned_jwt(subject: str) -> str:
+    """A token the local broker's default OAUTHBEARER validator takes: an unsigned JWT."""
+    import base64
+    import time
+
+    def part(claims: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    return f"{part({'alg': 'none'})}.{part({'sub': subject, 'iat': now, 'exp': now + 3600})}."
+
+
+def _without_sasl(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("INGESTOR_KAFKA__SASL_")}
+
+
+def test_oauthbearer_with_a_token_file_or_a_token_command(secure_env, tmp_path):
+    topic, group = harness.unique("oauth"), harness.unique("g")
+    token = tmp_path / "token"
+    token.write_text(_unsigned_jwt("ingestor") + "\n")
+    oauth = {**_without_sasl(_env(secure_env, tmp_path, topic, group)), "INGESTOR_KAFKA__SASL_MECHANISM": "OAUTHBEARER"}
+    by_command = {**oauth, "INGESTOR_KAFKA__SASL_OAUTH_TOKEN_COMMAND": f"cat {token}"}
+    records = harness.sample_records(10)
+    path = tmp_path / "oauth.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    produced = _ingestor(by_command, "produce", str(path), "--topic", topic)
+    assert produced.returncode == 0, produced.output[-3000:]
+    run = _ingestor({**oauth, "INGESTOR_KAFKA__SASL_OAUTH_TOKEN_FILE": str(token)}, "run", "--until-caught-up")
+    assert run.returncode == 0 and run.summary()["upserted"] == 10, run.output[-4000:]
+
+
+def _mutual_tls(secure_env: dict[str, str], tmp_path: Path, topic: str, group: str) -> dict[str, str]:
+    secure = _secure_dir()
+    return {**_without_sasl(_env(secure_env, tmp_path, topic, group)),
+            "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9096", "INGESTOR_KAFKA__SECURITY_PROTOCOL": "SSL",
+            "INGESTOR_KAFKA__SSL_CERTFILE": str(secure / "client.pem"),
+            "INGESTOR_KAFKA__SSL_KEYFILE": str(secure / "client.key")}
+
+
+def test_mutual_tls_with_a_client_certificate_and_without_one(secure_env, tmp_path):
+    topic, group = harness.unique("mtls"), harness.unique("g")
+    env = _mutual_tls(secure_env, tmp_path, topic, group)
+    _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(10)])
+    run = _ingestor(env, "run", "--until-caught-up")
+    assert run.returncode == 0 and run.summary()["upserted"] == 10, run.output[-4000:]
+    anonymous = {k: v for k, v in env.items() if k not in ("INGESTOR_KAFKA__SSL_CERTFILE", "INGESTOR_KAFKA__SSL_KEYFILE")}
+    refused = _ingestor({**anonymous, "INGESTOR_KAFKA__GROUP_ID": harness.unique("g")}, "run", "--until-caught-up",
+                        timeout=240)
+    message = " ".join(refused.output.split())
+    assert refused.returncode == 2 and "Traceback" not in message, message[-3000:]
+    assert "refused our client certificate" in message and "kafka.ssl_certfile" in message, message[-3000:]
+
+
 def _refused_at_start(secure_env, tmp_path, **extra: str) -> str:
     topic, group = harness.unique("refused"), harness.unique("g")
     env = _env(secure_env, tmp_path, topic, group)

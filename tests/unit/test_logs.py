@@ -35,3 +35,21 @@ def test_benign_client_messages_are_dropped_or_demoted(name, level, msg, args):
 def test_real_problems_still_warn(name, msg, args):
     record = _record(name, logging.WARNING, msg, args)
     assert KafkaClientNoise(debug=False).filter(record) and record.levelname == "WARNING"
+
+
+def test_a_kafka_client_traceback_becomes_one_line_with_its_cause():
+    import ssl
+    import sys
+
+    try:
+        raise ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")
+    except ssl.SSLError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("kafka.net.transport", logging.ERROR, __file__, 1,
+                               "%s: Error receiving network data closing socket", ("<transport>",), exc_info)
+    assert KafkaClientNoise(debug=False).filter(record)
+    line = logging.Formatter("%(levelname)s %(message)s").format(record)
+    assert line == ("ERROR <transport>: Error receiving network data closing socket (SSLError: [SSL: "
+                    "SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate)")
+    kept = logging.LogRecord("kafka.net.transport", logging.ERROR, __file__, 1, "closing", (), exc_info)
+    assert KafkaClientNoise(debug=True).filter(kept) and "Traceback" in logging.Formatter().format(kept)

@@ -212,6 +212,9 @@ def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout
 
     assert "check kafka.sasl_mechanism, kafka.sasl_username" in refusal(SaslAuthenticationFailedError("bad"))
     assert refusal(KafkaConnectionError("socket disconnected")) is None
+    alert = ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")
+    alert.reason = "SSLV3_ALERT_BAD_CERTIFICATE"
+    assert "check kafka.ssl_certfile and kafka.ssl_keyfile" in refusal(KafkaConnectionError(alert))
     untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
     untrusted.verify_message = "unable to get local issuer certificate"
     with pytest.raises(StartupError, match="certificate is not trusted .* check kafka.ssl_cafile"):
