@@ -10,8 +10,9 @@
 #           by default ingestor opens Milvus Lite in-process on a local file)
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
-#   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too, and OAUTHBEARER
-#           with unsecured JWTs, as Kafka's own tests use), plus a mutual-TLS listener, and
+#   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too; SCRAM-SHA-256,
+#           PLAIN, and OAUTHBEARER with unsecured JWTs, as Kafka's own tests use), plus a mutual-TLS
+#           listener, and
 #   rediss  Redis over TLS only, with an ACL user and the default user off, and
 #   milvuss a second Milvus server, TLS only, with authentication on (user `ingestor`, role admin;
 #           root's default password replaced): the secured services
@@ -506,7 +507,7 @@ ENV
 }
 
 # SASL_SSL on the listener clients reach, the broker's own connections included (as user `broker`),
-# with SCRAM-SHA-512 or OAUTHBEARER; MTLS, a second one, takes TLS with a client certificate that our
+# with SCRAM-SHA-512, SCRAM-SHA-256, PLAIN or OAUTHBEARER (user ingestor, one password); MTLS, a second one, takes TLS with a client certificate that our
 # CA signed instead of a login; the controller listener is plaintext on loopback, as in the open
 # broker. OAUTHBEARER checks tokens with Kafka's default validator, which takes unsigned JWTs (fine
 # for a local stack; production brokers validate against their identity provider). Written on
@@ -524,9 +525,11 @@ advertised.listeners=SASL_SSL://$host:$kafkas_port,MTLS://$host:$kafkas_mtls_por
 listener.security.protocol.map=SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
-sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN,OAUTHBEARER
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$secure/kafka-broker-password")";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="$(cat "$secure/kafka-broker-password")" user_broker="$(cat "$secure/kafka-broker-password")" user_ingestor="$(cat "$secure/kafka-password")";
 listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 listener.name.mtls.ssl.client.auth=required
 ssl.keystore.type=PEM
@@ -548,6 +551,7 @@ format_kafkas_storage() {
   log "kafkas: formatting $data (cluster id $cluster_id) with SCRAM users ingestor and broker"
   kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$state/kafkas/server.properties" \
     --add-scram "SCRAM-SHA-512=[name=ingestor,password=$(cat "$secure/kafka-password")]" \
+    --add-scram "SCRAM-SHA-256=[name=ingestor,password=$(cat "$secure/kafka-password")]" \
     --add-scram "SCRAM-SHA-512=[name=broker,password=$(cat "$secure/kafka-broker-password")]" \
     >>"$state/logs/kafkas.out" 2>&1 || { tail -n 20 "$state/logs/kafkas.out" >&2; die "kafkas: format failed"; }
 }

@@ -146,6 +146,19 @@ def test_oauthbearer_with_a_token_file_or_a_token_command(secure_env, tmp_path):
     assert run.returncode == 0 and run.summary()["upserted"] == 10, run.output[-4000:]
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_the_other_sasl_mechanisms_log_in(secure_env, tmp_path, mechanism):
+    """SCRAM-SHA-512 and OAUTHBEARER run the whole path above; the producer logs in the same way
+    as every other client (one `client_kwargs`), and `check` opens a consumer."""
+    topic = harness.unique("sasl")
+    env = {**_env(secure_env, tmp_path, topic, harness.unique("g")), "INGESTOR_KAFKA__SASL_MECHANISM": mechanism,
+           "INGESTOR_KAFKA__TOPICS": topic}
+    _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(3)])
+    check = _ingestor(env, "check", timeout=120)
+    kafka_line = next(line for line in check.output.splitlines() if line.startswith(("ok   kafka", "FAIL kafka", "skip kafka")))
+    assert kafka_line.startswith("ok   kafka") and "not created yet" not in kafka_line, check.output[-3000:]
+
+
 def _mutual_tls(secure_env: dict[str, str], tmp_path: Path, topic: str, group: str) -> dict[str, str]:
     secure = _secure_dir()
     return {**_without_sasl(_env(secure_env, tmp_path, topic, group)),
@@ -166,6 +179,26 @@ def test_mutual_tls_with_a_client_certificate_and_without_one(secure_env, tmp_pa
     message = " ".join(refused.output.split())
     assert refused.returncode == 2 and "Traceback" not in message, message[-3000:]
     assert "refused our client certificate" in message and "kafka.ssl_certfile" in message, message[-3000:]
+
+
+def test_no_secret_in_metrics_health_or_the_log_of_a_running_daemon(secure_env, tmp_path):
+    topic, group = harness.unique("scan"), harness.unique("g")
+    port = harness.free_port()
+    env = {**_env(secure_env, tmp_path, topic, group), "INGESTOR_METRICS__PORT": str(port)}
+    _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(5)])
+    log_path = tmp_path / "daemon.log"
+    daemon = harness.start_ingestor(env, log_path=log_path)
+    try:
+        harness.wait_for(lambda: harness.http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout_s=180,
+                         what="/readyz on the secured stack")
+        bodies = [harness.http_get(f"http://127.0.0.1:{port}{path}")[1] for path in ("/metrics", "/healthz", "/readyz")]
+    finally:
+        assert harness.stop(daemon) == 0, log_path.read_text()[-3000:]
+    assert "ingestor_records_consumed_total" in bodies[0]
+    log = log_path.read_text()
+    assert "starting ingestor with configuration" in log
+    for secret in _secrets():
+        assert all(secret not in text for text in [*bodies, log]), "a secret in /metrics, health or the log"
 
 
 def _refused_at_start(secure_env, tmp_path, **extra: str) -> str:
