@@ -201,6 +201,27 @@ def test_no_secret_in_metrics_health_or_the_log_of_a_running_daemon(secure_env, 
         assert all(secret not in text for text in [*bodies, log]), "a secret in /metrics, health or the log"
 
 
+def test_a_milvus_database_other_than_default(secure_env, tmp_path):
+    from pymilvus import MilvusClient
+
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import client_kwargs
+
+    topic, database, collection = harness.unique("db"), harness.unique("db").replace("-", "_"), "in_a_database"
+    settings = MilvusSettings(uri=secure_env["INGESTOR_MILVUS__URI"], user="ingestor",
+                              password_file=secure_env["INGESTOR_MILVUS__PASSWORD_FILE"],
+                              ca_file=secure_env["INGESTOR_MILVUS__CA_FILE"])
+    MilvusClient(**client_kwargs(settings, settings.uri)).create_database(database)
+    env = {**_env(secure_env, tmp_path, topic, harness.unique("g")), "INGESTOR_MILVUS__DB_NAME": database,
+           "INGESTOR_MILVUS__COLLECTION": collection}
+    _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(5)])
+    run = _ingestor(env, "run", "--until-caught-up")
+    assert run.returncode == 0 and run.summary()["upserted"] == 5, run.output[-4000:]
+    inside = MilvusClient(**client_kwargs(settings.model_copy(update={"db_name": database}), settings.uri))
+    assert inside.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 5
+    assert collection not in MilvusClient(**client_kwargs(settings, settings.uri)).list_collections()
+
+
 def _refused_at_start(secure_env, tmp_path, **extra: str) -> str:
     topic, group = harness.unique("refused"), harness.unique("g")
     env = _env(secure_env, tmp_path, topic, group)
