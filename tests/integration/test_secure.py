@@ -240,43 +240,27 @@ def _other_ca(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_wrong_redis_password_exits_2_naming_the_setting(secure_env, tmp_path):
+@pytest.mark.parametrize("setting, says", [
+    ("INGESTOR_KAFKA__SASL_PASSWORD_FILE", ("brokers refused the login", "kafka.sasl_password")),
+    ("INGESTOR_REDIS__PASSWORD_FILE", ("redis refused the login", "redis.password")),
+    ("INGESTOR_MILVUS__PASSWORD_FILE", ("milvus refused the login", "milvus.password")),
+])
+def test_a_wrong_password_exits_2_naming_the_dependency_and_setting(secure_env, tmp_path, setting, says):
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_REDIS__PASSWORD_FILE=str(wrong))
-    assert "redis refused the login" in message and "redis.password" in message, message[-2000:]
+    message = _refused_at_start(secure_env, tmp_path, **{setting: str(wrong)})
+    assert all(s in message for s in says), message[-2000:]
     assert "not-the-password" not in message
 
 
-def test_an_untrusted_redis_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_REDIS__SSL_CA_FILE=str(_other_ca(tmp_path)))
-    assert "certificate is not trusted" in message and "redis.ssl_ca_file" in message, message[-2000:]
-
-
-def test_a_wrong_kafka_password_exits_2_naming_the_setting(secure_env, tmp_path):
-    wrong = tmp_path / "wrong-password"
-    wrong.write_text("not-the-password\n")
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_KAFKA__SASL_PASSWORD_FILE=str(wrong))
-    assert "brokers refused the login" in message and "kafka.sasl_password" in message, message[-2000:]
-    assert "not-the-password" not in message
-
-
-def test_an_untrusted_broker_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_KAFKA__SSL_CAFILE=str(_other_ca(tmp_path)))
-    assert "brokers' certificate is not trusted" in message and "kafka.ssl_cafile" in message, message[-2000:]
-
-
-def test_a_wrong_milvus_password_exits_2_naming_the_setting(secure_env, tmp_path):
-    wrong = tmp_path / "wrong-password"
-    wrong.write_text("not-the-password\n")
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_MILVUS__PASSWORD_FILE=str(wrong))
-    assert "milvus refused the login" in message and "milvus.password" in message, message[-2000:]
-    assert "not-the-password" not in message
-
-
-def test_an_untrusted_milvus_certificate_exits_2_naming_the_setting(secure_env, tmp_path):
-    message = _refused_at_start(secure_env, tmp_path, INGESTOR_MILVUS__CA_FILE=str(_other_ca(tmp_path)))
-    assert "certificate is not trusted" in message and "milvus.ca_file" in message, message[-2000:]
+@pytest.mark.parametrize("setting, says", [
+    ("INGESTOR_KAFKA__SSL_CAFILE", ("brokers' certificate is not trusted", "kafka.ssl_cafile")),
+    ("INGESTOR_REDIS__SSL_CA_FILE", ("Redis server's certificate is not trusted", "redis.ssl_ca_file")),
+    ("INGESTOR_MILVUS__CA_FILE", ("Milvus server's certificate is not trusted", "milvus.ca_file")),
+])
+def test_an_untrusted_certificate_exits_2_naming_the_dependency_and_setting(secure_env, tmp_path, setting, says):
+    message = _refused_at_start(secure_env, tmp_path, **{setting: str(_other_ca(tmp_path))})
+    assert all(s in message for s in says), message[-2000:]
 
 
 def test_check_names_the_refusal(secure_env, tmp_path):
