@@ -82,6 +82,7 @@ class Cache:
         self.dimension = dimension
         self._client: redis.Redis | None = None
         self._down_until = 0.0
+        self.refused = ""  # what to fix while Redis refuses us (login, certificate); "" otherwise
         if settings.url is not None:
             self._client = connect(settings, settings.socket_timeout_ms / 1000.0, retry_on_timeout=False,
                                    health_check_interval=30)
@@ -101,6 +102,7 @@ class Cache:
     def _failed(self, op: str, exc: Exception) -> None:
         kind = type(exc).__name__
         metrics.DEPENDENCY_ERRORS.labels("redis", kind).inc()
+        self.refused = refusal(exc) or ""
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             if time.monotonic() >= self._down_until:
                 log.warning(
@@ -145,6 +147,7 @@ class Cache:
         except redis.RedisError as exc:
             self._failed("lookup", exc)
             return markers, vectors
+        self.refused = ""
         metrics.CACHE_SECONDS.labels("lookup").observe(time.perf_counter() - started)
         n = len(record_ids)
         markers = [v.decode("ascii", "replace") if v is not None else None for v in values[:n]]
@@ -168,6 +171,7 @@ class Cache:
         except redis.RedisError as exc:
             self._failed("store", exc)
             return
+        self.refused = ""
         metrics.CACHE_SECONDS.labels("store").observe(time.perf_counter() - started)
 
     def forget(self, record_ids: Sequence[str]) -> None:

@@ -24,6 +24,7 @@ from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
 from ingestor.faults import stand_in_embedder
 from ingestor.health import HealthServer, MilvusWatch, Vitals
+from ingestor.kafka_common import recent_refusal
 from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
 from ingestor.pipeline import Latency, Pipeline
@@ -144,6 +145,8 @@ class Daemon:
             milvus_ping_interval_s=watch.interval_s if watch is not None else 5.0,
             milvus_error=watch.last_error if watch is not None else "",
             blocked=source.blocked_reason() if source is not None else None,
+            kafka_refused=recent_refusal(),
+            redis_refused=self.cache.refused if self.cache is not None else "",
             partitions=len(source.tracker.owned()) if source is not None else 0,
         )
 

@@ -4,8 +4,10 @@ daemon's `Vitals`); the HTTP server only serves them.
 
 - alive: every pipeline stage runs, and the consumer loop turned within the last minute (a
   restart would help);
-- ready: alive, the model is loaded, Milvus answered a real call recently, no partition is
-  blocked by a batch it cannot decode, and the process is not stopping.
+- ready: alive, the model is loaded, Milvus answered a real call recently, the brokers have not
+  refused a login or certificate recently, no partition is blocked by a batch it cannot decode,
+  and the process is not stopping. A Redis that refuses us leaves it ready (the cache is an
+  optimisation; records go on at full cost) and is named in the reason.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Vitals:
     milvus_ping_interval_s: float = 5.0
     milvus_error: str = ""
     blocked: str | None = None  # why a partition cannot progress (an undecodable batch)
+    kafka_refused: str | None = None  # the brokers refused a connection of ours recently: what to fix
+    redis_refused: str = ""  # Redis refuses us: what to fix
     partitions: int = 0
 
 
@@ -71,9 +75,14 @@ def readiness(v: Vitals) -> Status:
         return alive
     if v.milvus_silent_s > MILVUS_MISSED_PINGS * v.milvus_ping_interval_s:
         return Status(False, v.milvus_error or "milvus did not answer recently")
+    if v.kafka_refused is not None:
+        return Status(False, v.kafka_refused)
     if v.blocked is not None:
         return Status(False, v.blocked)
-    return Status(True, f"{v.partitions} partition(s) assigned" if v.partitions else "waiting for partitions")
+    reason = f"{v.partitions} partition(s) assigned" if v.partitions else "waiting for partitions"
+    if v.redis_refused:
+        reason += f"; without the cache: {v.redis_refused}"
+    return Status(True, reason)
 
 
 class HealthServer:

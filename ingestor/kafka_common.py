@@ -105,17 +105,29 @@ class _ConnectionFailures(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.last: BaseException | None = None
+        self.last: BaseException | None = None  # within one `kafka_errors` block
+        self.last_reason = ""  # the latest of all, for readiness
+        self.last_at = float("-inf")  # monotonic
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
-            if isinstance(arg, BaseException) and refusal(arg) is not None:
-                self.last = arg
+            reason = refusal(arg) if isinstance(arg, BaseException) else None
+            if reason is not None:
+                self.last, self.last_reason, self.last_at = arg, reason, time.monotonic()
 
 
 _FAILURES = _ConnectionFailures()
 logging.getLogger("kafka.net.manager").addHandler(_FAILURES)
+
+
+def recent_refusal(within_s: float = 60.0) -> str | None:
+    """Why the brokers refused a connection of ours in the last `within_s` seconds (a password
+    rotated under a running daemon), or None. kafka-python retries by itself, at least every
+    reconnect backoff, so a refusal that persists keeps being seen."""
+    if time.monotonic() - _FAILURES.last_at <= within_s:
+        return _FAILURES.last_reason
+    return None
 
 
 def refusal(exc: BaseException | None) -> str | None:

@@ -201,6 +201,52 @@ def test_no_secret_in_metrics_health_or_the_log_of_a_running_daemon(secure_env, 
         assert all(secret not in text for text in [*bodies, log]), "a secret in /metrics, health or the log"
 
 
+def test_a_milvus_password_changed_under_a_running_daemon_is_the_readyz_reason_and_loses_nothing(
+        secure_env, tmp_path):
+    """Milvus checks the login on every call: the daemon's next write and ping are refused. It
+    stays alive, /readyz names the setting, the write is retried, and once the password is back
+    every record lands."""
+    from pymilvus import MilvusClient
+
+    topic, group = harness.unique("rotate"), harness.unique("g")
+    port = harness.free_port()
+    env = {**_env(secure_env, tmp_path, topic, group), "INGESTOR_METRICS__PORT": str(port)}
+    base = f"http://127.0.0.1:{port}"
+    secure = _secure_dir()
+    password, root = ((secure / f).read_text().strip() for f in ("milvus-password", "milvus-root-password"))
+    admin = MilvusClient(secure_env["INGESTOR_MILVUS__URI"], user="root", password=root, secure=True,
+                         server_pem_path=str(secure / "ca.pem"))
+    records = harness.sample_records(10)
+    _produce(env, tmp_path, topic, [json.dumps(r) for r in records[:5]])
+    log_path = tmp_path / "daemon.log"
+    daemon = harness.start_ingestor(env, log_path=log_path)
+
+    def upserted() -> float:
+        return harness.metric_value(harness.http_get(base + "/metrics")[1], "ingestor_records_upserted_total")
+
+    rotated = False
+    try:
+        harness.wait_for(lambda: upserted() >= 5, timeout_s=180, what="the first five records")
+        admin.update_password("ingestor", password, "rotated-" + password[:8])
+        rotated = True
+        _produce(env, tmp_path, topic, [json.dumps(r) for r in records[5:]])
+        status, body = harness.wait_for(
+            lambda: (lambda r: r if r[0] == 503 else None)(harness.http_get(base + "/readyz")), timeout_s=120,
+            what="/readyz to say why")
+        assert "refused the login" in body and "milvus.password" in body, body
+        assert harness.http_get(base + "/healthz")[0] == 200, "a refused login is no reason to restart"
+        assert upserted() == 5
+        admin.update_password("ingestor", "rotated-" + password[:8], password)
+        rotated = False
+        harness.wait_for(lambda: upserted() >= 10, timeout_s=180, what="the records held during the refusal")
+        harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 200, timeout_s=60, what="ready again")
+    finally:
+        if rotated:
+            admin.update_password("ingestor", "rotated-" + password[:8], password)
+        assert harness.stop(daemon) == 0, log_path.read_text()[-3000:]
+    assert "rotated-" not in log_path.read_text()
+
+
 def test_a_milvus_database_other_than_default(secure_env, tmp_path):
     from pymilvus import MilvusClient
 

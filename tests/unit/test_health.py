@@ -40,3 +40,16 @@ def test_a_blocked_partition_is_the_readiness_reason():
     why = "docs[0] at offset 7 cannot be decoded (corrupt_batch: ...); retrying"
     status = readiness(replace(READY, blocked=why))
     assert not status.ok and status.reason == why
+
+
+def test_a_recent_broker_refusal_makes_it_not_ready_with_what_to_fix():
+    why = "the brokers refused the login: check kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password"
+    status = readiness(replace(READY, kafka_refused=why))
+    assert not status.ok and status.reason == why
+    assert liveness(replace(READY, kafka_refused=why)).ok, "a restart does not fix a password"
+
+
+def test_a_redis_refusal_leaves_it_ready_and_says_so():
+    status = readiness(replace(READY, redis_refused="redis refused the login: check redis.username"))
+    assert status.ok and status.reason == "3 partition(s) assigned; without the cache: redis refused the login: " \
+                                          "check redis.username"

@@ -296,3 +296,47 @@ def test_the_milvus_watch_keeps_the_reason_of_the_last_failed_ping():
     assert watch.last_error == "milvus: refused the login: check milvus.user" and watch.last_ok == ok_before
     watch.check_once()
     assert watch.last_error == "" and watch.last_ok > ok_before
+
+
+def test_a_broker_refusal_seen_while_running_is_recent_for_a_minute(monkeypatch):
+    import logging
+
+    from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
+
+    from ingestor import kafka_common
+
+    clock = [1000.0]
+    monkeypatch.setattr(kafka_common.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(kafka_common._FAILURES, "last_at", float("-inf"))
+    manager = logging.getLogger("kafka.net.manager")
+    manager.warning("Bootstrap connection to %s failed: %s", "0", KafkaConnectionError("socket disconnected"))
+    assert kafka_common.recent_refusal() is None, "an outage is not a refusal"
+    manager.warning("Bootstrap connection to %s failed: %s", "0", SaslAuthenticationFailedError("invalid credentials"))
+    clock[0] += 59
+    assert "brokers refused the login" in kafka_common.recent_refusal()
+    clock[0] += 2
+    assert kafka_common.recent_refusal() is None
+
+
+def test_a_redis_refusal_while_running_is_kept_until_redis_answers():
+    import redis
+
+    from ingestor.cache import Cache
+    from ingestor.config import RedisSettings
+
+    class Refusing:
+        def __init__(self) -> None:
+            self.refuse = True
+
+        def mget(self, keys):
+            if self.refuse:
+                raise redis.AuthenticationError("invalid username-password pair")
+            return [None] * len(keys)
+
+    cache = Cache(RedisSettings(url="redis://127.0.0.1:1/0"), "model", "ns", 4)
+    cache._client = fake = Refusing()
+    cache.lookup(["id"], ["sha"])
+    assert "redis refused the login: check redis.username and redis.password" in cache.refused
+    fake.refuse = False
+    cache._down_until = 0.0  # the bypass window (redis.retry_after_ms) is over
+    assert cache.lookup(["id"], ["sha"]) == ([None], [None]) and cache.refused == ""
