@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ingestor.config import DEFAULT_MODEL, ModelSettings
-from ingestor.errors import DataError, Reason, StartupError
+from ingestor.errors import Aborted, DataError, Reason, RetriableError, StartupError
+from ingestor.isolate import run_isolating
 from ingestor.tokenizer import Prepared, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -188,3 +191,40 @@ def _load_exported(settings: ModelSettings, path: str, threads: int | None) -> A
 
 def embed_failure_reason(exc: Exception) -> DataError:
     return DataError(Reason.EMBED_FAILED.value, f"the model could not encode this text: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    vectors: list[np.ndarray | None]  # one per text; None where it failed
+    errors: dict[int, DataError]  # by the index of a text the model cannot encode even alone
+
+
+def _not_data(exc: Exception) -> bool:
+    return isinstance(exc, (RetriableError, Aborted))
+
+
+def encode_all(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
+               forward: Callable[[], np.ndarray] | None = None) -> Encoded:
+    """Vectors for `texts`, with the model's failures translated: one `forward` pass over the
+    whole batch (features already collated) when given, else or after it fails, `encode` apart
+    from it, bisecting down to the texts that fail alone (out of memory splits the batch the
+    same way). Retriable errors and aborts propagate: the caller retries the work."""
+    if forward is not None:
+        try:
+            return Encoded(list(forward()), {})
+        except Exception as exc:
+            if _not_data(exc):
+                raise
+            log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
+                        len(texts), type(exc).__name__)
+    vectors: list[np.ndarray | None] = [None] * len(texts)
+    result = run_isolating(range(len(texts)), lambda batch: encode([texts[i] for i in batch]), splittable=lambda e: not _not_data(e))
+    for batch, out in result.results:
+        for i, vector in zip(batch, out):
+            vectors[i] = vector
+    errors = {}
+    for i, exc in result.failures:
+        if is_out_of_memory(exc):
+            log.warning("one text runs out of device memory alone; dead-lettering it")
+        errors[i] = embed_failure_reason(exc)
+    return Encoded(vectors, errors)

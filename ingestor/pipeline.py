@@ -4,7 +4,8 @@
 
 - batcher: collects a window (`batching.BatchWindow`) and plans its work (`batching.plan`),
   resolving skips, cached vectors and texts in flight (`dedupe`) in one Redis round trip;
-- model: the forward pass (bisecting a batch that fails, splitting one that runs out of memory);
+- model: the forward pass; a batch that fails is bisected, one that runs out of memory split
+  (`embedder.encode_all`, where the model's failures are translated);
 - writer: `writer.Writer`, the order of effects (Milvus, dead letters, cache, offsets).
 
 The next batch is prepared while the current one runs on the device. A retriable failure makes
@@ -29,10 +30,9 @@ from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.dedupe import CachedVector, IdsInFlight, SharedTexts, digest, unchanged
 from ingestor.dlq import DeadLetterQueue
-from ingestor.embedder import Embedder, embed_failure_reason, is_out_of_memory
-from ingestor.errors import Aborted, RetriableError
+from ingestor.embedder import Embedder, encode_all
+from ingestor.errors import Aborted
 from ingestor.faults import crash_point, model_point, slow_point
-from ingestor.isolate import run_isolating
 from ingestor.offsets import OffsetTracker
 from ingestor.records import Parsed, Rejected
 from ingestor.retry import Backoff, Retrier
@@ -254,34 +254,19 @@ class Pipeline:
         if not todo and not late:
             return
         started = time.perf_counter()
-        failures: list[tuple[Unit, Exception]] = []
         if todo:
             metrics.BATCH_RECORDS.observe(len(todo))
             metrics.BATCH_TOKENS.observe(work.padded_tokens)
             slow_point()
-            try:
+            features = work.features
+
+            def forward() -> np.ndarray:
                 model_point([u.text for u in todo])
-                vectors = self.embedder.forward(work.features) if work.features is not None else None
-            except (RetriableError, Aborted):
-                raise
-            except Exception as exc:
-                # Out of memory: split and retry; any other failure: bisect to the text that fails alone.
-                log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
-                            len(todo), type(exc).__name__)
-                vectors = None
-            if vectors is not None:
-                for unit, vector in zip(todo, vectors):
-                    unit.vector = vector
-            else:
-                failures += self._encode_isolating(todo)
-        failures += self._encode_isolating(late)
+                return self.embedder.forward(features)
+
+            self._take_vectors(work, todo, forward if features is not None else None)
+        self._take_vectors(work, late, None)
         work.features = None
-        for unit, exc in failures:
-            if is_out_of_memory(exc):
-                log.warning("one text runs out of device memory alone; dead-lettering it")
-            error = embed_failure_reason(exc)
-            work.rejected += [Rejected(raw=d.raw, reason=error.reason, error=str(error), superseded=list(d.superseded))
-                              for d in unit.docs]
         work.units = [u for u in work.units if u.vector is not None]
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         metrics.RECORDS_EMBEDDED.inc(len(todo) + len(late))
@@ -306,21 +291,22 @@ class Pipeline:
                 unit.tokens, unit.truncated = prepared.tokens, prepared.truncated
         return late
 
-    def _encode_isolating(self, units: list[Unit]) -> list[tuple[Unit, Exception]]:
-        """Encode `units` apart from any batch, bisecting down to the texts that fail alone;
-        returns those, with their errors."""
+    def _take_vectors(self, work: Work, units: list[Unit], forward: Callable[[], np.ndarray] | None) -> None:
+        """Vectors for `units` (see `embedder.encode_all`); the records of a text the model cannot
+        encode become the work's dead letters."""
         if not units:
-            return []
+            return
 
-        def encode(batch: list[Unit]) -> np.ndarray:
-            model_point([u.text for u in batch])
-            return self.embedder.encode([u.text for u in batch])
+        def encode(texts: list[str]) -> np.ndarray:
+            model_point(texts)
+            return self.embedder.encode(texts)
 
-        result = run_isolating(units, encode, splittable=lambda exc: not isinstance(exc, (RetriableError, Aborted)))
-        for batch, vectors in result.results:
-            for unit, vector in zip(batch, vectors):
-                unit.vector = vector
-        return result.failures
+        encoded = encode_all([u.text for u in units], encode, forward)
+        for unit, vector in zip(units, encoded.vectors):
+            unit.vector = vector
+        for i, error in encoded.errors.items():
+            work.rejected += [Rejected(raw=d.raw, reason=error.reason, error=str(error), superseded=list(d.superseded))
+                              for d in units[i].docs]
 
     # -- stage 3: writer -------------------------------------------------------------------------
 
