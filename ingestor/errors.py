@@ -15,7 +15,20 @@ two paths of the delivery contract.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import StrEnum
+
+
+def chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc`, then what caused it, outermost first: `__cause__`, else `__context__`, else an
+    exception a library wrapped as its first argument (kafka-python's KafkaConnectionError(e)).
+    Each once: a chain can loop (an exception that is its own context's context)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = exc.__cause__ or exc.__context__ or wrapped
 
 
 class Reason(StrEnum):

@@ -19,7 +19,7 @@ from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
-from ingestor.errors import RetriableError, StartupError
+from ingestor.errors import RetriableError, StartupError, chain
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def recent_refusal(within_s: float = 60.0) -> str | None:
 def refusal(exc: BaseException | None) -> str | None:
     """What to fix when the brokers refused us for good, or None for an outage: a refused login or
     an untrusted certificate does not heal by retrying. Names the setting, never its value."""
-    while exc is not None:
+    for exc in chain(exc):
         if isinstance(exc, SaslAuthenticationFailedError):
             return "the brokers refused the login: check kafka.sasl_mechanism, kafka.sasl_username and " \
                    "kafka.sasl_password (or kafka.sasl_password_file)"
@@ -146,9 +146,6 @@ def refusal(exc: BaseException | None) -> str | None:
                     "kafka.ssl_keyfile")
         if isinstance(exc, ssl.SSLError):
             return f"TLS with the brokers failed ({exc.reason or exc}): check kafka.security_protocol and kafka.ssl_*"
-        # kafka-python wraps a socket error as KafkaConnectionError(error): the cause is its argument.
-        wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        exc = exc.__cause__ or exc.__context__ or wrapped
     return None
 
 

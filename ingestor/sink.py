@@ -22,7 +22,7 @@ import numpy as np
 
 from ingestor import metrics
 from ingestor.config import MilvusSettings
-from ingestor.errors import DataError, Reason, RetriableError, StartupError
+from ingestor.errors import DataError, Reason, RetriableError, StartupError, chain
 from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
@@ -66,8 +66,7 @@ def refusal(exc: BaseException) -> str | None:
     error; the gRPC status underneath says which. Names the setting, never its value."""
     import grpc
 
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in chain(exc):
         code = seen.code() if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)) else None
         text = str(seen)
         if code == grpc.StatusCode.UNAUTHENTICATED or "auth check failure" in text:
@@ -77,7 +76,6 @@ def refusal(exc: BaseException) -> str | None:
             return "milvus denied the request: grant the milvus.user a role with privileges on the collection"
         if "CERTIFICATE_VERIFY_FAIL" in text:
             return "the Milvus server's certificate is not trusted: check milvus.ca_file (and milvus.server_name)"
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -227,11 +225,8 @@ def too_old(version: str) -> bool:
 
 def _lite_file_busy(exc: BaseException) -> bool:
     """Milvus Lite's own lock (a process that is not ingestor holds the file)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any(type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen) for seen in chain(exc)):
+        return True
     return "open local milvus failed" in str(exc).lower()
 
 

@@ -340,3 +340,13 @@ def test_a_redis_refusal_while_running_is_kept_until_redis_answers():
     fake.refuse = False
     cache._down_until = 0.0  # the bypass window (redis.retry_after_ms) is over
     assert cache.lookup(["id"], ["sha"]) == ([None], [None]) and cache.refused == ""
+
+
+def test_a_refusal_search_ends_on_a_chain_that_loops():
+    from ingestor import kafka_common, sink
+    from ingestor.errors import chain
+
+    a, b = ConnectionError("a"), OSError("b")
+    a.__context__, b.__context__ = b, a
+    assert [str(e) for e in chain(a)] == ["a", "b"]
+    assert sink.refusal(a) is None and kafka_common.refusal(a) is None
