@@ -90,6 +90,29 @@ class Tokenizer:
         cut_set = set(cut)
         return [Prepared(len(r["input_ids"]), i in cut_set, r) for i, r in enumerate(rows)]
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span of each of the text's tokens, special tokens left out and nothing
+        truncated: where a splitter may cut a long text. Needs a fast (Rust-backed) tokenizer."""
+        if self.rust is not None:
+            return self.rust.whole.encode(text, add_special_tokens=False).offsets
+        # verbose=False: an untruncated long text is the point here, not a mistake to warn about.
+        enc = self.hf(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+                      verbose=False)
+        return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+
+    def count(self, text: str) -> int:
+        """Tokens the model would see for the text, special tokens included, before truncation."""
+        return self.counts([text])[0]
+
+    def counts(self, texts: list[str]) -> list[int]:
+        """`count` of each text, in one batch call."""
+        if not texts:
+            return []
+        if self.rust is not None:
+            return [len(e.ids) for e in self.rust.whole.encode_batch(texts, add_special_tokens=True)]
+        enc = self.hf(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
     def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
         """Pad prepared encodings into CPU tensors for one forward pass."""
         import torch
@@ -112,6 +135,10 @@ class RustTokenizer:
         self.rust = rust
         self.rust.no_padding()
         self.rust.enable_truncation(max_length)  # overflow pieces say which texts were cut
+        # Untruncated, for counting and splitting texts longer than the model takes; never
+        # reconfigured, so callers on any thread may share it.
+        self.whole = type(rust).from_str(rust.to_str())
+        self.whole.no_truncation()
         self.keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in input_names]
         # Not copied out of Rust per text (each is another Python list of ints): one unpadded
         # sequence has a mask of ones and type ids of zeros, which `pad_encodings` makes in one go.

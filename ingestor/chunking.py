@@ -1,0 +1,237 @@
+"""Splitting a record's text into chunks that each fit the model, cut where an edit stays local.
+
+Pure: no I/O and no global state; the same text and settings always give the same chunks.
+
+Cuts, in order of preference, inside a budget of `max_tokens - specials - overlap_tokens` own
+tokens a chunk (the document's first chunk, which has no overlap prefix, may use the overlap's
+share too):
+
+* Paragraph breaks (a blank line) are hard: a chunk never spans two paragraphs, except that its
+  overlap prefix may reach back into the previous paragraph's tail. A paragraph within the budget
+  is one chunk. A record that fits whole is one chunk, whatever its paragraphs (most records are
+  short; locality matters for long documents, and only the edit that takes a record over the
+  limit re-cuts it all).
+* A longer paragraph is first cut at *anchors*: sentence boundaries picked by a hash of the
+  sentence before them (so by content, not position), on average one per `ANCHOR_SPACING + 1`
+  budgets of text and never within one budget of the previous anchor. Between anchors, sentences
+  are packed greedily; a sentence over the budget is cut at whitespace, a word over it at token
+  starts. (Greedy packing alone resyncs after an edit only by luck: in a list or log of lines of
+  a few shapes, one inserted line moves every later cut.)
+* Chunk i+1 starts up to `overlap_tokens` tokens before chunk i's end, moved forward to a word
+  start; the prefix stays inside chunk i's own text, so it never reaches further back.
+
+Locality, for a tokenizer whose tokens never straddle whitespace (BERT's WordPiece): a paragraph's
+chunks depend only on its own text, on whether it opens the document, and (for its first chunk's
+prefix) on the tail of the paragraph before; between anchors the same holds with "anchor region"
+for "paragraph". So an edit inside one paragraph changes only that paragraph's chunks and the
+first chunk after it; inside a long paragraph, only the chunks from the last anchor before the edit
+to the first anchor after it that both versions share, plus the one after that.
+
+Boundaries come from one tokenisation of the whole text. Each chunk is then counted on its own
+(one batch call), since a substring may tokenise differently (a word cut at a token start, say);
+any chunk over `max_tokens` is cut shorter, down to single characters if the tokenizer demands it.
+
+A text with no non-whitespace character is one chunk spanning all of it, so that every record
+yields at least one chunk and its chunk count is never zero.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+ANCHOR_SPACING = 3  # expected budgets of text between candidate anchors, beyond the 1 guaranteed
+
+_BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line, which may hold spaces, tabs or a \r
+# Where a sentence starts: after terminal punctuation (and closing quotes) then whitespace, after
+# full-width terminals with or without it (CJK has no spaces), or after any single newline.
+_SENTENCE = re.compile(r"""(?:[.!?…]+['"”’)\]]*\s+|[。！？]+['"”’」』)\]]*\s*|\n\s*)(?=\S)""")
+_WORD = re.compile(r"(?<=\s)\S")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    index: int  # 0-based, in the order of char_start
+    text: str  # exactly the record's text[char_start:char_end]
+    char_start: int
+    char_end: int
+    tokens: int  # what the model sees for `text`, special tokens included
+
+
+class TokenCounter(Protocol):
+    """What the splitter needs of a tokenizer. One with a `counts(texts) -> list[int]` method as
+    well (a batch `count`, as `ingestor.tokenizer.Tokenizer` has) is counted in one call."""
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token, special tokens left out."""
+        ...
+
+    def count(self, text: str) -> int:
+        """Tokens the model sees for the text, special tokens included."""
+        ...
+
+
+def split(text: str, tokenizer: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[Chunk]:
+    return Splitter(tokenizer, max_tokens, overlap_tokens).split(text)
+
+
+@dataclass(frozen=True)
+class Splitter:
+    tokenizer: TokenCounter
+    max_tokens: int
+    overlap_tokens: int
+    specials: int = field(init=False)  # the model's special tokens, which every chunk carries
+
+    def __post_init__(self) -> None:
+        specials = self.tokenizer.count("")
+        if self.overlap_tokens < 0:
+            raise ValueError(f"overlap_tokens is {self.overlap_tokens}: make it 0 or more")
+        if self.max_tokens - specials - self.overlap_tokens < 1:
+            raise ValueError(
+                f"max_tokens ({self.max_tokens}) leaves no room for text after the model's {specials} "
+                f"special tokens and overlap_tokens ({self.overlap_tokens}): raise max_tokens above "
+                f"{specials + self.overlap_tokens} or lower overlap_tokens")
+        object.__setattr__(self, "specials", specials)
+
+    def split(self, text: str) -> list[Chunk]:
+        if not text or text.isspace():
+            return [Chunk(0, text, 0, len(text), self.tokenizer.count(text))]
+        # A record that fits whole is one chunk, paragraphs or not: most records are short, and
+        # one entity each is what they were before chunking. Locality matters for long documents.
+        start, end = len(text) - len(text.lstrip()), len(text.rstrip())
+        whole = self.tokenizer.count(text[start:end])
+        if whole <= self.max_tokens:
+            return [Chunk(0, text[start:end], start, end, whole)]
+        known: dict[tuple[int, int], int] = {}
+        # The first pass trusts the whole-text tokens. Should a chunk, counted on its own, be
+        # over, a second pass retraces the first (its counts known) and cuts shorter from there.
+        walk = _Walk(text, self)
+        spans = walk.run(lambda s, e: 0)
+        batch = getattr(self.tokenizer, "counts", None)
+        pieces = [text[s:e] for s, e in spans]
+        known.update(zip(spans, batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]))
+        if any(known[span] > self.max_tokens for span in spans):
+            def over(s: int, e: int) -> int:
+                if (s, e) not in known:
+                    known[(s, e)] = self.tokenizer.count(text[s:e])
+                return known[(s, e)] - self.max_tokens
+            spans = walk.run(over)
+        return [Chunk(i, text[s:e], s, e, known[(s, e)]) for i, (s, e) in enumerate(spans)]
+
+
+class _Walk:
+    """Cut points of one text: its whole-text token starts, sentence starts and word starts."""
+
+    def __init__(self, text: str, settings: Splitter) -> None:
+        self.text, self.overlap = text, settings.overlap_tokens
+        self.budget = settings.max_tokens - settings.specials - settings.overlap_tokens
+        self.first_budget = settings.max_tokens - settings.specials  # no prefix to make room for
+        self.starts = sorted(s for s, _ in settings.tokenizer.offsets(text))
+        self.cuts = sorted(set(self.starts))
+        self.sentences = [m.end() for m in _SENTENCE.finditer(text)]
+        self.words = [m.start() for m in _WORD.finditer(text)]
+
+    def tokens(self, a: int, b: int) -> int:
+        return bisect_left(self.starts, b) - bisect_left(self.starts, a)
+
+    def run(self, over: Callable[[int, int], int]) -> list[tuple[int, int]]:
+        """Chunk spans, each shortened until `over` (tokens past max_tokens) says it fits."""
+        spans: list[tuple[int, int]] = []
+        own = 0  # where the previous chunk's own text (after its prefix) starts
+        for ps, pe in self.paragraphs():
+            edges = self.regions(ps, pe, first=not spans)
+            for rs, re_ in zip(edges, edges[1:]):
+                c = rs
+                while c < re_:
+                    limit = self.budget if spans else self.first_budget
+                    start, end = self.chunk(self.prefix(own, c) if spans else c, c, re_, limit, over)
+                    spans.append((start, self.rstrip(end)))
+                    own, c = c, end
+                    while c < re_ and self.text[c].isspace():
+                        c += 1
+        return spans
+
+    def paragraphs(self) -> list[tuple[int, int]]:
+        """Spans of the paragraphs' text, whitespace at their edges left out; blank ones skipped."""
+        bounds = [0, *(x for m in _BREAK.finditer(self.text) for x in m.span()), len(self.text)]
+        out = []
+        for a, b in zip(bounds[::2], bounds[1::2]):
+            piece = self.text[a:b]
+            body = piece.strip()
+            if body:
+                s = a + len(piece) - len(piece.lstrip())
+                out.append((s, s + len(body)))
+        return out
+
+    def regions(self, ps: int, pe: int, first: bool) -> list[int]:
+        """Edges of the regions a paragraph is cut in independently: its ends, and between them,
+        if it is over the budget, anchors (sentence starts)."""
+        if self.tokens(ps, pe) <= (self.first_budget if first else self.budget):
+            return [ps, pe]
+        edges, prev = [ps], ps
+        for s in self.sentences[bisect_right(self.sentences, ps):bisect_left(self.sentences, pe)]:
+            n = self.tokens(prev, s)
+            key = zlib.crc32(self.text[prev:s].strip().encode("utf-8", "surrogatepass"))
+            # An anchor's chance grows with its sentence's tokens: anchors come about every
+            # ANCHOR_SPACING budgets of text (plus the one kept clear), sentences short or long.
+            if self.tokens(edges[-1], s) >= self.budget and key * ANCHOR_SPACING * self.budget < n << 32:
+                edges.append(s)
+            prev = s
+        return [*edges, pe]
+
+    def prefix(self, own: int, c: int) -> int:
+        """Where a chunk whose own text starts at c begins: the first word start after the previous
+        chunk's own start with at most `overlap` tokens from there to c; else c."""
+        if self.overlap == 0:
+            return c
+        i = bisect_left(self.starts, c) - self.overlap
+        lo = 0 if i <= 0 else self.starts[i] + (self.starts[i - 1] == self.starts[i])
+        j = bisect_left(self.words, max(lo, own + 1))
+        return self.words[j] if j < len(self.words) and self.words[j] < c else c
+
+    def best_cut(self, c: int, re_: int, limit: int) -> int:
+        """The end of the own text from c: the last sentence start, else word start, else token
+        start that leaves at most `limit` tokens; the region's end if all of it fits."""
+        i = bisect_left(self.starts, c) + limit
+        q = self.starts[i] if i < len(self.starts) else len(self.text)
+        if q >= re_:
+            return re_
+        for level in (self.sentences, self.words, self.cuts):
+            k = bisect_right(level, q) - 1
+            if k >= 0 and level[k] > c:
+                return level[k]
+        k = bisect_right(self.cuts, c)  # more than `limit` tokens start at c itself: take them
+        return min(self.cuts[k], re_) if k < len(self.cuts) else re_
+
+    def chunk(self, start: int, c: int, re_: int, limit: int, over: Callable[[int, int], int]) -> tuple[int, int]:
+        """(start, end) of the chunk with own text from c, made to fit: its overlap prefix dropped
+        first (that leaves later cuts alone), then its own text cut shorter."""
+        while True:
+            end = self.best_cut(c, re_, limit)
+            excess = over(start, self.rstrip(end))
+            own = self.tokens(c, end)
+            if excess <= 0:
+                return start, end
+            if start < c:
+                start = c
+            elif own > 1 and limit > 1:
+                limit = max(1, min(limit, own) - excess)
+            else:
+                break
+        # Fewer tokens than one whole-text token holds: cut between characters.
+        lo, hi = c + 1, end
+        if over(c, lo) > 0:
+            raise ValueError(f"the character at {c} alone is over max_tokens: raise max_tokens")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if over(c, self.rstrip(mid)) <= 0 else (lo, mid)
+        return c, lo
+
+    def rstrip(self, end: int) -> int:
+        while self.text[end - 1].isspace():
+            end -= 1
+        return end
