@@ -350,3 +350,88 @@ def test_a_refusal_search_ends_on_a_chain_that_loops():
     a.__context__, b.__context__ = b, a
     assert [str(e) for e in chain(a)] == ["a", "b"]
     assert sink.refusal(a) is None and kafka_common.refusal(a) is None
+
+
+# -- every Kafka client takes the shared settings -------------------------------------------------
+
+_KAFKA_CLIENTS = {"KafkaConsumer", "KafkaProducer", "KafkaAdminClient"}
+
+
+def _kafka_constructions_without_client_kwargs(source: str, filename: str) -> tuple[int, list[str]]:
+    """(how many kafka-python clients `source` constructs, those that do not take `**` of
+    kafka_common.client_kwargs: directly, `**client_kwargs(...)`, or through a name assigned from it
+    in the same function). Aliased imports (`from kafka import KafkaConsumer as C`) count too."""
+    import ast
+
+    tree = ast.parse(source, filename)
+    aliases: dict[str, str] = {}  # local name -> kafka-python class
+    shared: set[str] = set()  # local names bound to kafka_common.client_kwargs
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kafka":
+            for a in node.names:
+                if a.name in _KAFKA_CLIENTS:
+                    aliases[a.asname or a.name] = a.name
+        if isinstance(node, ast.ImportFrom) and (node.module == "ingestor.kafka_common"
+                                                 or (node.level > 0 and node.module == "kafka_common")):
+            shared |= {a.asname or a.name for a in node.names if a.name == "client_kwargs"}
+
+    def is_shared_call(expr: ast.AST) -> bool:
+        return isinstance(expr, ast.Call) and (
+            (isinstance(expr.func, ast.Name) and expr.func.id in shared)
+            or (isinstance(expr.func, ast.Attribute) and expr.func.attr == "client_kwargs"
+                and isinstance(expr.func.value, ast.Name) and expr.func.value.id == "kafka_common"))
+
+    def bound_to_shared(scope: ast.AST) -> set[str]:
+        return {t.id for node in ast.walk(scope) if isinstance(node, ast.Assign) and is_shared_call(node.value)
+                for t in node.targets if isinstance(t, ast.Name)}
+
+    found, bad = 0, []
+    scopes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]
+    seen: set[int] = set()
+    for scope in scopes:  # a call is judged once, in the first function that holds it
+        names = bound_to_shared(scope)
+        for node in ast.walk(scope):
+            if not isinstance(node, ast.Call) or id(node) in seen:
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            cls = aliases.get(name) if isinstance(func, ast.Name) else (name if name in _KAFKA_CLIENTS else None)
+            if cls is None:
+                continue
+            seen.add(id(node))
+            found += 1
+            spread = [k.value for k in node.keywords if k.arg is None]
+            if not any(is_shared_call(v) or (isinstance(v, ast.Name) and v.id in names) for v in spread):
+                bad.append(f"{filename}:{node.lineno} {cls}(...) without **client_kwargs(...)")
+    return found, bad
+
+
+def test_every_kafka_client_in_ingestor_takes_the_shared_client_settings():
+    """A client built without `client_kwargs` would connect in plaintext, without the login or the
+    CA, to a secured broker: one forgotten constructor is a client that cannot reach it."""
+    import ingestor
+
+    root = Path(ingestor.__file__).parent
+    total, bad = 0, []
+    for path in sorted(root.rglob("*.py")):
+        found, wrong = _kafka_constructions_without_client_kwargs(path.read_text(), str(path.relative_to(root)))
+        total += found
+        bad += wrong
+    assert not bad, "\n".join(bad)
+    # The consumer, the DLQ producer, produce, dlq replay (2), check, stats, the supervisor's probe and
+    # the bench's clients: the scan must see them, or it checks nothing.
+    assert total >= 10, total
+
+
+def test_the_client_settings_scan_flags_a_client_without_them():
+    ok = ("from kafka import KafkaConsumer\nfrom ingestor.kafka_common import client_kwargs\n"
+          "def f(s):\n    kw = client_kwargs(s)\n    return KafkaConsumer(**kw, group_id='g')\n")
+    assert _kafka_constructions_without_client_kwargs(ok, "ok.py") == (1, [])
+    plain = ("from kafka import KafkaProducer as P\nimport kafka\n"
+             "def f(s):\n    a = P(bootstrap_servers=s.bootstrap_servers)\n"
+             "    b = kafka.KafkaConsumer(**{'bootstrap_servers': 'x'})\n    return a, b\n")
+    found, bad = _kafka_constructions_without_client_kwargs(plain, "plain.py")
+    assert found == 2 and len(bad) == 2, bad
+    other = ("from kafka.admin import KafkaAdminClient\nfrom ingestor.sink import client_kwargs\n"
+             "def f(s):\n    return KafkaAdminClient(**client_kwargs(s, 'u'))\n")  # Milvus's, not Kafka's
+    assert _kafka_constructions_without_client_kwargs(other, "other.py")[1], "the Milvus client_kwargs passed"
