@@ -1,16 +1,23 @@
 """The error tree, and the reasons a record is dead-lettered. Each dependency's exceptions are
-translated into one of these at exactly one boundary (its adapter module: `source` for Kafka,
-`dlq` for the dead-letter producer, `sink` for Milvus, `cache` for Redis, `embedder` for the
-model), so the pipeline branches on two questions only, by class: *retriable?* and *data?* — the
-two paths of the delivery contract.
+translated at exactly one boundary: `kafka_common` for Kafka (`kafka_call` and `kafka_errors`,
+for the consumer and the dead-letter producer alike), `sink` for Milvus, `cache` for Redis,
+`embedder` for the model. What reacts to them (`retry.Retrier` around each Milvus and dead-letter
+call, the bisection of `isolate` in the writer and the embedder, the daemon's waits at start)
+branches on two questions only, by class: *retriable?* and *data?* — the two paths of the
+delivery contract.
 
     IngestorError
     ├── ConfigError              bad settings: one readable message, exit code 2
-    ├── StartupError             a check at start failed (schema mismatch, Lite file locked, port taken)
+    ├── StartupError             a check at start failed (schema mismatch, credentials refused,
+    │                            Lite file locked, port taken): exit code 2
     ├── RetriableError           a dependency is unavailable: pause, back off, retry the same work
-    │   └── (dependency="kafka" | "redis" | "milvus" | "dlq" | "model")
+    │   └── (dependency="kafka" | "dlq" | "milvus")
     └── DataError                one record cannot be processed: it goes to the dead-letter topic
     Aborted                      shutdown gave up on in-flight work (it replays after a restart)
+
+Redis raises no RetriableError: an outage is a cache miss (a refusal at start is a StartupError).
+The model's failures become DataError (`embed_failed`) once bisection has found the texts that
+fail alone.
 """
 
 from __future__ import annotations
