@@ -65,18 +65,25 @@ class Daemon:
         embedder: Embedder | None = None,
         record_latency: Callable[[list[Latency]], None] | None = None,
         on_delivered: Callable[[list[Parsed]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`embedder`, `record_latency` and `on_delivered` (records handed from Kafka to the
-        pipeline) are for the benchmark."""
+        pipeline) are for the benchmark. `clock` times the shutdown bound, the progress line and
+        readiness, and is handed to the source, the pipeline and the Milvus watch (a test's fake
+        clock); the backoff waits and the signal's watchdog are real time."""
         self.settings = settings
+        self.clock = clock
         self.until_caught_up = until_caught_up
         self.embedder = embedder
         self.record_latency = record_latency
         self.on_delivered = on_delivered
         self.stop_requested = threading.Event()
         self._signals = 0
-        self._stop_deadline: float | None = None  # set by the first signal
+        self._stop_deadline: float | None = None  # set by request_stop (the first signal)
         self.backoff = backoff_from(settings)
+        # Shared by the source (assignments, what is handed on) and the writer (what is done): the
+        # daemon reads in-flight work and owned partitions here.
+        self.tracker = OffsetTracker()
         self.sink: MilvusSink | None = None
         self.cache: Cache | None = None
         self.dlq: DeadLetterQueue | None = None
@@ -92,6 +99,12 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
+    def request_stop(self) -> None:
+        """Stop fetching, and finish within `runtime.shutdown_timeout_s` from now: the first
+        signal's effect, without its watchdog."""
+        self._stop_deadline = self.clock() + self.settings.runtime.shutdown_timeout_s
+        self.stop_requested.set()
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -100,8 +113,7 @@ class Daemon:
         bound = self.settings.runtime.shutdown_timeout_s
         log.info("%s received: finishing in-flight work (at most %.0fs), then exiting",
                  signal.Signals(signum).name, bound)
-        self._stop_deadline = time.monotonic() + bound
-        self.stop_requested.set()
+        self.request_stop()
         # The bound holds in every state, even one where some call does not return (a dependency
         # that hangs): past it the process exits, and what was not committed replays.
         watchdog = threading.Timer(bound, self._overdue)
@@ -116,7 +128,7 @@ class Daemon:
 
     # -- start-up --------------------------------------------------------------------------------
 
-    def _until_up(self, what: str, call: Callable[[], T], state: str = "not ready yet") -> T:
+    def until_up(self, what: str, call: Callable[[], T], state: str = "not ready yet") -> T:
         """Retry `call` with backoff while it raises RetriableError; `state` words the wait truly
         (a Milvus that refuses a request answered: it is not ready, not unreachable)."""
         attempt = 0
@@ -134,7 +146,7 @@ class Daemon:
 
     def vitals(self) -> Vitals:
         source, pipeline, watch = self.source, self.pipeline, self.milvus_watch
-        now = time.monotonic()
+        now = self.clock()
         return Vitals(
             model_loaded=self.model_loaded,
             started=source is not None and pipeline is not None and watch is not None,
@@ -147,7 +159,7 @@ class Daemon:
             blocked=source.blocked_reason() if source is not None else None,
             kafka_refused=recent_refusal(),
             redis_refused=self.cache.refused if self.cache is not None else "",
-            partitions=len(source.tracker.owned()) if source is not None else 0,
+            partitions=len(self.tracker.owned()),
         )
 
     def _start_http(self) -> None:
@@ -182,27 +194,27 @@ class Daemon:
             sink.connect()
             sink.ensure_collection(embedder.dimension, embedder.identity)
 
-        self._until_up(f"milvus at {s.milvus.uri}", open_milvus)
+        self.until_up(f"milvus at {s.milvus.uri}", open_milvus)
         cache = self.cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)
         if cache.enabled and not cache.check_at_start():
             log.warning("redis is not reachable: running with cache misses until it is")
         elif not cache.enabled:
             log.info("no redis.url configured: running without a cache")
-        tracker = OffsetTracker()
+        tracker = self.tracker
         dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
         pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
-                                            s.milvus.store_text, self.record_latency)
+                                            s.milvus.store_text, self.record_latency, clock=self.clock)
         deliver = pipeline.submit if self.on_delivered is None else _tee(self.on_delivered, pipeline.submit)
 
-        self.source = self._until_up(
+        self.source = self.until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
             lambda: KafkaSource(s.kafka, tracker, deliver, batch.max_in_flight_records,
-                                self.until_caught_up, self.backoff, hold=pipeline.is_retrying),
+                                self.until_caught_up, self.backoff, hold=pipeline.is_retrying, clock=self.clock),
             state="not reachable yet",
         )
-        self._until_up(f"kafka at {s.kafka.bootstrap_servers}", self.source.start, state="not reachable yet")
+        self.until_up(f"kafka at {s.kafka.bootstrap_servers}", self.source.start, state="not reachable yet")
         self.pipeline.start()
-        self.milvus_watch = MilvusWatch(sink.ping)
+        self.milvus_watch = MilvusWatch(sink.ping, clock=self.clock)
         self.milvus_watch.start()
 
     # -- main loop -------------------------------------------------------------------------------
@@ -212,37 +224,39 @@ class Daemon:
         self.start()
         assert self.source is not None and self.pipeline is not None
         source, pipeline = self.source, self.pipeline
-        progress = _Progress(self.settings.runtime.progress_interval_s)
+        progress = _Progress(self.settings.runtime.progress_interval_s, self.clock)
         while not self.stop_requested.is_set() and not source.caught_up.is_set():
             source.poll_once()
             if not pipeline.healthy():
                 log.error("a pipeline stage stopped: exiting; uncommitted records will replay")
-                self._close(graceful=False)
+                self.close(graceful=False)
                 return 1
-            progress.maybe_log(source)
-        drained = self._close(graceful=True)
+            progress.maybe_log(self.tracker)
+        drained = self.close(graceful=True)
         # Work abandoned at the shutdown bound after a signal replays on the next start: exit 0.
         return 0 if drained or self.stop_requested.is_set() else 1
 
-    def _drain_deadline(self) -> float:
-        """Draining ends early enough for the final commit and the goodbyes to fit the bound too."""
+    def drain_deadline(self) -> float:
+        """When draining ends (on `clock`): early enough for the final commit and the goodbyes to
+        fit the bound too, counted from `request_stop`, else from now."""
         bound = self.settings.runtime.shutdown_timeout_s
-        end = self._stop_deadline if self._stop_deadline is not None else time.monotonic() + bound
+        end = self._stop_deadline if self._stop_deadline is not None else self.clock() + bound
         return end - min(CLOSE_RESERVE_S, bound / 2)
 
-    def _close(self, graceful: bool) -> bool:
-        """Drain within the bound, commit what is done, release everything. True if drained."""
+    def close(self, graceful: bool) -> bool:
+        """Release everything after `start`. Graceful: drain within the bound, commit what is
+        done, leave the group; else abandon the work in flight (it replays). True if drained."""
         assert self.source is not None and self.pipeline is not None and self.sink is not None
         source, pipeline = self.source, self.pipeline
         source.stopping.set()
         drained = True
         if graceful:
             pipeline.flush()
-            deadline = self._drain_deadline()
-            while source.tracker.in_flight() > 0 and pipeline.healthy():
-                if time.monotonic() > deadline:
+            deadline = self.drain_deadline()
+            while self.tracker.in_flight() > 0 and pipeline.healthy():
+                if self.clock() > deadline:
                     log.warning("shutdown bound reached with %d record(s) in flight: they will replay",
-                                source.tracker.in_flight())
+                                self.tracker.in_flight())
                     drained = False
                     break
                 source.poll_once()  # keeps the membership alive and commits as work lands
@@ -284,13 +298,14 @@ def summary() -> str:
 class _Progress:
     """A periodic INFO line: throughput, in-flight, cache hits. Never texts or vectors."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
         self.interval_s = interval_s
-        self.last = time.monotonic()
+        self.clock = clock
+        self.last = clock()
         self.last_consumed = 0.0
 
-    def maybe_log(self, source: KafkaSource) -> None:
-        now = time.monotonic()
+    def maybe_log(self, tracker: OffsetTracker) -> None:
+        now = self.clock()
         if now - self.last < self.interval_s:
             return
         consumed = metrics.RECORDS.totals()["consumed"]
@@ -299,5 +314,5 @@ class _Progress:
         hits = metrics.total(metrics.RECORDS_CACHE_HIT)
         hit_rate = hits / (hits + embedded) if hits + embedded else 0.0
         log.info("progress: %.1f records/s, %d in flight, %d partition(s), cache hit rate %.0f%%",
-                 rate, source.tracker.in_flight(), len(source.tracker.owned()), 100 * hit_rate)
+                 rate, tracker.in_flight(), len(tracker.owned()), 100 * hit_rate)
         self.last, self.last_consumed = now, consumed

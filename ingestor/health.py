@@ -136,11 +136,13 @@ class MilvusWatch:
     """Pings Milvus with a real call every `interval_s` on its own thread, so readiness reflects
     an outage even while no batch is being written, and the consumer thread never waits on it."""
 
-    def __init__(self, ping: Callable[[], str], interval_s: float = 5.0) -> None:
-        # ping: "" when Milvus answered, else why not
+    def __init__(self, ping: Callable[[], str], interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        # ping: "" when Milvus answered, else why not; clock: what `last_ok` is read on (the daemon's)
         self.ping = ping
         self.interval_s = interval_s
-        self.last_ok = time.monotonic()
+        self.clock = clock
+        self.last_ok = clock()
         self.last_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingestor-milvus-watch", daemon=True)
@@ -151,7 +153,7 @@ class MilvusWatch:
     def check_once(self) -> None:
         error = self.ping()
         if not error:
-            self.last_ok = time.monotonic()
+            self.last_ok = self.clock()
         self.last_error = error
 
     def _run(self) -> None:

@@ -78,7 +78,7 @@ def test_delay_within_jittered_band_of_capped_base(attempt, seed, jitter):
 
 @pytest.mark.parametrize("attempt", [1_100, 10_000, 10**9])
 def test_very_late_attempts_stay_at_the_cap(attempt):
-    # The retry loops in retry.Retrier / daemon._until_up count attempts without bound; at the
+    # The retry loops in retry.Retrier / Daemon.until_up count attempts without bound; at the
     # cap (30 s) attempt 1024 arrives after about 8.5 hours of a dependency outage.
     b = Backoff(initial_ms=200, max_ms=30_000, multiplier=2.0, jitter=0.0)
     assert b.delay_s(attempt) == pytest.approx(30.0)

@@ -176,7 +176,7 @@ def test_end_offsets_unreadable_at_start_is_a_retriable_error(caplog):
                          sleep=lambda s: None)
     with pytest.raises(RetriableError, match="end offsets of docs"):
         source.start()
-    source.start()  # the daemon retries start() with backoff (Daemon._until_up)
+    source.start()  # the daemon retries start() with backoff (Daemon.until_up)
     assert source._catch_up.targets == {TopicPartition("docs", 0): 3, TopicPartition("docs", 1): 3}
 
 
