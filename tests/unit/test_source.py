@@ -11,12 +11,14 @@ import pytest
 from kafka import OffsetAndMetadata
 from kafka import TopicPartition as KTP
 from kafka.errors import KafkaTimeoutError, UnsupportedCodecError
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
+from prometheus_client import REGISTRY
 
 from ingestor.config import KafkaSettings
 from ingestor.offsets import OffsetTracker
 from ingestor.records import TopicPartition
 from ingestor.retry import Backoff
-from ingestor.source import KafkaSource, UndecodableBatch
+from ingestor.source import LAG_INTERVAL_S, KafkaSource, UndecodableBatch, _PartitionRecords
 from tests.support.fakes import Clock, FakeConsumer, Record
 
 T0, T1 = KTP("docs", 0), KTP("docs", 1)
@@ -195,3 +197,78 @@ def test_pause_and_resume_failing_for_a_partition_revoked_meanwhile_do_not_stop_
     tracker.done([d.position for d in delivered])
     source.poll_once()
     assert not source._paused
+
+
+def _sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def _lag(tp: KTP) -> float | None:
+    return REGISTRY.get_sample_value("ingestor_consumer_lag_records", {"topic": tp.topic, "partition": str(tp.partition)})
+
+
+def test_the_lag_gauge_is_the_end_offset_minus_the_committed_offset(world):
+    source, consumer, clock, delivered, tracker = world
+    consumer.script.append({T0: [Record(T0, i) for i in range(5)], T1: [Record(T1, 0), Record(T1, 1)]})
+    source.poll_once()
+    # T0: 0-2 done (3, 4 in flight: the commit stops at 3); T1: both done.
+    tracker.done([d.position for d in delivered if d.position.tp.partition == 1 or d.position.offset < 3])
+    # The broker's end offsets (the last stable offsets under read_committed) are past what was
+    # fetched: records written since.
+    ends = {T0: 12, T1: 7}
+    consumer.end_offsets = lambda tps, timeout_ms=None: {tp: ends[tp] for tp in tps}
+    clock.now += LAG_INTERVAL_S
+    source.poll_once()  # commits T0 at 3 and T1 at 2, then reports the lag
+    assert consumer.group_committed == {T0: 3, T1: 2}
+    assert (_lag(T0), _lag(T1)) == (12 - 3, 7 - 2)
+    # The rest of T0 done, and more written meanwhile: the gauge follows both.
+    tracker.done([d.position for d in delivered if d.position.tp.partition == 0 and d.position.offset >= 3])
+    ends = {T0: 20, T1: 7}
+    clock.now += LAG_INTERVAL_S
+    source.poll_once()
+    assert consumer.group_committed == {T0: 5, T1: 2}
+    assert (_lag(T0), _lag(T1)) == (20 - 5, 7 - 2)
+
+
+def _corrupt_batch(tp: KTP, offset: int) -> UndecodableBatch:
+    """What the consumer's fetch path raises for a v2 batch whose CRC does not match: built by
+    kafka-python's own decoder through `_PartitionRecords`, as the daemon's consumer runs it."""
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20, offset=offset)
+    for _ in range(3):
+        builder.append(timestamp=1_000, key=None, value=b'{"text": "hello"}', headers=[])
+    builder.close()
+    data = bytearray(builder.buffer())
+    data[-3] ^= 0xFF  # a flipped bit in the last record: the batch's CRC no longer matches
+    records = _PartitionRecords(offset, tp, MemoryRecords(bytes(data)))
+    with pytest.raises(UndecodableBatch) as raised:
+        records.take()
+    assert not records, "the failed records are drained, not asked for more (the spin of kafka-python 3.0.12)"
+    return raised.value
+
+
+def test_a_corrupt_batch_is_blocked_with_its_own_reason(world, caplog):
+    source, consumer, clock, delivered, tracker = world
+    failure = _corrupt_batch(T1, 0)
+    assert failure.reason == "corrupt_batch" and failure.offset == 0
+    before = {r: _sample("ingestor_undecodable_batches_total", reason=r)
+              for r in ("corrupt_batch", "unsupported_codec", "undecodable")}
+    consumer.script += [failure, {T0: [Record(T0, 0)]}]
+    with caplog.at_level("ERROR", logger="ingestor.source"):
+        source.poll_once()
+        source.poll_once()  # the other partition goes on
+    assert consumer.paused() == {T1} and [d.position.offset for d in delivered] == [0]
+    after = {r: _sample("ingestor_undecodable_batches_total", reason=r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {"corrupt_batch": 1, "unsupported_codec": 0, "undecodable": 0}
+    assert _sample("ingestor_partitions_blocked", reason="corrupt_batch") == 1
+    assert _sample("ingestor_partitions_blocked", reason="unsupported_codec") == 0
+    reason = source.blocked_reason()
+    assert reason is not None
+    assert reason.startswith("docs[1] at offset 0 cannot be decoded (corrupt_batch: CorruptRecordError"), reason
+    assert "failed crc check" in reason and reason.endswith("; retrying"), reason
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "docs[1] at offset 0" in errors[0] and "CorruptRecordError" in errors[0], errors
+    # Once the partition is no longer ours, neither the reason nor the gauge keeps it.
+    consumer.revoke({T1})
+    assert source.blocked_reason() is None
+    assert _sample("ingestor_partitions_blocked", reason="corrupt_batch") == 0
