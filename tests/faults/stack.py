@@ -406,23 +406,13 @@ class Scenario:
         last: Exception | None = None
         for _ in range(5):
             try:
-                return self._milvus_ids()
+                return {r["id"] for r in harness.milvus_rows(self.milvus_uri, self.collection, fields=("id",))}
             except Exception as exc:
                 last = exc
                 if not strict:
                     return set()
                 time.sleep(1)
         raise AssertionError(f"cannot read Milvus at {self.milvus_uri}: {last}")
-
-    def _milvus_ids(self) -> set[str]:
-        from ingestor.config import MilvusSettings
-        from ingestor.sink import MilvusSink
-
-        sink = MilvusSink(MilvusSettings(uri=self.milvus_uri, collection=self.collection))
-        try:
-            return {r["id"] for r in sink.rows(["id"])}
-        finally:
-            sink.close()
 
     def count(self) -> int:
         return len(self.milvus_ids())

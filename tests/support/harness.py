@@ -299,24 +299,36 @@ def wait_milvus_server(uri: str, timeout_s: float = 180) -> None:
         time.sleep(2)
 
 
+def _read(uri: str, collection: str, fields: tuple[str, ...], queries: list[list[float]]) -> dict[str, Any]:
+    """Every entity (these fields), and the top-3 ids of each query vector, read with ingestor's
+    own reader (`MilvusSink.rows`, an iterator, so duplicates would show), as JSON types."""
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import MilvusSink
+
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
+    try:
+        rows = sink.rows(list(fields))
+        out = {"rows": rows, "hits": [[h["id"] for h in sink.search(q, 3)] for q in queries] if rows else []}
+    finally:
+        sink.close()
+    return json.loads(json.dumps(out, default=float))
+
+
+# A Milvus Lite file is read in a process of its own: Milvus Lite keeps a file locked for the life
+# of the process that opened it.
 _READER = r"""
 import json, sys
-from ingestor.config import MilvusSettings
-from ingestor.sink import MilvusSink
-uri, collection, fields, queries = sys.argv[1], sys.argv[2], sys.argv[3].split(","), json.loads(sys.argv[4])
-sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
-try:
-    rows = sink.rows(fields)
-    out = {"rows": rows, "hits": [[h["id"] for h in sink.search(q, 3)] for q in queries] if rows else []}
-finally:
-    sink.close()
-json.dump(out, sys.stdout, default=float)
+sys.path.insert(0, sys.argv[5])
+from tests.support.harness import _read
+json.dump(_read(sys.argv[1], sys.argv[2], tuple(sys.argv[3].split(",")), json.loads(sys.argv[4])), sys.stdout)
 """
 
 
 def _read_milvus(uri: str, collection: str, fields: tuple[str, ...], queries: list[list[float]]) -> dict[str, Any]:
+    if uri.startswith("http"):  # a server locks nothing: read it here, without starting a Python per read
+        return _read(uri, collection, fields, queries)
     proc = subprocess.run(
-        [sys.executable, "-c", _READER, uri, collection, ",".join(fields), json.dumps(queries)],
+        [sys.executable, "-c", _READER, uri, collection, ",".join(fields), json.dumps(queries), str(REPO)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -324,7 +336,8 @@ def _read_milvus(uri: str, collection: str, fields: tuple[str, ...], queries: li
 
 
 def milvus_rows(uri: str, collection: str = "documents", fields: tuple[str, ...] = ("id", "vector", "content_hash", "truncated", "text", "metadata")) -> list[dict[str, Any]]:
-    """Every entity in the collection (an iterator, so duplicates would show)."""
+    """Every entity in the collection (an iterator, so duplicates would show): a Milvus server's
+    read in this process, a Milvus Lite file's in a subprocess."""
     return _read_milvus(uri, collection, fields, [])["rows"]
 
 
