@@ -1,5 +1,5 @@
-"""The order of effects in the writer, with small fakes: Milvus first, then Redis, then offsets.
-A marker or a commit must never claim a write that Milvus does not hold."""
+"""The order of effects in the writer, with small fakes: deletes, Milvus upserts, dead letters,
+then Redis, then offsets. A marker or a commit must never claim a write that Milvus does not hold."""
 
 from __future__ import annotations
 
