@@ -38,8 +38,11 @@ def render_stats(settings: Settings, console: Console) -> None:
             table.add_row("redis", f"[red]{type(exc).__name__}[/red]")
     # Kafka lag and DLQ depth
     try:
+        # The daemon's isolation level: under read_committed the end offsets are last stable
+        # offsets, so an open transaction, or a partition ending in a transaction marker, is not
+        # counted as lag the daemon could ever consume.
         consumer = KafkaConsumer(**client_kwargs(settings.kafka), group_id=settings.kafka.group_id,
-                                 enable_auto_commit=False)
+                                 enable_auto_commit=False, isolation_level=settings.kafka.isolation_level)
         for topic in settings.kafka.topics:
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
             ends = consumer.end_offsets(parts) if parts else {}

@@ -5,6 +5,9 @@ hold quotes, backslashes, brackets, newlines and any Unicode."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -53,6 +56,19 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
     _vectors_match(rows, texts, reference_model)
     committed, ends = harness.offsets(group, topic)
     assert committed == ends
+
+
+def _stats_lags(env: dict[str, str], topic: str) -> dict[int, int]:
+    """The lag per partition of `topic` as `ingestor stats` prints it for the group in `env`."""
+    proc = subprocess.run([sys.executable, "-m", "ingestor", "stats"], env={**env, "COLUMNS": "200"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # One table row per partition: "│ lag <topic>[<partition>] │ <lag> │".
+    found = re.findall(rf"lag {re.escape(topic)}\[(\d+)\]\s*│\s*(\S+)\s*│", proc.stdout)
+    assert found, proc.stdout
+    lags = {int(p): v for p, v in found}
+    assert all(v.isdigit() for v in lags.values()), proc.stdout
+    return {p: int(v) for p, v in lags.items()}
 
 
 def _commit_abort_commit(topic: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -150,6 +166,15 @@ def test_an_open_transaction_holds_back_only_its_partition(services, tmp_path):
         committed, ends = harness.offsets(group, topic)
         assert committed[0] == len(before), "partition 0 commits up to its last stable offset"
         assert committed[1] == ends[1] and committed[2] == ends[2]
+        # `ingestor stats` measures the lag as the daemon does, to the last stable offset: the
+        # daemon has consumed all it can, so 0 everywhere, though the high watermark of
+        # partition 0 (what a read_uncommitted client sees as its end) is past the open
+        # transaction's records.
+        assert ends[0] == len(before) + len(pending) + len(after) > committed[0]
+        assert _stats_lags(env, topic) == {0: 0, 1: 0, 2: 0}
+        # And it follows the setting: read_uncommitted counts to the high watermark.
+        uncommitted = _stats_lags(dict(env, INGESTOR_KAFKA__ISOLATION_LEVEL="read_uncommitted"), topic)
+        assert uncommitted == {0: ends[0] - committed[0], 1: 0, 2: 0}
     except BaseException:
         open_tx.abort_transaction(60)
         raise
