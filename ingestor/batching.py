@@ -209,6 +209,8 @@ class Work:
     rejected: list[Rejected] = field(default_factory=list)
     features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
     registered: list[str] = field(default_factory=list)  # ids counted as in flight for this work
+    # Chunks of records it writes (fixed at planning: one that fails leaves its unit, not this list).
+    chunks: list[Document] = field(default_factory=list)
     claimed: list[Unit] = field(default_factory=list)  # units it embeds, which later work may share
 
     @property
@@ -217,7 +219,10 @@ class Work:
         return len(todo) * max(todo, default=0)
 
     def ids(self) -> list[str]:
-        return [d.id for u in self.units for d in u.docs] + [d.id for d in self.skipped] + [d.id for d in self.deletes]
+        """Ids of the records it settles for certain. A chunked record's id is not among them: its
+        chunks may ride in several works, and it settles with the last (`writer.last_chunks`)."""
+        docs = [d.id for u in self.units for d in u.docs if d.chunk is None]
+        return docs + [d.id for d in self.skipped] + [d.id for d in self.deletes]
 
 
 @dataclass(slots=True)
@@ -280,11 +285,14 @@ def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
 
 
 def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_everything,
-         tokenize: Callable[[list[Unit]], None] = lambda units: None) -> list[Work]:
-    """The work for one window: collapse ids, group texts, resolve, tokenise what is left (its
-    token counts decide the cut), cut. Everything already resolved rides with the first work."""
+         tokenize: Callable[[list[Unit]], None] = lambda units: None,
+         split: Callable[[Document], list[Document]] | None = None) -> list[Work]:
+    """The work for one window: collapse ids, split records into chunks (with `split`), group
+    texts, resolve, tokenise what is left (its token counts decide the cut), cut. Everything
+    already resolved rides with the first work; a record's chunks may ride in several."""
     window = collapse(items)
-    units = group_texts(window.documents)
+    docs = window.documents if split is None else [c for d in window.documents for c in split(d)]
+    units = group_texts(docs)
     ready = Work(deletes=window.deletes, rejected=window.rejected)
     todo = resolve(units, ready)
     tokenize(todo)
@@ -293,4 +301,5 @@ def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_eve
         # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
         work.registered = work.ids()
         work.claimed = [u for u in work.units if u.to_embed]
+        work.chunks = [d for u in work.units for d in u.docs if d.chunk is not None]
     return works

@@ -44,6 +44,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ingestor.config import ChunkingSettings
+from ingestor.errors import StartupError
+from ingestor.parsing import sha256_hex
+from ingestor.records import Chunked, ChunkOf, Document
+
 ANCHOR_SPACING = 3  # expected budgets of text between candidate anchors, beyond the 1 guaranteed
 
 _BREAK = re.compile(r"\n[^\S\n]*\n")  # a blank line, which may hold spaces, tabs or a \r
@@ -96,6 +101,12 @@ class Splitter:
                 f"special tokens and overlap_tokens ({self.overlap_tokens}): raise max_tokens above "
                 f"{specials + self.overlap_tokens} or lower overlap_tokens")
         object.__setattr__(self, "specials", specials)
+
+    @property
+    def layout(self) -> str:
+        """What the chunk boundaries depend on besides the text and the tokenizer (part of each
+        record's content hash: new settings re-chunk a record instead of skipping it)."""
+        return f"chunks:{self.max_tokens}/{self.overlap_tokens}"
 
     def split(self, text: str) -> list[Chunk]:
         if not text or text.isspace():
@@ -235,3 +246,45 @@ class _Walk:
         while self.text[end - 1].isspace():
             end -= 1
         return end
+
+
+def chunk_id(record_id: str, index: int) -> str:
+    """The primary key of a record's chunk."""
+    return f"{record_id}#{index}"
+
+
+def chunk_documents(doc: Document, splitter: Splitter) -> list[Document]:
+    """The documents a record's chunks become: one per chunk, each with its own id and text and the
+    record's metadata, all settling the record together (`Chunked`)."""
+    chunks = splitter.split(doc.text)
+    progress = Chunked(record=doc, count=len(chunks), left=len(chunks))
+    return [
+        Document(raw=doc.raw, id=chunk_id(doc.id, c.index), text=c.text,
+                 text_sha256=doc.text_sha256 if c.text == doc.text else sha256_hex(c.text), metadata=doc.metadata,
+                 chunk=ChunkOf(progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end))
+        for c in chunks
+    ]
+
+
+class Model(Protocol):
+    """What the splitter needs of the embedder."""
+
+    tokenizer: TokenCounter
+    max_seq_length: int
+
+
+def splitter_for(settings: ChunkingSettings, model: Model) -> Splitter | None:
+    """The splitter the settings ask for with this model, or None when chunking is off. Settings
+    the model cannot honour stop the start (StartupError: exit 2) with what to change."""
+    if not settings.enabled:
+        return None
+    model_max_tokens = model.max_seq_length
+    max_tokens = settings.max_tokens or model_max_tokens
+    if max_tokens > model_max_tokens:
+        raise StartupError(
+            f"chunking.max_tokens is {max_tokens}, but the model takes at most {model_max_tokens} tokens: "
+            f"lower chunking.max_tokens (INGESTOR_CHUNKING__MAX_TOKENS) or unset it")
+    try:
+        return Splitter(model.tokenizer, max_tokens, settings.overlap_tokens)
+    except ValueError as exc:
+        raise StartupError(f"chunking settings do not fit the model: {exc}") from None

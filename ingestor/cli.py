@@ -155,7 +155,7 @@ def search(
     from ingestor.sink import MilvusSink
 
     embedder = Embedder(settings.model)
-    sink = MilvusSink(settings.milvus)
+    sink = MilvusSink(settings.milvus, chunked=settings.chunking.enabled)
     sink.connect()
     sink.ensure_collection(embedder.dimension, embedder.identity)
     try:
@@ -164,11 +164,15 @@ def search(
         sink.close()
     table = Table(title=f"top {k} for {query!r}")
     table.add_column("id", overflow="fold")
+    if sink.chunked:  # one row per record: its best chunk, and where that lies in the record's text
+        table.add_column("chunk", justify="right")
+        table.add_column("span", justify="right")
     table.add_column("score", justify="right")
     table.add_column("text", overflow="fold")
     for hit in hits:
         text = hit["text"] if len(hit["text"]) <= 160 else hit["text"][:157] + "..."
-        table.add_row(str(hit["id"]), f"{hit['score']:.4f}", text)
+        chunk = [str(hit["chunk_index"]), f"{hit['char_start']}-{hit['char_end']}"] if sink.chunked else []
+        table.add_row(escape(str(hit.get("doc_id", hit["id"]))), *chunk, f"{hit['score']:.4f}", escape(text))
     console.print(table)
 
 

@@ -221,6 +221,17 @@ DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
+class ChunkingSettings(_Section):
+    enabled: bool = Field(False, description=(
+        "Split each record's text into chunks that fit the model, one entity per chunk (`<id>#<n>`); "
+        "off: one entity per record, cut at the model's maximum sequence length"))
+    max_tokens: int | None = Field(None, ge=8, description=(
+        "Most tokens in one chunk, the model's special tokens included (unset: the model's maximum "
+        "sequence length, which it may not exceed)"))
+    overlap_tokens: int = Field(32, ge=0, description="Tokens a chunk repeats from the end of the one before")
+
+
+
 Backend = Literal["torch", "onnx", "openvino"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
@@ -422,6 +433,7 @@ class Settings(BaseSettings):
     dlq: DlqSettings = Field(default_factory=DlqSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from ingestor import metrics
 from ingestor.cache import Cache
+from ingestor.chunking import splitter_for
 from ingestor.config import Settings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
@@ -172,7 +173,7 @@ class Daemon:
         s = self.settings
         log.info("starting ingestor with configuration %s", s.redacted())
         self._start_http()  # /healthz answers during the model load; /readyz says why not yet
-        sink = self.sink = MilvusSink(s.milvus, s.batch.max_write_bytes)
+        sink = self.sink = MilvusSink(s.milvus, s.batch.max_write_bytes, chunked=s.chunking.enabled)
         sink.start_serving()  # a Milvus Lite child starts while the model loads
         try:
             if self.embedder is None:
@@ -183,6 +184,7 @@ class Daemon:
             sink.close()
             raise
         embedder = self.embedder
+        splitter = splitter_for(s.chunking, embedder)  # settings the model cannot honour stop here, exit 2
         self.model_loaded = True
         tune_gc(s.runtime.gc_gen0_threshold)
         batch = s.batch.for_device(embedder.device)
@@ -203,7 +205,8 @@ class Daemon:
         tracker = self.tracker
         dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
         pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
-                                            s.milvus.store_text, self.record_latency, clock=self.clock)
+                                            s.milvus.store_text, self.record_latency, clock=self.clock,
+                                            splitter=splitter)
         deliver = pipeline.submit if self.on_delivered is None else _tee(self.on_delivered, pipeline.submit)
 
         self.source = self.until_up(

@@ -58,17 +58,29 @@ def unpack_vector(raw: bytes | None, dimension: int) -> CachedVector | None:
     return CachedVector(np.frombuffer(raw, dtype=np.float32, count=dimension), raw[-1:] == b"\x01")
 
 
-def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool) -> str:
-    """What a marker records: everything that determines the entity we wrote for an id."""
-    canonical = json_bytes([model_identity, text_sha256, metadata, store_text], sort_keys=True)
-    return hashlib.sha256(canonical).hexdigest()
+def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool,
+                 layout: str = "") -> str:
+    """What a marker records: everything that determines the entities we wrote for an id (with
+    chunking, `layout` names the chunk settings; empty otherwise, which keeps older hashes)."""
+    parts: list[Any] = [model_identity, text_sha256, metadata, store_text]
+    if layout:
+        parts.append(layout)
+    return hashlib.sha256(json_bytes(parts, sort_keys=True)).hexdigest()
 
 
-def digest(doc: Document, model_identity: str, store_text: bool) -> str:
-    """`doc`'s content hash, computed once (it is compared with the marker and written to Milvus)."""
-    if not doc.digest:
-        doc.digest = content_hash(model_identity, doc.text_sha256, doc.metadata, store_text)
-    return doc.digest
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What besides a record's own content decides what is written for it."""
+
+    model: str
+    store_text: bool
+    layout: str = ""  # ChunkingSettings.layout
+
+    def digest(self, doc: Document) -> str:
+        """`doc`'s content hash, computed once (compared with the marker and written to Milvus)."""
+        if not doc.digest:
+            doc.digest = content_hash(self.model, doc.text_sha256, doc.metadata, self.store_text, self.layout)
+        return doc.digest
 
 
 class IdsInFlight:

@@ -20,8 +20,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
-RECORDS_EMBEDDED = Counter("ingestor_records_embedded_total", "Distinct texts run through the model (a text shared by several records counts once)")
-RECORDS_CACHE_HIT = Counter("ingestor_records_cache_hit_total", "Records whose vector came from the Redis cache")
+RECORDS_EMBEDDED = Counter("ingestor_records_embedded_total", "Distinct texts run through the model (a text shared by several records counts once; with chunking, chunks)")
+RECORDS_CACHE_HIT = Counter("ingestor_records_cache_hit_total", "Records whose vector came from the Redis cache (with chunking, chunks)")
+CHUNKS_UPSERTED = Counter(
+    "ingestor_chunks_upserted_total", "Chunk entities written to Milvus (chunking on; a record counts as upserted once "
+    "all of its chunks are)")
 RECORDS_TRUNCATED = Counter("ingestor_records_truncated_total", "Texts cut at the model's maximum sequence length")
 PARTITIONS_PAUSED = Gauge("ingestor_partitions_paused", "Partitions paused by backpressure or a retry")
 PARTITIONS_ASSIGNED = Gauge("ingestor_partitions_assigned", "Partitions owned by this worker")

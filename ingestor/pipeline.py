@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,14 @@ from ingestor import metrics
 from ingestor.batching import BatchLimits, BatchWindow, Unit, Work, estimated_tokens, plan
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
-from ingestor.dedupe import CachedVector, IdsInFlight, SharedTexts, digest, unchanged
+from ingestor.chunking import Splitter, chunk_documents
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder, encode_all
 from ingestor.errors import Aborted
 from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.offsets import OffsetTracker
-from ingestor.records import Parsed, Rejected
+from ingestor.records import Document, Parsed, fail
 from ingestor.retry import Backoff, Retrier
 from ingestor.sink import MilvusSink
 from ingestor.writer import Latency, Writer
@@ -59,9 +61,10 @@ class Pipeline:
         store_text: bool,
         record_latency: Callable[[list[Latency]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        splitter: Splitter | None = None,
     ) -> None:
         """`clock` times the batching windows (a test's fake clock); durations for the metrics
-        always use the real one."""
+        always use the real one. With a `splitter` every record is written as its chunks."""
         self.clock = clock
         settings = settings.for_device(getattr(embedder, "device", "cpu"))  # a no-op when resolved
         self.settings = settings
@@ -70,7 +73,8 @@ class Pipeline:
         self.cache = cache
         self.sink = sink
         self.dlq = dlq
-        self.store_text = store_text
+        self.splitter = splitter
+        self.identity = Identity(embedder.identity, store_text, splitter.layout if splitter else "")
         assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
         self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
         self.intake: queue.Queue[Any] = queue.Queue()
@@ -81,8 +85,8 @@ class Pipeline:
         self.retrier = Retrier(backoff, self._abort)
         self.ids = IdsInFlight()
         self.shared = SharedTexts(settings.max_in_flight_records or 0)
-        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, embedder.identity,
-                             store_text, record_latency)
+        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
+                             record_latency)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 
@@ -170,13 +174,17 @@ class Pipeline:
         live = [i for i in items if self._current(i)]
         if len(live) < len(items):
             metrics.RECORDS.settled("dropped", len(items) - len(live))
-        for work in plan(live, self.limits, self._resolve, self._tokenize):
+        for work in plan(live, self.limits, self._resolve, self._tokenize, self._split()):
             if work.claimed:
                 work.features = self.embedder.collate([u.encoding for u in work.claimed])
             waited = time.perf_counter()
             self._put(self._prepared, work)
             started += time.perf_counter() - waited  # a full queue is the model's time, not ours
         metrics.PREPARE_SECONDS.observe(time.perf_counter() - started)
+
+    def _split(self) -> Callable[[Document], list[Document]] | None:
+        """How a record becomes the documents written for it: its chunks, or (None) itself."""
+        return None if self.splitter is None else partial(chunk_documents, splitter=self.splitter)
 
     def _current(self, item: Parsed) -> bool:
         """Still ours? Superseded positions of other partitions count too (they need the write)."""
@@ -194,24 +202,25 @@ class Pipeline:
 
         In-flight texts are looked up before Redis: their entries are released only after their
         vectors are in the cache, so a text missing from one is found in the other."""
-        docs = [d for u in units for d in u.docs]
-        self.ids.add([d.id for d in docs] + [d.id for d in ready.deletes])
+        # Skips are per record (a chunked record's chunks are skipped together, on its marker).
+        records = list({id(d.record): d.record for u in units for d in u.docs}.values())
+        self.ids.add([r.id for r in records] + [d.id for d in ready.deletes])
         self.shared.share(units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
-        if self.cache.enabled and docs:
+        if self.cache.enabled and records:
             unshared = [i for i, u in enumerate(units) if u.shares is None]
-            markers, found = self.cache.lookup([d.id for d in docs], [units[i].text_sha256 for i in unshared])
+            markers, found = self.cache.lookup([r.id for r in records], [units[i].text_sha256 for i in unshared])
             for i, vector in zip(unshared, found):
                 vectors[i] = vector
-            for doc in docs:
-                digest(doc, self.embedder.identity, self.store_text)
-            skip = unchanged(docs, markers, self.ids.busy(),
+            for record in records:
+                self.identity.digest(record)
+            skip = unchanged(records, markers, self.ids.busy(),
                              lambda ids: self.retrier.run("milvus", lambda: self.sink.content_hashes(ids)))
+        ready.skipped += [r for r in records if id(r) in skip]
         todo: list[Unit] = []
         for unit, cached in zip(units, vectors):
-            ready.skipped += [d for d in unit.docs if id(d) in skip]
-            unit.docs = [d for d in unit.docs if id(d) not in skip]
+            unit.docs = [d for d in unit.docs if id(d.record) not in skip]
             if not unit.docs:
                 continue
             if unit.shares is not None:
@@ -305,8 +314,8 @@ class Pipeline:
         for unit, vector in zip(units, encoded.vectors):
             unit.vector = vector
         for i, error in encoded.errors.items():
-            work.rejected += [Rejected(raw=d.raw, reason=error.reason, error=str(error), superseded=list(d.superseded))
-                              for d in units[i].docs]
+            for doc in units[i].docs:
+                work.rejected += fail(doc, error.reason, str(error))
 
     # -- stage 3: writer -------------------------------------------------------------------------
 

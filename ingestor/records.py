@@ -64,6 +64,32 @@ class Document(Item):
     # dedupe.digest of what this record writes, computed once by the pipeline (it is both
     # compared with the Redis marker and written to Milvus).
     digest: str = ""
+    # Set on the documents chunking makes of a record: which record, and where in its text.
+    chunk: ChunkOf | None = None
+
+    @property
+    def record(self) -> Document:
+        """The record this document settles: itself, or the record it is a chunk of."""
+        return self.chunk.progress.record if self.chunk is not None else self
+
+
+@dataclass(slots=True, kw_only=True)
+class Chunked:
+    """A record split into chunks, while they are in flight. Its chunks may ride in several
+    works; the record settles (offsets, marker, surplus chunks deleted) with the last of them."""
+
+    record: Document
+    count: int
+    left: int  # chunks not yet written or failed
+    failure: tuple[str, str] | None = None  # (reason, error) of the first chunk that failed
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOf:
+    progress: Chunked
+    index: int
+    char_start: int
+    char_end: int
 
 
 @dataclass(slots=True, kw_only=True)
@@ -79,6 +105,22 @@ class Rejected(Item):
 
     reason: str
     error: str
+
+    @classmethod
+    def of(cls, item: Item, reason: str, error: str) -> Rejected:
+        """`item`'s record as a dead letter (the records it superseded are done with it)."""
+        return cls(raw=item.raw, reason=reason, error=error, superseded=list(item.superseded))
+
+
+def fail(doc: Document, reason: str, error: str) -> list[Rejected]:
+    """A document that cannot be embedded or written: its dead letter; or, for a chunk, none yet:
+    its record is dead-lettered whole, with the first failure, once its last chunk has settled."""
+    if doc.chunk is None:
+        return [Rejected.of(doc, reason, error)]
+    progress = doc.chunk.progress
+    if progress.failure is None:
+        progress.failure = (reason, f"chunk {doc.chunk.index} of {progress.count}: {error}")
+    return []
 
 
 Parsed = Document | Delete | Rejected

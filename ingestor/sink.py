@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ import numpy as np
 from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, Reason, RetriableError, StartupError, chain
-from ingestor.expressions import field_in
+from ingestor.chunking import chunk_id
+from ingestor.expressions import chunks_from, field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
 from ingestor.logs import adopt_pymilvus
@@ -48,6 +49,26 @@ SCHEMA_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "kafka_offset": ("INT64", {}),
     "ingested_at": ("INT64", {}),
 }
+
+# With chunking, one entity per chunk: `id` is `<record id>#<chunk index>` (so a little longer than
+# any record id), and these say which record and where in its text.
+CHUNK_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "doc_id": ("VARCHAR", {"max_length": 512}),
+    "chunk_index": ("INT32", {}),
+    "chunk_count": ("INT32", {}),
+    "char_start": ("INT64", {}),
+    "char_end": ("INT64", {}),
+}
+CHUNK_ID_MAX_BYTES = 512 + 16
+SEARCH_CHUNKS_PER_RECORD = 8  # nearest chunks fetched per record asked for, before grouping by record
+SEARCH_MAX_HITS = 16_384  # Milvus's cap on one search's limit
+
+
+def schema_fields(chunked: bool) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every field of a collection of ours, in order."""
+    if not chunked:
+        return SCHEMA_FIELDS
+    return {**SCHEMA_FIELDS, "id": ("VARCHAR", {"max_length": CHUNK_ID_MAX_BYTES}), **CHUNK_FIELDS}
 
 # What a Milvus server says of one bad row when its error code does not (2.3.5 sends a dimension
 # mismatch as code 65535, "the length(3) of float data should divide the dim(4)").
@@ -111,6 +132,17 @@ def classify(exc: BaseException) -> RetriableError | DataError:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkSpan:
+    """Where a chunk entity lies in its record."""
+
+    doc_id: str
+    index: int
+    count: int
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Entity:
     id: str
     vector: Sequence[float]
@@ -122,15 +154,16 @@ class Entity:
     kafka_topic: str
     kafka_partition: int
     kafka_offset: int
+    chunk: ChunkSpan | None = None
 
     def approx_bytes(self) -> int:
         return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(json_bytes(self.metadata)) + 256
 
 
-def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dict[str, list[Any]]:
+def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int, chunked: bool = False) -> dict[str, list[Any]]:
     """One list per field, in schema order: pymilvus packs a column in one call, where a row
     costs it a type lookup per field (37 vs 12 µs of GIL per row, measured)."""
-    return {
+    columns = {
         "id": [e.id for e in entities],
         "vector": _vector_lists(entities),
         "text": [clip_utf8(e.text, TEXT_MAX_BYTES) if store_text else "" for e in entities],
@@ -143,6 +176,16 @@ def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int) -> dic
         "kafka_offset": [e.kafka_offset for e in entities],
         "ingested_at": [now_ms] * len(entities),
     }
+    if chunked:
+        spans = [e.chunk for e in entities]
+        if any(span is None for span in spans):
+            raise ValueError("a collection of chunks takes chunk entities only")
+        columns.update({
+            "doc_id": [s.doc_id for s in spans], "chunk_index": [s.index for s in spans],
+            "chunk_count": [s.count for s in spans], "char_start": [s.char_start for s in spans],
+            "char_end": [s.char_end for s in spans],
+        })
+    return columns
 
 
 def _vector_lists(entities: Sequence[Entity]) -> list[list[float]]:
@@ -271,8 +314,11 @@ class MilvusSink:
     """One Milvus collection. With a Milvus Lite file it also owns the Lite child serving it
     (`start_serving` starts it early, `close` stops it)."""
 
-    def __init__(self, settings: MilvusSettings, max_write_bytes: int = 16 << 20) -> None:
+    def __init__(self, settings: MilvusSettings, max_write_bytes: int = 16 << 20, chunked: bool = False) -> None:
+        """`chunked`: one entity per chunk of a record (`chunking.enabled`), with the chunk fields."""
         self.settings = settings
+        self.chunked = chunked
+        self.fields = schema_fields(chunked)
         self.max_write_bytes = max_write_bytes
         self.collection = settings.collection
         self.dimension = 0  # set by ensure_collection
@@ -373,7 +419,7 @@ class MilvusSink:
         except Exception as exc:  # an older or newer pymilvus: rows still work
             log.debug("writing rows, not columns: %s", exc)
             return None, {}
-        return (schema, types) if set(SCHEMA_FIELDS) <= set(types) else (None, {})
+        return (schema, types) if set(self.fields) <= set(types) else (None, {})
 
     def _create_or_join(self) -> None:
         """Create the collection; if another worker created it at the same moment, use theirs.
@@ -416,7 +462,7 @@ class MilvusSink:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
-        for name, (type_name, params) in SCHEMA_FIELDS.items():
+        for name, (type_name, params) in self.fields.items():
             extra = dict(params)
             if name == "vector":
                 extra["dim"] = self.dimension
@@ -425,15 +471,23 @@ class MilvusSink:
             self.collection, schema=schema, index_params=self._index_params(), consistency_level="Strong",
             timeout=self.settings.timeout_s,
         )
-        log.info("created Milvus collection %r (dimension %d)", self.collection, self.dimension)
+        log.info("created Milvus collection %r (dimension %d%s)", self.collection, self.dimension,
+                 ", one entity per chunk" if self.chunked else "")
 
     def _verify(self, info: dict[str, Any]) -> None:
         fields = {f["name"]: f for f in info.get("fields", [])}
         problems = []
-        for name, (type_name, _params) in SCHEMA_FIELDS.items():
+        has_chunks = "doc_id" in fields
+        if has_chunks != self.chunked:
+            problems.append(
+                "it holds one entity per chunk (chunking.enabled was true when it was made), and chunking is off"
+                if has_chunks else
+                "it holds one entity per record (chunking.enabled was false when it was made), and chunking is on")
+        for name, (type_name, _params) in self.fields.items():
             field = fields.get(name)
             if field is None:
-                problems.append(f"field {name!r} is missing")
+                if not (name in CHUNK_FIELDS and not has_chunks):  # said once, above
+                    problems.append(f"field {name!r} is missing")
                 continue
             actual = getattr(field.get("type"), "name", str(field.get("type")))
             if actual != type_name:
@@ -490,7 +544,7 @@ class MilvusSink:
         now_ms = int(time.time() * 1000)
         written = 0
         for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
-            columns = sink_columns(to_columns(chunk, self.settings.store_text, now_ms))
+            columns = sink_columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
             self._call("upsert", self._write_columns, columns)
             written += len(chunk)
         return written
@@ -506,20 +560,35 @@ class MilvusSink:
                     for name, values in columns.items()]
         writer(self.collection, entities, timeout=timeout, schema=self._schema)
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            if self._client is None:
-                self.connect()
-            self._call("delete", self._client.delete, self.collection, filter=field_in("id", ids))
+    def delete(self, record_ids: Sequence[str]) -> None:
+        """Delete these records: their entity, or every chunk of each."""
+        if record_ids:
+            self._delete(field_in("doc_id" if self.chunked else "id", record_ids))
 
-    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        """The content_hash Milvus holds for each of `ids` that exists (strongly consistent)."""
-        if not ids:
+    def delete_surplus(self, counts: Mapping[str, int]) -> None:
+        """Delete the chunks of each record (by id) from its chunk count on: what an earlier, longer
+        version of it left behind."""
+        if counts:
+            self._delete(chunks_from(counts))
+
+    def _delete(self, expression: str) -> None:
+        if self._client is None:
+            self.connect()
+        self._call("delete", self._client.delete, self.collection, filter=expression)
+
+    def content_hashes(self, record_ids: Sequence[str]) -> dict[str, str]:
+        """The content_hash Milvus holds for each of these records that exists (strongly
+        consistent). With chunks, the first chunk's: every chunk of a record carries the record's
+        hash, and a marker (what this answer is compared with) is only written once all of them
+        were."""
+        if not record_ids:
             return {}
         if self._client is None:
             self.connect()
-        rows = self.get(ids, ["id", "content_hash"])
-        return {r["id"]: r["content_hash"] for r in rows}
+        if not self.chunked:
+            return {r["id"]: r["content_hash"] for r in self.get(record_ids, ["id", "content_hash"])}
+        first = {chunk_id(i, 0): i for i in record_ids}
+        return {first[r["id"]]: r["content_hash"] for r in self.get(list(first), ["id", "content_hash"])}
 
     def get(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
         """The entities of exactly `ids` that exist, strongly consistent."""
@@ -567,18 +636,32 @@ class MilvusSink:
             self._call("drop", self._client.drop_collection, self.collection)
 
     def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
+        """The `limit` nearest records, best first. With chunks, one hit per record: its best
+        chunk, with the chunk's span (`char_start`, `char_end`) in the record's text."""
         if self._client is None:
             self.connect()
+        fields = ["id", "text", "truncated"] + (["doc_id", "chunk_index", "char_start", "char_end"] if self.chunked else [])
+        # A record's chunks may crowd the nearest hits: ask for more, keep each record's best.
+        wanted = min(limit * SEARCH_CHUNKS_PER_RECORD, SEARCH_MAX_HITS) if self.chunked else limit
         hits = self._call(
-            "search", self._client.search, self.collection, data=[list(map(float, vector))], limit=limit,
-            output_fields=["id", "text", "truncated"], consistency_level="Strong",
+            "search", self._client.search, self.collection, data=[list(map(float, vector))], limit=wanted,
+            output_fields=fields, consistency_level="Strong",
             search_params={"metric_type": self.settings.metric_type},
         )
-        out = []
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for hit in hits[0]:
             entity = hit.get("entity", {})
-            out.append({"id": hit.get("id", entity.get("id")), "score": float(hit.get("distance", 0.0)),
-                        "text": entity.get("text", ""), "truncated": entity.get("truncated", False)})
+            row = {"id": hit.get("id", entity.get("id")), "score": float(hit.get("distance", 0.0)),
+                   "text": entity.get("text", ""), "truncated": entity.get("truncated", False)}
+            if self.chunked:
+                if entity.get("doc_id") in seen:
+                    continue
+                seen.add(entity.get("doc_id"))
+                row.update({k: entity.get(k) for k in ("doc_id", "chunk_index", "char_start", "char_end")})
+            out.append(row)
+            if len(out) == limit:
+                break
         return out
 
     def ping(self) -> str:

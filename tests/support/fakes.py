@@ -94,6 +94,9 @@ class FakeSink:
     def delete(self, ids):
         self.log.append(("delete", sorted(ids)))
 
+    def delete_surplus(self, counts):
+        self.log.append(("surplus", sorted(counts.items())))
+
     def content_hashes(self, ids):
         return {}
 
@@ -118,10 +121,12 @@ class LoggingTracker(OffsetTracker):
 
 def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
                   backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
-                  settings: BatchSettings | None = None) -> tuple[Pipeline, LoggingTracker]:
+                  settings: BatchSettings | None = None, cache: FakeCache | None = None,
+                  splitter: Any = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
-    p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), FakeCache(log), sink, FakeDlq(log),
-                 backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock)
+    p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), cache or FakeCache(log), sink,
+                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock,
+                 splitter=splitter)
     return p, tracker
 
 
@@ -133,6 +138,21 @@ def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes |
         tracker.add(pos)
         out.append(parse_record(RawRecord(pos, key, value), KafkaSettings()))
     return out
+
+
+class BarSplitter:
+    """Chunks a text at each "|": a splitter whose cuts a test can see at a glance."""
+
+    layout = "chunks:bars"
+
+    def split(self, text: str):
+        from ingestor.chunking import Chunk
+
+        out, start = [], 0
+        for i, part in enumerate(text.split("|")):
+            out.append(Chunk(i, part, start, start + len(part), 1))
+            start += len(part) + 1
+        return out
 
 
 # -- Kafka ------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_start_waits_for_milvus_and_wires_one_tracker_and_one_clock_through_sour
     calls: list[str] = []
     sink = _Sink(calls, down=1)
     consumer = FakeConsumer([KTP("docs", 0)])
-    monkeypatch.setattr(daemon_module, "MilvusSink", lambda *args: sink)
+    monkeypatch.setattr(daemon_module, "MilvusSink", lambda *args, **kwargs: sink)
     monkeypatch.setattr(daemon_module, "KafkaSource", functools.partial(KafkaSource, consumer=consumer))
     monkeypatch.setattr(daemon_module, "tune_gc", lambda threshold: None)  # process-wide: not in a test
     clock = Clock()
