@@ -185,3 +185,19 @@ def test_a_servers_refusal_of_one_row_is_a_data_error(code: int, message: str) -
     from pymilvus.exceptions import MilvusException
 
     assert isinstance(classify(MilvusException(code=code, message=message)), DataError)
+
+
+def test_chunk_columns_follow_the_chunk_schema_and_refuse_a_record_entity():
+    from ingestor.sink import ChunkSpan, schema_fields
+
+    es = [entity(i, text=f"t{i}") for i in range(2)]
+    chunks = [Entity(**{**{f: getattr(e, f) for f in e.__dataclass_fields__},
+                        "id": f"d#{i}", "chunk": ChunkSpan("d", i, 2, 10 * i, 10 * i + 5)}) for i, e in enumerate(es)]
+    columns = to_columns(chunks, store_text=True, now_ms=7, chunked=True)
+    assert list(columns) == list(schema_fields(True))
+    assert columns["doc_id"] == ["d", "d"] and columns["chunk_index"] == [0, 1] and columns["chunk_count"] == [2, 2]
+    assert columns["char_start"] == [0, 10] and columns["char_end"] == [5, 15]
+    with pytest.raises(ValueError):
+        to_columns(es, store_text=True, now_ms=7, chunked=True)
+    # A chunk id is its record id (at most 512 bytes), '#' and the index.
+    assert schema_fields(True)["id"][1]["max_length"] >= 512 + len("#") + 10
