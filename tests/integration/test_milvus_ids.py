@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ingestor.config import MilvusSettings
@@ -19,9 +19,43 @@ from tests.support import harness
 
 DIM = 4
 
+
+
+def _valid(s: str) -> bool:
+    return bool(s.strip()) and len(s.encode("utf-8")) <= MAX_ID_BYTES - 16
+
+
 # What the parser lets through as an id: non-blank, encodable, at most MAX_ID_BYTES of UTF-8.
-ids = st.text(min_size=1, max_size=60).filter(
-    lambda s: s.strip() and len(s.encode("utf-8")) <= MAX_ID_BYTES - 16)
+ids = st.text(min_size=1, max_size=60).filter(_valid)
+
+# Ids that break out of a quoted list to name another id `b` of the same example, for each way a
+# list could be quoted (double or single quotes, escaped quotes, a trailing backslash that eats
+# the closing quote): with an expression built by pasting, deleting or reading one of these would
+# touch `b` as well.
+ATTACKS = [
+    '{a}", "{b}',
+    "{a}', '{b}",
+    '{a}"] or id in ["{b}',
+    "{a}' or id in ['{b}",
+    '{a}" or id == "{b}',
+    '{a}\\", \\"{b}',
+    "{a}\\', \\'{b}",
+    "{a}\\",
+]
+
+
+@st.composite
+def attacking_group(draw) -> tuple[list[str], list[str]]:
+    """(ids as drawn, 1-2 ids built from them to reach one of them)."""
+    base = draw(st.lists(ids, min_size=2, max_size=4, unique=True))
+    attacks: list[str] = []
+    for _ in range(draw(st.integers(1, 2))):
+        attack = draw(st.sampled_from(ATTACKS)).format(a=draw(st.sampled_from([*base, "", "x"])),
+                                                         b=draw(st.sampled_from(base)))
+        if _valid(attack) and attack not in base + attacks:
+            attacks.append(attack)
+    assume(attacks)
+    return base, attacks
 
 
 def entity(record_id: str, n: int) -> Entity:
@@ -53,19 +87,32 @@ def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(ids, min_size=2, max_size=5, unique=True), st.data())
-def test_delete_and_query_of_an_id_touch_exactly_that_id(sink: MilvusSink, group: list[str], data) -> None:
-    # The ids go in as drawn (a hostile first character included); each example deletes all of
-    # its ids before the next begins, and asserts so, so that examples never see each other's.
-    names = group
+@given(attacking_group(), st.data())
+def test_delete_and_query_of_an_id_touch_exactly_that_id(sink: MilvusSink, group: tuple[list[str], list[str]],
+                                                        data) -> None:
+    # The ids go in as drawn (a hostile first character included), with ids built to reach
+    # another of them; each example deletes all of its ids before the next begins, and asserts
+    # so, so that examples never see each other's.
+    base, attacks = group
+    names = base + attacks
     sink.upsert([entity(name, n) for n, name in enumerate(names)])
     victim = data.draw(st.sampled_from(names))
     others = [n for n in names if n != victim]
 
+    # Every attack read alone, then deleted alone, touches itself only: injection is attempted in
+    # every example, whichever victim was drawn.
+    for attack in attacks:
+        assert [r["id"] for r in sink.get([attack], ["id"])] == [attack]
+        assert sink.content_hashes([attack]) == {attack: f"h{names.index(attack)}"}
     assert [r["id"] for r in sink.get([victim], ["id"])] == [victim]
     assert sink.content_hashes([victim]) == {victim: f"h{names.index(victim)}"}
     sink.delete([victim])
     assert sink.get([victim], ["id"]) == []
     assert sorted(r["id"] for r in sink.get(names, ["id"])) == sorted(others)
+    left = list(others)
+    for attack in [a for a in attacks if a != victim]:
+        sink.delete([attack])
+        left.remove(attack)
+        assert sorted(r["id"] for r in sink.get(names, ["id"])) == sorted(left), f"deleting {attack!r}"
     sink.delete(others)
     assert sink.get(names, ["id"]) == []
