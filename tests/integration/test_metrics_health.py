@@ -86,6 +86,7 @@ def _ledger(text: str) -> dict[str, float]:
     out = {k: harness.metric_value(text, f"ingestor_records_{k}_total") for k in ("consumed", *OUTCOMES)}
     out["in_flight"] = harness.metric_value(text, "ingestor_records_in_flight")
     out["embedded"] = harness.metric_value(text, "ingestor_records_embedded_total")
+    out["cache_hit"] = harness.metric_value(text, "ingestor_records_cache_hit_total")
     return out
 
 
@@ -128,9 +129,16 @@ def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(s
     producer.close()
 
     port = harness.free_port()
+    cap, per_poll = 1024, 64  # under the stream's length: backpressure must hold it
+    # Every forward pass takes 300 ms longer (faults.slow_point): the model is the slowest stage on
+    # any machine, so the batcher always runs ahead of it and resolves each window while the last
+    # passes of the one before still wait for the model. Copies of those texts in the new window
+    # are neither embedded yet nor in Redis: they can only share the pending passes.
     env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "l.db"), INGESTOR_METRICS__PORT=str(port),
                                INGESTOR_BATCH__MAX_WINDOW_RECORDS="256", INGESTOR_BATCH__MAX_WAIT_MS="50",
-                               INGESTOR_KAFKA__MAX_POLL_RECORDS="64")  # a window: at most 256 + one poll
+                               INGESTOR_KAFKA__MAX_POLL_RECORDS=str(per_poll),  # a window: at most 256 + one poll
+                               INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS=str(cap),
+                               INGESTOR_FAULT_SLOW_EMBED_MS="300")
     proc = harness.start_ingestor(env, log_path=tmp_path / "out.log")
     base = f"http://127.0.0.1:{port}"
     scrapes: list[dict[str, float]] = []
@@ -150,10 +158,22 @@ def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(s
     for before, after in zip(scrapes, scrapes[1:]):  # counters only grow: none is taken back
         assert all(after[k] >= before[k] for k in ("consumed", *OUTCOMES)), (before, after)
     assert any(s["in_flight"] > 0 for s in scrapes), "no scrape caught records in flight"
+    # A bound the ledger cannot satisfy by construction: the source pauses every partition once
+    # the cap is in flight, so a poll starts below the cap and adds at most one poll's records.
+    peak = max(s["in_flight"] for s in scrapes)
+    assert peak <= cap + per_poll, f"{peak:.0f} records in flight, over the cap {cap} plus one poll ({per_poll})"
+    assert peak >= cap // 2, f"at most {peak:.0f} in flight: the cap was never approached, the bound tested nothing"
     final = scrapes[-1]
     # The tombstone is windows away from the versions around it: it is applied, not superseded.
     assert final["superseded"] > 0 and final["deleted"] == 1 and final["dropped"] == 0
     assert final["dead_lettered"] == 0
+    # The in-flight sharing was used. A written record's vector came from its own unit's pass
+    # (`embedded` counts units; a unit holds one record per id, so more than one only where x or y
+    # has the text of a load record: at most 5 extra), from Redis (`cache_hit`), or from an
+    # earlier unit still in flight. No counter of shared records exists (it would be the
+    # pipeline's to count), so this is the lower bound the other counters give.
+    shared_at_least = final["upserted"] - final["embedded"] - 5 - final["cache_hit"]
+    assert shared_at_least > 0, f"no record took the vector of a text in flight: {final}"
     assert final["embedded"] == len(set(texts))
     summary = harness.Run(0, (tmp_path / "out.log").read_text()).summary()
     assert summary["consumed"] == len(stream)
