@@ -5,9 +5,11 @@ hold quotes, backslashes, brackets, newlines and any Unicode."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +34,38 @@ def _vectors_match(rows: list[dict], texts: dict[str, str], model) -> None:
     assert cosine.min() >= 0.999, f"worst cosine {cosine.min():.5f} for {rows[int(cosine.argmin())]['id']}"
 
 
+def _stored_codecs(topic: str, partitions: int) -> dict[int, list[str]]:
+    """The codec of the batch that holds each offset, per partition, as the broker stored it: Kafka's
+    own DumpLogSegments on the partitions' segment files, found through DescribeLogDirs (the
+    broker's data dir is wherever its server.properties put it)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=harness.KAFKA)
+    try:
+        answers = admin.describe_log_dirs({topic: list(range(partitions))})
+    finally:
+        admin.close()
+    dirs = {p["partition_index"]: Path(d["log_dir"]) / f"{topic}-{p['partition_index']}"
+            for broker in answers for d in broker["log_dirs"] for t in d["topics"] if t["name"] == topic
+            for p in t["partitions"]}
+    assert sorted(dirs) == list(range(partitions)), answers
+    segments = {str(f): p for p, d in dirs.items() for f in sorted(d.glob("*.log"))}
+    assert sorted(set(segments.values())) == list(range(partitions)), f"no segment files readable in {dirs}"
+    home = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor"))
+    dump = subprocess.run(["java", "-cp", f"{home}/kafka/lib/*", "kafka.tools.DumpLogSegments", "--files",
+                           ",".join(segments)], capture_output=True, text=True, timeout=180, check=False)
+    assert dump.returncode == 0, dump.stdout[-3000:] + dump.stderr[-3000:]
+    codecs: dict[int, dict[int, str]] = {p: {} for p in range(partitions)}
+    partition = None
+    for line in dump.stdout.splitlines():
+        if line.startswith("Dumping "):
+            partition = segments[line.removeprefix("Dumping ").strip()]
+        elif found := re.match(r"baseOffset: (\d+) lastOffset: (\d+) count: \d+ .* compresscodec: (\w+)", line):
+            first, last, codec = int(found[1]), int(found[2]), found[3].lower()
+            codecs[partition].update(dict.fromkeys(range(first, last + 1), codec))
+    return {p: [by_offset[o] for o in sorted(by_offset)] for p, by_offset in codecs.items()}
+
+
 def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_model):
     topic = harness.unique("codecs")
     harness.create_topic(topic, partitions=2)
@@ -46,6 +80,11 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
         # Half of each codec's records to each partition, in batches librdkafka compresses.
         harness.kcat_produce(topic, records[:5], codec=codec, partition=0)
         harness.kcat_produce(topic, records[5:], codec=codec, partition=1)
+    # Each record sits in a batch compressed with its producer's codec (librdkafka may send a batch
+    # uncompressed, and the broker recompresses unless compression.type=producer): the consumer
+    # really had to decode every codec.
+    expected = [codec for codec in CODECS for _ in range(5)]
+    assert _stored_codecs(topic, 2) == {0: expected, 1: expected}
     uri = str(tmp_path / "codecs.db")
     group = harness.unique("g")
     result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
