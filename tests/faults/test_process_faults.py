@@ -14,6 +14,16 @@ from tests.faults.stack import Daemon, Scenario, sample
 
 pytestmark = pytest.mark.services
 
+# How long past `runtime.shutdown_timeout_s` a SIGTERMed daemon may take to be gone. Its watchdog
+# exits the process at the bound whatever the pipeline is doing, so all that is left is the
+# signal's delivery to the handler, os._exit, the kernel tearing down a process that holds the
+# model, and this test's wait noticing. Measured on a 2-core machine with a CI run beside it (load
+# average about 4): the past-the-bound test took 3.12-3.15 s for its 3 s bound in five runs, so
+# 0.15 s at most; the mid-stream one drained in 5-8 s, well inside its 20 s. 3 s is twenty times
+# that overhead, and still fails a daemon that outlives its bound by noticing the abort stage by
+# stage (up to 5 s each, which the old margins of 10 and 20 s let through).
+EXIT_MARGIN_S = 3
+
 
 def test_sigterm_mid_stream_finishes_in_flight_work_commits_it_and_exits_0(scenario: Scenario, reference_model):
     scn = scenario
@@ -27,7 +37,7 @@ def test_sigterm_mid_stream_finishes_in_flight_work_commits_it_and_exits_0(scena
     scn.wait_progress(40, daemon=d)
     code, took = d.terminate(timeout_s=bound_s + 60)
     assert code == 0, d.log()[-4000:]
-    assert took <= bound_s + 10, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
+    assert took <= bound_s + EXIT_MARGIN_S, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
     assert "SIGTERM received" in d.log()
     summary = d.summary()
     assert summary["consumed"] < 400, "SIGTERM should stop fetching: the whole topic was read"
@@ -57,8 +67,8 @@ def test_sigterm_past_the_shutdown_bound_abandons_in_flight_work_and_exits_0(sce
     code, took = d.terminate(timeout_s=120)
     assert "shutdown bound reached" in d.log(), d.log()[-4000:]
     assert code == 0, f"exit {code}:\n{d.log()[-4000:]}"
-    # The bound, plus at most 5 s per pipeline stage to notice the abort.
-    assert took <= bound_s + 3 * 5 + 5, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
+    # The bound: the watchdog exits then, with the first pass still sleeping.
+    assert took <= bound_s + EXIT_MARGIN_S, f"took {took:.1f}s to exit after SIGTERM (bound {bound_s}s)"
     committed = oracle.check_committed_prefix(scn)
     assert sum(committed.values()) < 60
     oracle.check(scn, reference_model)
