@@ -234,6 +234,7 @@ def bench(
     skip_ceiling: Annotated[bool, typer.Option("--skip-ceiling", help="Skip the null-forward-pass run (f)")] = False,
     trace_memory: Annotated[bool, typer.Option("--trace-memory", help="Trace Python's allocations through the steady run (e): its own memory gauge, and the lines that grew most after warm-up (slows Python)")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")] = False,
+    long_documents: Annotated[bool, typer.Option("--long-documents", help="Instead of (a)-(f): long documents with chunking on, chunks/s against plain encode of the same chunks, and the share of chunks an edit takes from the cache (--limit: documents)")] = False,
     log_level: LogLevelOpt = "WARNING",
 ) -> None:
     """Throughput and latency of the pipeline vs plain encode and a naive loop, in one run."""
@@ -249,6 +250,16 @@ def bench(
                               "without it the bench uses fresh Milvus Lite files")
     settings = _settings(config, bootstrap_servers, redis_url=redis_url, model=model, device=device,
                          precision=precision, backend=backend, log_level=log_level)
+    if long_documents:
+        from ingestor.bench.chunks import render_chunks, run_chunk_bench
+
+        result = run_chunk_bench(settings, milvus_uri, limit, keep=keep,
+                                 progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+        render_chunks(result, console)
+        if json_path is not None:
+            write_json(result, json_path)
+            console.print(f"figures written to {json_path}")
+        return
     options = BenchOptions(input=input or SAMPLE, limit=limit, steady_seconds=steady_seconds, skip_naive=skip_naive,
                            compare_precision=compare_precision, json_path=json_path,
                            skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep, milvus_uri=milvus_uri)

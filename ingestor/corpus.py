@@ -38,3 +38,45 @@ def load_corpus(path: Path) -> list[Record]:
         else:
             out.append(Record(f"line-{n}", line))
     return out
+
+
+def long_documents(min_chars: int = 2_000, max_chars: int = 40_000) -> list[Record]:
+    """Long documents of real prose, assembled offline: the bundled sample's paragraphs, module by
+    module in order, cut at paragraph breaks into documents of `min_chars` to a few times that
+    (the length varies from one document to the next), and Python's own help topics
+    (`pydoc_data.topics`, the language reference) of `min_chars` to `max_chars`, cut there at a
+    paragraph break. About 250 documents, for the tests and the bench of chunking. Deterministic
+    for a given Python."""
+    import zlib
+
+    from pydoc_data.topics import topics
+
+    docs: list[Record] = []
+    paragraphs = [(str(r.metadata.get("module", "")), p) for r in load_corpus(SAMPLE)
+                  for p in r.text.split("\n\n") if p.strip()]
+    piece: list[str] = []
+    modules: list[str] = []
+    for module, paragraph in paragraphs:
+        piece.append(paragraph)
+        if module not in modules:
+            modules.append(module)
+        target = min_chars * (1 + zlib.crc32(modules[0].encode()) % 3)
+        if len("\n\n".join(piece)) >= target:
+            docs.append(Record(f"long:{modules[0]}:{len(docs)}", "\n\n".join(piece), {"modules": modules}))
+            piece, modules = [], []
+    for name in sorted(topics):
+        text = topics[name].strip()
+        while len(text) > max_chars:
+            text = text[:text.rfind("\n\n", 0, max_chars)].rstrip()
+        docs.append(Record(f"long:topic:{name}", text, {"topic": name}))
+    return [d for d in docs if min_chars <= len(d.text) <= max_chars]
+
+
+def edit_middle_paragraph(text: str) -> str:
+    """The text with one word changed in its middle paragraph: a small edit, as a writer makes."""
+    paragraphs = text.split("\n\n")
+    middle = len(paragraphs) // 2
+    words = paragraphs[middle].split(" ")
+    words[len(words) // 2] = "EDITED" if words[len(words) // 2] != "EDITED" else "REVISED"
+    paragraphs[middle] = " ".join(words)
+    return "\n\n".join(paragraphs)

@@ -14,7 +14,8 @@
 #
 # `deploy/gpu/workers.py` runs `ingestor run --devices 0 --workers K` for K in $WORKERS (1,2,4).
 #
-# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS)
+# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS,
+# LONG_DOCS=0 to skip the long-document bench)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 kit=/tmp/ingestor-kit
@@ -55,6 +56,13 @@ if [ "${PROFILE:-0}" = 1 ] && command -v py-spy >/dev/null; then
     2>&1 | tee "$out/bench.log"
 else
   "${bench[@]}" 2>&1 | tee "$out/bench.log"
+fi
+
+# Long documents with chunking on: chunks/s against plain encode of the same chunks, and the share
+# of chunks an edit takes from the cache (`ingestor bench --long-documents`).
+if [ "${LONG_DOCS:-1}" = 1 ]; then
+  python3 -m ingestor bench --long-documents --device cuda --precision fp16 --model "$kit/model" \
+    --milvus-uri "$milvus" --redis-url redis://127.0.0.1:6379/0 --json "$out/chunks.json" 2>&1 | tee "$out/chunks.log" || true
 fi
 
 # Worker processes per GPU through the real CLI (deploy/gpu/workers.py), all writing to the server:

@@ -120,3 +120,42 @@ def test_the_bench_cleaned_up(figures):
         with harness.milvus(figures["_server"]) as milvus:
             left = [c for c in milvus.list_collections() if c.endswith(f"_{figures['run_id']}")]
         assert not left, f"the bench left its collections on the server: {left}"
+
+
+DOCUMENTS = 12
+
+
+@pytest.fixture(scope="module")
+def chunk_figures(services, tmp_path_factory):
+    """`ingestor bench --long-documents` on a few long documents, Milvus Lite."""
+    out = tmp_path_factory.mktemp("bench") / "chunks.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    cmd = [sys.executable, "-m", "ingestor", "bench", "--long-documents", "--device", "cpu", "--limit", str(DOCUMENTS),
+           "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "(c)/(a) in chunks/s" in proc.stdout, proc.stdout[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_the_long_document_bench_reports_chunks_against_plain_encode_of_the_same_chunks(chunk_figures):
+    f = chunk_figures
+    assert f["documents"] == DOCUMENTS and f["chunks"] > DOCUMENTS
+    for variant in ("plain", "pipeline"):
+        assert f[variant]["chunks_per_s"] > 0 and f[variant]["tokens_per_s"] > 0, variant
+        assert f[variant]["tokens"] == f["tokens"], variant
+    assert f["plain"]["records"] == f["chunks"]
+    c = f["pipeline"]
+    assert c["milvus_rows"] == f["chunks"] and c["milvus_rows_match"]
+    assert c["counts"]["upserted"] == DOCUMENTS and c["counts"]["embedded"] <= f["chunks"]
+    assert f["ratios"]["pipeline_vs_plain"] > 0
+
+
+def test_an_edit_takes_most_chunks_from_the_cache(chunk_figures):
+    g = chunk_figures["edits"]
+    assert g["counts"]["upserted"] == DOCUMENTS
+    # One word in one paragraph of each: its chunk is new, and where the word sits in an overlap or
+    # moves a cut, a neighbour or two (the splitter's locality: at most 3 chunks per edit).
+    assert DOCUMENTS <= g["counts"]["embedded"] <= 3 * DOCUMENTS
+    assert g["counts"]["cache_hits"] >= g["chunks_unchanged"] > 0
+    assert 0 < g["cache_hit_share"] < 1
