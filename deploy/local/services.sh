@@ -13,7 +13,8 @@
 #   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too; SCRAM-SHA-256,
 #           PLAIN, and OAUTHBEARER with unsecured JWTs, as Kafka's own tests use), plus a mutual-TLS
 #           listener, and
-#   rediss  Redis over TLS only, with an ACL user and the default user off, and
+#   rediss  Redis over TLS only, with a client certificate required, an ACL user and the default
+#           user off, and
 #   milvuss a second Milvus server, TLS only, with authentication on (user `ingestor`, role admin;
 #           root's default password replaced): the secured services
 #           (optional: `up --secure` or INGESTOR_SECURE_SERVICES=1). Their CA, server and client
@@ -443,7 +444,7 @@ redis_ready() {
 secure="$state/secure"
 
 secure_passwords=(redis-password kafka-password kafka-broker-password kafka-key-password milvus-password
-  milvus-root-password)
+  milvus-root-password kafka-client-key-password)
 
 # Each password that is missing (a state dir made before a service existed lacks its own).
 ensure_secure_passwords() {
@@ -460,7 +461,18 @@ ensure_secure_material() {
   mkdir -p "$secure"
   chmod 700 "$secure"
   ensure_secure_passwords
-  [ -s "$secure/client.pem" ] && [ -s "$secure/kafka-keystore.pem" ] && return 0
+  if ! [ -s "$secure/client.pem" ] || ! [ -s "$secure/kafka-keystore.pem" ]; then make_secure_material; fi
+  # The client key again, encrypted with a password of its own (kafka.ssl_keyfile with
+  # kafka.ssl_password_file, for the mutual-TLS listener); client.key stays plain for Redis, whose
+  # settings take no key password. Made apart, so that an older state dir gets it too.
+  if ! [ -s "$secure/kafka-client.key" ]; then
+    (umask 077 && openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$secure/client.key" \
+      -passout "file:$secure/kafka-client-key-password" -out "$secure/kafka-client.key") \
+      || die "could not encrypt the client key under $secure"
+  fi
+}
+
+make_secure_material() {
   command -v openssl >/dev/null 2>&1 || die "openssl not found: run deploy/local/bootstrap.sh"
   (
     cd "$secure"
@@ -489,6 +501,8 @@ export INGESTOR_REDIS__URL=rediss://$host:$rediss_port/0
 export INGESTOR_REDIS__USERNAME=ingestor
 export INGESTOR_REDIS__PASSWORD_FILE=$secure/redis-password
 export INGESTOR_REDIS__SSL_CA_FILE=$secure/ca.pem
+export INGESTOR_REDIS__SSL_CERTFILE=$secure/client.pem
+export INGESTOR_REDIS__SSL_KEYFILE=$secure/client.key
 export INGESTOR_KAFKA__BOOTSTRAP_SERVERS=$host:$kafkas_port
 export INGESTOR_KAFKA__SECURITY_PROTOCOL=SASL_SSL
 export INGESTOR_KAFKA__SASL_MECHANISM=SCRAM-SHA-512
@@ -501,7 +515,8 @@ export INGESTOR_MILVUS__PASSWORD_FILE=$secure/milvus-password
 export INGESTOR_MILVUS__CA_FILE=$secure/ca.pem
 # Kafka with mutual TLS instead of a login: the broker's MTLS listener.
 #   INGESTOR_KAFKA__BOOTSTRAP_SERVERS=$host:$kafkas_mtls_port INGESTOR_KAFKA__SECURITY_PROTOCOL=SSL
-#   INGESTOR_KAFKA__SSL_CERTFILE=$secure/client.pem INGESTOR_KAFKA__SSL_KEYFILE=$secure/client.key
+#   INGESTOR_KAFKA__SSL_CERTFILE=$secure/client.pem INGESTOR_KAFKA__SSL_KEYFILE=$secure/kafka-client.key
+#   INGESTOR_KAFKA__SSL_PASSWORD_FILE=$secure/kafka-client-key-password (the key is encrypted)
 #   (and no SASL settings)
 ENV
 }
@@ -589,8 +604,9 @@ finally:
 PY
 }
 
-# TLS only (no plaintext port); the default user is off: only the ACL user gets in, whose password
-# lives in an ACL file (never on a command line, where `ps` would show it).
+# TLS only (no plaintext port), with a client certificate that our CA signed; the default user is
+# off: only the ACL user gets in, whose password lives in an ACL file (never on a command line,
+# where `ps` would show it).
 launch_rediss() {
   command -v redis-server >/dev/null 2>&1 || die "redis-server not found: run deploy/local/bootstrap.sh"
   ensure_secure_material
@@ -601,15 +617,16 @@ launch_rediss() {
   launch rediss "$state/logs/rediss.log" \
     redis-server --bind "$host" --port 0 --tls-port "$rediss_port" --protected-mode yes \
     --tls-cert-file "$secure/server.pem" --tls-key-file "$secure/server.key" \
-    --tls-ca-cert-file "$secure/ca.pem" --tls-auth-clients optional \
+    --tls-ca-cert-file "$secure/ca.pem" --tls-auth-clients yes \
     --aclfile "$state/rediss/users.acl" --save "" --appendonly no --dir "$state/rediss" --daemonize no
 }
 
-# A TLS handshake against our CA and the ACL user's login (REDISCLI_AUTH keeps the password off the
-# command line).
+# A TLS handshake against our CA with our client certificate, and the ACL user's login
+# (REDISCLI_AUTH keeps the password off the command line).
 rediss_ready() {
   [ -s "$secure/redis-password" ] || return 1
   [ "$(REDISCLI_AUTH="$(cat "$secure/redis-password")" timeout 2 redis-cli --tls --cacert "$secure/ca.pem" \
+    --cert "$secure/client.pem" --key "$secure/client.key" \
     -h "$host" -p "$rediss_port" --user ingestor --no-auth-warning ping 2>/dev/null)" = PONG ]
 }
 
