@@ -121,6 +121,53 @@ _FAILURES = _ConnectionFailures()
 logging.getLogger("kafka.net.manager").addHandler(_FAILURES)
 
 
+async def _read_from_sock(self: Any) -> None:
+    """kafka-python 3.0's `KafkaTCPTransport._read_from_sock`, except that bytes read together with
+    the broker's close are handed on before the connection is failed, one loop turn later.
+
+    A broker that refuses a SASL login sends its reason and closes the socket at once; kafka-python
+    reads both in one go, drops the bytes and fails the connection as "socket disconnected", so the
+    refusal read like an outage and was retried forever. Handed on first, the reason resolves the
+    login's pending request, and the login step (resumed on the next turn, before the deferred
+    close) fails the connection with SaslAuthenticationFailedError, which `refusal` names."""
+    from kafka.errors import KafkaProtocolError
+
+    while self._read and not self._closed:
+        await self._net.wait_read(self._sock)
+        data, err = self._sock_recv()
+        if data:
+            self.last_read = time.monotonic()
+            if self._protocol and self._protocol._sensors:
+                self._protocol._sensors.bytes_received.record(len(data))
+            try:
+                self._protocol.data_received(data)
+            except KafkaProtocolError as e:
+                return self.abort(error=e)
+        if err:
+            if data:
+                self._net.call_soon(lambda: self.abort(error=err))
+                return None
+            return self.abort(error=err)
+    return None
+
+
+def _patch_transport() -> None:
+    """Install `_read_from_sock` on kafka-python versions whose own is the one it replaces."""
+    import inspect
+
+    from kafka.net.transport import KafkaTCPTransport
+
+    try:
+        source = inspect.getsource(KafkaTCPTransport._read_from_sock)
+    except (OSError, TypeError):
+        return
+    if "recvd_data, err = self._sock_recv()" in source and "return self.abort(error=err)" in source:
+        KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
+
+
+_patch_transport()
+
+
 def recent_refusal(within_s: float = 60.0) -> str | None:
     """Why the brokers refused a connection of ours in the last `within_s` seconds (a password
     rotated under a running daemon), or None. kafka-python retries by itself, at least every

@@ -50,3 +50,56 @@ def test_kafka_errors_raise_a_retriable_error_naming_what_failed_after_on_error(
     with pytest.raises(ValueError):  # not kafka-python's: not translated
         with kafka_errors("dlq", "x"):
             raise ValueError("bug")
+
+
+def test_bytes_read_with_the_brokers_close_are_handed_on_before_the_connection_fails():
+    """A broker refusing a SASL login sends its reason and closes: both arrive in one read. The
+    reason must reach the protocol first, and the close come a loop turn later, after the login
+    step resumed (kafka-python 3.0.12 dropped the bytes: the refusal read like an outage)."""
+    import asyncio
+
+    from kafka.errors import KafkaConnectionError
+    from kafka.net.transport import KafkaTCPTransport
+
+    from ingestor import kafka_common
+
+    assert KafkaTCPTransport._read_from_sock is kafka_common._read_from_sock, "the fix is not installed"
+    events: list[object] = []
+    soon: list = []
+
+    class Net:
+        async def wait_read(self, sock):
+            return None
+
+        def call_soon(self, task):
+            soon.append(task)
+
+    class Protocol:
+        _sensors = None
+
+        def data_received(self, data):
+            events.append(("data", data))
+
+    class Transport:
+        _read, _closed, _sock, _net, _protocol = True, False, object(), Net(), Protocol()
+
+        def _sock_recv(self):
+            return b"refused", KafkaConnectionError("socket disconnected")
+
+        def abort(self, error=None):
+            events.append(("abort", str(error)))
+            self._closed = True
+
+    transport = Transport()
+    asyncio.run(kafka_common._read_from_sock(transport))
+    assert events == [("data", b"refused")], "the bytes first, and no close yet"
+    [later] = soon
+    later()
+    assert events[-1] == ("abort", "KafkaConnectionError: socket disconnected")
+
+    # A close with nothing read fails the connection at once, as before.
+    events.clear()
+    transport = Transport()
+    transport._sock_recv = lambda: (b"", KafkaConnectionError("socket disconnected"))
+    asyncio.run(kafka_common._read_from_sock(transport))
+    assert events == [("abort", "KafkaConnectionError: socket disconnected")]
