@@ -208,3 +208,61 @@ def test_a_collection_of_chunks_refuses_a_daemon_without_chunking(chunked):
     run = harness.run_ingestor(env, timeout=300)
     assert run.returncode == 2, run.output[-3000:]
     assert "one entity per chunk" in run.output and "Traceback" not in run.output
+
+
+def test_search_keeps_each_records_best_chunk_with_its_span(chunked, reference_model):
+    if chunked["backend"] != "server":
+        pytest.skip("read in this process: Milvus Lite's file belongs to one process at a time")
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import MilvusSink
+
+    expected = chunked["expected"]
+    picks = sorted(i for i, v in expected.items() if v[2] >= 3 and v[1] == 1)[:5]
+    sink = MilvusSink(MilvusSettings(uri=chunked["uri"], collection=chunked["collection"]), chunked=True)
+    try:
+        for chunk_id in picks:
+            record_id, index, _count, start, end, text = expected[chunk_id]
+            hits = sink.search(reference_model.encode([text], normalize_embeddings=True)[0], 5)
+            assert len(hits) == 5 and len({h["doc_id"] for h in hits}) == 5, "one hit per record"
+            top = hits[0]
+            assert (top["doc_id"], top["chunk_index"], top["char_start"], top["char_end"]) == (record_id, index, start, end)
+            assert top["id"] == chunk_id and top["text"] == text
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("backend", ["lite", "server"])
+def test_a_kill_between_new_chunks_and_the_surplus_delete_replays_to_exactly_the_expected_chunks(
+        backend, services, splitter, tmp_path, request):
+    """Fault matrix row 27: kill -9 (the `after_upsert` crash point: Milvus acknowledged the new
+    chunks, the surplus delete has not run) leaves extra chunks only; the replay removes them."""
+    topic = harness.unique("chunkkill")
+    harness.create_topic(topic, partitions=2)
+    texts = {d.id: d.text for d in [d for d in long_documents() if len(d.text) >= 5_000][:15]}
+    produce(topic, list(texts.items()))
+    if backend == "server":
+        uri, collection = request.getfixturevalue("milvus_server"), harness.unique("chunkkill").replace("-", "_")
+    else:
+        uri, collection = str(tmp_path / "kill.db"), "documents"
+    env = harness.ingestor_env(topic, harness.unique("g"), uri, INGESTOR_MILVUS__COLLECTION=collection,
+                               INGESTOR_CHUNKING__ENABLED="true")
+    first = harness.run_ingestor(env)
+    assert first.returncode == 0, first.output[-4000:]
+    assert stored(harness.milvus_rows(uri, collection, FIELDS)) == layout(texts, splitter)
+
+    shrunk = {i: "\n\n".join(t.split("\n\n")[: max(1, t.count("\n\n") // 4)]) for i, t in texts.items()}
+    produce(topic, list(shrunk.items()))
+    crashed = harness.run_ingestor(dict(env, INGESTOR_FAULT_CRASH_AT="after_upsert:1"))
+    assert crashed.returncode == -9, crashed.output[-4000:]
+    expected = layout(shrunk, splitter)
+    left = stored(harness.milvus_rows(uri, collection, FIELDS))
+    # Surplus chunks stayed (nothing is missing: old chunks stand in for new ones not yet written),
+    # and new chunks landed.
+    assert set(left) > set(expected), "the crash should leave surplus chunks behind"
+    assert any(left[i] == v for i, v in expected.items()), "the crash came before any new chunk landed"
+
+    replay = harness.run_ingestor(env)
+    assert replay.returncode == 0, replay.output[-4000:]
+    assert stored(harness.milvus_rows(uri, collection, FIELDS)) == expected
+    committed, ends = harness.offsets(env["INGESTOR_KAFKA__GROUP_ID"], topic)
+    assert committed == ends
