@@ -106,7 +106,8 @@ def render_chunks(result: dict[str, Any], console: Any) -> None:
     table.add_row("(c) pipeline, chunking on", f"{pipeline['seconds']:.2f}", f"{pipeline['chunks_per_s']:.1f}",
                   f"{pipeline['tokens_per_s']:.0f}", f"{pipeline['texts_per_s']:.1f}")
     console.print(table)
-    console.print(f"(c)/(a) in chunks/s: [bold]{result['ratios']['pipeline_vs_plain']}[/bold]; Milvus holds "
+    ratio_ = result["ratios"]["pipeline_vs_plain"]
+    console.print(f"(c)/(a) in chunks/s: [bold]{'–' if ratio_ is None else f'{ratio_:.2f}'}[/bold]; Milvus holds "
                   f"{pipeline['milvus_rows']} chunk entities ({'as expected' if pipeline['milvus_rows_match'] else 'NOT the chunk count'})")
     share = edits["cache_hit_share"]
     console.print(f"(g) one word edited in each document: {int(edits['counts']['embedded'])} chunks embedded, "
