@@ -444,11 +444,20 @@ class MilvusSink:
     def _ensure_index(self) -> None:
         """Build the vector index where the collection has none: a create that failed after the
         collection existed, or a worker that joined a race before the creator built it. The same
-        index asked for twice is not an error to Milvus."""
-        if self._client.list_indexes(self.collection, field_name="vector", timeout=self.settings.timeout_s):
+        index asked for twice is not an error to a Milvus server; Milvus Lite refuses the second
+        ("index already exists"), which the worker that lost that race takes as done."""
+        if self._has_index():
             return
-        self._client.create_index(self.collection, self._index_params(), timeout=self.settings.timeout_s)
+        try:
+            self._client.create_index(self.collection, self._index_params(), timeout=self.settings.timeout_s)
+        except Exception:
+            if self._has_index():  # built meanwhile by the worker that created the collection
+                return
+            raise
         log.info("built the vector index of Milvus collection %r", self.collection)
+
+    def _has_index(self) -> bool:
+        return bool(self._client.list_indexes(self.collection, field_name="vector", timeout=self.settings.timeout_s))
 
     def _index_params(self) -> Any:
         index = self._client.prepare_index_params()

@@ -201,3 +201,37 @@ def test_chunk_columns_follow_the_chunk_schema_and_refuse_a_record_entity():
         to_columns(es, store_text=True, now_ms=7, chunked=True)
     # A chunk id is its record id (at most 512 bytes), '#' and the index.
     assert schema_fields(True)["id"][1]["max_length"] >= 512 + len("#") + 10
+
+
+def test_a_worker_that_loses_the_index_race_on_milvus_lite_takes_the_index_as_built():
+    """Milvus Lite refuses a second create_index ("index already exists"); the worker that joined a
+    collection before its creator built the index must take that as done, and any other failure
+    (no index after all) is still raised."""
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import MilvusSink
+
+    class Client:
+        def __init__(self, built_by_other: bool) -> None:
+            self.indexes: list[str] = []
+            self.built_by_other = built_by_other
+
+        def list_indexes(self, collection, field_name, timeout):
+            return list(self.indexes)
+
+        def prepare_index_params(self):
+            class Params:
+                def add_index(self, *args, **kwargs):
+                    pass
+            return Params()
+
+        def create_index(self, collection, params, timeout):
+            if self.built_by_other:
+                self.indexes.append("vector")  # the creator's, a moment before ours
+            raise RuntimeError("index already exists for field 'vector'; call drop_index first")
+
+    sink = MilvusSink(MilvusSettings(uri="http://127.0.0.1:1", collection="c"))
+    sink._client = Client(built_by_other=True)
+    sink._ensure_index()  # no error
+    sink._client = Client(built_by_other=False)
+    with pytest.raises(RuntimeError):
+        sink._ensure_index()
