@@ -1,16 +1,17 @@
-"""The processing stages, each on its own thread, joined by bounded queues:
+"""The pipeline's threads and the bounded queues between them; windows are timed by an injected clock.
 
     intake ─▶ [batcher] ─▶ prepared ─▶ [model] ─▶ embedded ─▶ [writer] ─▶ tracker.done
 
-- batcher: collects a window (`batching.BatchWindow`) and plans its work (`batching.plan`),
-  resolving skips, cached vectors and texts in flight (`dedupe`) in one Redis round trip;
-- model: the forward pass; a batch that fails is bisected, one that runs out of memory split
-  (`embedder.encode_all`, where the model's failures are translated);
+- batcher: collects a window (`batching.BatchWindow`) and plans its work (`batching.plan`) with
+  the resolver (`resolver.Resolver`: skips, cached vectors, texts in flight, one Redis round
+  trip), then tokenises and collates what the model runs (`model_stage.ModelStage`);
+- model: `model_stage.ModelStage.embed`, the vectors of each work and its texts' dead letters;
 - writer: `writer.Writer`, the order of effects (Milvus, dead letters, cache, offsets).
 
-The next batch is prepared while the current one runs on the device. A retriable failure makes
-its stage retry the same work with backoff (`retry.Retrier`); the queues fill, the consumer pauses
-its partitions, and nothing new is committed until the work lands.
+This module builds those and joins them; it holds no rule of its own. The next batch is prepared
+while the current one runs on the device. A retriable failure makes its stage retry the same work
+with backoff (`retry.Retrier`); the queues fill, the consumer pauses its partitions, and nothing
+new is committed until the work lands.
 """
 
 from __future__ import annotations
@@ -23,20 +24,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from ingestor import metrics
-from ingestor.batching import BatchLimits, BatchWindow, Unit, Work, estimated_tokens, plan
+from ingestor.batching import BatchLimits, BatchWindow, estimated_tokens, plan
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, chunk_documents
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
+from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
 from ingestor.dlq import DeadLetterQueue
-from ingestor.embedder import Embedder, encode_all
+from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
-from ingestor.faults import crash_point, model_point, slow_point
+from ingestor.model_stage import ModelStage
 from ingestor.offsets import OffsetTracker
-from ingestor.records import Document, Parsed, fail
+from ingestor.records import Document, Parsed
+from ingestor.resolver import Resolver
 from ingestor.retry import Backoff, Retrier
 from ingestor.sink import MilvusSink
 from ingestor.writer import Latency, Writer
@@ -69,11 +69,6 @@ class Pipeline:
         settings = settings.for_device(getattr(embedder, "device", "cpu"))  # a no-op when resolved
         self.settings = settings
         self.tracker = tracker
-        self.embedder = embedder
-        self.cache = cache
-        self.sink = sink
-        self.dlq = dlq
-        self.splitter = splitter
         self.identity = Identity(embedder.identity, store_text, splitter.layout if splitter else "")
         assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
         self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
@@ -85,6 +80,11 @@ class Pipeline:
         self.retrier = Retrier(backoff, self._abort)
         self.ids = IdsInFlight()
         self.shared = SharedTexts(settings.max_in_flight_records or 0)
+        # How a record becomes the documents written for it: its chunks, or (None) itself.
+        self.split: Callable[[Document], list[Document]] | None = (
+            None if splitter is None else partial(chunk_documents, splitter=splitter))
+        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity)
+        self.model = ModelStage(embedder)
         self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
                              record_latency)
         self._threads: list[threading.Thread] = []
@@ -174,64 +174,16 @@ class Pipeline:
         live = [i for i in items if self._current(i)]
         if len(live) < len(items):
             metrics.RECORDS.settled("dropped", len(items) - len(live))
-        for work in plan(live, self.limits, self._resolve, self._tokenize, self._split()):
-            if work.claimed:
-                work.features = self.embedder.collate([u.encoding for u in work.claimed])
+        for work in plan(live, self.limits, self.resolver, self.model.tokenize, self.split):
+            self.model.collate(work)
             waited = time.perf_counter()
             self._put(self._prepared, work)
             started += time.perf_counter() - waited  # a full queue is the model's time, not ours
         metrics.PREPARE_SECONDS.observe(time.perf_counter() - started)
 
-    def _split(self) -> Callable[[Document], list[Document]] | None:
-        """How a record becomes the documents written for it: its chunks, or (None) itself."""
-        return None if self.splitter is None else partial(chunk_documents, splitter=self.splitter)
-
     def _current(self, item: Parsed) -> bool:
         """Still ours? Superseded positions of other partitions count too (they need the write)."""
         return self.tracker.is_current(item.position)
-
-    def _tokenize(self, units: list[Unit]) -> None:
-        for unit, prepared in zip(units, self.embedder.prepare([u.text for u in units])):
-            unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
-
-    def _resolve(self, units: list[Unit], ready: Work) -> list[Unit]:
-        """The pipeline's resolver (see `batching.plan`): skip unchanged records, share the passes of
-        texts still in flight, and fill cached vectors, in one Redis round trip. Resolved units go
-        into `ready`; returns the units still to embed (claimed, so that later windows share
-        their passes).
-
-        In-flight texts are looked up before Redis: their entries are released only after their
-        vectors are in the cache, so a text missing from one is found in the other."""
-        # Skips are per record (a chunked record's chunks are skipped together, on its marker).
-        records = list({id(d.record): d.record for u in units for d in u.docs}.values())
-        self.ids.add([r.id for r in records] + [d.id for d in ready.deletes])
-        self.shared.share(units)
-        skip: set[int] = set()
-        vectors: list[CachedVector | None] = [None] * len(units)
-        if self.cache.enabled and records:
-            unshared = [i for i, u in enumerate(units) if u.shares is None]
-            markers, found = self.cache.lookup([r.id for r in records], [units[i].text_sha256 for i in unshared])
-            for i, vector in zip(unshared, found):
-                vectors[i] = vector
-            for record in records:
-                self.identity.digest(record)
-            skip = unchanged(records, markers, self.ids.busy(),
-                             lambda ids: self.retrier.run("milvus", lambda: self.sink.content_hashes(ids)))
-        ready.skipped += [r for r in records if id(r) in skip]
-        todo: list[Unit] = []
-        for unit, cached in zip(units, vectors):
-            unit.docs = [d for d in unit.docs if id(d.record) not in skip]
-            if not unit.docs:
-                continue
-            if unit.shares is not None:
-                ready.units.append(unit)  # its vector comes from the earlier unit, at the model stage
-            elif cached is not None:
-                unit.vector, unit.truncated, unit.from_cache = cached.vector, cached.truncated, True
-                ready.units.append(unit)
-            else:
-                todo.append(unit)
-        self.shared.claim(todo)
-        return todo
 
     def _put(self, q: queue.Queue[Any], item: Any) -> None:
         while True:
@@ -250,72 +202,8 @@ class Pipeline:
             if work is _STOP:
                 self._embedded.put(_STOP)
                 return
-            self.embed(work)
+            self.model.embed(work)
             self._put(self._embedded, work)
-
-    def embed(self, work: Work) -> None:
-        """One work through the model (what the model thread does with each): vectors for its
-        units, dead letters for the texts the model cannot encode."""
-        if any(u.from_cache for u in work.units):
-            metrics.RECORDS_CACHE_HIT.inc(sum(len(u.docs) for u in work.units if u.from_cache))
-        late = self._take_shared(work)
-        todo = [u for u in work.units if u.to_embed]
-        if not todo and not late:
-            return
-        started = time.perf_counter()
-        if todo:
-            metrics.BATCH_RECORDS.observe(len(todo))
-            metrics.BATCH_TOKENS.observe(work.padded_tokens)
-            slow_point()
-            features = work.features
-
-            def forward() -> np.ndarray:
-                model_point([u.text for u in todo])
-                return self.embedder.forward(features)
-
-            self._take_vectors(work, todo, forward if features is not None else None)
-        self._take_vectors(work, late, None)
-        work.features = None
-        work.units = [u for u in work.units if u.vector is not None]
-        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
-        metrics.RECORDS_EMBEDDED.inc(len(todo) + len(late))
-        metrics.RECORDS_TRUNCATED.inc(sum(len(u.docs) for u in todo + late if u.truncated))
-        crash_point("after_embed")
-
-    def _take_shared(self, work: Work) -> list[Unit]:
-        """Units sharing an earlier pass take its vector; returns those whose pass failed, to be
-        embedded here (tokenised now: the batcher skipped them)."""
-        late: list[Unit] = []
-        for unit in work.units:
-            source = unit.shares
-            if source is None or unit.vector is not None:
-                continue
-            unit.shares = None
-            if source.vector is not None:
-                unit.vector, unit.truncated = source.vector, source.truncated
-            else:
-                late.append(unit)
-        if late:
-            for unit, prepared in zip(late, self.embedder.prepare([u.text for u in late])):
-                unit.tokens, unit.truncated = prepared.tokens, prepared.truncated
-        return late
-
-    def _take_vectors(self, work: Work, units: list[Unit], forward: Callable[[], np.ndarray] | None) -> None:
-        """Vectors for `units` (see `embedder.encode_all`); the records of a text the model cannot
-        encode become the work's dead letters."""
-        if not units:
-            return
-
-        def encode(texts: list[str]) -> np.ndarray:
-            model_point(texts)
-            return self.embedder.encode(texts)
-
-        encoded = encode_all([u.text for u in units], encode, forward)
-        for unit, vector in zip(units, encoded.vectors):
-            unit.vector = vector
-        for i, error in encoded.errors.items():
-            for doc in units[i].docs:
-                work.rejected += fail(doc, error.reason, str(error))
 
     # -- stage 3: writer -------------------------------------------------------------------------
 

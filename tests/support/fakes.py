@@ -1,6 +1,7 @@
 """Small fakes of the daemon's collaborators, logging what is done to them in order: a scripted
-world for unit tests of the pipeline and the writer, and a scripted KafkaConsumer with a fake clock
-for the source (as Kafka Connect's WorkerSinkTaskTest drives WorkerSinkTask)."""
+world for unit tests of the pipeline and its stages (resolver, model stage, writer), and a
+scripted KafkaConsumer with a fake clock for the source (as Kafka Connect's WorkerSinkTaskTest
+drives WorkerSinkTask)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from kafka import OffsetAndMetadata
 from kafka import TopicPartition as KTP
 
 from ingestor.config import BatchSettings, KafkaSettings
+from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
 from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
 from ingestor.pipeline import Pipeline
 from ingestor.records import Position, RawRecord, TopicPartition
-from ingestor.retry import Backoff
+from ingestor.resolver import Resolver
+from ingestor.retry import Backoff, Retrier
 
 TP = TopicPartition("t", 0)
 
@@ -128,6 +131,17 @@ def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None
                  FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock,
                  splitter=splitter)
     return p, tracker
+
+
+def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None,
+                  capacity: int = 100) -> Resolver:
+    """The pipeline's resolver on its own, with fresh ids and texts in flight (`resolver.ids`,
+    `resolver.shared`) and the identity `pipeline_with` gives."""
+    import threading
+
+    retrier = Retrier(Backoff(initial_ms=1, max_ms=2, jitter=0.0), threading.Event())
+    return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, IdsInFlight(), SharedTexts(capacity),
+                    Identity(FakeEmbedder.identity, True))
 
 
 def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):

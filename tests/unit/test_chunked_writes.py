@@ -12,12 +12,12 @@ from tests.support.fakes import TP, BarSplitter, FakeCache, FakeEmbedder, FakeSi
 
 def _works(p: Pipeline, items, max_records: int = 64):
     """The works the pipeline plans for one window (its own resolver, cache and splitter)."""
-    return plan(items, BatchLimits(max_records, 8192), p._resolve, p._tokenize, p._split())
+    return plan(items, BatchLimits(max_records, 8192), p.resolver, p.model.tokenize, p.split)
 
 
 def _run(p: Pipeline, works) -> None:
     for work in works:
-        p.embed(work)
+        p.model.embed(work)
         p.writer.write(work)
 
 
@@ -32,13 +32,13 @@ def test_a_record_spread_over_works_settles_with_its_last_chunk_and_only_then():
     works = _works(p, items, max_records=2)
     assert len(works) == 2
     upserted, settled_before = metrics.total(metrics.CHUNKS_UPSERTED), metrics.RECORDS.totals()["upserted"]
-    p.embed(works[0])
+    p.model.embed(works[0])
     p.writer.write(works[0])
     # The first work writes its chunks (and caches their vectors), and settles nothing.
     assert "surplus" not in _names(log)
     assert [e for e in log if e[0] in ("store", "done") and e[1]] == []
     assert tracker.to_commit().get(TP) is None
-    p.embed(works[1])
+    p.model.embed(works[1])
     p.writer.write(works[1])
     written = sorted(i for entry in log if entry[0] == "upsert" for i in entry[1])
     assert written == ["a#0", "a#1", "a#2"]
@@ -85,16 +85,16 @@ def test_a_chunk_the_model_cannot_encode_dead_letters_its_record_once():
     log = Log()
     p, tracker = pipeline_with(log, FakeSink(log), embedder=FakeEmbedder(log, fail_once={"bad"}), splitter=BarSplitter())
     # The forward pass fails as a whole; bisection by encode finds the one text that fails again.
-    p.embedder.forward = lambda features: (_ for _ in ()).throw(RuntimeError("batch failed"))
-    p.embedder.fail_once = {"bad"}
-    original = p.embedder.encode
+    p.model.embedder.forward = lambda features: (_ for _ in ()).throw(RuntimeError("batch failed"))
+    p.model.embedder.fail_once = {"bad"}
+    original = p.model.embedder.encode
 
     def encode(texts):
         if "bad" in texts:
             raise RuntimeError("cannot encode")
         return original(texts)
 
-    p.embedder.encode = encode
+    p.model.embedder.encode = encode
     items = records_for(tracker, [(None, b'{"id":"a","text":"good|bad|fine"}')])
     _run(p, _works(p, items))
     letters = [e for e in log if e[0] == "dlq"]

@@ -33,7 +33,7 @@ def _work(p: Pipeline, items, shared: bool = False):
 
 
 def _run(p: Pipeline, work) -> None:
-    p.embed(work)
+    p.model.embed(work)
     p.writer.write(work)
 
 
@@ -90,7 +90,7 @@ def test_retries_stop_when_shutdown_gives_up():
     p, tracker = pipeline_with(log, FakeSink(log, fail_times=10**6))
     items = records_for(tracker, [(None, b'{"id":"a","text":"alpha"}')])
     work = _work(p, items)
-    p.embed(work)
+    p.model.embed(work)
     p.abort()
     with pytest.raises(Aborted):
         p.writer.write(work)
@@ -105,8 +105,8 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)  # read while the first is not written yet
     assert [u.shares for u in second.units] == first.units
-    p.embed(first)
-    p.embed(second)
+    p.model.embed(first)
+    p.model.embed(second)
     assert [e for e in log if e[0] == "encode"] == [("encode", 1)]
     assert np.array_equal(second.units[0].vector, first.units[0].vector)
     p.writer.write(first)

@@ -1,0 +1,60 @@
+"""The pipeline's resolver (a `batching.Resolver`): what a window needs no forward pass for, found
+with one Redis round trip. Unchanged records are skipped, texts still in flight share their
+earlier passes, cached vectors are filled in; the rules it applies are `dedupe`'s, the I/O is here.
+"""
+
+from __future__ import annotations
+
+from ingestor.batching import Unit, Work
+from ingestor.cache import Cache
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
+from ingestor.retry import Retrier
+from ingestor.sink import MilvusSink
+
+
+class Resolver:
+    def __init__(self, cache: Cache, sink: MilvusSink, retrier: Retrier, ids: IdsInFlight, shared: SharedTexts,
+                 identity: Identity) -> None:
+        self.cache = cache
+        self.sink = sink
+        self.retrier = retrier
+        self.ids = ids
+        self.shared = shared
+        self.identity = identity
+
+    def __call__(self, units: list[Unit], ready: Work) -> list[Unit]:
+        """Resolved units go into `ready`; returns the units still to embed (claimed, so that later
+        windows share their passes). The window's records and deletes count as in flight.
+
+        In-flight texts are looked up before Redis: their entries are released only after their
+        vectors are in the cache, so a text missing from one is found in the other."""
+        # Skips are per record (a chunked record's chunks are skipped together, on its marker).
+        records = list({id(d.record): d.record for u in units for d in u.docs}.values())
+        self.ids.add([r.id for r in records] + [d.id for d in ready.deletes])
+        self.shared.share(units)
+        skip: set[int] = set()
+        vectors: list[CachedVector | None] = [None] * len(units)
+        if self.cache.enabled and records:
+            unshared = [i for i, u in enumerate(units) if u.shares is None]
+            markers, found = self.cache.lookup([r.id for r in records], [units[i].text_sha256 for i in unshared])
+            for i, vector in zip(unshared, found):
+                vectors[i] = vector
+            for record in records:
+                self.identity.digest(record)
+            skip = unchanged(records, markers, self.ids.busy(),
+                             lambda ids: self.retrier.run("milvus", lambda: self.sink.content_hashes(ids)))
+        ready.skipped += [r for r in records if id(r) in skip]
+        todo: list[Unit] = []
+        for unit, cached in zip(units, vectors):
+            unit.docs = [d for d in unit.docs if id(d.record) not in skip]
+            if not unit.docs:
+                continue
+            if unit.shares is not None:
+                ready.units.append(unit)  # its vector comes from the earlier unit, at the model stage
+            elif cached is not None:
+                unit.vector, unit.truncated, unit.from_cache = cached.vector, cached.truncated, True
+                ready.units.append(unit)
+            else:
+                todo.append(unit)
+        self.shared.claim(todo)
+        return todo
