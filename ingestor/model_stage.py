@@ -39,8 +39,10 @@ class ModelStage:
         """Vectors for the work's units, dead letters for the texts the model cannot encode."""
         if any(u.from_cache for u in work.units):
             metrics.RECORDS_CACHE_HIT.inc(sum(len(u.docs) for u in work.units if u.from_cache))
-        late = self._take_shared(work)
+        # The units the pass was collated for: those with no vector of their own before the shared
+        # ones take theirs (a unit whose shared pass failed becomes one, but it is not in the pass).
         todo = [u for u in work.units if u.to_embed]
+        late = self._take_shared(work)
         if not todo and not late:
             return
         started = time.perf_counter()

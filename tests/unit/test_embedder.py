@@ -110,6 +110,48 @@ def test_cached_and_shared_units_take_their_vectors_and_the_rest_run_one_pass():
     assert metrics.total(metrics.RECORDS_EMBEDDED) - before[metrics.RECORDS_EMBEDDED] == 2
 
 
+def test_a_unit_whose_shared_pass_failed_is_tokenised_and_embedded_by_its_own_work():
+    from tests.support.fakes import Log
+
+    log = Log()
+    stage = _stage(log)
+    work = _work(["same"])
+    [late] = work.units
+    late.shares = _work(["same"]).units[0]  # its pass failed: no vector
+    stage.embed(work)
+    assert log == [("encode", 1)] and late.tokens == 5 and late.vector is not None
+
+
+def test_a_failed_shared_pass_beside_a_forward_pass_leaves_every_vector_in_place():
+    """The unit that embeds its text itself is not part of the collated pass: the pass's vectors
+    go to the units it was collated for, all of them."""
+    from tests.support.fakes import Log
+
+    from tests.support.fakes import FakeEmbedder
+
+    class Numbered(FakeEmbedder):
+        """Row i of a pass is [i + 1, ...]; an encoded text's vector is all zeros."""
+
+        def forward(self, features):
+            super().forward(features)
+            return np.arange(1, features["n"] + 1, dtype=np.float32)[:, None].repeat(4, axis=1)
+
+        def encode(self, texts):
+            return super().encode(texts) * 0
+
+    log = Log()
+    stage = _stage(log, Numbered(log))
+    work = _work(["same", "new", "newer"])
+    late, new, newer = work.units
+    late.shares = _work(["same"]).units[0]
+    _prepared(stage, work)
+    assert work.claimed == [new, newer]
+    stage.embed(work)
+    assert log == [("forward", 2), ("encode", 1)]
+    assert [u.text for u in work.units] == ["same", "new", "newer"] and work.rejected == []
+    assert [u.vector[0] for u in work.units] == [0, 1, 2], "each unit has its own text's vector"
+
+
 def test_a_text_the_model_cannot_encode_dead_letters_its_records_and_leaves_the_work():
     from ingestor import metrics
     from tests.support.fakes import FakeEmbedder, Log
