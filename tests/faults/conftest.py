@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import harness
+from tests.faults import oracle
 from tests.faults.stack import Scenario, Stack, claim_slot
 
 pytestmark = pytest.mark.services
@@ -36,6 +37,13 @@ def stack() -> Iterator[Stack]:
     finally:
         harness.services("down", "--wipe", env=s.env, timeout=300)
         os.close(lock)
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """The model as plain sentence-transformers loads it, one copy for the vectors and the
+    oracle's chunks (`oracle.reference_model`)."""
+    return oracle.reference_model()
 
 
 @pytest.fixture

@@ -4,6 +4,11 @@ The fault tests stop, freeze and restart Kafka, Redis and Milvus. Other people's
 services on the default ports at the same time, so the fault tests never touch those: they run a
 dedicated set (other ports, another state directory, Milvus as a server process that can be killed)
 started by the session fixture in conftest.py and wiped at the end.
+
+Every daemon a scenario starts runs with chunking set explicitly (`chunking.enabled`, one entity per
+chunk of a record, `<id>#<n>`): on, unless the environment says INGESTOR_FAULTS_CHUNKING=0 (the
+whole suite with one entity per record) or a test sets `Scenario.chunking` (or the setting itself in
+`Scenario.settings`).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingestor.config import ChunkingSettings
 from tests.support import harness
 
 # The default port set and state dir are slot 0. Several sessions of this suite on one machine
@@ -30,6 +36,20 @@ BASE_PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "milvus": 195
 # The Milvus each scenario writes to: the daemon's Milvus Lite server, or a real Milvus server.
 BACKENDS = {"lite": "lite", "server": "milvus"}  # backend -> its service in services.sh
 SLOTS = 8
+# The fields of a chunk entity besides its id (`<doc_id>#<chunk_index>`), text and vector.
+CHUNK_FIELDS = ("doc_id", "chunk_index", "chunk_count", "char_start", "char_end")
+
+
+def chunking_default() -> bool:
+    """Whether scenarios run the daemon with chunking on: yes, unless INGESTOR_FAULTS_CHUNKING=0."""
+    return os.environ.get("INGESTOR_FAULTS_CHUNKING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def chunking_settings(env: Mapping[str, str]) -> ChunkingSettings:
+    """The chunk settings of a daemon run with `env` (the INGESTOR_CHUNKING__* variables, the
+    project's defaults for the rest)."""
+    prefix = "INGESTOR_CHUNKING__"
+    return ChunkingSettings.model_validate({k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)})
 
 
 def claim_slot() -> tuple[int, int]:
@@ -257,6 +277,7 @@ class Scenario:
     produced: list[Produced] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # extra INGESTOR_* for every run
+    chunking: bool = field(default_factory=chunking_default)  # INGESTOR_CHUNKING__ENABLED of every run
 
     def __post_init__(self) -> None:
         tag = harness.unique(_slug(self.name)[:20] or "t").replace("-", "_")
@@ -290,6 +311,7 @@ class Scenario:
             # Small retry caps: outages in these tests last seconds, recovery should too.
             INGESTOR_RETRY__MAX_BACKOFF_MS="2000",
             INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S="30",
+            INGESTOR_CHUNKING__ENABLED="true" if self.chunking else "false",
         )
         env.update(self.settings)
         env.update(extra)
@@ -399,20 +421,33 @@ class Scenario:
 
     # -- Milvus ----------------------------------------------------------------------------------
 
-    def milvus_ids(self, strict: bool = True) -> set[str]:
-        """Ids in the collection now (strong consistency). The Milvus Lite server drops idle
-        client connections ("Too many pings"), so a failed read is retried on a fresh client;
-        `strict=False` (wait loops) answers an empty set while Milvus is down instead of raising."""
+    @property
+    def chunked(self) -> bool:
+        """Whether its daemons write one entity per chunk (as `env()` sets chunking)."""
+        return chunking_settings(self.env()).enabled
+
+    def entities(self, fields: tuple[str, ...] = ("id",), strict: bool = True) -> list[dict[str, Any]]:
+        """Every entity in the collection now (strong consistency), with these fields. The Milvus
+        Lite server drops idle client connections ("Too many pings"), so a failed read is retried
+        on a fresh client; `strict=False` (wait loops) answers nothing while Milvus is down instead
+        of raising."""
         last: Exception | None = None
         for _ in range(5):
             try:
-                return {r["id"] for r in harness.milvus_rows(self.milvus_uri, self.collection, fields=("id",))}
+                return harness.milvus_rows(self.milvus_uri, self.collection, fields=fields)
             except Exception as exc:
                 last = exc
                 if not strict:
-                    return set()
+                    return []
                 time.sleep(1)
         raise AssertionError(f"cannot read Milvus at {self.milvus_uri}: {last}")
+
+    def milvus_ids(self, strict: bool = True) -> set[str]:
+        """Ids of the records with an entity in the collection now: with chunking, the doc_id of
+        every chunk (a record in the middle of a write counts; the oracle checks every chunk)."""
+        if self.chunked:
+            return {r["doc_id"] for r in self.entities(("id", "doc_id"), strict=strict)}
+        return {r["id"] for r in self.entities(("id",), strict=strict)}
 
     def count(self) -> int:
         return len(self.milvus_ids())
@@ -425,7 +460,7 @@ class Scenario:
         return want <= self.milvus_ids()
 
     def wait_progress(self, at_least: int, timeout_s: float = 120, daemon: Daemon | None = None) -> int:
-        """Until Milvus holds at least `at_least` entities; fails early if `daemon` died."""
+        """Until Milvus holds at least `at_least` records; fails early if `daemon` died."""
 
         seen = {"n": 0}
 
@@ -435,7 +470,7 @@ class Scenario:
             seen["n"] = len(self.milvus_ids(strict=False))
             return seen["n"] >= at_least
 
-        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{at_least} entities in {self.collection}")
+        harness.wait_for(check, timeout_s, interval_s=0.5, what=f"{at_least} records in {self.collection}")
         return seen["n"]
 
     def wait_landed(self, produced: Iterable[Produced], timeout_s: float = 120, daemon: Daemon | None = None) -> None:

@@ -70,6 +70,7 @@ def test_a_dozen_consumers_joining_and_leaving_for_minutes_lose_and_duplicate_no
     seed = int(os.environ.get("INGESTOR_CHURN_SEED", "12"))
     rng = random.Random(seed)
     scn.create_topic(12)
+    scn.chunking = False  # the stand-in model has no tokenizer to cut chunks with: one entity per record
     scn.settings.update(INGESTOR_FAULT_STAND_IN_MODEL="1", INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
                         INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000", INGESTOR_BATCH__MAX_WAIT_MS="50")
     texts = [r["text"] for r in harness.sample_records(3000)]
