@@ -25,9 +25,11 @@ comes within a few per cent of the optimum, and the exact cut would cost quadrat
 
 `BatchWindow` decides *when* to cut: as soon as a full batch's worth is waiting, or when the
 oldest record has waited `max_wait_ms` — so under backlog windows are large (sorting across many
-records) and at low load a record waits no longer than `max_wait_ms`. Its fill level counts
-`estimated_tokens`: records are tokenised only once the cache has said which texts need the model,
-so at intake a window knows characters, not tokens; the cut then uses the real counts.
+records) and at low load a record waits no longer than `max_wait_ms`. Its fill level is counted
+in characters (`window_chars`), against a batch's token budget turned into characters once
+(`CHARS_PER_TOKEN`): records are tokenised only once the cache has said which texts need the
+model, so at intake a window knows characters, not tokens. Every token count is the tokenizer's;
+the cut uses those.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ T = TypeVar("T")
 
 
 EXACT_CUT_MAX_ITEMS = 256
-CHARS_PER_TOKEN = 4  # English prose under WordPiece/BPE; only the window's fill level uses it
+CHARS_PER_TOKEN = 4  # English prose under WordPiece/BPE; only the window's character budget uses it
 
 
-def estimated_tokens(item: Parsed) -> int:
-    """What a record adds to a window's fill level before it is tokenised."""
-    return len(item.text) // CHARS_PER_TOKEN if isinstance(item, Document) else 0
+def window_chars(item: Parsed) -> int:
+    """What a record adds to a window's fill level: its text's characters (a delete or a dead
+    letter adds none)."""
+    return len(item.text) if isinstance(item, Document) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +144,18 @@ class BatchWindow(Generic[T]):
         self.limits = limits
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_window_records = max(max_window_records, limits.max_records)
+        # A batch's worth of text: its token budget in characters (the window counts characters).
+        self.max_chars = limits.max_tokens * CHARS_PER_TOKEN
         self._entries: list[_Entry[T]] = []
-        self._tokens = 0
+        self._chars = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, item: T, tokens: int, now_s: float) -> None:
+    def add(self, item: T, chars: int, now_s: float) -> None:
+        """`chars`: what `item` adds to the fill level (`window_chars`)."""
         self._entries.append(_Entry(item, now_s))
-        self._tokens += tokens
+        self._chars += chars
 
     def full(self) -> bool:
         """No more records fit in this window."""
@@ -159,7 +165,7 @@ class BatchWindow(Generic[T]):
         """A batch should be cut now: a full batch is waiting, or the oldest waited long enough."""
         if not self._entries:
             return False
-        if len(self._entries) >= self.limits.max_records or self._tokens >= self.limits.max_tokens:
+        if len(self._entries) >= self.limits.max_records or self._chars >= self.max_chars:
             return True
         return now_s - self._entries[0].arrived_s >= self.max_wait_s
 
@@ -171,7 +177,7 @@ class BatchWindow(Generic[T]):
         """Everything collected, in arrival order; the window starts empty again."""
         items = [e.item for e in self._entries]
         self._entries.clear()
-        self._tokens = 0
+        self._chars = 0
         return items
 
 

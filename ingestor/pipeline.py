@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from ingestor import metrics
-from ingestor.batching import BatchLimits, BatchWindow, estimated_tokens, plan
+from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, chunk_documents
@@ -167,7 +167,7 @@ class Pipeline:
     def _add_to_window(self, window: BatchWindow[Parsed], items: list[Parsed]) -> None:
         now = self.clock()
         for item in items:
-            window.add(item, estimated_tokens(item), now)
+            window.add(item, window_chars(item), now)
 
     def _emit(self, items: list[Parsed]) -> None:
         started = time.perf_counter()

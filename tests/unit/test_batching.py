@@ -1,4 +1,4 @@
-"""cut_batches (token-budget batching) and BatchWindow (when to cut)."""
+"""cut_batches (token-budget batching) and BatchWindow (when to cut, its fill level in characters)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.batching import (
-    EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, Unit, Work, collapse, cut_batches, cut_cost,
-    group_texts, padded_cost, plan,
+    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, Unit, Work, collapse, cut_batches, cut_cost,
+    group_texts, padded_cost, plan, window_chars,
 )
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
@@ -195,11 +195,28 @@ def test_ready_when_max_records_waiting():
     assert w.ready(0.0)
 
 
-def test_ready_when_tokens_reach_budget():
+def test_ready_when_a_token_budgets_worth_of_characters_is_waiting():
     w = window(max_tokens=100)
-    w.add("a", 60, now_s=0.0)
+    assert w.max_chars == 100 * CHARS_PER_TOKEN
+    w.add("a", 240, now_s=0.0)
     assert not w.ready(0.0)
-    w.add("b", 40, now_s=0.0)
+    w.add("b", 160, now_s=0.0)
+    assert w.ready(0.0)
+
+
+def test_a_records_fill_level_is_its_texts_characters():
+    assert window_chars(doc("a", 0, "x" * 7)) == 7
+    assert window_chars(delete("a", 1)) == 0 and window_chars(rejected(2)) == 0
+
+
+def test_short_texts_fill_a_window_too():
+    """Characters add up before they are turned into anything: texts shorter than one token's
+    worth of characters still fill a window."""
+    w = window(max_records=100, max_tokens=2)
+    for i in range(CHARS_PER_TOKEN * 2 - 1):
+        w.add(f"r{i}", window_chars(doc(f"r{i}", i, "x")), now_s=0.0)
+        assert not w.ready(0.0)
+    w.add("last", window_chars(doc("last", 99, "x")), now_s=0.0)
     assert w.ready(0.0)
 
 
@@ -227,15 +244,15 @@ def test_zero_wait_is_ready_at_once():
 
 def test_take_returns_arrival_order_and_resets():
     w = window(max_records=3, max_tokens=10)
-    w.add("a", 5, now_s=1.0)
-    w.add("b", 5, now_s=2.0)
-    assert w.ready(2.0)  # 10 tokens
+    w.add("a", 20, now_s=1.0)
+    w.add("b", 20, now_s=2.0)
+    assert w.ready(2.0)  # 40 characters: 10 tokens' worth
     assert w.take() == ["a", "b"]
     assert len(w) == 0
     assert w.deadline() is None
     assert not w.ready(1e9)
-    w.add("c", 5, now_s=100.0)
-    assert not w.ready(100.0), "token count must restart from zero after take"
+    w.add("c", 20, now_s=100.0)
+    assert not w.ready(100.0), "the fill level must restart from zero after take"
     assert w.deadline() == pytest.approx(100.2)
 
 

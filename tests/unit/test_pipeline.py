@@ -77,6 +77,31 @@ def test_a_window_waits_for_max_wait_ms_on_the_pipelines_clock():
         pipeline.stop()
 
 
+def test_a_window_holding_a_batchs_token_budget_in_characters_is_cut_without_waiting():
+    """The window's fill level counts characters (`batching.window_chars`): with the clock standing
+    still, records whose texts reach max_batch_tokens × CHARS_PER_TOKEN characters are cut at once,
+    and one character less waits."""
+    from ingestor.batching import CHARS_PER_TOKEN
+
+    log = Log()
+    now = [100.0]
+    pipeline, tracker = pipeline_with(log, FakeSink(log), clock=lambda: now[0],
+                                      settings=BatchSettings(max_batch_tokens=16, max_batch_records=64))
+    budget = 16 * CHARS_PER_TOKEN
+    short, last = records_for(tracker, [(None, json.dumps({"id": "a", "text": "x" * (budget - 1)}).encode()),
+                                        (None, json.dumps({"id": "b", "text": "y"}).encode())])
+    pipeline.start()
+    try:
+        pipeline.submit([short])
+        time.sleep(0.3)
+        assert tracker.in_flight() == 2, "one character short of a batch: it waits"
+        pipeline.submit([last])
+        _wait(lambda: tracker.in_flight() == 0)
+        assert tracker.to_commit()[TP].offset == 2
+    finally:
+        pipeline.stop()
+
+
 def test_a_backlog_fills_windows_of_max_window_records_not_one_window_of_everything():
     """Eight deliveries of the same 16 ids wait before the batcher starts. Windows of 64 records
     hold four deliveries each, and a window collapses repeated ids: two windows write 32 entities.
