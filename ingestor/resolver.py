@@ -5,6 +5,8 @@ earlier passes, cached vectors are filled in; the rules it applies are `dedupe`'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
 from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
@@ -12,15 +14,14 @@ from ingestor.retry import Retrier
 from ingestor.sink import MilvusSink
 
 
+@dataclass(frozen=True, slots=True)
 class Resolver:
-    def __init__(self, cache: Cache, sink: MilvusSink, retrier: Retrier, ids: IdsInFlight, shared: SharedTexts,
-                 identity: Identity) -> None:
-        self.cache = cache
-        self.sink = sink
-        self.retrier = retrier
-        self.ids = ids
-        self.shared = shared
-        self.identity = identity
+    cache: Cache
+    sink: MilvusSink
+    retrier: Retrier  # Milvus reads, retried
+    ids: IdsInFlight  # shared with the writer, which removes what it settles
+    shared: SharedTexts  # shared with the writer, which releases what it wrote
+    identity: Identity
 
     def __call__(self, units: list[Unit], ready: Work) -> list[Unit]:
         """Resolved units go into `ready`; returns the units still to embed (claimed, so that later
