@@ -5,7 +5,7 @@ Within one window:
   done when it is), so a length-sorted batch order can never write an older version last;
 - identical texts become one `Unit`, embedded once however many records carry them;
 - what is already resolved (skips, cached vectors, texts shared with earlier work) is set aside by
-  a resolver the pipeline supplies (it does the I/O);
+  a resolver the pipeline supplies (`resolver.Resolver`, which does the I/O);
 - the units still to embed are cut into batches by a token budget (`cut_batches`).
 
 `plan` composes these steps; the pipeline and the tests both call it.
@@ -281,7 +281,8 @@ def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
 
 
 # Resolves what needs no forward pass: moves skipped documents, cached vectors and shared texts
-# into `ready` and returns the units still to embed. The pipeline's does I/O (Redis, Milvus).
+# into `ready` and returns the units still to embed. The pipeline's (`resolver.Resolver`) does I/O
+# (Redis, Milvus).
 Resolver = Callable[[list[Unit], Work], list[Unit]]
 
 
