@@ -1,5 +1,6 @@
 """The bundled sample corpus and JSONL corpora: records of id, text and metadata, as the bench,
-the backends' calibration and the tests read them."""
+the backends' calibration and the tests read them; the one place that reads, cycles or makes
+them."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def load_corpus(path: Path) -> list[Record]:
             out.append(Record(str(obj.get("id", f"line-{n}")), str(obj["text"]), meta))
         else:
             out.append(Record(f"line-{n}", line))
+    return out
+
+
+def cycled(corpus: list[Record], n: int, tag: str = "") -> list[Record]:
+    """`n` records cycling through the corpus, each with an id and a text of its own: the first
+    cycle is the corpus itself, cycle c after it the same records with `~<tag>c` added to their
+    ids and ` (<tag>c)` to their texts (a repeated text would come from the cache, and skip the
+    very stages a bench measures). Metadata as in the corpus. A corpus cycled already stays
+    distinct when cycled again under another tag (`ingestor bench --cycles`, then its (f))."""
+    out: list[Record] = []
+    for i in range(n if corpus else 0):
+        cycle, rec = divmod(i, len(corpus))
+        source = corpus[rec]
+        if cycle == 0:
+            out.append(source)
+        else:
+            out.append(Record(f"{source.id}~{tag}{cycle}", f"{source.text} ({tag}{cycle})", source.metadata))
     return out
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the kit that lets the GPU benchmark run on a bare GPU machine with no package registry
-# (the `device` tool of this workplace): a jlink'd Java runtime, the Kafka broker jars it needs,
-# Debian's redis-server with its two uncommon libraries, the Python wheels missing from that
-# machine's image, the default model in fp16, and the Milvus 2.3.5 standalone server (PyPI `milvus`,
-# the wheel deploy/local/install_milvus.sh installs). Each part stays under the tool's 64 MiB per
-# call, so the kit travels in four calls (parts a, b, c, d). Output: <repo>/.gpu/{a,b,c,d}.
+# Builds the kit that lets the GPU benchmark (run_bench.sh) run on a bare GPU machine with no
+# package registry: a jlink'd Java runtime, the Kafka broker jars it needs, Debian's redis-server
+# with its two uncommon libraries, the Python wheels missing from that machine's image, the default
+# model in fp16, and the Milvus 2.3.5 standalone server (PyPI `milvus`, the wheel
+# deploy/local/install_milvus.sh installs). Each part stays under 64 MiB, so the kit can be copied
+# over in four parts (a, b, c, d) and unpacked one by one (setup_part.sh). Output: <repo>/.gpu/{a,b,c,d}.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"

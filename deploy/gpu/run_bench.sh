@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
 # On the GPU machine, after setup_part.sh a, b, c and d: start Kafka, Redis and the Milvus server
-# from the kit through the project's own services.sh; measure the server's write rate alone; run
-# `ingestor bench` on the GPU in fp16 with the server as the sink ((a) plain encode, (c) the
-# pipeline with one worker, (f) its ceiling with a null forward pass); then (c) again with K = 1, 2
-# and 4 worker processes on the GPU (`ingestor run --devices 0 --workers K`). Results go to $OUT.
+# from the kit through the project's own services.sh; measure the server's write rate alone
+# (`ingestor bench --sink-rate`); run `ingestor bench` on the GPU in fp16 with the server as the
+# sink ((a) plain encode, (c) the pipeline with one worker, (f) its ceiling with a null forward
+# pass); then (c) again with K = 1, 2 and 4 worker processes on the GPU (`ingestor bench --workers
+# 1,2,4 --devices 0`, which runs `ingestor run --devices 0 --workers K` for each K). Results go to $OUT.
 #
 # The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
 # measure a pipeline whose start-up is excluded but whose first fetches are not. The corpus here is
-# the sample ten times over (30,000 records), each cycle's texts made distinct by a suffix so that
-# none comes from the cache; (a)-(c) use 20,000 of them. With PROFILE=1 the bench runs under
-# `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (its children
-# too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
-#
-# `deploy/gpu/workers.py` runs `ingestor run --devices 0 --workers K` for K in $WORKERS (1,2,4).
+# the sample ten times over (`--cycles 10`: 30,000 records), each cycle's texts made distinct by a
+# suffix so that none comes from the cache; (a)-(c) use 20,000 of them. With PROFILE=1 the bench
+# runs under `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (its
+# children too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
 #
 # Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS,
-# LONG_DOCS=0 to skip the long-document bench)
+# LONG_DOCS=0 to skip the long-document bench, WORKERS= to skip the worker processes)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 kit=/tmp/ingestor-kit
@@ -34,23 +33,13 @@ bash "$repo/deploy/local/services.sh" up --milvus-server
 milvus=http://127.0.0.1:19530
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep -m1 "Model name"; } | tee "$out/machine.txt"
 
-corpus="$kit/corpus.jsonl"
-python3 - "$repo/ingestor/data/sample.jsonl" "$corpus" "${CYCLES:-10}" <<'PY'
-import json, sys
-src, dst, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
-records = [json.loads(line) for line in open(src)]
-with open(dst, "w") as f:
-    for c in range(cycles):
-        for r in records:
-            text = r["text"] if c == 0 else f"{r['text']} ({c})"
-            f.write(json.dumps({**r, "id": f"{r['id']}~{c}", "text": text}) + "\n")
-PY
+cli=(python3 -m ingestor bench --milvus-uri "$milvus" --redis-url redis://127.0.0.1:6379/0)
+gpu=(--device cuda --precision fp16 --model "$kit/model")
+corpus=(--cycles "${CYCLES:-10}" --limit "${LIMIT:-20000}")
 
-python3 "$repo/deploy/gpu/sink_rate.py" --uri "$milvus" --json "$out/sink_rate.json" || true
+"${cli[@]}" --sink-rate --json "$out/sink_rate.json" || true
 
-bench=(python3 -m ingestor bench --device cuda --precision fp16 --model "$kit/model" --milvus-uri "$milvus"
-       --redis-url redis://127.0.0.1:6379/0 --input "$corpus" --limit "${LIMIT:-20000}"
-       --steady-seconds "${STEADY_S:-10}" --json "$out/bench.json" "$@")
+bench=("${cli[@]}" "${gpu[@]}" "${corpus[@]}" --steady-seconds "${STEADY_S:-10}" --json "$out/bench.json" "$@")
 if [ "${PROFILE:-0}" = 1 ] && command -v py-spy >/dev/null; then
   py-spy record --gil --threads --subprocesses --nonblocking -r 100 -f raw -o "$out/gil.raw" -- "${bench[@]}" \
     2>&1 | tee "$out/bench.log"
@@ -61,14 +50,13 @@ fi
 # Long documents with chunking on: chunks/s against plain encode of the same chunks, and the share
 # of chunks an edit takes from the cache (`ingestor bench --long-documents`).
 if [ "${LONG_DOCS:-1}" = 1 ]; then
-  python3 -m ingestor bench --long-documents --device cuda --precision fp16 --model "$kit/model" \
-    --milvus-uri "$milvus" --redis-url redis://127.0.0.1:6379/0 --json "$out/chunks.json" 2>&1 | tee "$out/chunks.log" || true
+  "${cli[@]}" "${gpu[@]}" --long-documents --json "$out/chunks.json" 2>&1 | tee "$out/chunks.log" || true
 fi
 
-# Worker processes per GPU through the real CLI (deploy/gpu/workers.py), all writing to the server:
-# does spreading the per-record Python over processes feed the GPU better?
-if [ -n "${WORKERS:-1,2,4}" ]; then
-  python3 "$repo/deploy/gpu/workers.py" --input "$corpus" --limit "${LIMIT:-20000}" --workers "${WORKERS:-1,2,4}" \
-    --devices 0 --model "$kit/model" --precision fp16 --timeout-s 90 --milvus-uri "$milvus" \
+# Worker processes per GPU through the real CLI, all writing to the server: does spreading the
+# per-record Python over processes feed the GPU better?
+workers="${WORKERS-1,2,4}"  # WORKERS= (empty) skips it
+if [ -n "$workers" ]; then
+  "${cli[@]}" "${gpu[@]}" "${corpus[@]}" --workers "$workers" --devices 0 --timeout-s 90 \
     --json "$out/workers.json" 2>&1 | tee "$out/workers.log" || true
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine: unpack one part of the kit (see make_kit.sh) into /tmp/ingestor-kit, which
-# outlives the call while the machine stays warm. Usage: setup_part.sh a|b|c|d
+# On the GPU machine: unpack one part of the kit (see make_kit.sh) into /tmp/ingestor-kit, where
+# run_bench.sh finds it. Usage: setup_part.sh a|b|c|d
 set -euo pipefail
 part="$1"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

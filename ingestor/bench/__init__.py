@@ -34,13 +34,18 @@ in torch fp32 and in P, each at its best batch size; throughput ratio and min/me
 them. P is a torch precision (fp16, bf16) or a backend with its precision (onnx, onnx-int8,
 openvino, openvino-bf16, openvino-int8; those run on the CPU, so both sides then do). Loading,
 and exporting a backend's weights the first time, is not timed.
+
+Two more modes run instead of (a)-(f): `--sink-rate`, the sink's own write rate alone (no Kafka,
+model or Redis; `variants.sink_rate`), and `--workers 1,2,4`, (c) through `ingestor run --devices
+D --workers K` as deployed, for each K (`ingestor.bench.workers`). `--cycles N` makes any of them
+run on the corpus N times over, each cycle's texts distinct (`ingestor.corpus.cycled`).
+
+With chunking on (`chunking.enabled`), the daemon writes one entity per chunk: the bench counts
+Milvus's rows as entities and checks them by record (`doc_id`), each record's chunks whole and once.
 """
 
-from ingestor.bench.report import render, write_json
-from ingestor.bench.run import TARGETS, BenchOptions, run_bench
-from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_rows
-from ingestor.bench.variants import sink_rate
-from ingestor.corpus import SAMPLE, Record, load_corpus
+from ingestor.bench.report import render, render_sink_rate, render_workers, write_json
+from ingestor.bench.run import TARGETS, BenchOptions, bench_corpus, default_limit, run_bench, run_sink_rate
 
-__all__ = ["DEFAULT_REDIS_URL", "SAMPLE", "TARGETS", "BenchOptions", "Record", "Services", "load_corpus", "milvus_rows",
-           "render", "run_bench", "sink_rate", "write_json"]
+__all__ = ["TARGETS", "BenchOptions", "bench_corpus", "default_limit", "render", "render_sink_rate",
+           "render_workers", "run_bench", "run_sink_rate", "write_json"]

@@ -9,7 +9,7 @@ from typing import Any
 from ingestor.bench.run import TARGETS
 from ingestor.bench.variants import NAIVE_BATCH
 
-def public(result: dict[str, Any]) -> dict[str, Any]:
+def public(result: Any) -> Any:
     """The figures without private entries (vectors)."""
     return json.loads(json.dumps(result, default=lambda o: o.item() if hasattr(o, "item") else None))
 
@@ -57,9 +57,7 @@ def render(result: dict[str, Any], console: Any) -> None:
         return
     sink = result.get("sink_alone")
     if sink:
-        console.print(f"sink: {result.get('sink')}; alone it took [bold]{_f(sink['rows_per_s'], 0)}[/bold] rows/s "
-                      f"({sink['rows']} rows in upserts of {sink['chunk']}, {_f(sink['client_cpu_us_per_row'])} µs of "
-                      f"this process's CPU per row)", highlight=False)
+        render_sink_rate({**sink, "sink": result.get("sink")}, console)
     table = Table(title="throughput and latency")
     for col in ("variant", "records", "seconds", "texts/s", "tokens/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
@@ -87,7 +85,7 @@ def render(result: dict[str, Any], console: Any) -> None:
                   _f(c["tokens_per_s"], 0), _f(c["latency_p50_ms"], 0), _f(c["latency_p99_ms"], 0))
     diag = c.get("diagnostics", {})
     ids_c = "match" if c["milvus_ids_match"] else "DO NOT MATCH"
-    notes.append(f"c: cold cache; {c['milvus_rows']} rows in Milvus, ids {ids_c}; "
+    notes.append(f"c: cold cache; {_held(c)} in Milvus, record ids {ids_c}; "
                  f"model busy {_f(100 * (diag.get('model_busy_share') or 0), 0)}% of the span, padded/real tokens "
                  f"{_f(diag.get('padding_overhead'), 2)}, {_f(diag.get('mean_texts_per_forward_pass'))} texts per "
                  f"forward pass, Milvus writes {_f(100 * (diag.get('milvus_write_share') or 0), 0)}%; "
@@ -96,7 +94,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_row("d warm", _f(d["records"]), _f(d["seconds"], 2), _f(d["texts_per_s"]),
                   _f(d["tokens_per_s"], 0), _f(d["latency_p50_ms"], 0), _f(d["latency_p99_ms"], 0))
     notes.append(f"d: {d['repeated_records']} records repeat texts of c, {d['new_records']} new; "
-                 f"{d['cache_hits']} cache hits; ids {'match' if d['milvus_ids_match'] else 'DO NOT MATCH'}")
+                 f"{d['cache_hits']} cache hits; {_held(d)} in Milvus, record ids "
+                 f"{'match' if d['milvus_ids_match'] else 'DO NOT MATCH'}")
     if "steady" in result:
         e = result["steady"]
         table.add_row("e steady", _f(e["records"]), _f(e["seconds"], 2), "–", "–",
@@ -131,6 +130,31 @@ def render(result: dict[str, Any], console: Any) -> None:
     console.print(ratios)
 
 
+def _held(v: dict[str, Any]) -> str:
+    """Rows in Milvus, and the records they are when chunking made more rows than records."""
+    rows, records = v["milvus_rows"], v.get("milvus_records", v["milvus_rows"])
+    return f"{rows} rows" if rows == records else f"{rows} rows (chunks) of {records} records"
+
+
+def render_sink_rate(sink: dict[str, Any], console: Any) -> None:
+    console.print(f"sink: {sink.get('sink')}; alone it took [bold]{_f(sink['rows_per_s'], 0)}[/bold] rows/s "
+                  f"({sink['rows']} rows in upserts of {sink['chunk']}, {_f(sink['client_cpu_us_per_row'])} µs of "
+                  f"this process's CPU per row)", highlight=False)
+
+
+def render_workers(results: list[dict[str, Any]], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="worker processes (ingestor run --workers K), all writing to one sink")
+    for col in ("K", "exit", "records", "rows", "write span s", "texts/s", "wall s", "record ids"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        table.add_row(str(r["workers"]), str(r["rc"]), _f(r["records"]), _f(r["milvus_rows"]),
+                      _f(r["write_span_s"], 2), _f(r["texts_per_s"]), _f(r["wall_s"], 2),
+                      "match" if r["ids_match"] else "DO NOT MATCH")
+    console.print(table)
+
+
 GAUGE_NAMES = {"rss": "resident memory", "heap": "malloc heap in use", "python": "Python objects (tracemalloc)",
                "children": "child processes' resident memory (Milvus Lite)"}
 
@@ -156,6 +180,6 @@ def memory_notes(memory: dict[str, Any]) -> list[str]:
     return notes
 
 
-def write_json(result: dict[str, Any], path: Path) -> None:
+def write_json(result: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(public(result), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -11,12 +11,12 @@ from typing import Any
 from ingestor.config import Settings
 from ingestor.memory import peak_rss_mib
 from ingestor.bench.accounting import cpu_name, rate, ratio, with_cpu
-from ingestor.corpus import SAMPLE, load_corpus
-from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_ids
+from ingestor.corpus import SAMPLE, Record, cycled, load_corpus
+from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_held
 from ingestor.bench.variants import (
     BATCH_SIZES, NAIVE_BATCH, STEADY_RATE, bench_ceiling, bench_daemon, bench_naive, bench_plain,
-    bench_steady, ceiling_records, compare_precision, corpus_tokens, daemon_settings, device_kind,
-    encode_seconds, sink_rate, warm_corpus, warm_up,
+    bench_steady, compare_precision, corpus_tokens, daemon_settings, device_kind, encode_seconds, sink_alone,
+    warm_corpus, warm_up,
 )
 
 TARGETS = {
@@ -32,6 +32,7 @@ TARGETS = {
 @dataclass
 class BenchOptions:
     input: Path = SAMPLE
+    cycles: int = 1  # the corpus this many times over (`corpus.cycled`)
     limit: int | None = None
     steady_seconds: float = 30.0
     steady_rate: float = STEADY_RATE
@@ -52,6 +53,26 @@ def default_limit(corpus_size: int, device: str) -> int:
     return max(1, min(wanted, (2 * corpus_size) // 3))
 
 
+def bench_corpus(path: Path, cycles: int = 1) -> list[Record]:
+    """The bench's corpus: the file's records, `cycles` times over, every text distinct."""
+    corpus = load_corpus(path)
+    return cycled(corpus, cycles * len(corpus)) if cycles > 1 else corpus
+
+
+def run_sink_rate(settings: Settings, milvus_uri: str | None = None, rows: int = 24_576,
+                  keep: bool = False) -> dict[str, Any]:
+    """The sink's own write rate, alone (`ingestor bench --sink-rate`): no Kafka, no model, no
+    Redis; into a fresh Milvus Lite file, or a collection of its own on a server (dropped after)."""
+    svc = Services(settings, DEFAULT_REDIS_URL, 1, keep, milvus_uri)
+    try:
+        out = sink_alone(svc, rows)
+    finally:
+        svc.cleanup()
+    out["sink"] = milvus_uri or "Milvus Lite (a fresh file, served from a child process)"
+    out["collection"] = svc.collection("sink")
+    return out
+
+
 def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str], None] = lambda s: None,
               embedder: Any = None) -> dict[str, Any]:
     """Run every variant; returns all figures (JSON-ready)."""
@@ -60,7 +81,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
     from ingestor.config import parse_variant
     from ingestor.embedder import Embedder, resolve_device
 
-    corpus = load_corpus(options.input)
+    corpus = bench_corpus(options.input, options.cycles)
     if not corpus:
         raise ValueError(f"no records in {options.input}")
     backend = settings.model.backend
@@ -76,7 +97,8 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name(),
         "precision": settings.model.variant, "model": settings.model.name,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "input": str(options.input), "corpus_records": len(corpus), "limit": limit,
+        "input": str(options.input), "cycles": options.cycles, "corpus_records": len(corpus), "limit": limit,
+        "chunking": settings.chunking.enabled,
         "load_average": {"cpus": os.cpu_count(), "before": [round(x, 2) for x in os.getloadavg()]},
     }
 
@@ -120,8 +142,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             result["naive"] = with_cpu(lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension))
 
         progress(f"the sink alone: {options.sink_rows} rows into {result['sink']}")
-        result["sink_alone"] = sink_rate(svc.milvus_uri("sink"), svc.collection("sink"), options.sink_rows,
-                                         dimension=embedder.dimension)
+        result["sink_alone"] = sink_alone(svc, options.sink_rows, embedder.dimension)
 
         progress(f"(c) the daemon on {limit} records (cold cache)")
         uri = svc.milvus_uri("pipeline")
@@ -130,9 +151,11 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         topic_c = svc.topic("pipeline", head)
         s_c = daemon_settings(settings, topic_c, svc.name("pipeline-group"), uri, bench_collection, redis_url, prefix)
         pipeline = with_cpu(lambda: bench_daemon(s_c, embedder, head, tokens))
-        ids_c = milvus_ids(uri, bench_collection, settings.milvus.lite_in_process)
-        pipeline["milvus_rows"] = len(ids_c)
-        pipeline["milvus_ids_match"] = len(ids_c) == len(set(ids_c)) and set(ids_c) == {r.id for r in head}
+        chunked, in_process = settings.chunking.enabled, settings.milvus.lite_in_process
+        held_c = milvus_held(uri, bench_collection, chunked, in_process)
+        pipeline["milvus_rows"] = held_c.rows  # entities: with chunking, one per chunk
+        pipeline["milvus_records"] = len(held_c.record_ids)
+        pipeline["milvus_ids_match"] = held_c.match({r.id for r in head})
         result["pipeline"] = pipeline
 
         warm_records = warm_corpus(corpus, head)
@@ -142,14 +165,15 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         topic_d = svc.topic("warm", warm_records)
         s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, bench_collection, redis_url, prefix)
         warm = with_cpu(lambda: bench_daemon(s_d, embedder, warm_records, warm_tokens))
-        ids_all = milvus_ids(uri, bench_collection, settings.milvus.lite_in_process)
+        held_d = milvus_held(uri, bench_collection, chunked, in_process)
         warm["repeated_records"] = n_repeat
         warm["new_records"] = len(warm_records) - n_repeat
         warm["cache_hits"] = int(warm["counts"]["cache_hits"])
-        warm["cache_hit_share"] = ratio(warm["cache_hits"], len(warm_records))
-        warm["milvus_rows"] = len(ids_all)
-        warm["milvus_ids_match"] = (len(ids_all) == len(set(ids_all))
-                                    and set(ids_all) == {r.id for r in head} | {r.id for r in warm_records})
+        # Of the texts the model would embed (with chunking, chunks): those the cache had.
+        warm["cache_hit_share"] = ratio(warm["cache_hits"], warm["cache_hits"] + warm["counts"]["embedded"])
+        warm["milvus_rows"] = held_d.rows
+        warm["milvus_records"] = len(held_d.record_ids)
+        warm["milvus_ids_match"] = held_d.match({r.id for r in head} | {r.id for r in warm_records})
         result["warm"] = warm
 
         # The ceiling once more, after the services' variants: on a machine that others share,
@@ -172,7 +196,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
                                                              options.steady_rate, options.trace_memory))
 
         if not options.skip_ceiling:
-            records_f = ceiling_records(corpus, 4 * limit)
+            records_f = cycled(corpus, 4 * limit, tag="f")
             tokens_f = corpus_tokens(embedder, [r.text for r in records_f])
             progress(f"(f) the daemon on {len(records_f)} records with a null forward pass (the pipeline's ceiling)")
             topic_f = svc.topic("ceiling", records_f)

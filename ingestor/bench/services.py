@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,41 @@ def milvus_rows(uri: str, collection: str, fields: list[str], in_process: bool =
         return sink.rows(fields)
 
 
-def milvus_ids(uri: str, collection: str, in_process: bool = False) -> list[str]:
-    return [r["id"] for r in milvus_rows(uri, collection, ["id"], in_process)]
+def record_fields(chunked: bool) -> list[str]:
+    """The fields `held` reads: with chunking, each entity's record and its place among the
+    record's chunks."""
+    return ["id", "doc_id", "chunk_index", "chunk_count"] if chunked else ["id"]
+
+
+@dataclass
+class Held:
+    """What a collection holds, by record."""
+
+    rows: int  # entities: one per record, or with chunking one per chunk
+    record_ids: set[str]  # the records' own ids (`doc_id` with chunking)
+    whole: bool  # every entity once; with chunking, every record's chunks 0..count-1, once each
+
+    def match(self, expected: set[str]) -> bool:
+        """Exactly these records, each whole and once."""
+        return self.whole and self.record_ids == expected
+
+
+def held(rows: list[dict[str, Any]], chunked: bool) -> Held:
+    """`rows` (read with `record_fields(chunked)`, at least) by record."""
+    ids = [r["id"] for r in rows]
+    whole = len(ids) == len(set(ids))
+    if not chunked:
+        return Held(len(rows), set(ids), whole)
+    chunks: dict[str, list[tuple[int, int]]] = {}
+    for r in rows:
+        chunks.setdefault(str(r["doc_id"]), []).append((int(r["chunk_index"]), int(r["chunk_count"])))
+    for parts in chunks.values():
+        whole = whole and sorted(parts) == [(i, parts[0][1]) for i in range(parts[0][1])]
+    return Held(len(rows), set(chunks), whole)
+
+
+def milvus_held(uri: str, collection: str, chunked: bool, in_process: bool = False) -> Held:
+    return held(milvus_rows(uri, collection, record_fields(chunked), in_process), chunked)
 
 
 def drop_collection(uri: str, collection: str) -> None:

@@ -117,6 +117,12 @@ def sink_rate(uri: str, collection: str, rows: int, chunk: int = 512, dimension:
         sink.close()
 
 
+def sink_alone(svc: Services, rows: int, dimension: int = 384) -> dict[str, Any]:
+    """`sink_rate` into the bench's sink: a fresh Milvus Lite file, or on a server a collection of
+    the run's own (dropped with the run's other names)."""
+    return sink_rate(svc.milvus_uri("sink"), svc.collection("sink"), rows, dimension=dimension)
+
+
 def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Record], tokens: int,
                 dimension: int, timeout_s: float = 3600.0) -> dict[str, Any]:
     from kafka import KafkaConsumer
@@ -226,18 +232,6 @@ class NullForward:
         import numpy as np
 
         return np.tile(self._unit, (n, 1))
-
-
-def ceiling_records(corpus: list[Record], n: int) -> list[Record]:
-    """`n` records cycling through the corpus, each with an id and a text of its own (a repeated
-    text would come from the cache and skip the very stages this measures)."""
-    out = []
-    for i in range(n):
-        cycle, rec = divmod(i, len(corpus))
-        source = corpus[rec]
-        text = source.text if cycle == 0 else f"{source.text} ({cycle})"
-        out.append(Record(f"ceiling-{cycle}-{source.id}", text, source.metadata))
-    return out
 
 
 def bench_ceiling(settings: Settings, embedder: Any, records: list[Record], tokens: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from ingestor.corpus import SAMPLE
 from tests.support import harness
 
 pytestmark = pytest.mark.services
@@ -17,12 +18,20 @@ pytestmark = pytest.mark.services
 LIMIT = 60
 
 
+def bench_env() -> dict[str, str]:
+    """The environment without this machine's INGESTOR_ settings, but for chunking's: the bench
+    must hold with chunking on or off, whichever the default, and INGESTOR_CHUNKING__ENABLED
+    runs it the other way."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("INGESTOR_") or k.startswith("INGESTOR_CHUNKING__")}
+
+
 @pytest.fixture(scope="module", params=["lite", "server"])
 def figures(request, services, tmp_path_factory):
     """One bench run: on fresh Milvus Lite files (the default), or with `--milvus-uri` on the
     Milvus server, in collections of its own."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    env = bench_env()
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "ingestor", "bench", "--device", "cpu", "--limit", str(LIMIT),
            "--steady-seconds", "5", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL,
@@ -68,11 +77,18 @@ def test_every_figure_is_there(figures):
     assert figures["peak_rss_mib"]["self"] > 100
 
 
+def rows_hold(figures, variant: str, records: int) -> bool:
+    """Rows in Milvus for this many records: one each, or with chunking one per chunk (some of
+    the sample's records are longer than the model's maximum sequence length)."""
+    rows = figures[variant]["milvus_rows"]
+    return rows >= records if figures["chunking"] else rows == records
+
+
 def test_pipeline_wrote_exactly_the_records(figures):
     c = figures["pipeline"]
     assert c["records"] == LIMIT
     assert c["written"] == LIMIT
-    assert c["milvus_rows"] == LIMIT
+    assert c["milvus_records"] == LIMIT and rows_hold(figures, "pipeline", LIMIT), c
     assert c["milvus_ids_match"]
     assert c["counts"]["upserted"] == LIMIT
     assert c["counts"]["cache_hits"] == 0  # the cache started cold
@@ -83,10 +99,15 @@ def test_warm_run_hit_the_cache_for_the_repeated_half(figures):
     d = figures["warm"]
     half = LIMIT // 2
     assert d["repeated_records"] == half and d["new_records"] == half
-    # Every repeated text is a hit; a new text may by chance repeat one of (c)'s texts too.
-    assert half <= d["cache_hits"] <= half + LIMIT // 10
+    # Every repeated text is a hit (with chunking, each of its chunks); a new text may by chance
+    # repeat one of (c)'s texts too.
+    if figures["chunking"]:
+        assert half <= d["cache_hits"] and d["counts"]["embedded"] >= half - LIMIT // 10, d["counts"]
+    else:
+        assert half <= d["cache_hits"] <= half + LIMIT // 10
+    assert 0 < d["cache_hit_share"] < 1
     assert d["counts"]["upserted"] == LIMIT
-    assert d["milvus_rows"] == 2 * LIMIT
+    assert d["milvus_records"] == 2 * LIMIT and rows_hold(figures, "warm", 2 * LIMIT), d
     assert d["milvus_ids_match"]
 
 
@@ -129,7 +150,7 @@ DOCUMENTS = 12
 def chunk_figures(services, tmp_path_factory):
     """`ingestor bench --long-documents` on a few long documents, Milvus Lite."""
     out = tmp_path_factory.mktemp("bench") / "chunks.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    env = bench_env()
     cmd = [sys.executable, "-m", "ingestor", "bench", "--long-documents", "--device", "cpu", "--limit", str(DOCUMENTS),
            "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, "--json", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
@@ -159,3 +180,42 @@ def test_an_edit_takes_most_chunks_from_the_cache(chunk_figures):
     assert DOCUMENTS <= g["counts"]["embedded"] <= 3 * DOCUMENTS
     assert g["counts"]["cache_hits"] >= g["chunks_unchanged"] > 0
     assert 0 < g["cache_hit_share"] < 1
+
+
+def bench_cli(*args: str, timeout: int = 540) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ingestor", "bench", "--bootstrap-servers", harness.KAFKA,
+           "--redis-url", harness.REDIS_URL, *args]
+    return subprocess.run(cmd, env=bench_env(), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_sink_rate_alone_on_the_server_leaves_nothing_behind(milvus_server, tmp_path):
+    """`ingestor bench --sink-rate`: the GPU kit's first step, with no Kafka, model or Redis."""
+    out = tmp_path / "sink_rate.json"
+    proc = bench_cli("--sink-rate", "--milvus-uri", milvus_server, "--json", str(out))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    assert result["sink"] == milvus_server and result["rows"] > 0 and result["rows_per_s"] > 0, result
+    with harness.milvus(milvus_server) as milvus:
+        assert result["collection"] not in milvus.list_collections()
+
+
+WORKER_RECORDS = 40
+
+
+def test_worker_processes_each_land_every_record_once(milvus_server, tmp_path):
+    """`ingestor bench --workers 1,2 --devices cpu`: the GPU kit's worker runs, on the CPU; the
+    corpus cycled (`--cycles`), so that the records are more than the sample's first."""
+    out, corpus = tmp_path / "workers.json", tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:25]), encoding="utf-8")
+    proc = bench_cli("--workers", "1,2", "--devices", "cpu", "--cycles", "2", "--input", str(corpus),
+                     "--limit", str(WORKER_RECORDS), "--milvus-uri", milvus_server, "--timeout-s", "240",
+                     "--json", str(out))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    results = json.loads(out.read_text())
+    assert [r["workers"] for r in results] == [1, 2]
+    for r in results:
+        assert r["rc"] == 0 and r["ids_match"], r
+        assert r["records"] == r["milvus_records"] == WORKER_RECORDS, r
+        assert r["milvus_rows"] >= WORKER_RECORDS and r["texts_per_s"] > 0, r
+    with harness.milvus(milvus_server) as milvus:
+        assert not {r["collection"] for r in results} & set(milvus.list_collections())
