@@ -1,7 +1,10 @@
 """A seeded soak (fault matrix row 20): records keep arriving while random faults from the matrix
 hit at random moments — kill -9 of the daemon, the broker frozen or restarted, Redis restarted
-empty, Milvus stopped and started. Every oracle holds at the end, and the committed-prefix
-invariant after each fault. The seed is printed; INGESTOR_SOAK_SEED=N replays a run."""
+empty, Milvus stopped and started. Among the records, a few long documents (many chunks each, with
+chunking on as the fault stack runs it), and later versions of some of them: shrunk to their first
+third, edited in one paragraph, deleted. Every oracle holds at the end, chunk by chunk, and the
+committed-prefix invariant after each fault. The seed is printed; INGESTOR_SOAK_SEED=N replays a
+run."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from ingestor.corpus import edit_middle_paragraph, long_documents
 from tests.faults import oracle
-from tests.faults.stack import Daemon, Rec, Scenario, poison, sample
+from tests.faults.stack import Daemon, Rec, Scenario, doc, poison, sample, tombstone
 
 pytestmark = pytest.mark.services
 
@@ -31,6 +35,27 @@ POISON = [
     poison(None, b'{"text": "   "}', "blank_text"),
     poison(None, b"[1, 2, 3]", "not_an_object"),
 ]
+
+
+def long_versions(rng: random.Random, n: int, max_chars: int) -> tuple[list[Rec], list[Rec]]:
+    """`n` long documents (`ingestor.corpus.long_documents`, 4,000 to `max_chars` characters) and
+    later versions of some of them: a third of them shrunk to their first third of paragraphs (a
+    shrink deletes the chunks past the new count), one edited in its middle paragraph, one deleted."""
+    pool = [d for d in long_documents() if 4_000 <= len(d.text) <= max_chars]
+    picked = rng.sample(pool, n)
+    first = [doc({"id": d.id, "text": d.text, "metadata": d.metadata}) for d in picked]
+    later: list[Rec] = []
+    shrunk = max(1, n // 3)
+    for d in picked[:shrunk]:
+        paragraphs = d.text.split("\n\n")
+        later.append(doc({"id": d.id, "text": "\n\n".join(paragraphs[:max(1, len(paragraphs) // 3)]),
+                          "metadata": d.metadata}))
+    if n > shrunk:
+        d = picked[shrunk]
+        later.append(doc({"id": d.id, "text": edit_middle_paragraph(d.text), "metadata": d.metadata}))
+    if n > shrunk + 1:
+        later.append(tombstone(picked[shrunk + 1].id))
+    return first, later
 
 
 @dataclass
@@ -112,21 +137,33 @@ class Soak:
         oracle.check_committed_prefix(self.scn)
 
 
-def soak(scn: Scenario, reference_model, seed: int, records: int, faults: int) -> None:
+def soak(scn: Scenario, reference_model, seed: int, records: int, faults: int, long_docs: int = 6,
+         long_max_chars: int = 12_000) -> None:
     rng = random.Random(seed)
-    print(f"\nsoak seed {seed} ({records} records, {faults} faults): INGESTOR_SOAK_SEED={seed} replays it", flush=True)
+    print(f"\nsoak seed {seed} ({records} records and {long_docs} long documents, {faults} faults, chunking "
+          f"{'on' if scn.chunked else 'off'}): INGESTOR_SOAK_SEED={seed} replays it", flush=True)
     scn.create_topic(4)
     stream: list[Rec] = list(sample(records))
     for bad in POISON:
         stream.insert(rng.randrange(len(stream)), bad)
-    chunks = [stream[i * len(stream) // (faults + 1):(i + 1) * len(stream) // (faults + 1)] for i in range(faults + 1)]
+    parts = [stream[i * len(stream) // (faults + 1):(i + 1) * len(stream) // (faults + 1)] for i in range(faults + 1)]
+    # The long documents go into the first part, their later versions into later ones (a fault
+    # between): a shrink then finds the longer version's chunks written, and deletes its surplus.
+    first, later = long_versions(rng, long_docs, long_max_chars)
+    for rec in first:
+        parts[0].insert(rng.randrange(len(parts[0]) + 1), rec)
+    for rec in later:
+        part = parts[rng.randrange(1, len(parts))]
+        part.insert(rng.randrange(len(part) + 1), rec)
     s = Soak(scn, rng)
     try:
-        for chunk in chunks[:-1]:
-            scn.produce(chunk)
+        for i, part in enumerate(parts[:-1]):
+            landed = scn.produce(part)
+            if i == 0:
+                scn.wait_landed([p for p in landed if p.rec in first], timeout_s=300, daemon=s.ensure_daemon())
             s.wait_some_progress()
             s.inject(rng.choice(FAULTS))
-        scn.produce(chunks[-1])
+        scn.produce(parts[-1])
         d = s.ensure_daemon()
         scn.wait_caught_up(timeout_s=300, daemon=d)
         code, _ = d.terminate()
@@ -153,4 +190,4 @@ def test_soak_short(scenario: Scenario, reference_model):
 
 @pytest.mark.slow
 def test_soak_long(scenario: Scenario, reference_model):
-    soak(scenario, reference_model, _seed(None), records=3000, faults=12)
+    soak(scenario, reference_model, _seed(None), records=3000, faults=12, long_docs=12, long_max_chars=40_000)
