@@ -87,7 +87,7 @@ def test_two_processes_on_one_milvus_lite_file_the_second_refuses(scenario: Scen
 def test_a_collection_of_another_dimension_refuses_to_start(scenario: Scenario):
     from pymilvus import DataType, MilvusClient
 
-    from ingestor.sink import SCHEMA_FIELDS
+    from ingestor.sink import schema_fields
 
     scn = scenario
     scn.create_topic(1)
@@ -95,7 +95,7 @@ def test_a_collection_of_another_dimension_refuses_to_start(scenario: Scenario):
     client = MilvusClient(uri=scn.milvus_uri)
     try:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description="other model")
-        for name, (type_name, params) in SCHEMA_FIELDS.items():
+        for name, (type_name, params) in schema_fields(scn.chunked).items():  # only the dimension differs
             extra = dict(params, dim=128) if name == "vector" else dict(params)
             schema.add_field(name, getattr(DataType, type_name), is_primary=(name == "id"), **extra)
         index = client.prepare_index_params()
