@@ -293,12 +293,12 @@ def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
 
 def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_everything,
          tokenize: Callable[[list[Unit]], None] = lambda units: None,
-         split: Callable[[Document], list[Document]] | None = None) -> list[Work]:
+         split: Callable[[list[Document]], list[Document]] | None = None) -> list[Work]:
     """The work for one window: collapse ids, split records into chunks (with `split`), group
     texts, resolve, tokenise what is left (its token counts decide the cut), cut. Everything
     already resolved rides with the first work; a record's chunks may ride in several."""
     window = collapse(items)
-    docs = window.documents if split is None else [c for d in window.documents for c in split(d)]
+    docs = window.documents if split is None else split(window.documents)
     units = group_texts(docs)
     ready = Work(deletes=window.deletes, rejected=window.rejected)
     todo = resolve(units, ready)

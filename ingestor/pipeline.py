@@ -28,7 +28,7 @@ from ingestor import metrics
 from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
-from ingestor.chunking import Splitter, chunk_documents
+from ingestor.chunking import Splitter, chunk_all
 from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
@@ -81,8 +81,8 @@ class Pipeline:
         self.ids = IdsInFlight()
         self.shared = SharedTexts(settings.max_in_flight_records or 0)
         # How a record becomes the documents written for it: its chunks, or (None) itself.
-        self.split: Callable[[Document], list[Document]] | None = (
-            None if splitter is None else partial(chunk_documents, splitter=splitter))
+        self.split: Callable[[list[Document]], list[Document]] | None = (
+            None if splitter is None else partial(chunk_all, splitter=splitter))
         self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity)
         self.model = ModelStage(embedder)
         self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,

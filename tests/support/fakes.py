@@ -168,6 +168,9 @@ class BarSplitter:
             start += len(part) + 1
         return out
 
+    def split_many(self, texts: list[str]):
+        return [self.split(t) for t in texts]
+
 
 # -- Kafka ------------------------------------------------------------------------------------------
 
