@@ -31,12 +31,13 @@ and only the edit that takes a record over the limit re-cuts it all). A longer r
 Locality, for a tokenizer whose tokens never straddle whitespace (BERT's WordPiece): a section's
 chunks depend only on its own text, on whether it opens the document, and (for its first chunk's
 prefix) on the tail of the chunk before; a section's edges depend only on the text before them
-back to the previous edge. So an edit inside one paragraph changes only the chunks from the one
-holding the paragraph before it (greedy cuts before that depend on earlier text only; the edited
-paragraph, shorter, may join that chunk) to the first section edge after the edit that both
-versions share (the edit may add or drop the anchor after its paragraph, or move a later one),
-plus the one chunk after that; inside a long paragraph, only the chunks from the last
-sentence anchor before the edit to the first one after it that both versions share, plus one.
+back to the previous edge, and on whether that is the document's start. So an edit inside one
+paragraph changes only the chunks from the one holding the paragraph before it (greedy cuts before
+that depend on earlier text only; the edited paragraph, shorter, may join that chunk) to the first
+section edge after the edit that both versions share, the document's start aside (the edit may
+add or drop the anchor after its paragraph, or move a later one), plus the one chunk after that;
+inside a long paragraph, only the chunks from the last sentence anchor before the edit to the first
+one after it that both versions share, plus one.
 Most edits change one or two chunks: one word replaced in each of six random paragraphs of every
 document of `corpus.long_documents()` (256/32, MiniLM: 1,416 edits) changed 1.23 chunks on
 average; 11 edits changed 4 or 5.
