@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -96,6 +96,15 @@ def chunks_of(split: Splitter, text: str) -> list[Chunk]:
     if key not in _chunks:
         _chunks[key] = split.split(text)
     return _chunks[key]
+
+
+def model_texts(scn: Scenario, texts: Iterable[str], model: Any = None) -> set[str]:
+    """The distinct texts the model sees for records of these texts in the scenario's runs (what a
+    run's `embedded` counts when nothing is cached): their chunks' with chunking, else their own."""
+    split = splitter(scn.env(), model)
+    if split is None:
+        return set(texts)
+    return {c.text for t in texts for c in chunks_of(split, t)}
 
 
 def store_text(env: Mapping[str, str]) -> bool:

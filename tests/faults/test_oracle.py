@@ -207,3 +207,11 @@ def test_the_committed_prefix_fails_a_committed_delete_whose_chunks_remain(monke
     with pytest.raises(AssertionError, match=r"covers the delete of 1 record\(s\) still in Milvus"):
         oracle.check_committed_prefix(scn, {0: 2})
     oracle.check_committed_prefix(scripted(monkeypatch, tmp_path, at([0, 1], v1, gone), []), {0: 2})
+
+
+def test_the_texts_the_model_sees_are_the_chunks_with_chunking_and_the_records_without(monkeypatch, tmp_path):
+    texts = [LONG, SHORT, SHORT]
+    assert oracle.model_texts(Scenario(Stack(0), "t", tmp_path, chunking=False), texts) == {LONG, SHORT}
+    monkeypatch.setattr(oracle, "splitter", lambda env, model=None: SPLIT)
+    chunked = oracle.model_texts(Scenario(Stack(0), "t", tmp_path, chunking=True), texts)
+    assert chunked == {c.text for c in SPLIT.split(LONG)} | {SHORT}
