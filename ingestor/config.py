@@ -184,7 +184,9 @@ class BatchSettings(_Section):
     max_batch_records: int | None = Field(None, ge=1, description="Most records in one forward pass (unset: by device)")
     max_batch_tokens: int | None = Field(
         None, ge=16, description="Most tokens in one forward pass, padding included (unset: by device)")
-    max_wait_ms: int = Field(200, ge=0, description="Longest a record waits for its batch to fill")
+    max_wait_ms: int = Field(200, ge=0, description=(
+        "Longest a record waits for its batch to fill (a window is cut sooner once its texts reach "
+        "max_batch_tokens × 4 characters)"))
     max_window_records: int | None = Field(None, ge=1, description="Records sorted together by length (unset: by device)")
     max_in_flight_records: int | None = Field(
         None, ge=1, description="Read but not done before partitions pause (unset: by device)")
@@ -222,9 +224,10 @@ DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
 
 
 class ChunkingSettings(_Section):
-    enabled: bool = Field(False, description=(
+    enabled: bool = Field(True, description=(
         "Split each record's text into chunks that fit the model, one entity per chunk (`<id>#<n>`); "
-        "off: one entity per record, cut at the model's maximum sequence length"))
+        "off: one entity per record (`<id>`), cut at the model's maximum sequence length and flagged "
+        "`truncated`"))
     max_tokens: int | None = Field(None, ge=8, description=(
         "Most tokens in one chunk, the model's special tokens included (unset: the model's maximum "
         "sequence length, which it may not exceed)"))

@@ -489,9 +489,11 @@ class MilvusSink:
         has_chunks = "doc_id" in fields
         if has_chunks != self.chunked:
             problems.append(
-                "it holds one entity per chunk (chunking.enabled was true when it was made), and chunking is off"
+                "it holds one entity per chunk (chunking.enabled was true when it was made), and chunking is off "
+                "(set INGESTOR_CHUNKING__ENABLED=true to write it)"
                 if has_chunks else
-                "it holds one entity per record (chunking.enabled was false when it was made), and chunking is on")
+                "it holds one entity per record (chunking.enabled was false when it was made), and chunking is on "
+                "(set INGESTOR_CHUNKING__ENABLED=false to write it as before)")
         for name, (type_name, _params) in self.fields.items():
             field = fields.get(name)
             if field is None:

@@ -43,3 +43,18 @@ def reference_model():
     from ingestor.embedder import resolve_model_path
 
     return SentenceTransformer(resolve_model_path(DEFAULT_MODEL), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_splitter(reference_model):
+    """The splitter the daemon builds for the default model and chunk settings (the expected
+    chunks of a record's text)."""
+    from ingestor.chunking import splitter_for
+    from ingestor.config import ChunkingSettings
+    from ingestor.tokenizer import Tokenizer
+
+    class Model:
+        max_seq_length = reference_model.max_seq_length
+        tokenizer = Tokenizer(reference_model.tokenizer, max_seq_length)
+
+    return splitter_for(ChunkingSettings(enabled=True), Model())

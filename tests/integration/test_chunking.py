@@ -15,7 +15,6 @@ import pytest
 
 from ingestor.chunking import Splitter
 from ingestor.corpus import edit_middle_paragraph, long_documents
-from ingestor.tokenizer import Tokenizer
 from tests.support import harness
 
 pytestmark = pytest.mark.services
@@ -26,10 +25,9 @@ Layout = dict[str, tuple[str, int, int, int, int, str]]  # chunk id -> the FIELD
 
 
 @pytest.fixture(scope="module")
-def splitter(reference_model) -> Splitter:
-    """The splitter the daemon builds for the default model and chunk settings."""
-    limit = reference_model.max_seq_length
-    return Splitter(Tokenizer(reference_model.tokenizer, limit), limit, OVERLAP)
+def splitter(reference_splitter) -> Splitter:
+    assert reference_splitter.overlap_tokens == OVERLAP
+    return reference_splitter
 
 
 def layout(texts: dict[str, str], splitter: Splitter) -> Layout:
@@ -208,6 +206,7 @@ def test_a_collection_of_chunks_refuses_a_daemon_without_chunking(chunked):
     run = harness.run_ingestor(env, timeout=300)
     assert run.returncode == 2, run.output[-3000:]
     assert "one entity per chunk" in run.output and "Traceback" not in run.output
+    assert "INGESTOR_CHUNKING__ENABLED=true" in run.output  # what to set to write it
 
 
 def test_search_keeps_each_records_best_chunk_with_its_span(chunked, reference_model):

@@ -26,8 +26,10 @@ def _doc(record_id: str, text: str) -> tuple[bytes, bytes]:
 
 
 def _vectors_match(rows: list[dict], texts: dict[str, str], model) -> None:
-    rows = sorted(rows, key=lambda r: r["id"])
-    expected = model.encode([texts[r["id"]] for r in rows], convert_to_numpy=True, normalize_embeddings=True)
+    """Each stored chunk is a piece of its record's text, with the vector plain encode gives it."""
+    for record_id, chunks in harness.by_record(rows).items():
+        assert all(c["text"] in texts[record_id] for c in chunks), record_id
+    expected = model.encode([r["text"] for r in rows], convert_to_numpy=True, normalize_embeddings=True)
     stored = np.asarray([r["vector"] for r in rows], dtype=np.float32)
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)
     cosine = (stored * expected).sum(axis=1)
@@ -90,8 +92,8 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
     result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
     assert result.returncode == 0, result.output[-4000:]
     assert "cannot decode" not in result.output
-    rows = harness.milvus_rows(uri, fields=("id", "vector"))
-    assert sorted(r["id"] for r in rows) == sorted(texts)
+    rows = harness.milvus_rows(uri, fields=("id", "vector", "text"))
+    assert sorted(harness.by_record(rows)) == sorted(texts)
     _vectors_match(rows, texts, reference_model)
     committed, ends = harness.offsets(group, topic)
     assert committed == ends
@@ -141,8 +143,8 @@ def test_aborted_transactions_never_land_and_the_drain_ends_at_lag_zero(services
     group = harness.unique("g")
     result = harness.run_ingestor(harness.ingestor_env(topic, group, uri), timeout=300)
     assert result.returncode == 0, result.output[-4000:]
-    rows = harness.milvus_rows(uri, fields=("id", "vector"))
-    assert sorted(r["id"] for r in rows) == sorted(texts), "exactly the committed transactions' records"
+    rows = harness.milvus_rows(uri, fields=("id", "vector", "text"))
+    assert sorted(harness.by_record(rows)) == sorted(texts), "exactly the committed transactions' records"
     _vectors_match(rows, texts, reference_model)
     # Each partition ends in a transaction marker that no consumer receives: the commit still
     # reaches the end offset, so the lag is 0.
@@ -162,8 +164,8 @@ def test_read_uncommitted_ingests_aborted_records_too_and_still_drains(services,
     env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__ISOLATION_LEVEL="read_uncommitted")
     result = harness.run_ingestor(env, timeout=300)
     assert result.returncode == 0, result.output[-4000:]
-    rows = harness.milvus_rows(uri, fields=("id", "vector"))
-    assert sorted(r["id"] for r in rows) == sorted(texts)
+    rows = harness.milvus_rows(uri, fields=("id", "vector", "text"))
+    assert sorted(harness.by_record(rows)) == sorted(texts)
     _vectors_match(rows, texts, reference_model)
     committed, ends = harness.offsets(group, topic)
     assert committed == ends
@@ -200,7 +202,7 @@ def test_an_open_transaction_holds_back_only_its_partition(services, tmp_path):
     try:
         result = harness.run_ingestor(env, timeout=300)
         assert result.returncode == 0, result.output[-4000:]
-        ids = {r["id"] for r in harness.milvus_rows(uri, fields=("id",))}
+        ids = set(harness.by_record(harness.milvus_rows(uri, fields=("id",))))
         assert ids == {k.decode() for k, _ in before + others}
         committed, ends = harness.offsets(group, topic)
         assert committed[0] == len(before), "partition 0 commits up to its last stable offset"
@@ -220,7 +222,7 @@ def test_an_open_transaction_holds_back_only_its_partition(services, tmp_path):
     open_tx.commit_transaction(60)
     result = harness.run_ingestor(env, timeout=300)
     assert result.returncode == 0, result.output[-4000:]
-    ids = {r["id"] for r in harness.milvus_rows(uri, fields=("id",))}
+    ids = set(harness.by_record(harness.milvus_rows(uri, fields=("id",))))
     assert ids == {k.decode() for k, _ in before + pending + after + others}
     committed, ends = harness.offsets(group, topic)
     assert committed == ends
@@ -258,11 +260,11 @@ def test_hostile_ids_land_as_themselves_and_tombstones_delete_exactly_their_id(s
     env = harness.ingestor_env(topic, harness.unique("g"), uri, INGESTOR_MILVUS__COLLECTION=collection)
     result = harness.run_ingestor(env, timeout=300)
     assert result.returncode == 0, result.output[-4000:]
-    stored = sorted(r["id"] for r in harness.milvus_rows(uri, collection, fields=("id",)))
+    stored = sorted(harness.by_record(harness.milvus_rows(uri, collection, fields=("id",))))
     assert stored == sorted(["victim1", "victim2", *HOSTILE_IDS[2:]])
     # A replay by another group: the records still stored are skipped as unchanged, which takes
     # reading each back from Milvus by its id.
     again = harness.run_ingestor(dict(env, INGESTOR_KAFKA__GROUP_ID=harness.unique("g")), timeout=300)
     assert again.returncode == 0, again.output[-4000:]
     assert again.summary()["skipped"] == len(stored)
-    assert sorted(r["id"] for r in harness.milvus_rows(uri, collection, fields=("id",))) == stored
+    assert sorted(harness.by_record(harness.milvus_rows(uri, collection, fields=("id",)))) == stored

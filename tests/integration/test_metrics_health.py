@@ -87,10 +87,11 @@ def _ledger(text: str) -> dict[str, float]:
     out["in_flight"] = harness.metric_value(text, "ingestor_records_in_flight")
     out["embedded"] = harness.metric_value(text, "ingestor_records_embedded_total")
     out["cache_hit"] = harness.metric_value(text, "ingestor_records_cache_hit_total")
+    out["chunks_upserted"] = harness.metric_value(text, "ingestor_chunks_upserted_total")
     return out
 
 
-def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(services, tmp_path):
+def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(services, tmp_path, reference_splitter):
     """A load of many repeats of a few thousand texts (no id, no key: the id is the text's hash), and
     one id repeated within a window, across windows and across partitions, with a tombstone
     between its versions. Every consumed record ends in exactly one outcome counter, at every
@@ -167,19 +168,22 @@ def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(s
     # The tombstone is windows away from the versions around it: it is applied, not superseded.
     assert final["superseded"] > 0 and final["deleted"] == 1 and final["dropped"] == 0
     assert final["dead_lettered"] == 0
-    # The in-flight sharing was used. A written record's vector came from its own unit's pass
-    # (`embedded` counts units; a unit holds one record per id, so more than one only where x or y
-    # has the text of a load record: at most 5 extra), from Redis (`cache_hit`), or from an
-    # earlier unit still in flight. No counter of shared records exists (it would be the
-    # pipeline's to count), so this is the lower bound the other counters give.
-    shared_at_least = final["upserted"] - final["embedded"] - 5 - final["cache_hit"]
-    assert shared_at_least > 0, f"no record took the vector of a text in flight: {final}"
-    assert final["embedded"] == len(set(texts))
+    # The in-flight sharing was used. A written chunk's vector came from its own unit's pass
+    # (`embedded` counts units, one per distinct chunk text; a unit holds one chunk per id, so more
+    # than one only where x or y has the text of a load record: at most the chunks of x's three
+    # versions and of y's two copies extra), from Redis (`cache_hit`), or from an earlier unit still
+    # in flight. No counter of shared chunks exists (it would be the pipeline's to count), so this
+    # is the lower bound the other counters give.
+    chunks = {t: [c.text for c in reference_splitter.split(t)] for t in texts}
+    extra = sum(len(chunks[t]) for t in versions) + 2 * len(chunks[texts[5]])
+    shared_at_least = final["chunks_upserted"] - final["embedded"] - extra - final["cache_hit"]
+    assert shared_at_least > 0, f"no chunk took the vector of a text in flight: {final}"
+    assert final["embedded"] == len({c for t in texts for c in chunks[t]})
     summary = harness.Run(0, (tmp_path / "out.log").read_text()).summary()
     assert summary["consumed"] == len(stream)
     assert summary["consumed"] == sum(summary[k] for k in OUTCOMES) + summary["in_flight"]
     assert summary["in_flight"] == 0
-    rows = harness.milvus_rows(str(tmp_path / "l.db"), fields=("id", "text"))
-    assert len(rows) == len(set(texts)) + 2
-    stored = {r["id"]: r["text"] for r in rows}
-    assert stored["x"] == versions[2] and stored["y"] == texts[5]
+    records = harness.by_record(harness.milvus_rows(str(tmp_path / "l.db"), fields=("id", "text")))
+    assert len(records) == len(set(texts)) + 2
+    assert [r["text"] for r in records["x"]] == chunks[versions[2]]
+    assert [r["text"] for r in records["y"]] == chunks[texts[5]]

@@ -104,8 +104,8 @@ def test_a_collection_released_while_the_daemon_runs_is_reloaded_and_nothing_is_
 
 
 def _ids(uri: str, collection: str) -> set[str]:
-    """The ids in the collection, loading it for the read if it is released (the daemon's
-    own reload is what the test is about, so the read must not depend on it)."""
+    """The record ids in the collection (from its chunks' ids), loading it for the read if it is
+    released (the daemon's own reload is what the test is about, so the read must not depend on it)."""
     with harness.milvus(uri) as client:
         if not client.has_collection(collection):
             return set()
@@ -113,7 +113,7 @@ def _ids(uri: str, collection: str) -> set[str]:
             return set()
         rows = client.query(collection, filter='id != ""', output_fields=["id"], limit=16384,
                             consistency_level="Strong")
-    return {r["id"] for r in rows}
+    return set(harness.by_record(rows))
 
 
 # -- a server too old for upsert -------------------------------------------------------------------

@@ -31,6 +31,6 @@ def test_the_quick_start_lands_the_sample_and_prints_nothing_alarming(services, 
     sample = load_corpus(harness.REPO / "ingestor/data/sample.jsonl")
     summary = harness.Run(proc.returncode, output).summary()
     assert summary["consumed"] == summary["upserted"] == len(sample), summary
-    # The search's table rows: │ id │ score │ text │, best first.
-    hits = re.findall(r"^\W*?(\S+)\s*│\s*-?\d\.\d{4}\s*│", proc.stdout, re.M)
+    # The search's table rows: │ record id │ chunk │ span │ score │ text │, best first.
+    hits = re.findall(r"^\W*?(\S+)\s*│\s*\d+\s*│\s*\d+-\d+\s*│\s*-?\d\.\d{4}\s*│", proc.stdout, re.M)
     assert hits and hits[0].startswith("fileinput"), proc.stdout[-2000:]

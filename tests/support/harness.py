@@ -341,6 +341,33 @@ def milvus_rows(uri: str, collection: str = "documents", fields: tuple[str, ...]
     return _read_milvus(uri, collection, fields, [])["rows"]
 
 
+def by_record(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A chunked collection's rows grouped by record id, each record's in chunk order. Fails unless
+    every record's ids are exactly `<id>#0` … `<id>#<n-1>`, each once (so an entity stored twice,
+    or a gap, shows here)."""
+    chunks: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for row in rows:
+        record_id, sep, index = row["id"].rpartition("#")
+        assert sep and index.isdigit(), f"not a chunk id: {row['id']!r}"
+        chunks.setdefault(record_id, []).append((int(index), row))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for record_id, found in chunks.items():
+        found.sort(key=lambda pair: pair[0])
+        indices = [i for i, _ in found]
+        assert indices == list(range(len(found))), f"record {record_id!r} has chunks {indices}"
+        out[record_id] = [row for _, row in found]
+    return out
+
+
+def one_chunk_each(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows by record id, for records short enough to be one chunk: each is exactly `<id>#0`."""
+    out = {}
+    for record_id, found in by_record(rows).items():
+        assert len(found) == 1, f"record {record_id!r} has {len(found)} chunks"
+        out[record_id] = found[0]
+    return out
+
+
 def milvus_search(uri: str, vectors: list[list[float]], collection: str = "documents") -> list[list[str]]:
     """Top-3 ids for each query vector."""
     return _read_milvus(uri, collection, ("id",), vectors)["hits"]

@@ -14,7 +14,7 @@ import pytest
 from kafka import TopicPartition as KTP
 
 from ingestor import daemon as daemon_module
-from ingestor.config import KafkaSettings, MetricsSettings, RuntimeSettings, Settings
+from ingestor.config import ChunkingSettings, KafkaSettings, MetricsSettings, RuntimeSettings, Settings
 from ingestor.daemon import CLOSE_RESERVE_S, Daemon
 from ingestor.errors import RetriableError
 from ingestor.retry import Backoff
@@ -123,8 +123,10 @@ def test_start_waits_for_milvus_and_wires_one_tracker_and_one_clock_through_sour
     monkeypatch.setattr(daemon_module, "KafkaSource", functools.partial(KafkaSource, consumer=consumer))
     monkeypatch.setattr(daemon_module, "tune_gc", lambda threshold: None)  # process-wide: not in a test
     clock = Clock()
-    # No metrics port, no redis.url: nothing is served and no cache is opened.
-    d = Daemon(Settings(kafka=KafkaSettings(topics=["docs"]), metrics=MetricsSettings(port=0)),
+    # No metrics port, no redis.url: nothing is served and no cache is opened. The fake model has
+    # no tokenizer to chunk with (the splitter's wiring is the integration suite's).
+    d = Daemon(Settings(kafka=KafkaSettings(topics=["docs"]), metrics=MetricsSettings(port=0),
+                        chunking=ChunkingSettings(enabled=False)),
                embedder=FakeEmbedder(Log()), clock=clock)  # type: ignore[arg-type]
     d.backoff = Backoff(initial_ms=1, max_ms=2, jitter=0.0)
     assert not d.vitals().started
