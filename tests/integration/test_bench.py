@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ingestor.corpus import SAMPLE
+from ingestor.corpus import SAMPLE, load_corpus
 from tests.support import harness
 
 pytestmark = pytest.mark.services
@@ -29,7 +29,7 @@ def bench_env() -> dict[str, str]:
 @pytest.fixture(scope="module", params=["lite", "server"])
 def figures(request, services, tmp_path_factory):
     """One bench run: on fresh Milvus Lite files (the default), or with `--milvus-uri` on the
-    Milvus server, in collections of its own."""
+    Milvus server, in collections of its own, on the sample twice over (`--cycles 2`)."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = bench_env()
     env["PYTHONUNBUFFERED"] = "1"
@@ -38,7 +38,7 @@ def figures(request, services, tmp_path_factory):
            "--json", str(out)]
     server = request.getfixturevalue("milvus_server") if request.param == "server" else None
     if server:
-        cmd += ["--milvus-uri", server]
+        cmd += ["--milvus-uri", server, "--cycles", "2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "c / a" in proc.stdout, proc.stdout[-2000:]  # the table was printed
@@ -58,6 +58,8 @@ def test_every_figure_is_there(figures):
     assert figures["device"] == "cpu"
     assert figures["precision"] == "fp32"
     assert figures["limit"] == LIMIT
+    cycles = 2 if figures["_server"] else 1
+    assert figures["cycles"] == cycles and figures["corpus_records"] == cycles * len(load_corpus(SAMPLE))
     assert figures["tokens"] >= LIMIT
     for variant in ("plain", "naive", "pipeline", "warm"):
         v = figures[variant]
