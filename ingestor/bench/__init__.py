@@ -24,7 +24,9 @@ already-loaded, warmed-up model (loading is never timed):
 Throughput of (b)–(d) runs from the first record handed over by Kafka to the last acknowledged
 Milvus write (group join and the daemon's start-up are reported apart, not timed). Tokens are the
 model tokenizer's count after truncation, special tokens included, padding excluded — one count
-per corpus, the same for every variant.
+per corpus, the same for every variant. With chunking on (the default) every variant embeds the
+same texts, each record's chunks as the daemon cuts them ((a) and (b) get them cut beforehand,
+untimed), and every rate counts records: a record is done when all of its chunks are.
 
 Corpus size: `--limit` records for (a)–(c); by default 1000 on a CPU and 2000 on a GPU, in either
 case at most two thirds of the corpus, so that (d) finds unused texts for its new half.

@@ -59,6 +59,17 @@ def bench_corpus(path: Path, cycles: int = 1) -> list[Record]:
     return cycled(corpus, cycles * len(corpus)) if cycles > 1 else corpus
 
 
+def embedded_texts(settings: Settings, embedder: Any) -> Callable[[Record], list[str]]:
+    """What the daemon embeds for a record under these settings: its chunks' texts with chunking
+    (the splitter it builds), else the record's text."""
+    from ingestor.chunking import splitter_for
+
+    splitter = splitter_for(settings.chunking, embedder)
+    if splitter is None:
+        return lambda record: [record.text]
+    return lambda record: [c.text for c in splitter.split(record.text)]
+
+
 def run_sink_rate(settings: Settings, milvus_uri: str | None = None, rows: int = 24_576,
                   keep: bool = False) -> dict[str, Any]:
     """The sink's own write rate, alone (`ingestor bench --sink-rate`): no Kafka, no model, no
@@ -120,6 +131,10 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         progress(f"loading the model on {device} ({settings.model.precision})")
         embedder = Embedder(settings.model.model_copy(update={"device": device}), settings.runtime.torch_threads)
     model = embedder.model
+    # Every variant embeds the same texts for the same records: with chunking (as the daemon cuts
+    # them) a record's chunks, else its text; rates are records per second throughout.
+    pieces = embedded_texts(settings, embedder)
+    texts = [t for r in head for t in pieces(r)]
     tokens = corpus_tokens(embedder, texts)
     result["tokens"] = tokens
     result["batch_settings"] = settings.batch.for_device(device).model_dump()
@@ -133,13 +148,14 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
         sizes = BATCH_SIZES[device_kind(model)]
         progress(f"(a) plain encode of {limit} texts: trying batch sizes {', '.join(map(str, sizes))}")
-        plain = with_cpu(lambda: bench_plain(model, texts, tokens))
+        plain = with_cpu(lambda: bench_plain(model, texts, tokens, records=limit))
         plain.pop("_vectors")
         result["plain"] = plain
 
         if not options.skip_naive:
             progress(f"(b) naive consume → encode(batch {NAIVE_BATCH}) → insert → commit of {limit} records")
-            result["naive"] = with_cpu(lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension))
+            result["naive"] = with_cpu(lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension,
+                                                            pieces))
 
         progress(f"the sink alone: {options.sink_rows} rows into {result['sink']}")
         result["sink_alone"] = sink_alone(svc, options.sink_rows, embedder.dimension)
@@ -160,7 +176,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
         warm_records = warm_corpus(corpus, head)
         n_repeat = sum(1 for r in warm_records if r.id.startswith("warm-rep-"))
-        warm_tokens = corpus_tokens(embedder, [r.text for r in warm_records])
+        warm_tokens = corpus_tokens(embedder, [t for r in warm_records for t in pieces(r)])
         progress(f"(d) the daemon on {len(warm_records)} records, {n_repeat} repeating texts of (c)")
         topic_d = svc.topic("warm", warm_records)
         s_d = daemon_settings(settings, topic_d, svc.name("warm-group"), uri, bench_collection, redis_url, prefix)
@@ -197,7 +213,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
         if not options.skip_ceiling:
             records_f = cycled(corpus, 4 * limit, tag="f")
-            tokens_f = corpus_tokens(embedder, [r.text for r in records_f])
+            tokens_f = corpus_tokens(embedder, [t for r in records_f for t in pieces(r)])
             progress(f"(f) the daemon on {len(records_f)} records with a null forward pass (the pipeline's ceiling)")
             topic_f = svc.topic("ceiling", records_f)
             s_f = daemon_settings(settings, topic_f, svc.name("ceiling-group"), svc.milvus_uri("ceiling"),

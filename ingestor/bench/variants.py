@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ingestor.config import ModelSettings, Settings
@@ -57,8 +58,11 @@ def tune_subset(texts: list[str], size: int) -> list[str]:
     return [texts[int(i * step)] for i in range(size)]
 
 
-def bench_plain(model: Any, texts: list[str], tokens: int) -> dict[str, Any]:
-    """Batch sizes tried on a subset; the best two then on the whole corpus, the faster counts."""
+def bench_plain(model: Any, texts: list[str], tokens: int, records: int | None = None) -> dict[str, Any]:
+    """Batch sizes tried on a subset; the best two then on the whole corpus, the faster counts.
+    `texts` are what the daemon embeds for `records` records (more with chunking: their chunks);
+    the rate is per record, as the daemon's is."""
+    records = records or len(texts)
     kind = device_kind(model)
     subset = tune_subset(texts, TUNE_SUBSET[kind])
     tried = {}
@@ -72,8 +76,8 @@ def bench_plain(model: Any, texts: list[str], tokens: int) -> dict[str, Any]:
     best = min(full, key=lambda b: full[b][0])
     seconds, vectors = full[best]
     return {
-        "records": len(texts), "tokens": tokens, "seconds": round(seconds, 3),
-        "texts_per_s": rate(len(texts), seconds), "tokens_per_s": rate(tokens, seconds),
+        "records": records, "texts": len(texts), "tokens": tokens, "seconds": round(seconds, 3),
+        "texts_per_s": rate(records, seconds), "tokens_per_s": rate(tokens, seconds),
         "batch_size": best, "tried_texts_per_s": {str(k): v for k, v in tried.items()},
         "full_corpus_texts_per_s": {str(k): round(len(texts) / v[0], 2) for k, v in full.items()},
         "tune_subset": len(subset), "_vectors": vectors,
@@ -124,12 +128,16 @@ def sink_alone(svc: Services, rows: int, dimension: int = 384) -> dict[str, Any]
 
 
 def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Record], tokens: int,
-                dimension: int, timeout_s: float = 3600.0) -> dict[str, Any]:
+                dimension: int, pieces: Callable[[Record], list[str]] | None = None,
+                timeout_s: float = 3600.0) -> dict[str, Any]:
+    """`pieces`: the texts to embed for a record (with chunking, its chunks: cut beforehand and not
+    timed, so the naive loop does the daemon's forward work without its splitting cost)."""
     from kafka import KafkaConsumer
     from pymilvus import MilvusClient
 
     from ingestor.kafka_common import client_kwargs
 
+    cut = {r.id: pieces(r) for r in records} if pieces is not None else None
     topic = svc.topic("naive", records)
     uri = svc.milvus_uri("naive")
     collection = svc.collection("naive")
@@ -156,10 +164,16 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
             if started is None:
                 started = time.perf_counter()
             docs = [json.loads(r.value) for r in batch]
-            vectors = model.encode([d["text"] for d in docs], batch_size=NAIVE_BATCH, convert_to_numpy=True,
+            rows: list[tuple[str, str]] = []  # (entity id, text to embed)
+            for d in docs:
+                if cut is None:
+                    rows.append((d["id"], d["text"]))
+                else:
+                    rows += [(f"{d['id']}#{i}", piece) for i, piece in enumerate(cut[d["id"]])]
+            vectors = model.encode([text for _, text in rows], batch_size=NAIVE_BATCH, convert_to_numpy=True,
                                    show_progress_bar=False)
-            client.insert(collection, [{"id": d["id"], "vector": v.tolist(), "text": d["text"]}
-                                    for d, v in zip(docs, vectors)])
+            client.insert(collection, [{"id": i, "vector": v.tolist(), "text": text}
+                                    for (i, text), v in zip(rows, vectors)])
             consumer.commit()
             now_ms = time.time() * 1000
             latencies += [now_ms - r.timestamp for r in batch]

@@ -67,6 +67,10 @@ def test_every_figure_is_there(figures):
         assert v["tokens_per_s"] > 0, variant
         assert v["seconds"] > 0, variant
     assert figures["plain"]["batch_size"] in (16, 32, 64, 128)  # the CPU candidates
+    # Plain encode embeds what the daemon embeds for the same records (with chunking, their chunks),
+    # and its rate counts records, as the daemon's does.
+    assert figures["plain"]["records"] == LIMIT
+    assert figures["plain"]["texts"] > LIMIT if figures["chunking"] else figures["plain"]["texts"] == LIMIT
     # Every variant over the same corpus counts the same tokens.
     counted = {figures[v]["tokens"] for v in ("plain", "naive", "pipeline")}
     assert counted == {figures["tokens"]}
