@@ -65,14 +65,18 @@ def run(
     precision: PrecisionOpt = None, backend: BackendOpt = None, log_format: LogFormatOpt = None,
     log_level: LogLevelOpt = None,
     until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
-    devices: Annotated[Optional[str], typer.Option("--devices", help="auto, cpu, or GPU indices like 0,1: one worker process per device")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Worker processes: in all with --devices cpu, per GPU with GPU devices")] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="auto (every GPU, else the CPU), cpu, or GPU indices like 0,1: worker processes per device, all in one consumer group")] = None,
+    workers_per_device: Annotated[Optional[int], typer.Option("--workers-per-device", min=1, help="Worker processes per device (--devices cpu is one device); default 1 on the CPU, and on GPUs min(4, cores per GPU // 2), or 1 with a Milvus Lite file")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="The older name of --workers-per-device: per GPU with GPU devices, in all with --devices cpu")] = None,
 ) -> None:
     """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
+    from ingestor.supervisor import workers_option
+
+    count = workers_option(workers, workers_per_device)
     settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
                          model, device, precision, log_format, log_level, backend)
-    if devices is not None or (workers or 1) > 1:
-        raise typer.Exit(_supervise(settings, devices or "cpu", workers))
+    if devices is not None or (count or 1) > 1:
+        raise typer.Exit(_supervise(settings, devices or "cpu", count))
     from ingestor.daemon import Daemon
     from ingestor.supervisor import export_restarts
 
@@ -82,8 +86,8 @@ def run(
     raise typer.Exit(daemon.run())
 
 
-def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
-    from ingestor.supervisor import Supervisor, plan_workers, warn_if_few_partitions
+def _supervise(settings: Settings, devices: str, per_device: int | None) -> int:
+    from ingestor.supervisor import Supervisor, describe_plan, plan_workers, usable_cores, warn_if_few_partitions
 
     try:
         import torch
@@ -91,7 +95,8 @@ def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
         cuda_count = torch.cuda.device_count()
     except Exception:
         cuda_count = 0
-    plans = plan_workers(devices, workers, os.cpu_count() or 1, cuda_count, settings.metrics.port)
+    plans = plan_workers(devices, per_device, usable_cores(), cuda_count, settings.metrics.port,
+                         lite=settings.milvus.is_lite)
     if len(plans) > 1 and settings.milvus.is_lite:
         raise StartupError(
             f"{len(plans)} workers cannot share the Milvus Lite file {settings.milvus.uri}: run a Milvus server "
@@ -103,9 +108,10 @@ def _supervise(settings: Settings, devices: str, workers: int | None) -> int:
         # One static member id per worker: two consumers under one id fence each other out.
         for plan in plans:
             plan.env["INGESTOR_KAFKA__GROUP_INSTANCE_ID"] = f"{settings.kafka.group_instance_id}-{plan.index}"
+    log.info("supervising %s", describe_plan(plans))
     warn_if_few_partitions(settings, len(plans))
     # Workers re-read the same environment and config file; the CLI flags travel as arguments.
-    args = _drop_option_values(sys.argv[2:], ("--devices", "--workers"))
+    args = _drop_option_values(sys.argv[2:], ("--devices", "--workers", "--workers-per-device"))
     return Supervisor(settings, plans, args).run()
 
 

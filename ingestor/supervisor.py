@@ -1,9 +1,10 @@
-"""`ingestor run --devices 0,1` / `--workers N`: one worker process per device, all in one
-consumer group, so Kafka spreads the partitions across devices (and across machines running the
+"""`ingestor run --devices 0,1` / `--workers-per-device K`: K worker processes per device, all in
+one consumer group, so Kafka spreads the partitions across them (and across machines running the
 same command). Scale-out is the consumer group's job; this only keeps the local workers alive.
 
-Each worker is a plain `ingestor run` child with `CUDA_VISIBLE_DEVICES` set to its GPU (or, on
-CPU, its share of the cores as torch threads) and its own metrics port (`metrics.port + 1 + i`).
+Each worker is a plain `ingestor run` child with `CUDA_VISIBLE_DEVICES` set to its GPU (the K
+workers of one GPU share it), its share of the cores as torch threads, and its own metrics port
+(`metrics.port + 1 + i`). Without a count, a GPU gets `default_workers_per_gpu` workers.
 A crashed worker is restarted with backoff; SIGTERM/SIGINT are forwarded; the supervisor exits
 non-zero only when a worker keeps failing, or refuses to start (exit 2: a configuration that no
 restart can mend, so the others are stopped too and the supervisor exits 2).
@@ -16,6 +17,7 @@ across the restarts of one slot, as a Prometheus counter must.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -49,31 +51,91 @@ class WorkerPlan:
     env: dict[str, str]
 
 
-def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: int, metrics_port: int) -> list[WorkerPlan]:
-    """Pure: which workers to start, and the environment each one gets."""
+# The default K per GPU. One worker's Python (its GIL) spends about 250 µs of host CPU per record
+# (the bench's ceiling run, f), so it feeds a GPU about 4,000 texts/s, while an H100 embeds
+# MiniLM-sized texts at 10,000-15,000/s: enough workers to cover the faster rate, each with two
+# cores (its Python thread, and the tokenizer and I/O threads beside it), and never more than the
+# GPU's share of the cores allows.
+GPU_TEXTS_PER_S = 15_000
+WORKER_TEXTS_PER_S = 4_000
+CORES_PER_WORKER = 2
+MAX_WORKERS_PER_GPU = math.ceil(GPU_TEXTS_PER_S / WORKER_TEXTS_PER_S)  # 4
+
+
+def default_workers_per_gpu(cores: int, gpus: int) -> int:
+    """K when none is given: enough to keep a GPU busy, as far as each GPU's share of the cores allows."""
+    cores_per_gpu = cores // max(1, gpus)
+    return max(1, min(MAX_WORKERS_PER_GPU, cores_per_gpu // CORES_PER_WORKER))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, where it has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def workers_option(workers: int | None, workers_per_device: int | None) -> int | None:
+    """The one count `--workers` and `--workers-per-device` give, or None; ConfigError when they differ.
+
+    With GPUs `--workers` already counts per GPU, and `--devices cpu` is one device, so the two
+    name the same number: different values can only be a mistake."""
+    if workers is not None and workers_per_device is not None and workers != workers_per_device:
+        raise ConfigError(
+            f"--workers {workers} and --workers-per-device {workers_per_device} contradict each other: "
+            "both count the worker processes of each device (--devices cpu is one device); give only "
+            "--workers-per-device")
+    return workers_per_device if workers_per_device is not None else workers
+
+
+def gpu_ids(devices: str, cuda_count: int) -> list[str]:
+    """The GPU indices `--devices` names (every GPU for auto), or [] for the CPU."""
     devices = devices.strip().lower()
     if devices == "auto":
-        devices = ",".join(str(i) for i in range(cuda_count)) if cuda_count else "cpu"
-    plans: list[WorkerPlan] = []
+        return [str(i) for i in range(cuda_count)]
     if devices == "cpu":
-        n = workers or 1
-        threads = max(1, cpu_count // n)
-        for i in range(n):
-            plans.append(WorkerPlan(i, {"INGESTOR_MODEL__DEVICE": "cpu", "INGESTOR_RUNTIME__TORCH_THREADS": str(threads),
-                                        "OMP_NUM_THREADS": str(threads)}))
+        return []
+    ids = [d.strip() for d in devices.split(",") if d.strip()]
+    if not ids or not all(d.isdigit() for d in ids):
+        raise ConfigError(f"--devices must be auto, cpu or a list of GPU indices like 0,1 (got {devices!r})")
+    return ids
+
+
+def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: int, metrics_port: int,
+                 lite: bool = False) -> list[WorkerPlan]:
+    """Pure but for one log line: which workers to start, and the environment each one gets.
+
+    `workers` is the count per device (on the CPU, in all); None means one on the CPU and
+    `default_workers_per_gpu` on GPUs, or one per GPU when `lite`: a Milvus Lite file takes one
+    process, and a default must not turn a working single-GPU setup into a refusal."""
+    ids = gpu_ids(devices, cuda_count)
+    plans: list[WorkerPlan] = []
+    if not ids:
+        for i in range(workers or 1):
+            plans.append(WorkerPlan(i, {"INGESTOR_MODEL__DEVICE": "cpu"}))
     else:
-        ids = [d.strip() for d in devices.split(",") if d.strip()]
-        if not all(d.isdigit() for d in ids):
-            raise ConfigError(f"--devices must be auto, cpu or a list of GPU indices like 0,1 (got {devices!r})")
-        # On GPUs --workers counts workers per device: a small model leaves a GPU waiting on one
-        # process's Python (the GIL), and several consumer-group members sharing it spread that.
-        per_device = workers or 1
+        per_device = workers or default_workers_per_gpu(cpu_count, len(ids))
+        if workers is None and lite and per_device > 1:
+            log.info("one worker per GPU instead of the default %d: a Milvus Lite file takes one process "
+                     "(with a Milvus server in milvus.uri, %d per GPU)", per_device, per_device)
+            per_device = 1
         for gpu in ids:
             for _ in range(per_device):
                 plans.append(WorkerPlan(len(plans), {"CUDA_VISIBLE_DEVICES": gpu, "INGESTOR_MODEL__DEVICE": "cuda"}))
+    # Each worker gets its share of the cores, so K torch thread pools do not oversubscribe them.
+    threads = str(max(1, cpu_count // len(plans)))
     for p in plans:
+        p.env.update({"INGESTOR_RUNTIME__TORCH_THREADS": threads, "OMP_NUM_THREADS": threads})
         p.env["INGESTOR_METRICS__PORT"] = str(metrics_port + 1 + p.index) if metrics_port else "0"
     return plans
+
+
+def describe_plan(plans: list[WorkerPlan]) -> str:
+    """One line for the log: how many workers, on which devices, with how many threads."""
+    gpus = list(dict.fromkeys(p.env["CUDA_VISIBLE_DEVICES"] for p in plans if "CUDA_VISIBLE_DEVICES" in p.env))
+    where = f"{len(plans) // len(gpus)} per GPU on GPU {','.join(gpus)}" if gpus else "on the CPU"
+    threads = plans[0].env["INGESTOR_RUNTIME__TORCH_THREADS"] if plans else "0"
+    return f"{len(plans)} worker(s) {where}, {threads} torch thread(s) each"
 
 
 @dataclass(slots=True)
@@ -185,5 +247,5 @@ def warn_if_few_partitions(settings: Settings, workers: int) -> None:
         return
     total = sum(counts.values())
     if total < workers:
-        log.warning("%d worker(s) but only %d partition(s) in %s: %d worker(s) will sit idle",
-                    workers, total, ", ".join(counts), workers - total)
+        log.warning("%d worker(s) but only %d partition(s) in %s: %d worker(s) will sit idle (add partitions, "
+                    "or lower --workers-per-device)", workers, total, ", ".join(counts), workers - total)
