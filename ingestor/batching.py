@@ -218,6 +218,9 @@ class Work:
     # Chunks of records it writes (fixed at planning: one that fails leaves its unit, not this list).
     chunks: list[Document] = field(default_factory=list)
     claimed: list[Unit] = field(default_factory=list)  # units it embeds, which later work may share
+    # With chunking: the chunk count Milvus held for each record of its window when it was planned
+    # (the resolver's read; one dict shared by the window's works). What a write must trim.
+    stored: dict[str, int] = field(default_factory=dict)
 
     @property
     def padded_tokens(self) -> int:
@@ -305,6 +308,7 @@ def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_eve
     tokenize(todo)
     works = cut_work(todo, ready, limits)
     for work in works:
+        work.stored = ready.stored
         # Fixed now: records dead-lettered later (embed or sink failures) leave `work.ids()`.
         work.registered = work.ids()
         work.claimed = [u for u in work.units if u.to_embed]

@@ -7,8 +7,9 @@ can be skipped or shared.
   metadata, model, storage options) under the collection's incarnation (`marker_key`), so a model
   change or a re-created collection starts cold instead of inheriting stale claims.
 - **The skip rule** (`unchanged`): a record is skipped only when its marker matches *and* Milvus
-  holds an entity with that same content hash (read with strong consistency), and no earlier,
-  unwritten work carries the same id. A marker alone can cost a query, never a wrong skip.
+  holds an entity with that same content hash (read so that it sees every write before it:
+  `SessionReads`), and no earlier, unwritten work carries the same id. A marker alone can cost a
+  query, never a wrong skip.
 - **Texts in flight** (`SharedTexts`): a text still being embedded is waited for, not embedded again.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,37 +86,79 @@ class Identity:
 
 class IdsInFlight:
     """Ids of work planned and not yet written. An id planned twice is *busy*: Milvus does not yet
-    hold what the earlier work will write, so the later record may not be skipped as unchanged."""
+    hold what the earlier work will write, so the later record may not be skipped as unchanged.
+
+    With chunking it also keeps, for an id that an earlier work settled while a later one still
+    carries it, how many chunks that earlier work left stored (0 after a delete): the later work
+    read Milvus before the earlier one wrote, so this, not its read, is what it must trim."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
+        self._extents: dict[str, int] = {}
 
     def add(self, ids: Sequence[str]) -> None:
         with self._lock:
             for i in ids:
                 self._counts[i] = self._counts.get(i, 0) + 1
 
-    def remove(self, ids: Sequence[str]) -> None:
+    def remove(self, ids: Sequence[str], extents: Mapping[str, int] | None = None) -> None:
+        """These ids' work is settled; `extents`: chunks it left stored, by record id."""
         with self._lock:
             for i in ids:
                 n = self._counts.get(i, 0) - 1
                 if n > 0:
                     self._counts[i] = n
+                    if extents is not None and i in extents:
+                        self._extents[i] = extents[i]
                 else:
                     self._counts.pop(i, None)
+                    self._extents.pop(i, None)
 
-    def busy(self) -> set[str]:
+    def busy_among(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` that more than one planned work carries."""
         with self._lock:
-            return {i for i, n in self._counts.items() if n > 1}
+            return {i for i in ids if self._counts.get(i, 0) > 1}
+
+    def extent(self, record_id: str) -> int | None:
+        """Chunks an earlier, settled work left stored for a record still in flight; None when no
+        earlier work of this process wrote it since this one was planned."""
+        with self._lock:
+            return self._extents.get(record_id)
 
 
-def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: set[str],
+class SessionReads:
+    """Whether a read of Milvus at Session consistency sees what a window's records need.
+
+    Session consistency reads everything written before this process's last acknowledged write,
+    by anyone, without waiting for the server's next time tick (a Strong read waits for it: about
+    200 ms on a Milvus server). What it can miss is a write by another process after that one:
+    the previous owner's writes to a partition assigned to us since. So a window whose records
+    come from a partition assigned after our last write was issued reads with Strong consistency;
+    any later one with Session. Generations of partition ownership grow with every assignment
+    (`OffsetTracker`), which orders the two without a clock."""
+
+    def __init__(self) -> None:
+        self._covered = 0  # every generation up to this one was assigned before a write we made
+
+    def wrote(self, generation: int) -> None:
+        """A Milvus write issued when `generation` was the newest ownership was acknowledged."""
+        self._covered = max(self._covered, generation)
+
+    def strong_for(self, generations: Iterable[int]) -> bool:
+        """Whether records of these ownerships need a Strong read."""
+        return any(g > self._covered for g in generations)
+
+
+def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: Callable[[list[str]], set[str]],
               held: Callable[[list[str]], Mapping[str, str]]) -> set[int]:
     """The documents (by `id()`) to skip: their marker equals their digest, no earlier unwritten
     work carries their id (`busy`: Milvus does not hold yet what that work will write), and Milvus
-    holds that same content hash (`held`, asked only for the candidates)."""
-    candidates = [d for d, m in zip(docs, markers) if m is not None and m == d.digest and d.id not in busy]
+    holds that same content hash (`held`). Both are asked only for the candidates."""
+    candidates = [d for d, m in zip(docs, markers) if m is not None and m == d.digest]
+    if candidates:
+        taken = busy([d.id for d in candidates])
+        candidates = [d for d in candidates if d.id not in taken]
     if not candidates:
         return set()
     stored = held([d.id for d in candidates])

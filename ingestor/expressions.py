@@ -16,7 +16,7 @@ escapes both readers share, and nothing a reader could take for the end of the l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
@@ -31,15 +31,3 @@ def field_in(field: str, values: Iterable[str]) -> str:
     if not field.isidentifier():  # field names are ours; never outside data
         raise ValueError(f"not a field name: {field!r}")
     return f"{field} in [{', '.join(string_literal(v) for v in values)}]"
-
-
-def chunks_from(counts: Mapping[str, int]) -> str:
-    """The chunks of each record (`doc_id`) whose `chunk_index` is its count or more: one clause per
-    distinct count, so a write of many one-chunk records stays one short clause."""
-    by_count: dict[int, list[str]] = {}
-    for record_id, count in counts.items():
-        if count < 0:
-            raise ValueError(f"a chunk count is never negative: {count}")
-        by_count.setdefault(int(count), []).append(record_id)
-    return " or ".join(f"({field_in('doc_id', ids)} and chunk_index >= {count})"
-                       for count, ids in sorted(by_count.items()))

@@ -72,6 +72,11 @@ class OffsetTracker:
             state = self._parts.get(position.tp)
             return state is not None and state.generation == position.generation
 
+    def latest_generation(self) -> int:
+        """The newest ownership started so far (0 before the first)."""
+        with self._lock:
+            return self._next_generation - 1
+
     def owned(self) -> list[TopicPartition]:
         with self._lock:
             return list(self._parts)

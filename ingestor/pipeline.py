@@ -29,7 +29,7 @@ from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, chunk_all
-from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import IdsInFlight, Identity, SessionReads, SharedTexts
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
@@ -83,10 +83,11 @@ class Pipeline:
         # How a record becomes the documents written for it: its chunks, or (None) itself.
         self.split: Callable[[list[Document]], list[Document]] | None = (
             None if splitter is None else partial(chunk_all, splitter=splitter))
-        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity)
+        self.reads = SessionReads()
+        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity, self.reads)
         self.model = ModelStage(embedder)
         self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
-                             record_latency)
+                             self.reads, record_latency)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 

@@ -1,17 +1,24 @@
 """The pipeline's resolver (a `batching.Resolver`): what a window needs no forward pass for, found
 with one Redis round trip. Unchanged records are skipped, texts still in flight share their
 earlier passes, cached vectors are filled in; the rules it applies are `dedupe`'s, the I/O is here.
+
+With chunking it also reads, in one Milvus query, what Milvus holds of every record and delete of
+the window (first chunk: content hash and chunk count): the skip rule's evidence and what the
+writer must trim, read at Session consistency where that sees enough (`dedupe.SessionReads`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Mapping, Sequence
+
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SessionReads, SharedTexts, unchanged
+from ingestor.records import Delete, Document
 from ingestor.retry import Retrier
-from ingestor.sink import MilvusSink
+from ingestor.sink import MilvusSink, Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +29,7 @@ class Resolver:
     ids: IdsInFlight  # shared with the writer, which removes what it settles
     shared: SharedTexts  # shared with the writer, which releases what it wrote
     identity: Identity
+    reads: SessionReads  # shared with the writer, which notes its writes
 
     def __call__(self, units: list[Unit], ready: Work) -> list[Unit]:
         """Resolved units go into `ready`; returns the units still to embed (claimed, so that later
@@ -35,6 +43,11 @@ class Resolver:
         self.shared.share(units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
+        strong = self.reads.strong_for(_generations(records, ready.deletes))
+        held: Mapping[str, Stored] | None = None
+        if self.sink.chunked and (records or ready.deletes):
+            held = self._read([r.id for r in records] + [d.id for d in ready.deletes], strong)
+            ready.stored = {i: s.chunks for i, s in held.items()}
         if self.cache.enabled and records:
             unshared = [i for i, u in enumerate(units) if u.shares is None]
             markers, found = self.cache.lookup([r.id for r in records], [units[i].text_sha256 for i in unshared])
@@ -42,8 +55,12 @@ class Resolver:
                 vectors[i] = vector
             for record in records:
                 self.identity.digest(record)
-            skip = unchanged(records, markers, self.ids.busy(),
-                             lambda ids: self.retrier.run("milvus", lambda: self.sink.content_hashes(ids)))
+
+            def hashes(ids: list[str]) -> dict[str, str]:
+                known = held if held is not None else self._read(ids, strong)
+                return {i: known[i].content_hash for i in ids if i in known}
+
+            skip = unchanged(records, markers, self.ids.busy_among, hashes)
         ready.skipped += [r for r in records if id(r) in skip]
         todo: list[Unit] = []
         for unit, cached in zip(units, vectors):
@@ -59,3 +76,12 @@ class Resolver:
                 todo.append(unit)
         self.shared.claim(todo)
         return todo
+
+    def _read(self, record_ids: list[str], strong: bool) -> dict[str, Stored]:
+        return self.retrier.run("milvus", lambda: self.sink.stored(record_ids, strong=strong))
+
+
+def _generations(records: Sequence[Document], deletes: Sequence[Delete]) -> set[int]:
+    """The partition ownerships the window's records and deletes (and what they superseded) came
+    from: a read must see what each partition's previous owner wrote."""
+    return {p.generation for item in [*records, *deletes] for p in (item.position, *item.superseded)}

@@ -24,7 +24,7 @@ from ingestor import metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, Reason, RetriableError, StartupError, chain
 from ingestor.chunking import chunk_id
-from ingestor.expressions import chunks_from, field_in
+from ingestor.expressions import field_in
 from ingestor.faults import sink_columns
 from ingestor.lite import LiteServer
 from ingestor.logs import adopt_pymilvus
@@ -129,6 +129,14 @@ def classify(exc: BaseException) -> RetriableError | DataError:
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return RetriableError("milvus", text)
     return RetriableError("milvus", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What Milvus holds for one record: the content hash it was written with, and its entities."""
+
+    content_hash: str
+    chunks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,6 +529,11 @@ class MilvusSink:
 
     # -- writes and reads ------------------------------------------------------------------------
 
+    def _client_for_call(self) -> Any:
+        if self._client is None:
+            self.connect()
+        return self._client
+
     def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._client is None:
             self.connect()
@@ -571,44 +584,39 @@ class MilvusSink:
                     for name, values in columns.items()]
         writer(self.collection, entities, timeout=timeout, schema=self._schema)
 
-    def delete(self, record_ids: Sequence[str]) -> None:
-        """Delete these records: their entity, or every chunk of each."""
-        if record_ids:
-            self._delete(field_in("doc_id" if self.chunked else "id", record_ids))
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete entities by primary key (with chunking, chunk ids): a server applies that at
+        once, where a delete by any other expression first waits for its next time tick."""
+        if ids:
+            self._call("delete", self._client_for_call().delete, self.collection, filter=field_in("id", ids))
 
-    def delete_surplus(self, counts: Mapping[str, int]) -> None:
-        """Delete the chunks of each record (by id) from its chunk count on: what an earlier, longer
-        version of it left behind."""
-        if counts:
-            self._delete(chunks_from(counts))
-
-    def _delete(self, expression: str) -> None:
-        if self._client is None:
-            self.connect()
-        self._call("delete", self._client.delete, self.collection, filter=expression)
+    def stored(self, record_ids: Sequence[str], strong: bool = True) -> dict[str, Stored]:
+        """What Milvus holds for each of these records that exists: its content hash and, with
+        chunks, its chunk count, read from its first chunk (`writer` keeps every chunk of a record
+        below that count). `strong=False` reads at Session consistency: everything this process
+        wrote, and everything anyone wrote before that, without waiting for the server's clock
+        (`dedupe.SessionReads` says when that is enough)."""
+        if not record_ids:
+            return {}
+        level = "Strong" if strong else "Session"
+        if not self.chunked:
+            return {r["id"]: Stored(r["content_hash"], 1)
+                    for r in self.get(record_ids, ["id", "content_hash"], consistency_level=level)}
+        first = {chunk_id(i, 0): i for i in record_ids}
+        rows = self.get(list(first), ["id", "content_hash", "chunk_count"], consistency_level=level)
+        return {first[r["id"]]: Stored(r["content_hash"], int(r["chunk_count"])) for r in rows}
 
     def content_hashes(self, record_ids: Sequence[str]) -> dict[str, str]:
         """The content_hash Milvus holds for each of these records that exists (strongly
-        consistent). With chunks, the first chunk's: every chunk of a record carries the record's
-        hash, and a marker (what this answer is compared with) is only written once all of them
-        were."""
-        if not record_ids:
-            return {}
-        if self._client is None:
-            self.connect()
-        if not self.chunked:
-            return {r["id"]: r["content_hash"] for r in self.get(record_ids, ["id", "content_hash"])}
-        first = {chunk_id(i, 0): i for i in record_ids}
-        return {first[r["id"]]: r["content_hash"] for r in self.get(list(first), ["id", "content_hash"])}
+        consistent)."""
+        return {i: s.content_hash for i, s in self.stored(record_ids).items()}
 
-    def get(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
-        """The entities of exactly `ids` that exist, strongly consistent."""
+    def get(self, ids: Sequence[str], fields: Sequence[str], consistency_level: str = "Strong") -> list[dict[str, Any]]:
+        """The entities of exactly `ids` that exist (strongly consistent unless told otherwise)."""
         if not ids:
             return []
-        if self._client is None:
-            self.connect()
-        return list(self._call("query", self._client.query, self.collection, filter=field_in("id", ids),
-                               output_fields=list(fields), consistency_level="Strong"))
+        return list(self._call("query", self._client_for_call().query, self.collection, filter=field_in("id", ids),
+                               output_fields=list(fields), consistency_level=consistency_level))
 
     def exists(self) -> bool:
         if self._client is None:

@@ -1,16 +1,27 @@
 """The writer: the order of effects for one unit of work, always the same.
 
-    1. deletes      the Redis marker first, then the entity: no marker outlives its entity
+    1. deletes      the Redis marker first, then the entities: no marker outlives its entity
     2. upserts      Milvus; an entity it refuses is isolated (bisection) and dead-lettered alone
-    3. surplus      with chunking, for each record whose last chunk this work carries: its chunks
-                    past its new count (an earlier, longer version's), deleted only now, after
-                    the new ones landed, so the record never vanishes from search
+    3. surplus      with chunking, a record that shrank: its chunks past its new count (an
+                    earlier, longer version's), deleted only now, after the new ones landed, so
+                    the record never vanishes from search
     4. dead letters acknowledged by the broker, or retried: only then is a bad record done
     5. cache        vectors and markers, only for what Milvus acknowledged
     6. offsets      every record the work settles (and those it superseded) becomes done
 
-A record's chunks may ride in several works (the batch cut is by tokens); the record settles, in
-steps 3 to 6, with the work that carries the last of them.
+A record's chunks may ride in several works (the batch cut is by tokens); the work that carries
+the last of them upserts all of them, in one list, and settles the record in steps 3 to 6.
+
+Every Milvus write goes by primary key, never by another expression (a server first waits for its
+next time tick, ~200 ms, to resolve one). That needs, for each record, its *stored count*: the
+chunk count its first chunk holds, which is never below the index of any chunk of it stored. The
+resolver reads it with the window; an earlier work of this process that wrote the record since is
+asked instead (`IdsInFlight.extent`). The order keeps the rule true whichever step a crash ends:
+- a record that grows or keeps its size is upserted first chunk first, so its new count lands
+  before (or with) any chunk past the old one;
+- a record that shrinks has its first chunk held back: its other chunks, then its surplus deleted
+  by key, then its first chunk, so the old, larger count stands until nothing lies past the new one;
+- a delete removes every chunk below the stored count in one call.
 
 A retriable failure at any step retries that step (nothing after it happens meanwhile); a crash
 between steps replays the work, which the order makes harmless: Milvus is never behind a marker
@@ -21,13 +32,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ingestor import metrics
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts
+from ingestor.chunking import chunk_id
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SessionReads, SharedTexts
 from ingestor.dlq import DeadLetterQueue
 from ingestor.errors import DataError, Reason
 from ingestor.faults import crash_point
@@ -48,9 +60,37 @@ class Latency:
     written_ms: int
 
 
+@dataclass(slots=True)
+class _Row:
+    """One entity to write, with the document it comes from."""
+
+    doc: Document
+    entity: Entity
+    cache_vector: bool  # its vector came from its own work's pass: cached once it is written
+
+
+@dataclass(slots=True)
+class _Record:
+    """A chunked record whose last chunk is in this work: its chunks, in index order."""
+
+    progress: Chunked
+    rows: list[_Row]
+    stored: int  # the stored count before this write
+
+    @property
+    def shrinks(self) -> bool:
+        return self.stored > self.progress.count
+
+    def first_rows(self) -> list[_Row]:
+        """What the first upsert takes: all chunks, first chunk first; a shrinking record's first
+        chunk waits for its surplus to go."""
+        return self.rows[1:] if self.shrinks else self.rows
+
+
 class Writer:
     def __init__(self, sink: MilvusSink, dlq: DeadLetterQueue, cache: Cache, tracker: OffsetTracker,
                  retrier: Retrier, ids: IdsInFlight, shared: SharedTexts, identity: Identity,
+                 reads: SessionReads | None = None,
                  record_latency: Callable[[list[Latency]], None] | None = None) -> None:
         self.sink = sink
         self.dlq = dlq
@@ -60,54 +100,129 @@ class Writer:
         self.ids = ids
         self.shared = shared
         self.identity = identity
+        self.reads = reads or SessionReads()
         self.record_latency = record_latency
+        self._held: dict[int, list[_Row]] = {}  # chunks of records still in flight, by id(Chunked)
 
     def write(self, work: Work) -> None:
-        entities = [self._entity(doc, unit) for unit in work.units for doc in unit.docs]
+        generation = self.tracker.latest_generation()  # before any write is issued (SessionReads)
+        wrote = False
+        extents: dict[str, int] = {}  # with chunking: what each settled record leaves stored
         # 1. deletes: the marker goes first, so no marker outlives its entity.
         if work.deletes:
             ids = [d.id for d in work.deletes]
             self.cache.forget(ids)
-            self.retrier.run("milvus", lambda: self.sink.delete(ids))
+            keys = ids if not self.sink.chunked else self._delete_keys(ids, work.stored)
+            if keys:
+                self.retrier.run("milvus", lambda: self.sink.delete(keys))
+                wrote = True
+            extents.update(dict.fromkeys(ids, 0))
             metrics.RECORDS.settled("deleted", len(ids))
         # 2. upserts, isolating any entity Milvus refuses.
-        written: list[Entity] = []
-        if entities:
-            outcome = self.retrier.run("milvus", lambda: run_isolating(
-                entities, self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
-            written = [e for batch, _ in outcome.results for e in batch]
-            for entity, exc in outcome.failures:
-                log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
-                self._refused(work, entity.id, str(exc))
-            metrics.CHUNKS_UPSERTED.inc(sum(1 for e in written if e.chunk is not None))
-        crash_point("after_upsert")
-        # 3. records whose last chunk is here: their surplus chunks go, or they become dead letters.
+        plain = self._rows(work)
         finished = last_chunks(work)
-        whole = [p for p in finished if p.failure is None]
-        if whole:
-            counts = {p.record.id: p.count for p in whole}
-            self.retrier.run("milvus", lambda: self.sink.delete_surplus(counts))
+        records = self._complete(finished, work.stored)
+        refused: set[int] = set()
+        written = self._upsert(work, plain + [row for r in records for row in r.first_rows()], refused)
+        if written:
+            crash_point("after_upsert")
+        # 3. surplus: a shrunk record's chunks past its new count go, then its first chunk lands.
+        shrunk = [r for r in records if r.shrinks and r.progress.failure is None]
+        if shrunk:
+            keys = [chunk_id(r.progress.record.id, i) for r in shrunk for i in range(r.progress.count, r.stored)]
+            self.retrier.run("milvus", lambda: self.sink.delete(keys))
+            written += self._upsert(work, [r.rows[0] for r in shrunk], refused)
+        landed = {id(row) for row in written}
+        self._trim_refused_growth(records, landed)
+        wrote = wrote or bool(written) or bool(shrunk)
+        for r in records:
+            extents[r.progress.record.id] = r.progress.count if id(r.rows[0]) in landed else r.stored
+        whole = [r for r in records if r.progress.failure is None]
         work.rejected += [Rejected.of(p.record, *p.failure) for p in finished if p.failure is not None]
-        metrics.RECORDS.settled("upserted", sum(1 for e in written if e.chunk is None) + len(whole))
+        done_plain = [row.doc for row in plain if id(row) not in refused]
+        metrics.RECORDS.settled("upserted", len(done_plain) + len(whole))
+        metrics.CHUNKS_UPSERTED.inc(sum(1 for row in written if row.doc.chunk is not None))
         # 4. dead letters: only acknowledged ones become done.
         if work.rejected:
             self.retrier.run("dlq", lambda: self.dlq.send(work.rejected))
         # 5. cache, only for what Milvus acknowledged.
-        if self.cache.enabled and (written or whole):
-            written_ids = {e.id for e in written}
-            vectors = {u.text_sha256: CachedVector(u.vector, u.truncated) for u in work.claimed
-                       if u.vector is not None and any(d.id in written_ids for d in u.docs)}
-            markers = {e.id: e.content_hash for e in written if e.chunk is None}
-            markers.update((p.record.id, p.record.digest) for p in whole)
+        if self.cache.enabled and written:
+            vectors = {row.doc.text_sha256: CachedVector(row.entity.vector, row.entity.truncated)
+                       for row in written if row.cache_vector}
+            markers = {row.doc.id: row.entity.content_hash for row in plain if id(row) not in refused}
+            markers.update((r.progress.record.id, r.progress.record.digest) for r in whole)
             self.cache.store(vectors, markers)
         self.shared.release(work.claimed)
+        if wrote:
+            self.reads.wrote(generation)
         # 6. offsets.
-        items = settled(work, whole)
+        items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
+                               *work.rejected]
         metrics.RECORDS.settled("skipped", len(work.skipped))
         metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in items))
         self.tracker.done(positions(items))
-        self.ids.remove(work.registered + [p.record.id for p in finished])
+        self.ids.remove(work.registered + [p.record.id for p in finished], extents)
         self._observe_latency(work)
+
+    # -- the rows of a work ----------------------------------------------------------------------
+
+    def _rows(self, work: Work) -> list[_Row]:
+        """The work's rows of whole records; chunks are held with their records' earlier ones."""
+        claimed = {id(u) for u in work.claimed}
+        plain: list[_Row] = []
+        for unit in work.units:
+            for doc in unit.docs:
+                row = _Row(doc, self._entity(doc, unit), id(unit) in claimed)
+                if doc.chunk is None:
+                    plain.append(row)
+                else:
+                    self._held.setdefault(id(doc.chunk.progress), []).append(row)
+        return plain
+
+    def _complete(self, finished: list[Chunked], read: Mapping[str, int]) -> list[_Record]:
+        """Of the records whose last chunk is in this work, those with no failed chunk, with all
+        their chunks; a record with a failed chunk writes none (it becomes one dead letter)."""
+        out = []
+        for progress in finished:
+            rows = sorted(self._held.pop(id(progress), []), key=_chunk_index)
+            if progress.failure is None:
+                assert len(rows) == progress.count, "a record without a failed chunk has all of them"
+                out.append(_Record(progress, rows, self._stored(progress.record.id, read)))
+        return out
+
+    def _stored(self, record_id: str, read: Mapping[str, int]) -> int:
+        """A record's stored count now: what an earlier work of ours left, else the window's read."""
+        extent = self.ids.extent(record_id)
+        return extent if extent is not None else read.get(record_id, 0)
+
+    def _delete_keys(self, record_ids: list[str], read: Mapping[str, int]) -> list[str]:
+        """Every chunk of these records below their stored counts, first chunks last."""
+        counts = {i: self._stored(i, read) for i in record_ids}
+        rest = [chunk_id(i, k) for i, n in counts.items() for k in range(1, n)]
+        return rest + [chunk_id(i, 0) for i, n in counts.items() if n > 0]
+
+    def _upsert(self, work: Work, rows: list[_Row], refused: set[int]) -> list[_Row]:
+        """Upsert `rows`; an entity Milvus refuses fails its document (`refused`). The rows written."""
+        if not rows:
+            return []
+        by_entity = {id(row.entity): row for row in rows}
+        outcome = self.retrier.run("milvus", lambda: run_isolating(
+            [row.entity for row in rows], self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
+        for entity, exc in outcome.failures:
+            row = by_entity[id(entity)]
+            log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
+            refused.add(id(row))
+            work.rejected += fail(row.doc, Reason.SINK_REJECTED.value, str(exc))
+        return [by_entity[id(e)] for batch, _ in outcome.results for e in batch]
+
+    def _trim_refused_growth(self, records: list[_Record], landed: set[int]) -> None:
+        """A growing record whose first chunk Milvus refused may have had later chunks written past
+        its stored count: delete those, so the rule holds (the record is a dead letter now)."""
+        keys = [chunk_id(r.progress.record.id, i) for r in records
+                if not r.shrinks and id(r.rows[0]) not in landed
+                for i in range(max(1, r.stored), r.progress.count)]
+        if keys:
+            self.retrier.run("milvus", lambda: self.sink.delete(keys))
 
     def _entity(self, doc: Document, unit: Unit) -> Entity:
         p = doc.position
@@ -120,18 +235,6 @@ class Writer:
             content_hash=self.identity.digest(doc.record), model=self.identity.model, truncated=unit.truncated,
             kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset, chunk=span,
         )
-
-    @staticmethod
-    def _refused(work: Work, entity_id: str, error: str) -> None:
-        """The document Milvus refused leaves its unit and fails (a dead letter; for a chunk, its
-        record's, once): it settles once."""
-        for unit in work.units:
-            for doc in unit.docs:
-                if doc.id == entity_id:
-                    work.rejected += fail(doc, Reason.SINK_REJECTED.value, error)
-                    unit.docs = [d for d in unit.docs if d is not doc]
-                    return
-        raise KeyError(entity_id)
 
     def _observe_latency(self, work: Work) -> None:
         now_ms = int(time.time() * 1000)
@@ -156,11 +259,9 @@ def last_chunks(work: Work) -> list[Chunked]:
     return finished
 
 
-def settled(work: Work, whole: Sequence[Chunked] = ()) -> list[Parsed]:
-    """Every record a work settles (each with the records it superseded): its written records,
-    the chunked records it completed, its skips, deletes and dead letters."""
-    written = [d for u in work.units for d in u.docs if d.chunk is None]
-    return written + [p.record for p in whole] + work.skipped + work.deletes + work.rejected
+def _chunk_index(row: _Row) -> int:
+    assert row.doc.chunk is not None
+    return row.doc.chunk.index
 
 
 def positions(items: list[Parsed]) -> list[Position]:

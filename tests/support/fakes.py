@@ -15,7 +15,7 @@ from kafka import OffsetAndMetadata
 from kafka import TopicPartition as KTP
 
 from ingestor.config import BatchSettings, KafkaSettings
-from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import IdsInFlight, Identity, SessionReads, SharedTexts
 from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
@@ -79,10 +79,12 @@ class FakeCache:
 
 
 class FakeSink:
-    def __init__(self, log: Log, fail_times: int = 0, reject_id: str | None = None) -> None:
+    def __init__(self, log: Log, fail_times: int = 0, reject_id: str | None = None, chunked: bool = False) -> None:
         self.log = log
         self.fail_times = fail_times
         self.reject_id = reject_id
+        self.chunked = chunked
+        self.held: dict[str, Any] = {}  # what `stored` answers, by record id
 
     def upsert(self, entities):
         if self.fail_times:
@@ -97,11 +99,9 @@ class FakeSink:
     def delete(self, ids):
         self.log.append(("delete", sorted(ids)))
 
-    def delete_surplus(self, counts):
-        self.log.append(("surplus", sorted(counts.items())))
-
-    def content_hashes(self, ids):
-        return {}
+    def stored(self, ids, strong=True):
+        self.log.append(("read", "strong" if strong else "session"))
+        return {i: self.held[i] for i in ids if i in self.held}
 
 
 class FakeDlq:
@@ -127,6 +127,7 @@ def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None
                   settings: BatchSettings | None = None, cache: FakeCache | None = None,
                   splitter: Any = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
+    sink.chunked = splitter is not None  # as the daemon builds both from chunking.enabled
     p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), cache or FakeCache(log), sink,
                  FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock,
                  splitter=splitter)
@@ -141,7 +142,7 @@ def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | Non
 
     retrier = Retrier(Backoff(initial_ms=1, max_ms=2, jitter=0.0), threading.Event())
     return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, IdsInFlight(), SharedTexts(capacity),
-                    Identity(FakeEmbedder.identity, True))
+                    Identity(FakeEmbedder.identity, True), SessionReads())
 
 
 def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):

@@ -182,8 +182,16 @@ def test_a_record_is_skipped_only_when_marker_and_milvus_both_hold_its_digest():
         asked.append(ids)
         return {"same": "h", "m": "h", "v": "old", "b": "h"}
 
-    skip = unchanged([same, stale_marker, stale_milvus, no_marker, busy], ["h", "old", "h", None, "h"], {"b"}, held)
+    checked: list[list[str]] = []
+
+    def in_flight(ids):
+        checked.append(ids)
+        return {"b"} & set(ids)
+
+    skip = unchanged([same, stale_marker, stale_milvus, no_marker, busy], ["h", "old", "h", None, "h"], in_flight,
+                     held)
     assert skip == {id(same)}
+    assert checked == [["same", "v", "b"]], "only records whose marker matches are checked for work in flight"
     assert asked == [["same", "v"]], "only candidates are read back, in one query"
 
 
@@ -193,7 +201,7 @@ def test_no_candidate_no_query():
     def held(ids):
         raise AssertionError("no query without a matching marker")
 
-    assert unchanged([_doc("a", "h")], [None], set(), held) == set()
+    assert unchanged([_doc("a", "h")], [None], lambda ids: set(), held) == set()
 
 
 # -- the resolver: the rules above, with one Redis round trip ---------------------------------------
@@ -212,6 +220,7 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
     import numpy as np
 
     from ingestor.dedupe import CachedVector
+    from ingestor.sink import Stored
     from tests.support.fakes import FakeCache, FakeSink, Log, resolver_with
 
     log = Log()
@@ -224,9 +233,9 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
             return [digests.get(i) for i in ids], [cached if s == _sha("cached") else None for s in shas]
 
     class Sink(FakeSink):
-        def content_hashes(self, ids):
+        def stored(self, ids, strong=True):
             log.append(("held", sorted(ids)))
-            return {i: digests[i] for i in ids if i in digests}
+            return {i: Stored(digests[i], 1) for i in ids if i in digests}
 
     resolve = resolver_with(log, Sink(log), Cache(log))
     flying = _unit("flying")
@@ -250,11 +259,11 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
     assert later.shares is todo[0], "what is left to embed is claimed for later windows"
     # Every record and delete of the window is in flight: the same unchanged record read again
     # before this work is written may not be skipped (Milvus does not hold its write yet).
-    assert resolve.ids.busy() == set()
+    assert resolve.ids.busy_among(["a", "b", "c", "d", "gone"]) == set()
     again, again_ready = _window([(None, b'{"id":"d","text":"same"}')])
     assert [u.text for u in resolve(again, again_ready)] == ["same"] and again_ready.skipped == []
     resolve.ids.add(["gone"])
-    assert resolve.ids.busy() == {"d", "gone"}
+    assert resolve.ids.busy_among(["a", "d", "gone"]) == {"d", "gone"}
 
 
 def test_without_a_cache_the_resolver_asks_nothing_and_only_shares():
@@ -267,7 +276,7 @@ def test_without_a_cache_the_resolver_asks_nothing_and_only_shares():
             raise AssertionError("no lookup without a cache")
 
     class Sink(FakeSink):
-        def content_hashes(self, ids):
+        def stored(self, ids, strong=True):
             raise AssertionError("no query without a cache")
 
     log = Log()
@@ -282,3 +291,28 @@ def test_without_a_cache_the_resolver_asks_nothing_and_only_shares():
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_an_extent_is_kept_only_while_a_later_work_still_carries_the_id():
+    from ingestor.dedupe import IdsInFlight
+
+    ids = IdsInFlight()
+    ids.add(["a", "b"])
+    ids.add(["a"])  # a later window carries a again
+    ids.remove(["a", "b"], {"a": 3, "b": 2})
+    assert ids.extent("a") == 3, "the later work must trim what the earlier one left"
+    assert ids.extent("b") is None, "no work carries b any more"
+    ids.remove(["a"], {"a": 1})
+    assert ids.extent("a") is None and ids.busy_among(["a", "b"]) == set()
+
+
+def test_session_reads_need_a_write_issued_after_the_partitions_assignment():
+    from ingestor.dedupe import SessionReads
+
+    reads = SessionReads()
+    assert reads.strong_for({1}), "nothing written yet: only a Strong read sees the last owner's writes"
+    reads.wrote(1)
+    assert not reads.strong_for({1}) and reads.strong_for({1, 2})
+    reads.wrote(2)
+    reads.wrote(1)  # an older write acknowledged late does not take coverage back
+    assert not reads.strong_for({2}) and not reads.strong_for(set())

@@ -46,19 +46,3 @@ def test_a_literal_never_holds_a_raw_line_break_or_an_unescaped_quote(value: str
 def test_field_names_are_never_outside_data(field: str) -> None:
     with pytest.raises(ValueError):
         field_in(field, ["x"])
-
-
-def test_surplus_chunks_are_one_clause_per_count_over_exactly_those_records() -> None:
-    from ingestor.expressions import chunks_from
-
-    expression = chunks_from({"a": 1, HOSTILE[0]: 3, "b": 1})
-    clauses = expression.split(" or (")
-    assert len(clauses) == 2
-    first, second = clauses
-    assert first.endswith(" and chunk_index >= 1)") and second.endswith(" and chunk_index >= 3)")
-    kinds = tokens.TokenKind
-    literals = [t.value for t in tokens.tokenize(expression) if t.kind == kinds.STRING]
-    assert literals == ["a", "b", HOSTILE[0]]
-    assert chunks_from({}) == ""
-    with pytest.raises(ValueError):
-        chunks_from({"a": -1})
