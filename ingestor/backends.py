@@ -122,9 +122,17 @@ def weights_for(precision: str) -> str:
     return "int8" if precision == "int8" else "fp32"
 
 
+def onnx_int8_suffix(preset: str) -> str:
+    """The int8 file's suffix, named as sentence-transformers and the Hub's models name it: optimum's
+    AVX2 preset quantises weights to uint8 (AVX2's uint8 x int8 multiply can saturate), the others to int8."""
+    return f"{'quint8' if preset == 'avx2' else 'qint8'}_{preset}"
+
+
 def file_name_for(backend: str, weights: str) -> str:
     if backend == "onnx":
-        return f"onnx/model_qint8_{onnx_quantization_preset()}.onnx" if weights == "int8" else "onnx/model.onnx"
+        if weights == "int8":
+            return f"onnx/model_{onnx_int8_suffix(onnx_quantization_preset())}.onnx"
+        return "onnx/model.onnx"
     return "openvino/openvino_model_qint8_static.xml" if weights == "int8" else "openvino/openvino_model.xml"
 
 
@@ -237,7 +245,9 @@ def _build(variant: Variant, source: str, staging: Path, calibration: list[str] 
     if variant.backend == "onnx":
         from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-        export_dynamic_quantized_onnx_model(model, onnx_quantization_preset(), str(staging))
+        preset = onnx_quantization_preset()
+        # The suffix is passed, not left to the default, so the file written is the one looked for.
+        export_dynamic_quantized_onnx_model(model, preset, str(staging), file_suffix=onnx_int8_suffix(preset))
         (staging / "onnx" / "model.onnx").unlink()  # only the int8 file is loaded from here
     else:
         _quantize_openvino(staging, model.tokenizer, int(model.max_seq_length), calibration or sample_texts())

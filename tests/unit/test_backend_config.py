@@ -128,7 +128,8 @@ def test_variants_live_apart_and_the_fingerprint_follows_the_source(tmp_path):
     assert len({onnx32.directory, onnx8.directory, ov32.directory}) == 3
     assert ov16.directory == ov32.directory, "bf16 is a run-time hint over the fp32 export"
     assert onnx32.directory.name.startswith("org--model-onnx-fp32-")
-    assert onnx8.file_name == f"onnx/model_qint8_{backends.onnx_quantization_preset()}.onnx"
+    preset = backends.onnx_quantization_preset()
+    assert onnx8.file_name == f"onnx/model_{'quint8' if preset == 'avx2' else 'qint8'}_{preset}.onnx"
     before = onnx32.directory
     (src / "onnx").mkdir()
     (src / "onnx" / "model.onnx").write_bytes(b"x")  # a backend file beside the weights changes nothing
