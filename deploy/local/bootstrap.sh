@@ -5,11 +5,14 @@
 #   - the Apache Kafka broker jars, resolved from Maven Central (deploy/kafka/pom.xml)
 #   - a Python virtual environment with ingestor and its dependencies (torch is large: the venv
 #     lives outside the checkout so that later runs and fresh clones reuse it)
+#   - a second one, $INGESTOR_HOME/venv-backends, with the onnx and openvino extras, where test.sh
+#     runs the backend tests (their optimum packages need an older transformers than the first)
 #   - the real Milvus standalone server (PyPI package `milvus`, pinned: the v2.3.5 binary with
 #     embedded etcd and local storage, no Python dependencies) in its own small venv
 #     $INGESTOR_HOME/milvus-server, independent of the project's dependency stamp; services.sh runs
 #     it as its `milvus` service
-# Environment: INGESTOR_VENV (default ~/.cache/ingestor/venv), INGESTOR_HOME (default ~/.cache/ingestor).
+# Environment: INGESTOR_VENV (default ~/.cache/ingestor/venv), INGESTOR_HOME (default ~/.cache/ingestor),
+# INGESTOR_BACKENDS_VENV (default $INGESTOR_HOME/venv-backends).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -65,6 +68,22 @@ if [ "$(cat "$venv/.ingestor-pyc" 2>/dev/null)" != "$want" ]; then
   log "compiling the dependencies' bytecode (once)"
   "$venv/bin/python" -m compileall -q -j 0 "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   echo "$want" >"$venv/.ingestor-pyc"
+fi
+
+# The ONNX and OpenVINO backends' environment, where test.sh runs their tests: optimum-onnx caps
+# transformers below 4.58 and the main venv's sentence-transformers 6 needs 5, so the extras cannot
+# join it. uv hard-links from its cache, so the torch both share is neither downloaded nor stored twice.
+backends_venv="${INGESTOR_BACKENDS_VENV:-$home/venv-backends}"
+if [ "$(cat "$backends_venv/.ingestor-deps" 2>/dev/null)" != "$want" ]; then
+  log "installing the onnx and openvino extras into $backends_venv"
+  [ -x "$backends_venv/bin/python" ] || "$py" -m venv --without-pip "$backends_venv"
+  VIRTUAL_ENV="$backends_venv" "$venv/bin/uv" pip install --python "$backends_venv/bin/python" -q \
+    -e "${repo}[test,onnx,openvino]"
+  "$backends_venv/bin/python" -m compileall -q -j 0 \
+    "$("$backends_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+  echo "$want" >"$backends_venv/.ingestor-deps"
+else
+  VIRTUAL_ENV="$backends_venv" "$venv/bin/uv" pip install --python "$backends_venv/bin/python" -q --no-deps -e "$repo"
 fi
 
 bash "$here/install_milvus.sh"

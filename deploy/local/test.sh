@@ -8,19 +8,40 @@
 # runs; the fault suite's follows when both are done, each line prefixed with "[faults]" (its
 # temporary files stay in .state/pytest-faults); the exit code is the worse of the two.
 #
+# The ONNX and OpenVINO backend tests need extras that the main venv cannot hold (bootstrap.sh
+# keeps them in $INGESTOR_HOME/venv-backends), so they run there first, in a pytest process of
+# their own (about a minute: they export the model four ways), each line prefixed with
+# "[backends]"; the main run leaves them out, and its exit code counts like the others'.
+#
 # Environment: INGESTOR_FAULT_TESTS=0 leaves the fault suite out (a quick local run);
-# INGESTOR_TEST_JOBS=1 runs everything in one pytest process, one test after another;
-# INGESTOR_SLOW_TESTS=1 adds the long soak. Extra arguments go to pytest.
+# INGESTOR_BACKEND_TESTS=0 leaves the backend run out (the main run then skips those tests);
+# INGESTOR_TEST_JOBS=1 runs the rest in one pytest process, one test after another;
+# INGESTOR_SLOW_TESTS=1 adds the long soak. Extra arguments go to each pytest process.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up
 cd "$repo"
 pytest=("$venv/bin/python" -m pytest -p no:cacheprovider)
-if [ "${INGESTOR_FAULT_TESTS:-1}" = 0 ]; then
-  exec "${pytest[@]}" --ignore=tests/faults "$@"
+backend_tests=tests/unit/test_backend_models.py
+backends_rc=0
+backends="backend tests: left out"
+if [ "${INGESTOR_BACKEND_TESTS:-1}" != 0 ]; then
+  backends_venv="${INGESTOR_BACKENDS_VENV:-$home/venv-backends}"
+  "$backends_venv/bin/python" -m pytest -p no:cacheprovider --basetemp="$repo/.state/pytest-backends" \
+    "$backend_tests" "$@" 2>&1 | sed -u 's/^/[backends] /' || backends_rc=$?
+  [ "$backends_rc" != 5 ] || backends_rc=0  # 5: the arguments selected none of them
+  backends="backend tests: rc $backends_rc"
+  pytest+=(--ignore="$backend_tests")
 fi
-if [ "${INGESTOR_TEST_JOBS:-2}" = 1 ]; then
-  exec "${pytest[@]}" "$@"
+if [ "${INGESTOR_FAULT_TESTS:-1}" = 0 ] || [ "${INGESTOR_TEST_JOBS:-2}" = 1 ]; then
+  rest_rc=0
+  if [ "${INGESTOR_FAULT_TESTS:-1}" = 0 ]; then
+    "${pytest[@]}" --ignore=tests/faults "$@" || rest_rc=$?
+  else
+    "${pytest[@]}" "$@" || rest_rc=$?
+  fi
+  echo "tests: rc $rest_rc; $backends" >&2
+  exit $((rest_rc > backends_rc ? rest_rc : backends_rc))
 fi
 
 logs="$(mktemp -d)"
@@ -32,5 +53,6 @@ rest_rc=0
 faults_rc=0
 wait "$faults" || faults_rc=$?
 sed 's/^/[faults] /' "$logs/faults"
-echo "tests: rc $rest_rc; fault suite: rc $faults_rc" >&2
-exit $((rest_rc > faults_rc ? rest_rc : faults_rc))
+echo "tests: rc $rest_rc; fault suite: rc $faults_rc; $backends" >&2
+worst=$((rest_rc > faults_rc ? rest_rc : faults_rc))
+exit $((worst > backends_rc ? worst : backends_rc))

@@ -1,7 +1,8 @@
 """The default model really loaded on each installed non-torch backend: exported into a fresh cache
 dir, run through the pipeline's own calls (prepare -> collate -> forward) and `encode`, and
-compared with torch fp32. Skipped, saying which extra is missing, where it is not installed
-(the project's CI installs only [test])."""
+compared with torch fp32. Skipped, saying which extra is missing, where it is not installed: the
+main venv has neither, so deploy/local/test.sh runs this file in the second venv that
+bootstrap.sh builds with both."""
 
 from __future__ import annotations
 
