@@ -162,7 +162,8 @@ class Pipeline:
                     break
             now = self.clock()
             if window and (window.ready(now) and (window.full() or self.intake.empty()) or self._flush.is_set() or stopping):
-                self._emit(window.take())
+                with metrics.stage("plan"):
+                    self._emit(window.take())
         self._prepared.put(_STOP)
 
     def _add_to_window(self, window: BatchWindow[Parsed], items: list[Parsed]) -> None:
@@ -176,7 +177,8 @@ class Pipeline:
         if len(live) < len(items):
             metrics.RECORDS.settled("dropped", len(items) - len(live))
         for work in plan(live, self.limits, self.resolver, self.model.tokenize, self.split):
-            self.model.collate(work)
+            with metrics.stage("collate"):
+                self.model.collate(work)
             waited = time.perf_counter()
             self._put(self._prepared, work)
             started += time.perf_counter() - waited  # a full queue is the model's time, not ours
@@ -203,7 +205,8 @@ class Pipeline:
             if work is _STOP:
                 self._embedded.put(_STOP)
                 return
-            self.model.embed(work)
+            with metrics.stage("embed"):
+                self.model.embed(work)
             self._put(self._embedded, work)
 
     # -- stage 3: writer -------------------------------------------------------------------------
@@ -213,4 +216,5 @@ class Pipeline:
             work = self._embedded.get()
             if work is _STOP:
                 return
-            self.writer.write(work)
+            with metrics.stage("write"):
+                self.writer.write(work)

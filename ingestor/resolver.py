@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from collections.abc import Mapping, Sequence
 
+from ingestor import metrics
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
 from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SessionReads, SharedTexts, unchanged
@@ -32,6 +33,10 @@ class Resolver:
     reads: SessionReads  # shared with the writer, which notes its writes
 
     def __call__(self, units: list[Unit], ready: Work) -> list[Unit]:
+        with metrics.stage("resolve"):
+            return self._resolve(units, ready)
+
+    def _resolve(self, units: list[Unit], ready: Work) -> list[Unit]:
         """Resolved units go into `ready`; returns the units still to embed (claimed, so that later
         windows share their passes). The window's records and deletes count as in flight.
 

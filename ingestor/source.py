@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
@@ -281,15 +282,27 @@ class KafkaSource:
         self._apply_backpressure()
         self._retry_blocked()
         try:
-            ok, polled = kafka_call("poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms),
-                                    loud=True)
+            with metrics.stage("poll"):
+                ok, polled = kafka_call("poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms),
+                                        loud=True)
         except UndecodableBatch as failure:
             self._block(failure)
             ok, polled = True, {}
         if not ok:
             self.sleep(0.5)
             return
-        batches = polled or {}
+        with metrics.stage("parse"):
+            items = self._parse(polled or {})
+        if items:
+            metrics.RECORDS.consumed(len(items))
+            self.deliver(items)
+        with metrics.stage("commit"):
+            self.maybe_commit()
+            self._check_caught_up()
+            self._report_lag()
+
+    def _parse(self, batches: dict[KafkaTP, list[Any]]) -> list[Parsed]:
+        """The polled records of partitions we own (this ownership), parsed, in order."""
         items: list[Parsed] = []
         for ktp, records in batches.items():
             tp = _tp(ktp)
@@ -305,12 +318,7 @@ class KafkaSource:
                     break
                 raw = RawRecord(position, r.key, r.value, tuple((k, v) for k, v in (r.headers or [])))
                 items.append(parse_record(raw, self.settings))
-        if items:
-            metrics.RECORDS.consumed(len(items))
-            self.deliver(items)
-        self.maybe_commit()
-        self._check_caught_up()
-        self._report_lag()
+        return items
 
     def _seed_new_partitions(self) -> None:
         # The group's committed offset of a newly owned partition counts as committed by us (for

@@ -151,7 +151,8 @@ class Writer:
                        for row in written if row.cache_vector}
             markers = {row.doc.id: row.entity.content_hash for row in plain if id(row) not in refused}
             markers.update((r.progress.record.id, r.progress.record.digest) for r in whole)
-            self.cache.store(vectors, markers)
+            with metrics.stage("cache"):
+                self.cache.store(vectors, markers)
         self.shared.release(work.claimed)
         if wrote:
             self.reads.wrote(generation)

@@ -32,7 +32,8 @@ def metrics_snapshot() -> dict[str, float]:
     from ingestor import metrics as m
 
     records = m.RECORDS.totals()
-    return {
+    stages = {f"stage_{s}_s": float(m.STAGE_CPU.labels(s)._value.get()) for s in m.STAGES}
+    return {**stages,
         "consumed": records["consumed"], "embedded": m.total(m.RECORDS_EMBEDDED),
         "cache_hits": m.total(m.RECORDS_CACHE_HIT), "skipped": records["skipped"],
         "upserted": records["upserted"], "dead_lettered": records["dead_lettered"],
@@ -46,6 +47,17 @@ def metrics_snapshot() -> dict[str, float]:
 
 def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before[k], 4) for k in before}
+
+
+def stage_cpu_us(counts: dict[str, float], cpu_s: float, records: int) -> dict[str, float]:
+    """µs of CPU per record in each pipeline stage (`ingestor_stage_cpu_seconds_total`), and
+    `other`: the rest of this process's CPU (the Kafka client's and gRPC's own threads, start-up,
+    waiting loops)."""
+    from ingestor import metrics as m
+
+    out = {s: round(1e6 * counts.get(f"stage_{s}_s", 0.0) / records, 1) for s in m.STAGES}
+    out["other"] = round(1e6 * cpu_s / records - sum(out.values()), 1)
+    return out
 
 
 def with_cpu(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -116,6 +116,9 @@ def render(result: dict[str, Any], console: Any) -> None:
                      f"{_f(100 * (diag.get('redis_share') or 0), 0)}%); this process's CPU "
                      f"{_f(f.get('cpu_us_per_record'), 0)} µs per record; f / a "
                      f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}{_ceiling_verdict(result['ratios'].get('ceiling_vs_plain'))}")
+        stages = f.get("stage_cpu_us_per_record") or {}
+        if stages:
+            notes.append("f: µs of CPU per record by stage: " + ", ".join(f"{k} {_f(v, 0)}" for k, v in stages.items()))
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ingestor.config import Settings
 from ingestor.memory import peak_rss_mib
-from ingestor.bench.accounting import cpu_name, rate, ratio, with_cpu
+from ingestor.bench.accounting import cpu_name, rate, ratio, stage_cpu_us, with_cpu
 from ingestor.corpus import SAMPLE, Record, cycled, load_corpus
 from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_held
 from ingestor.bench.variants import (
@@ -221,6 +221,7 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
             ceiling = with_cpu(lambda: bench_ceiling(s_f, embedder, records_f, tokens_f))
             # CPU of this process per record, all threads, set-up included: the pipeline's own cost.
             ceiling["cpu_us_per_record"] = round(1e6 * ceiling["cpu_s"] / len(records_f), 1)
+            ceiling["stage_cpu_us_per_record"] = stage_cpu_us(ceiling["counts"], ceiling["cpu_s"], len(records_f))
             result["ceiling"] = ceiling
     finally:
         svc.cleanup()
