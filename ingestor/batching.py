@@ -196,6 +196,7 @@ class Unit:
     vector: np.ndarray | None = None
     from_cache: bool = False
     encoding: dict[str, list[int]] | None = None
+    token_ids: list[int] | None = None  # known from chunking: tokenising turns them into `encoding`
     # The same text in earlier work that is still being embedded: its forward pass serves this one.
     shares: Unit | None = None
 
@@ -267,6 +268,8 @@ def group_texts(docs: list[Document]) -> list[Unit]:
         unit = units.get(doc.text_sha256)
         if unit is None:
             unit = units[doc.text_sha256] = Unit(doc.text, doc.text_sha256, [])
+            if doc.chunk is not None:
+                unit.token_ids = doc.chunk.token_ids
         unit.docs.append(doc)
     return list(units.values())
 

@@ -80,11 +80,15 @@ class Chunk:
     char_start: int
     char_end: int
     tokens: int  # what the model sees for `text`, special tokens included
+    # Those tokens' ids, when the tokenizer gave them while counting: the forward pass takes them
+    # as they are (the chunk fits), so the text is not tokenised a second time.
+    token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
 
 class TokenCounter(Protocol):
     """What the splitter needs of a tokenizer. One with a `counts(texts) -> list[int]` method as
-    well (a batch `count`, as `ingestor.tokenizer.Tokenizer` has) is counted in one call."""
+    well (a batch `count`, as `ingestor.tokenizer.Tokenizer` has) is counted in one call; one whose
+    `encode_many(texts)` gives token ids (or None where it cannot) hands them on with each chunk."""
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token, special tokens left out."""
@@ -124,43 +128,50 @@ class Splitter:
         return f"chunks:{self.max_tokens}/{self.overlap_tokens}"
 
     def split(self, text: str) -> list[Chunk]:
-        if not text or text.isspace():
-            return [Chunk(0, text, 0, len(text), self.tokenizer.count(text))]
-        # A record that fits whole is one chunk, paragraphs or not: most records are short, and
-        # one entity each is what they were before chunking. Locality matters for long documents.
-        start, end = len(text) - len(text.lstrip()), len(text.rstrip())
-        return self._split(text, start, end, self.tokenizer.count(text[start:end]))
+        return self.split_many([text])[0]
 
     def split_many(self, texts: list[str]) -> list[list[Chunk]]:
-        """`[self.split(t) for t in texts]`, with every text counted whole in one tokenizer call
-        when it has `counts` (most records are short: one chunk each, and no further call)."""
+        """The chunks of each text, with every text counted whole in one tokenizer call when it
+        has `counts` or `encode_many` (most records are short: one chunk each, and no further
+        call). A record that fits whole is one chunk, paragraphs or not: most records are short,
+        and one entity each is what they were before chunking; locality matters for long
+        documents."""
         # What `split` counts of each: a text of only whitespace as it is, else stripped.
         edges = [(0, len(t)) if t.isspace() else (len(t) - len(t.lstrip()), len(t.rstrip())) for t in texts]
         pieces = [t[s:e] for t, (s, e) in zip(texts, edges)]
-        batch = getattr(self.tokenizer, "counts", None)
-        counts = batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]
-        return [[Chunk(0, t, 0, len(t), whole)] if not t or t.isspace() else self._split(t, s, e, whole)
-                for t, (s, e), whole in zip(texts, edges, counts)]
+        counts, ids = self._measure(pieces)
+        return [[Chunk(0, t, 0, len(t), whole, known)] if not t or t.isspace() else self._split(t, s, e, whole, known)
+                for t, (s, e), whole, known in zip(texts, edges, counts, ids)]
 
-    def _split(self, text: str, start: int, end: int, whole: int) -> list[Chunk]:
-        """The chunks of a text with non-whitespace in [start, end), `whole` tokens there."""
+    def _measure(self, pieces: list[str]) -> tuple[list[int], list[list[int]] | list[None]]:
+        """Each piece's token count, and its token ids where the tokenizer gives them."""
+        encode = getattr(self.tokenizer, "encode_many", None)
+        ids = encode(pieces) if encode is not None else None
+        if ids is not None:
+            return [len(i) for i in ids], ids
+        batch = getattr(self.tokenizer, "counts", None)
+        return (batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]), [None] * len(pieces)
+
+    def _split(self, text: str, start: int, end: int, whole: int, ids: list[int] | None = None) -> list[Chunk]:
+        """The chunks of a text with non-whitespace in [start, end), `whole` tokens there (`ids`)."""
         if whole <= self.max_tokens:
-            return [Chunk(0, text[start:end], start, end, whole)]
+            return [Chunk(0, text[start:end], start, end, whole, ids)]
         known: dict[tuple[int, int], int] = {}
+        known_ids: dict[tuple[int, int], list[int] | None] = {}
         # The first pass trusts the whole-text tokens. Should a chunk, counted on its own, be
         # over, a second pass retraces the first (its counts known) and cuts shorter from there.
         walk = _Walk(text, self)
         spans = walk.run(lambda s, e: 0)
-        batch = getattr(self.tokenizer, "counts", None)
-        pieces = [text[s:e] for s, e in spans]
-        known.update(zip(spans, batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]))
+        counts, span_ids = self._measure([text[s:e] for s, e in spans])
+        known.update(zip(spans, counts))
+        known_ids.update(zip(spans, span_ids))
         if any(known[span] > self.max_tokens for span in spans):
             def over(s: int, e: int) -> int:
                 if (s, e) not in known:
                     known[(s, e)] = self.tokenizer.count(text[s:e])
                 return known[(s, e)] - self.max_tokens
             spans = walk.run(over)
-        return [Chunk(i, text[s:e], s, e, known[(s, e)]) for i, (s, e) in enumerate(spans)]
+        return [Chunk(i, text[s:e], s, e, known[(s, e)], known_ids.get((s, e))) for i, (s, e) in enumerate(spans)]
 
 
 class _Walk:
@@ -342,7 +353,8 @@ def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:
     return [
         Document(raw=doc.raw, id=chunk_id(doc.id, c.index), text=c.text,
                  text_sha256=doc.text_sha256 if c.text == doc.text else sha256_hex(c.text), metadata=doc.metadata,
-                 chunk=ChunkOf(progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end))
+                 chunk=ChunkOf(progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end,
+                               token_ids=c.token_ids))
         for c in chunks
     ]
 

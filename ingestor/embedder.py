@@ -126,6 +126,9 @@ class Embedder:
     def prepare(self, texts: list[str]) -> list[Prepared]:
         return self.tokenizer.prepare(texts)
 
+    def encoding(self, ids: list[int]) -> dict[str, list[int]]:
+        return self.tokenizer.encoding(ids)
+
     def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
         return self.tokenizer.collate(encodings)
 

@@ -26,8 +26,13 @@ class ModelStage:
         self.embedder = embedder
 
     def tokenize(self, units: list[Unit]) -> None:
-        """Token counts (which decide the cut), truncation and encodings of `units`."""
-        for unit, prepared in zip(units, self.embedder.prepare([u.text for u in units])):
+        """Token counts (which decide the cut), truncation and encodings of `units`; a unit whose
+        ids chunking already has is not tokenised again."""
+        todo = [u for u in units if u.token_ids is None]
+        for unit in units:
+            if unit.token_ids is not None:
+                unit.tokens, unit.truncated, unit.encoding = len(unit.token_ids), False, self.embedder.encoding(unit.token_ids)
+        for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
             unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
 
     def collate(self, work: Work) -> None:

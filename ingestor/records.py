@@ -90,6 +90,8 @@ class ChunkOf:
     index: int
     char_start: int
     char_end: int
+    # Its text's token ids, when the splitter had them (`chunking.Chunk.token_ids`).
+    token_ids: list[int] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True, kw_only=True)

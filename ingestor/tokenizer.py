@@ -8,8 +8,9 @@ directly (`RustTokenizer`), which is checked at load against transformers on pro
 from __future__ import annotations
 
 import itertools
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,12 +107,24 @@ class Tokenizer:
 
     def counts(self, texts: list[str]) -> list[int]:
         """`count` of each text, in one batch call."""
-        if not texts:
-            return []
-        if self.rust is not None:
-            return [len(e.ids) for e in self.rust.whole.encode_batch(texts, add_special_tokens=True)]
+        ids = self.encode_many(texts)
+        if ids is not None:
+            return [len(i) for i in ids]
         enc = self.hf(texts, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
+
+    def encode_many(self, texts: list[str]) -> list[list[int]] | None:
+        """Each text's token ids, special tokens included, nothing truncated, in one batch call
+        (None without a Rust core). For a text within the model's limit these are the ids its
+        forward pass takes (`encoding`): chunking counts a text and tokenises it at once."""
+        if self.rust is None:
+            return None
+        return [e.ids for e in self.rust.encode(texts, whole=True)]
+
+    def encoding(self, ids: list[int]) -> dict[str, list[int]]:
+        """What `prepare` gives for a text within the limit whose ids `encode_many` gave."""
+        assert self.rust is not None, "ids come from encode_many, which needs the Rust core"
+        return {"input_ids": ids}
 
     def collate(self, encodings: list[dict[str, list[int]]]) -> dict[str, Any]:
         """Pad prepared encodings into CPU tensors for one forward pass."""
@@ -139,6 +152,11 @@ class RustTokenizer:
         # reconfigured, so callers on any thread may share it.
         self.whole = type(rust).from_str(rust.to_str())
         self.whole.no_truncation()
+        # For ASCII text the normalizer's work is a character table and `lower()` (`ascii_normalizer`):
+        # done in Python first, the copies without a normalizer tokenise it in about half the time.
+        self.ascii = ascii_normalizer(json.loads(rust.to_str()).get("normalizer"))
+        self.bare, self.bare_whole = type(rust).from_str(rust.to_str()), type(rust).from_str(self.whole.to_str())
+        self.bare.normalizer = self.bare_whole.normalizer = None
         self.keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in input_names]
         # Not copied out of Rust per text (each is another Python list of ints): one unpadded
         # sequence has a mask of ones and type ids of zeros, which `pad_encodings` makes in one go.
@@ -147,9 +165,27 @@ class RustTokenizer:
 
     def prepare(self, texts: list[str]) -> list[Prepared]:
         out = []
-        for e in self.rust.encode_batch(texts, add_special_tokens=True):
+        for e in self.encode(texts):
             ids = e.ids
             out.append(Prepared(len(ids), bool(e.overflowing), {"input_ids": ids}))
+        return out
+
+    def encode(self, texts: list[str], whole: bool = False) -> list[Any]:
+        """Encodings of `texts` (cut at the limit unless `whole`), special tokens included; ASCII
+        texts normalised in Python and tokenised by the copy without a normalizer."""
+        full, bare = (self.whole, self.bare_whole) if whole else (self.rust, self.bare)
+        if self.ascii is None or not texts:
+            return full.encode_batch_fast(texts, add_special_tokens=True) if texts else []
+        plain = [i for i, t in enumerate(texts) if t.isascii()]
+        if len(plain) == len(texts):
+            return bare.encode_batch_fast([self.ascii(t) for t in texts], add_special_tokens=True)
+        out: list[Any] = full.encode_batch_fast(texts, add_special_tokens=True) if not plain else [None] * len(texts)
+        if plain:
+            other = [i for i, t in enumerate(texts) if not t.isascii()]
+            for i, e in zip(plain, bare.encode_batch_fast([self.ascii(texts[i]) for i in plain], add_special_tokens=True)):
+                out[i] = e
+            for i, e in zip(other, full.encode_batch_fast([texts[i] for i in other], add_special_tokens=True)):
+                out[i] = e
         return out
 
     def full(self, prepared: Prepared) -> dict[str, list[int]]:
@@ -166,7 +202,37 @@ class RustTokenizer:
 PROBE_TEXTS = [
     "Hello, world!", "  leading and trailing spaces  ", "Ünïcödé çhàracters, emoji 🚀 and CJK 日本語",
     "tabs\tand\nnewlines", "x" * 3000, " ".join(["a long text of many words"] * 200), "",
+    "".join(map(chr, range(128))), "CONTROL\x00chars\x0b\x0c\x1c\x1f\x7fAnd CaSe\r\n", "\x00\x7f",
 ]
+
+# What BERT's normalizer does to ASCII text: control characters other than tab, newline and
+# carriage return are dropped, those three become spaces; accents and CJK padding do not apply.
+_ASCII_CLEAN = {c: None for c in (*range(0x20), 0x7F) if chr(c) not in "\t\n\r"} | {ord(c): " " for c in "\t\n\r"}
+
+
+def ascii_normalizer(config: dict[str, Any] | None) -> Callable[[str], str] | None:
+    """For a tokenizer whose normalizer is BERT's (its JSON `config`), what it makes of an ASCII
+    text, as a Python function; None for any other normalizer. `batch_tokenizer` and the tests
+    check it against the Rust one."""
+    if not config or config.get("type") != "BertNormalizer":
+        return None
+    clean, lower = bool(config.get("clean_text", True)), bool(config.get("lowercase", True))
+    table = str.maketrans(_ASCII_CLEAN)
+
+    def normalize(text: str) -> str:
+        if clean:
+            text = text.translate(table)
+        return text.lower() if lower else text
+
+    return normalize
+
+
+def ascii_path_agrees(fast: RustTokenizer, texts: list[str]) -> bool:
+    """Whether ASCII texts normalised in Python tokenise exactly as through the Rust normalizer."""
+    texts = [t for t in texts if t.isascii()]
+    ours = [e.ids for e in fast.encode(texts, whole=True)]
+    theirs = [e.ids for e in fast.whole.encode_batch_fast(texts, add_special_tokens=True)]
+    return ours == theirs
 
 
 def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
@@ -179,6 +245,9 @@ def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
         from tokenizers import Tokenizer
 
         fast = RustTokenizer(Tokenizer.from_str(core.to_str()), max_length, list(tokenizer.model_input_names))
+        if fast.ascii is not None and not ascii_path_agrees(fast, PROBE_TEXTS):
+            log.debug("ASCII texts go through the tokenizer's own normalizer: the Python one differs on probe texts")
+            fast.ascii = None
         ours = fast.prepare(PROBE_TEXTS)
         theirs = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length)
         longer = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length + 1)["input_ids"]

@@ -589,3 +589,33 @@ def test_chunk_all_is_chunk_documents_of_each(tokenizer):
     flat = chunk_all(docs, splitter)
     assert flat == [c for d in docs for c in chunk_documents(d, splitter)]
     assert len(flat) > len(docs) and chunk_all([], splitter) == []
+
+
+def test_chunks_carry_the_ids_the_model_stage_would_make_and_it_does_not_tokenise_them_again(tokenizer):
+    """The fast path (ids from the splitter's count) against the slow one (tokenising each chunk
+    text): the same encodings, token counts and truncation flags, for short and long records."""
+    from ingestor.batching import group_texts
+    from ingestor.model_stage import ModelStage
+
+    class Embedder:
+        def __init__(self) -> None:
+            self.prepared: list[str] = []
+
+        def prepare(self, texts):
+            self.prepared += texts
+            return tokenizer.prepare(texts)
+
+        def encoding(self, ids):
+            return tokenizer.encoding(ids)
+
+    splitter = Splitter(tokenizer, 64, 8)
+    texts = [r.text for r in load_corpus(SAMPLE)[:40]] + [long_documents()[0].text]
+    docs = [Document(raw=RawRecord(Position(TopicPartition("docs", 0), i, 0, 1, 0), key=None, value=b""),
+                     id=f"r{i}", text=t, text_sha256=sha256_hex(t), metadata={}) for i, t in enumerate(texts)]
+    units = group_texts(chunk_all(docs, splitter))
+    assert all(u.token_ids is not None for u in units)
+    fast = Embedder()
+    ModelStage(fast).tokenize(units)
+    assert fast.prepared == [], "nothing is tokenised twice"
+    slow = tokenizer.prepare([u.text for u in units])
+    assert [(u.tokens, u.truncated, u.encoding) for u in units] == [(p.tokens, p.truncated, p.encoding) for p in slow]

@@ -4,6 +4,8 @@ the same ids, masks and truncation flags, on the whole bundled corpus and on odd
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import numpy as np
 
@@ -19,6 +21,15 @@ MAX = 256
 def tokenizer():
     transformers = pytest.importorskip("transformers")
     return transformers.AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
+
+
+def _fast() -> object:
+    from transformers import AutoTokenizer
+
+    return batch_tokenizer(AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL)), MAX)
+
+
+_FAST = _fast()
 
 
 def slow(tokenizer) -> Tokenizer:
@@ -79,3 +90,47 @@ def test_padded_batches_are_identical_with_derived_masks(tokenizer, side):
     assert set(ours) == set(theirs)
     for key in theirs:
         assert ours[key].dtype == theirs[key].dtype and np.array_equal(ours[key], theirs[key]), key
+
+
+def test_ids_counted_whole_are_what_the_forward_pass_takes_for_every_text_within_the_limit(tokenizer):
+    """Chunking counts a record with `encode_many` and hands the ids on: for a text within the
+    limit, the encoding made from them is exactly what `prepare` (the slow path here) gives."""
+    ours = Tokenizer(tokenizer, MAX)
+    texts = [r.text for r in load_corpus(SAMPLE)] + PROBE_TEXTS
+    ids = ours.encode_many(texts)
+    assert ids is not None and ours.counts(texts) == [len(i) for i in ids]
+    fits = [(t, i) for t, i in zip(texts, ids) if len(i) <= MAX]
+    assert len(fits) > len(texts) // 2
+    prepared = ours.prepare([t for t, _ in fits])
+    assert [ours.encoding(i) for _, i in fits] == [p.encoding for p in prepared]
+    assert [(len(i), False) for _, i in fits] == [(p.tokens, p.truncated) for p in prepared]
+    assert slow(tokenizer).encode_many(texts) is None, "without a Rust core there are no ids to hand on"
+
+
+def test_ascii_texts_normalised_in_python_tokenise_exactly_as_through_the_rust_normalizer(tokenizer):
+    fast = batch_tokenizer(tokenizer, MAX)
+    assert fast is not None and fast.ascii is not None, "MiniLM's BERT normalizer takes the ASCII path"
+    texts = [r.text for r in load_corpus(SAMPLE) if r.text.isascii()] + [t for t in PROBE_TEXTS if t.isascii()]
+    texts += ["".join(chr(c) for c in range(i, 128)) for i in range(0, 128, 7)]
+    assert len(texts) > 1000
+    for whole in (True, False):
+        ours = [(e.ids, bool(e.overflowing)) for e in fast.encode(texts, whole=whole)]
+        core = fast.whole if whole else fast.rust
+        theirs = [(e.ids, bool(e.overflowing)) for e in core.encode_batch_fast(texts, add_special_tokens=True)]
+        assert ours == theirs
+
+
+@given(st.lists(st.text(alphabet=st.characters(max_codepoint=127), max_size=80) | st.text(max_size=20), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_mixed_batches_keep_their_order_and_match_the_rust_normalizer(texts):
+    fast = _FAST
+    ours = [e.ids for e in fast.encode(texts, whole=True)]
+    assert ours == [e.ids for e in fast.whole.encode_batch_fast(texts, add_special_tokens=True)]
+
+
+def test_a_normalizer_other_than_berts_gets_no_ascii_path():
+    from ingestor.tokenizer import ascii_normalizer
+
+    assert ascii_normalizer({"type": "NFKC"}) is None and ascii_normalizer(None) is None
+    normalize = ascii_normalizer({"type": "BertNormalizer", "clean_text": True, "lowercase": False})
+    assert normalize is not None and normalize("A\tb\x00C") == "A bC"
