@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -22,6 +23,7 @@ from ingestor.errors import Reason
 from ingestor.records import Delete, Document, Parsed, RawRecord, Rejected
 
 MAX_ID_BYTES = 512
+_LONG_DIGITS = re.compile(r"\d{19}")  # 18 digits always fit in 64 bits
 
 
 class MessageFormat(Protocol):
@@ -102,18 +104,31 @@ def _tombstone(raw: RawRecord) -> Parsed:
     return Delete(id=_check_id(_decode_key(raw.key)), raw=raw)
 
 
+def _json_loads(decoded: str) -> Any:
+    try:
+        return json.loads(decoded, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # NaN, huge integers, absurd nesting
+        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
+
+
 def _reject_constant(name: str) -> Any:
     # Python accepts NaN/Infinity, JSON does not, and Milvus would store them as null: refuse.
     raise ValueError(f"{name} is not JSON")
 
 
 def _from_json(raw: RawRecord, decoded: str, options: MessageFormat) -> Document:
-    try:
-        obj = json.loads(decoded, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
-    except (ValueError, RecursionError) as exc:  # NaN, huge integers, absurd nesting
-        raise _Reject(Reason.INVALID_JSON, f"invalid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
+    # orjson reads what `json` reads, the same, except integers past 64 bits (it makes them floats):
+    # a value that may hold one (19 digits in a row), and whatever orjson refuses (NaN, lone
+    # surrogates, absurd nesting), goes to `json` for the verdict.
+    if _LONG_DIGITS.search(decoded):
+        obj = _json_loads(decoded)
+    else:
+        try:
+            obj = orjson.loads(decoded)
+        except orjson.JSONDecodeError:
+            obj = _json_loads(decoded)
     if not isinstance(obj, dict):
         raise _Reject(Reason.NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, not an object")
     if options.text_field not in obj:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ingestor.config import MilvusSettings
 from ingestor.lite import LiteServer
 from ingestor.parsing import MAX_ID_BYTES
-from ingestor.sink import Entity, MilvusSink
+from ingestor.sink import Entity, MilvusSink, Stored
 from tests.support import harness
 
 DIM = 4
@@ -116,3 +116,57 @@ def test_delete_and_query_of_an_id_touch_exactly_that_id(sink: MilvusSink, group
         assert sorted(r["id"] for r in sink.get(names, ["id"])) == sorted(left), f"deleting {attack!r}"
     sink.delete(others)
     assert sink.get(names, ["id"]) == []
+
+
+def chunk(record_id: str, index: int, count: int, n: int) -> Entity:
+    from ingestor.chunking import chunk_id
+    from ingestor.sink import ChunkSpan
+
+    base = entity(chunk_id(record_id, index), n)
+    return Entity(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "content_hash": f"h{n}",
+                     "chunk": ChunkSpan(record_id, index, count, 0, 1)})
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def chunk_sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
+    """The daemon's sink over a collection of chunks, as `chunking.enabled` makes it."""
+    server = None
+    if request.param == "lite":
+        server = LiteServer(str(tmp_path_factory.mktemp("chunks") / "chunks.db"))
+        uri = server.start()
+    else:
+        uri = request.getfixturevalue("milvus_server")
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=harness.unique("chunks").replace("-", "_")), chunked=True)
+    sink.connect()
+    sink.ensure_collection(DIM, "m")
+    try:
+        yield sink
+    finally:
+        sink.drop()
+        sink.close()
+        if server is not None:
+            server.stop()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(attacking_group())
+def test_a_session_read_sees_every_chunk_write_and_delete_by_key_at_once(chunk_sink: MilvusSink,
+                                                                       group: tuple[list[str], list[str]]) -> None:
+    """What the writer relies on, on both Milvus implementations: a read at Session consistency
+    right after a write or a delete by chunk keys sees it (no wait for the server's clock), and
+    reads and deletes by chunk key touch exactly those records, whatever their ids hold."""
+    base, attacks = group
+    names = base + attacks
+    chunk_sink.upsert([chunk(name, i, 3, n) for n, name in enumerate(names) for i in range(3)])
+    assert chunk_sink.stored(names, strong=False) == {name: Stored(f"h{n}", 3) for n, name in enumerate(names)}
+    victim = attacks[0]
+    # A shrink to one chunk, as the writer does it: the other chunks, the surplus, the first chunk.
+    chunk_sink.delete([f"{victim}#1", f"{victim}#2"])
+    chunk_sink.upsert([chunk(victim, 0, 1, 99)])
+    held = chunk_sink.stored(names, strong=False)
+    assert held[victim] == Stored("h99", 1)
+    assert sorted(r["id"] for r in chunk_sink.get([f"{n}#{i}" for n in names for i in range(3)], ["id"],
+                                                  consistency_level="Session")) == sorted(
+        [f"{n}#{i}" for n in names if n != victim for i in range(3)] + [f"{victim}#0"])
+    chunk_sink.delete([f"{n}#{i}" for n in names for i in range(3)])
+    assert chunk_sink.stored(names, strong=False) == {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
+import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingestor.dedupe import content_hash
@@ -353,3 +354,57 @@ def test_accepted_metadata_can_be_hashed_and_stored(value):
         json.dumps(result.metadata, ensure_ascii=False).encode("utf-8")
     else:
         assert result.reason in VALID_REASONS
+
+
+def _outcome(parsed: object) -> tuple:
+    if parsed.__class__.__name__ == "Rejected":
+        return ("rejected", parsed.reason, parsed.error)
+    return (parsed.__class__.__name__, parsed.id, getattr(parsed, "text", None), getattr(parsed, "metadata", None))
+
+
+class _JsonOnly:
+    """orjson as parsing sees it, with a reader that refuses everything: `json` alone decides."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+    dumps = staticmethod(orjson.dumps)
+    JSONEncodeError = orjson.JSONEncodeError
+    OPT_SORT_KEYS = orjson.OPT_SORT_KEYS
+
+    @staticmethod
+    def loads(value: object) -> object:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12)
+
+
+@given(st.one_of(
+    _json_values.map(lambda v: json.dumps({"text": "t", "metadata": {"v": v}, "v": v}).encode()),
+    _json_values.map(lambda v: json.dumps(v).encode()),
+    st.integers(-(2**65), 2**65).map(lambda n: b'{"text": "t", "metadata": {"n": %d}}' % n),
+    st.text(max_size=40).map(lambda t: ('{"text": "%s"}' % t).encode("utf-8", "surrogatepass")),
+    st.binary(max_size=40).map(lambda b: b'{"text": "x", "m": ' + b + b"}"),
+    st.sampled_from([b'{"text": "x", "n": NaN}', b'{"text": "x", "n": 1e400}', b'{"text": "\\ud800"}',
+                     b'{"text": "a\x01b"}', b'{"text": "x", "n": 123456789012345678901234567890}',
+                     b'{"text": "x"} ', b' {"text":"x","text":"y"}', b"[" * 3000 + b"]" * 3000]),
+))
+@example(b'{"text": "x", "metadata": {"n": 18446744073709551616}}')
+@example(b'{"text": "x", "metadata": {"n": -9223372036854775809}}')
+@example(b'{"text": "x", "metadata": {"n": 9223372036854775807, "m": -9223372036854775808}}')
+@example(b'{"text": "x", "metadata": {"f": 1.0000000000000000001, "e": 1E+2, "z": -0, "w": -0.0}}')
+@example(b'{"text": "\\u0000\\u00e9\\ud83d\\ude00", "metadata": {"s": "\\ud800\\udc00"}}')
+@example(b'{"text": "x", "metadata": ' + b'{"a": ' * 600 + b"1" + b"}" * 600 + b"}")
+@settings(max_examples=400, deadline=None)
+def test_the_fast_json_reader_decides_every_value_as_json_alone_does(value: bytes):
+    """orjson reads first and `json` decides what orjson refuses: together they must agree with
+    `json` alone on every record, accepted or not, and on what was read."""
+    from unittest import mock
+
+    fast = _outcome(parse_record(raw(value), JSON))
+    with mock.patch("ingestor.parsing.orjson", _JsonOnly):
+        alone = _outcome(parse_record(raw(value), JSON))
+    assert fast == alone
