@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from functools import lru_cache
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,18 @@ def _h(text: str, n: int = 32) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
 
 
+@lru_cache(maxsize=64)
+def _scope(name: str) -> str:
+    """A model identity's or a namespace's short hash: a few per process, asked once per key."""
+    return _h(name, 16)
+
+
 def embedding_key(prefix: str, model_identity: str, text_sha256: str) -> str:
-    return f"{prefix}:emb:{_h(model_identity, 16)}:{text_sha256}"
+    return f"{prefix}:emb:{_scope(model_identity)}:{text_sha256}"
 
 
 def marker_key(prefix: str, namespace: str, record_id: str) -> str:
-    return f"{prefix}:doc:{_h(namespace, 16)}:{_h(record_id)}"
+    return f"{prefix}:doc:{_scope(namespace)}:{_h(record_id)}"
 
 
 @dataclass(frozen=True, slots=True)
