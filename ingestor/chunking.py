@@ -63,6 +63,7 @@ from ingestor.config import ChunkingSettings
 from ingestor.errors import StartupError
 from ingestor.parsing import sha256_hex
 from ingestor.records import Chunked, ChunkOf, Document
+from ingestor.tokenizer import Tokens
 
 ANCHOR_SPACING = 3  # expected budgets of text between candidate anchors, beyond the 1 guaranteed
 
@@ -139,32 +140,38 @@ class Splitter:
         # What `split` counts of each: a text of only whitespace as it is, else stripped.
         edges = [(0, len(t)) if t.isspace() else (len(t) - len(t.lstrip()), len(t.rstrip())) for t in texts]
         pieces = [t[s:e] for t, (s, e) in zip(texts, edges)]
-        counts, ids = self._measure(pieces)
-        return [[Chunk(0, t, 0, len(t), whole, known)] if not t or t.isspace() else self._split(t, s, e, whole, known)
-                for t, (s, e), whole, known in zip(texts, edges, counts, ids)]
+        # A text that is whole (nothing stripped) and could be over the limit (more characters than
+        # tokens allowed) is tokenised with offsets at once: if it is long, they are its cut points.
+        counts, tokens = self._measure(pieces, [len(p) > self.max_tokens and len(p) == len(t)
+                                                for p, t in zip(pieces, texts)])
+        return [[Chunk(0, t, 0, len(t), whole, _ids(known))] if not t or t.isspace() else
+                self._split(t, s, e, whole, known)
+                for t, (s, e), whole, known in zip(texts, edges, counts, tokens)]
 
-    def _measure(self, pieces: list[str]) -> tuple[list[int], list[list[int]] | list[None]]:
-        """Each piece's token count, and its token ids where the tokenizer gives them."""
+    def _measure(self, pieces: list[str], with_offsets: list[bool] | None = None) -> tuple[list[int], list[Tokens | None]]:
+        """Each piece's token count, and its tokens where the tokenizer gives them."""
         encode = getattr(self.tokenizer, "encode_many", None)
-        ids = encode(pieces) if encode is not None else None
-        if ids is not None:
-            return [len(i) for i in ids], ids
+        tokens = encode(pieces, with_offsets or ()) if encode is not None else None
+        if tokens is not None:
+            return [len(t.ids) for t in tokens], list(tokens)
         batch = getattr(self.tokenizer, "counts", None)
         return (batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]), [None] * len(pieces)
 
-    def _split(self, text: str, start: int, end: int, whole: int, ids: list[int] | None = None) -> list[Chunk]:
-        """The chunks of a text with non-whitespace in [start, end), `whole` tokens there (`ids`)."""
+    def _split(self, text: str, start: int, end: int, whole: int, tokens: Tokens | None = None) -> list[Chunk]:
+        """The chunks of a text with non-whitespace in [start, end), `whole` tokens there; `tokens`:
+        what tokenising `text[start:end]` gave, if anything."""
         if whole <= self.max_tokens:
-            return [Chunk(0, text[start:end], start, end, whole, ids)]
+            return [Chunk(0, text[start:end], start, end, whole, _ids(tokens))]
         known: dict[tuple[int, int], int] = {}
         known_ids: dict[tuple[int, int], list[int] | None] = {}
         # The first pass trusts the whole-text tokens. Should a chunk, counted on its own, be
         # over, a second pass retraces the first (its counts known) and cuts shorter from there.
-        walk = _Walk(text, self)
+        offsets = tokens.offsets if tokens is not None and (start, end) == (0, len(text)) else None
+        walk = _Walk(text, self, offsets)
         spans = walk.run(lambda s, e: 0)
-        counts, span_ids = self._measure([text[s:e] for s, e in spans])
+        counts, span_tokens = self._measure([text[s:e] for s, e in spans])
         known.update(zip(spans, counts))
-        known_ids.update(zip(spans, span_ids))
+        known_ids.update(zip(spans, map(_ids, span_tokens)))
         if any(known[span] > self.max_tokens for span in spans):
             def over(s: int, e: int) -> int:
                 if (s, e) not in known:
@@ -177,11 +184,12 @@ class Splitter:
 class _Walk:
     """Cut points of one text: its whole-text token starts, sentence starts and word starts."""
 
-    def __init__(self, text: str, settings: Splitter) -> None:
+    def __init__(self, text: str, settings: Splitter, offsets: list[tuple[int, int]] | None = None) -> None:
+        """`offsets`: the text's token spans, special tokens left out, if already known."""
         self.text, self.overlap = text, settings.overlap_tokens
         self.budget = settings.max_tokens - settings.specials - settings.overlap_tokens
         self.first_budget = settings.max_tokens - settings.specials  # no prefix to make room for
-        self.starts = sorted(s for s, _ in settings.tokenizer.offsets(text))
+        self.starts = sorted(s for s, _ in (offsets if offsets is not None else settings.tokenizer.offsets(text)))
         self.cuts = sorted(set(self.starts))
         self.sentences = [m.end() for m in _SENTENCE.finditer(text)]
         self.words = [m.start() for m in _WORD.finditer(text)]
@@ -328,6 +336,10 @@ class _Walk:
         while self.text[end - 1].isspace():
             end -= 1
         return end
+
+
+def _ids(tokens: Tokens | None) -> list[int] | None:
+    return tokens.ids if tokens is not None else None
 
 
 def chunk_id(record_id: str, index: int) -> str:

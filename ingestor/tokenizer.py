@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """A text's token ids, special tokens included, and where asked for, the character span of
+    each token that is not a special one."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A text tokenised once, for both the batch cut (its length) and the forward pass."""
 
@@ -107,19 +116,29 @@ class Tokenizer:
 
     def counts(self, texts: list[str]) -> list[int]:
         """`count` of each text, in one batch call."""
-        ids = self.encode_many(texts)
-        if ids is not None:
-            return [len(i) for i in ids]
+        tokens = self.encode_many(texts)
+        if tokens is not None:
+            return [len(t.ids) for t in tokens]
         enc = self.hf(texts, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
-    def encode_many(self, texts: list[str]) -> list[list[int]] | None:
-        """Each text's token ids, special tokens included, nothing truncated, in one batch call
-        (None without a Rust core). For a text within the model's limit these are the ids its
-        forward pass takes (`encoding`): chunking counts a text and tokenises it at once."""
+    def encode_many(self, texts: list[str], with_offsets: Sequence[bool] = ()) -> list[Tokens] | None:
+        """Each text's tokens, special tokens included, nothing truncated, in one batch call (two
+        when some texts want their offsets too, `with_offsets[i]`); None without a Rust core. For
+        a text within the model's limit the ids are what its forward pass takes (`encoding`):
+        chunking counts a text, tokenises it, and finds where a long one may be cut, at once."""
         if self.rust is None:
             return None
-        return [e.ids for e in self.rust.encode(texts, whole=True)]
+        wanted = [i for i, w in enumerate(with_offsets) if w]
+        if not wanted:
+            return [Tokens(e.ids) for e in self.rust.encode(texts, whole=True)]
+        out: list[Tokens] = [Tokens([])] * len(texts)
+        plain = [i for i in range(len(texts)) if i >= len(with_offsets) or not with_offsets[i]]
+        for i, e in zip(plain, self.rust.encode([texts[i] for i in plain], whole=True)):
+            out[i] = Tokens(e.ids)
+        for i, e in zip(wanted, self.rust.encode([texts[i] for i in wanted], whole=True, offsets=True)):
+            out[i] = Tokens(e.ids, [o for o, special in zip(e.offsets, e.special_tokens_mask) if not special])
+        return out
 
     def encoding(self, ids: list[int]) -> dict[str, list[int]]:
         """What `prepare` gives for a text within the limit whose ids `encode_many` gave."""
@@ -170,22 +189,29 @@ class RustTokenizer:
             out.append(Prepared(len(ids), bool(e.overflowing), {"input_ids": ids}))
         return out
 
-    def encode(self, texts: list[str], whole: bool = False) -> list[Any]:
-        """Encodings of `texts` (cut at the limit unless `whole`), special tokens included; ASCII
-        texts normalised in Python and tokenised by the copy without a normalizer."""
+    def encode(self, texts: list[str], whole: bool = False, offsets: bool = False) -> list[Any]:
+        """Encodings of `texts` (cut at the limit unless `whole`; with character offsets if asked),
+        special tokens included. ASCII texts are normalised in Python and tokenised by the copy
+        without a normalizer: with offsets, only those the normaliser kept the length of (it
+        drops control characters, which would shift every offset after them)."""
         full, bare = (self.whole, self.bare_whole) if whole else (self.rust, self.bare)
-        if self.ascii is None or not texts:
-            return full.encode_batch_fast(texts, add_special_tokens=True) if texts else []
-        plain = [i for i, t in enumerate(texts) if t.isascii()]
-        if len(plain) == len(texts):
-            return bare.encode_batch_fast([self.ascii(t) for t in texts], add_special_tokens=True)
-        out: list[Any] = full.encode_batch_fast(texts, add_special_tokens=True) if not plain else [None] * len(texts)
-        if plain:
-            other = [i for i, t in enumerate(texts) if not t.isascii()]
-            for i, e in zip(plain, bare.encode_batch_fast([self.ascii(texts[i]) for i in plain], add_special_tokens=True)):
-                out[i] = e
-            for i, e in zip(other, full.encode_batch_fast([texts[i] for i in other], add_special_tokens=True)):
-                out[i] = e
+        run = "encode_batch" if offsets else "encode_batch_fast"
+        if not texts:
+            return []
+        normal = [self.ascii(t) if self.ascii is not None and t.isascii() else None for t in texts]
+        if offsets:
+            normal = [n if n is not None and len(n) == len(t) else None for n, t in zip(normal, texts)]
+        mine = [i for i, n in enumerate(normal) if n is not None]
+        if not mine:
+            return getattr(full, run)(texts, add_special_tokens=True)
+        if len(mine) == len(texts):
+            return getattr(bare, run)(normal, add_special_tokens=True)
+        out: list[Any] = [None] * len(texts)
+        rest = [i for i, n in enumerate(normal) if n is None]
+        for i, e in zip(mine, getattr(bare, run)([normal[i] for i in mine], add_special_tokens=True)):
+            out[i] = e
+        for i, e in zip(rest, getattr(full, run)([texts[i] for i in rest], add_special_tokens=True)):
+            out[i] = e
         return out
 
     def full(self, prepared: Prepared) -> dict[str, list[int]]:

@@ -51,8 +51,7 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 def stage_cpu_us(counts: dict[str, float], cpu_s: float, records: int) -> dict[str, float]:
     """µs of CPU per record in each pipeline stage (`ingestor_stage_cpu_seconds_total`), and
-    `other`: the rest of this process's CPU (the Kafka client's and gRPC's own threads, start-up,
-    waiting loops)."""
+    `other`: the rest of `cpu_s` (the Kafka client's and gRPC's own threads, waiting loops)."""
     from ingestor import metrics as m
 
     out = {s: round(1e6 * counts.get(f"stage_{s}_s", 0.0) / records, 1) for s in m.STAGES}

@@ -114,7 +114,8 @@ def render(result: dict[str, Any], console: Any) -> None:
                      f"{_f(100 * (diag.get('batcher_share') or 0), 0)}%, Milvus writes "
                      f"{_f(100 * (diag.get('milvus_write_share') or 0), 0)}%, Redis "
                      f"{_f(100 * (diag.get('redis_share') or 0), 0)}%); this process's CPU "
-                     f"{_f(f.get('cpu_us_per_record'), 0)} µs per record; f / a "
+                     f"{_f(f.get('cpu_us_per_record'), 0)} µs per record from the first record to the last write "
+                     f"({_f(f.get('cpu_us_per_record_with_startup'), 0)} with start-up and shutdown); f / a "
                      f"{_f(result['ratios'].get('ceiling_vs_plain'), 2)}{_ceiling_verdict(result['ratios'].get('ceiling_vs_plain'))}")
         stages = f.get("stage_cpu_us_per_record") or {}
         if stages:

@@ -199,12 +199,25 @@ class _Probe:
         self.latencies: list[float] = []
         self.first_delivery: float | None = None
         self.last_write: float | None = None
+        # This process's CPU seconds (all threads) at the first delivery and at the last write.
+        self.first_cpu: float | None = None
+        self.last_cpu: float | None = None
+
+    def delivered(self) -> None:
+        if self.first_delivery is None:
+            self.first_delivery, self.first_cpu = time.perf_counter(), time.process_time()
 
     def record(self, items: list[Any]) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         with self.lock:
             self.latencies += [float(i.written_ms - i.timestamp_ms) for i in items]
-            self.last_write = now
+            self.last_write, self.last_cpu = now, cpu
+
+    def span_cpu_s(self) -> float | None:
+        """CPU this process spent from the first record handed over to the last write."""
+        if self.first_cpu is None or self.last_cpu is None:
+            return None
+        return self.last_cpu - self.first_cpu
 
     def written(self) -> int:
         with self.lock:
@@ -215,8 +228,7 @@ def timed_daemon(settings: Settings, embedder: Any, probe: _Probe, until_caught_
     from ingestor.daemon import Daemon
 
     def delivered(items: list[Any]) -> None:
-        if probe.first_delivery is None:
-            probe.first_delivery = time.perf_counter()
+        probe.delivered()
 
     return Daemon(settings, until_caught_up=until_caught_up, embedder=embedder, record_latency=probe.record,
                   on_delivered=delivered)
@@ -299,6 +311,7 @@ def bench_daemon(settings: Settings, embedder: Any, records: list[Record], token
         "startup_s": round(start - created, 3), "wall_s": round(ended - created, 3),
         "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": percentile(probe.latencies, 99),
         "written": probe.written(), "counts": counts, "diagnostics": diagnostics,
+        "span_cpu_s": None if probe.span_cpu_s() is None else round(probe.span_cpu_s(), 3),
     }
 
 

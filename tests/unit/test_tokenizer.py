@@ -97,8 +97,10 @@ def test_ids_counted_whole_are_what_the_forward_pass_takes_for_every_text_within
     limit, the encoding made from them is exactly what `prepare` (the slow path here) gives."""
     ours = Tokenizer(tokenizer, MAX)
     texts = [r.text for r in load_corpus(SAMPLE)] + PROBE_TEXTS
-    ids = ours.encode_many(texts)
-    assert ids is not None and ours.counts(texts) == [len(i) for i in ids]
+    tokens = ours.encode_many(texts)
+    assert tokens is not None
+    ids = [t.ids for t in tokens]
+    assert ours.counts(texts) == [len(i) for i in ids]
     fits = [(t, i) for t, i in zip(texts, ids) if len(i) <= MAX]
     assert len(fits) > len(texts) // 2
     prepared = ours.prepare([t for t, _ in fits])
@@ -134,3 +136,16 @@ def test_a_normalizer_other_than_berts_gets_no_ascii_path():
     assert ascii_normalizer({"type": "NFKC"}) is None and ascii_normalizer(None) is None
     normalize = ascii_normalizer({"type": "BertNormalizer", "clean_text": True, "lowercase": False})
     assert normalize is not None and normalize("A\tb\x00C") == "A bC"
+
+
+def test_offsets_asked_with_the_ids_are_the_splitters_cut_points(tokenizer):
+    """A text tokenised with offsets (ASCII through the Python normaliser where that keeps its
+    length, the rest through the Rust one) gives the same ids and the same token spans as
+    `offsets`, which the splitter asks for otherwise."""
+    ours = Tokenizer(tokenizer, MAX)
+    texts = [r.text for r in load_corpus(SAMPLE)][:300] + PROBE_TEXTS + ["tab\tand\x00nul", "Ünï \x01 côdé"]
+    plain = ours.encode_many(texts)
+    with_offsets = ours.encode_many(texts, [i % 2 == 0 for i in range(len(texts))])
+    assert [t.ids for t in with_offsets] == [t.ids for t in plain]
+    for i, t in enumerate(with_offsets):
+        assert t.offsets == (ours.offsets(texts[i]) if i % 2 == 0 else None), texts[i][:40]
