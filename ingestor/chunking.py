@@ -365,6 +365,7 @@ def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:
     return [
         Document(raw=doc.raw, id=chunk_id(doc.id, c.index), text=c.text,
                  text_sha256=doc.text_sha256 if c.text == doc.text else sha256_hex(c.text), metadata=doc.metadata,
+                 metadata_json=doc.metadata_json,
                  chunk=ChunkOf(progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end,
                                token_ids=c.token_ids))
         for c in chunks

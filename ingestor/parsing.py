@@ -61,23 +61,28 @@ def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
 
 
 def unstorable(metadata: dict[str, Any]) -> str | None:
-    """Why this parsed metadata cannot be stored in a Milvus JSON field, or None. pymilvus
-    serialises JSON with orjson, which refuses lone surrogates (\\ud800 parses as JSON) and integers
-    beyond 64 bits; refused here, such a record is dead-lettered with its reason instead of failing
-    a whole write later."""
+    """Why this parsed metadata cannot be stored in a Milvus JSON field, or None."""
+    return metadata_json(metadata)[1]
+
+
+def metadata_json(metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(The metadata as the JSON text Milvus stores, why it cannot be stored). pymilvus serialises
+    JSON with orjson, which refuses lone surrogates (\\ud800 parses as JSON) and integers beyond 64
+    bits; refused here, such a record is dead-lettered with its reason instead of failing a whole
+    write later. Serialised once per record, the text is what the sink hands over; None where only
+    `json` can write it (nesting deeper than orjson goes), which pymilvus then does itself."""
     try:
-        orjson.dumps(metadata)
-        return None
+        return orjson.dumps(metadata).decode("utf-8"), None
     except orjson.JSONEncodeError as exc:
         if "surrogates" in str(exc):
-            return "is not valid Unicode"
+            return None, "is not valid Unicode"
         if "Recursion" not in str(exc):
-            return f"cannot be stored as JSON ({exc})"
+            return None, f"cannot be stored as JSON ({exc})"
     try:  # deeper than orjson nests: pymilvus falls back to json, and so does this check
         json.dumps(metadata, ensure_ascii=False).encode("utf-8")
-        return None
+        return None, None
     except (UnicodeEncodeError, ValueError, RecursionError):
-        return "is not valid Unicode"
+        return None, "is not valid Unicode"
 
 
 def parse_record(raw: RawRecord, options: MessageFormat) -> Parsed:
@@ -92,7 +97,7 @@ def parse_record(raw: RawRecord, options: MessageFormat) -> Parsed:
             )
         text = _decode_utf8(raw.value, "value")
         if options.value_format == "text":
-            return _document(raw, _check_text(text), None, {})
+            return _document(raw, _check_text(text), None, {}, "{}")
         return _from_json(raw, text, options)
     except _Reject as rejection:
         return Rejected(raw=raw, reason=rejection.reason.value, error=rejection.error)
@@ -148,18 +153,19 @@ def _from_json(raw: RawRecord, decoded: str, options: MessageFormat) -> Document
             Reason.INVALID_METADATA,
             f"field {options.metadata_field!r} is a {type(metadata).__name__}, not an object",
         )
-    else:
-        problem = unstorable(metadata)
-        if problem is not None:
-            raise _Reject(Reason.INVALID_METADATA, f"field {options.metadata_field!r} {problem}")
-    return _document(raw, text, record_id, metadata)
+    serialised, problem = metadata_json(metadata)
+    if problem is not None:
+        raise _Reject(Reason.INVALID_METADATA, f"field {options.metadata_field!r} {problem}")
+    return _document(raw, text, record_id, metadata, serialised)
 
 
-def _document(raw: RawRecord, text: str, record_id: str | None, metadata: dict[str, Any]) -> Document:
+def _document(raw: RawRecord, text: str, record_id: str | None, metadata: dict[str, Any],
+              serialised: str | None) -> Document:
     text_sha = sha256_hex(text)
     if record_id is None:
         record_id = _check_id(_decode_key(raw.key)) if raw.key is not None else text_sha
-    return Document(id=record_id, text=text, text_sha256=text_sha, metadata=metadata, raw=raw)
+    return Document(id=record_id, text=text, text_sha256=text_sha, metadata=metadata, raw=raw,
+                    metadata_json=serialised)
 
 
 def _check_text(text: str) -> str:

@@ -61,6 +61,9 @@ class Document(Item):
     text: str
     text_sha256: str
     metadata: dict[str, Any]
+    # The metadata as the JSON text Milvus stores, serialised once (`parsing.metadata_json`); None
+    # where the sink must hand over the dict (nesting only `json` writes).
+    metadata_json: str | None = None
     # dedupe.digest of what this record writes, computed once by the pipeline (it is both
     # compared with the Redis marker and written to Milvus).
     digest: str = ""

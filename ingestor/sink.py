@@ -163,9 +163,11 @@ class Entity:
     kafka_partition: int
     kafka_offset: int
     chunk: ChunkSpan | None = None
+    metadata_json: str | None = None  # `metadata` serialised already (`records.Document.metadata_json`)
 
     def approx_bytes(self) -> int:
-        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(json_bytes(self.metadata)) + 256
+        meta = self.metadata_json.encode("utf-8") if self.metadata_json is not None else json_bytes(self.metadata)
+        return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(meta) + 256
 
 
 def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int, chunked: bool = False) -> dict[str, list[Any]]:
@@ -175,7 +177,8 @@ def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int, chunke
         "id": [e.id for e in entities],
         "vector": _vector_lists(entities),
         "text": [clip_utf8(e.text, TEXT_MAX_BYTES) if store_text else "" for e in entities],
-        "metadata": [e.metadata for e in entities],
+        # JSON text where it was serialised already: pymilvus then only validates it.
+        "metadata": [e.metadata if e.metadata_json is None else e.metadata_json for e in entities],
         "content_hash": [e.content_hash for e in entities],
         "model": [e.model for e in entities],
         "truncated": [e.truncated for e in entities],

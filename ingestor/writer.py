@@ -235,6 +235,7 @@ class Writer:
             id=doc.id, vector=unit.vector, text=doc.text, metadata=doc.metadata,
             content_hash=self.identity.digest(doc.record), model=self.identity.model, truncated=unit.truncated,
             kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset, chunk=span,
+            metadata_json=doc.metadata_json,
         )
 
     def _observe_latency(self, work: Work) -> None:

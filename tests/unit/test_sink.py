@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 import pytest
 from hypothesis import given, settings
@@ -235,3 +237,25 @@ def test_a_worker_that_loses_the_index_race_on_milvus_lite_takes_the_index_as_bu
     sink._client = Client(built_by_other=False)
     with pytest.raises(RuntimeError):
         sink._ensure_index()
+
+
+def test_metadata_serialised_at_parse_time_is_what_pymilvus_would_make_of_the_dict():
+    """The sink hands pymilvus a record's metadata as the JSON text parsing made; pymilvus then
+    only validates it, and sends the bytes it would have made of the dict itself."""
+    from pymilvus.client.entity_helper import convert_to_json
+
+    from ingestor.config import KafkaSettings
+    from ingestor.parsing import parse_record
+    from ingestor.records import Position, RawRecord, TopicPartition
+
+    values = [b'{"text": "t", "metadata": {"b": 1, "a": [1.5, "\\u00e9", null, {"z": true}]}}',
+              b'{"text": "t"}', b'{"text": "t", "metadata": {"n": -9223372036854775808, "s": "\\ud83d\\ude00"}}']
+    for value in values:
+        doc = parse_record(RawRecord(Position(TopicPartition("t", 0), 0, 0, 1, 0), None, value), KafkaSettings())
+        assert doc.metadata_json is not None
+        e = dataclasses.replace(entity(0), metadata=doc.metadata, metadata_json=doc.metadata_json)
+        column = to_columns([e], store_text=True, now_ms=1)["metadata"]
+        assert column == [doc.metadata_json]
+        assert convert_to_json(column[0]) == convert_to_json(doc.metadata)
+    deep = dataclasses.replace(entity(0), metadata={"a": {"b": 1}})
+    assert to_columns([deep], store_text=True, now_ms=1)["metadata"] == [{"a": {"b": 1}}], "no text: the dict"
