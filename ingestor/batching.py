@@ -234,6 +234,41 @@ class Work:
         docs = [d.id for u in self.units for d in u.docs if d.chunk is None]
         return docs + [d.id for d in self.skipped] + [d.id for d in self.deletes]
 
+    def records(self) -> dict[str, int]:
+        """Every record it carries, by id, with the `id()` of the record object: the works of one
+        window share a chunked record's object; another window's version of it is another one."""
+        out = {d.record.id: id(d.record) for u in self.units for d in u.docs}
+        out.update((d.record.id, id(d.record)) for d in self.chunks)
+        out.update((d.id, id(d)) for d in [*self.skipped, *self.deletes])
+        return out
+
+
+def merge(works: list[Work]) -> Work:
+    """Works written as one (one upsert for all): each list joined, in order. Only for works that
+    hold no two versions of one record (`writer_groups`)."""
+    if len(works) == 1:
+        return works[0]
+    out = Work()
+    for w in works:
+        out.units += w.units
+        out.skipped += w.skipped
+        out.deletes += w.deletes
+        out.rejected += w.rejected
+        out.registered += w.registered
+        out.chunks += w.chunks
+        out.claimed += w.claimed
+        out.stored = {**out.stored, **w.stored}
+    return out
+
+
+def joinable(group: dict[str, int], work: Work) -> dict[str, int] | None:
+    """The records of `group` and `work` together, or None when `work` holds another version of a
+    record the group holds (written together, one call could not say which version lands)."""
+    records = work.records()
+    if any(group.get(i, obj) != obj for i, obj in records.items()):
+        return None
+    return {**group, **records}
+
 
 @dataclass(slots=True)
 class Window:

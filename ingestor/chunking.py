@@ -355,9 +355,16 @@ def chunk_documents(doc: Document, splitter: Splitter) -> list[Document]:
 
 def chunk_all(docs: list[Document], splitter: Splitter) -> list[Document]:
     """`chunk_documents` of each record, flattened, with the records counted in one tokenizer call
-    (`Splitter.split_many`)."""
-    return [c for doc, chunks in zip(docs, splitter.split_many([d.text for d in docs]))
-            for c in _chunk_documents(doc, chunks)]
+    (`Splitter.split_many`); a record whose chunks were made already (`attach_chunks`) keeps them."""
+    attach_chunks([d for d in docs if d.parts is None], splitter)
+    return [c for doc in docs for c in doc.parts or ()]
+
+
+def attach_chunks(docs: list[Document], splitter: Splitter) -> None:
+    """Cut each record into its chunk documents now (`Document.parts`), in one tokenizer call."""
+    if docs:
+        for doc, chunks in zip(docs, splitter.split_many([d.text for d in docs])):
+            doc.parts = _chunk_documents(doc, chunks)
 
 
 def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:

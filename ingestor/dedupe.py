@@ -8,7 +8,7 @@ can be skipped or shared.
   change or a re-created collection starts cold instead of inheriting stale claims.
 - **The skip rule** (`unchanged`): a record is skipped only when its marker matches *and* Milvus
   holds an entity with that same content hash (read so that it sees every write before it:
-  `SessionReads`), and no earlier, unwritten work carries the same id. A marker alone can cost a
+  `consistency`), and no earlier, unwritten work carries the same id. A marker alone can cost a
   query, never a wrong skip.
 - **Texts in flight** (`SharedTexts`): a text still being embedded is waited for, not embedded again.
 """
@@ -132,29 +132,6 @@ class IdsInFlight:
         earlier work of this process wrote it since this one was planned."""
         with self._lock:
             return self._extents.get(record_id)
-
-
-class SessionReads:
-    """Whether a read of Milvus at Session consistency sees what a window's records need.
-
-    Session consistency reads everything written before this process's last acknowledged write,
-    by anyone, without waiting for the server's next time tick (a Strong read waits for it: about
-    200 ms on a Milvus server). What it can miss is a write by another process after that one:
-    the previous owner's writes to a partition assigned to us since. So a window whose records
-    come from a partition assigned after our last write was issued reads with Strong consistency;
-    any later one with Session. Generations of partition ownership grow with every assignment
-    (`OffsetTracker`), which orders the two without a clock."""
-
-    def __init__(self) -> None:
-        self._covered = 0  # every generation up to this one was assigned before a write we made
-
-    def wrote(self, generation: int) -> None:
-        """A Milvus write issued when `generation` was the newest ownership was acknowledged."""
-        self._covered = max(self._covered, generation)
-
-    def strong_for(self, generations: Iterable[int]) -> bool:
-        """Whether records of these ownerships need a Strong read."""
-        return any(g > self._covered for g in generations)
 
 
 def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: Callable[[list[str]], set[str]],

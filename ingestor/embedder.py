@@ -71,6 +71,9 @@ class Embedder:
             # A local copy must never reach for a hub: many production hosts have none.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # One tokenizer thread per worker: its Rust thread pool's spinning costs more CPU than it
+        # saves here, and a busy box scales with worker processes (`--workers-per-device`).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from transformers.utils import logging as hf_logging
 

@@ -1,7 +1,10 @@
 """The pipeline's threads and the bounded queues between them; windows are timed by an injected clock.
 
-    intake ─▶ [batcher] ─▶ prepared ─▶ [model] ─▶ embedded ─▶ [writer] ─▶ tracker.done
+    intake ─▶ [chunker] ─▶ chunked ─▶ [batcher] ─▶ prepared ─▶ [model] ─▶ embedded ─▶ [writer] ─▶ tracker.done
 
+- chunker (with chunking): cuts each record into its chunks and tokenises them as they arrive
+  (`chunking.attach_chunks`); most of that runs in the tokenizer without the GIL, beside the
+  other stages' Python;
 - batcher: collects a window (`batching.BatchWindow`) and plans its work (`batching.plan`) with
   the resolver (`resolver.Resolver`: skips, cached vectors, texts in flight, one Redis round
   trip), then tokenises and collates what the model runs (`model_stage.ModelStage`);
@@ -25,11 +28,12 @@ from functools import partial
 from typing import Any
 
 from ingestor import metrics
-from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
+from ingestor.batching import BatchLimits, BatchWindow, Work, joinable, merge, plan, window_chars
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
-from ingestor.chunking import Splitter, chunk_all
-from ingestor.dedupe import IdsInFlight, Identity, SessionReads, SharedTexts
+from ingestor.chunking import Splitter, attach_chunks, chunk_all
+from ingestor.consistency import Consistency
+from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
@@ -44,6 +48,10 @@ from ingestor.writer import Latency, Writer
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Works written together when several wait: one Milvus upsert of up to this many rows costs about
+# what one of a few dozen does, on the server and in this process.
+WRITE_GROUP_ROWS = 1024
+WRITE_GROUP_WORKS = 8
 
 __all__ = ["Latency", "Pipeline"]
 
@@ -73,28 +81,35 @@ class Pipeline:
         assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
         self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
         self.intake: queue.Queue[Any] = queue.Queue()
+        # What the batcher reads: the chunker's output, or with no chunking the intake itself.
+        self._chunked: queue.Queue[Any] = queue.Queue() if splitter is not None else self.intake
         self._prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._embedded: queue.Queue[Any] = queue.Queue(maxsize=2)
+        # Room for a few works, so that the writer finds several waiting and writes them at once.
+        self._embedded: queue.Queue[Any] = queue.Queue(maxsize=WRITE_GROUP_WORKS)
         self._flush = threading.Event()  # cut the window now (shutdown)
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
         self.retrier = Retrier(backoff, self._abort)
         self.ids = IdsInFlight()
         self.shared = SharedTexts(settings.max_in_flight_records or 0)
         # How a record becomes the documents written for it: its chunks, or (None) itself.
+        self.splitter = splitter
         self.split: Callable[[list[Document]], list[Document]] | None = (
             None if splitter is None else partial(chunk_all, splitter=splitter))
-        self.reads = SessionReads()
-        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity, self.reads)
+        self.consistency = Consistency()
+        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity, self.consistency)
         self.model = ModelStage(embedder)
         self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
-                             self.reads, record_latency)
+                             self.consistency, record_latency)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for name, target in (("batcher", self._batcher_loop), ("model", self._model_loop), ("writer", self._writer_loop)):
+        stages = [("batcher", self._batcher_loop), ("model", self._model_loop), ("writer", self._writer_loop)]
+        if self.splitter is not None:
+            stages.insert(0, ("chunker", self._chunker_loop))
+        for name, target in stages:
             thread = threading.Thread(target=self._guard(target), name=f"ingestor-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -135,7 +150,20 @@ class Pipeline:
     def healthy(self) -> bool:
         return self.failure is None and all(t.is_alive() for t in self._threads)
 
-    # -- stage 1: batcher ------------------------------------------------------------------------
+    # -- stage 1: chunker ------------------------------------------------------------------------
+
+    def _chunker_loop(self) -> None:
+        assert self.splitter is not None
+        while True:
+            items = self.intake.get()
+            if items is not _STOP:
+                with metrics.stage("plan"):
+                    attach_chunks([i for i in items if isinstance(i, Document)], self.splitter)
+            self._chunked.put(items)
+            if items is _STOP:
+                return
+
+    # -- stage 2: batcher ------------------------------------------------------------------------
 
     def _batcher_loop(self) -> None:
         window: BatchWindow[Parsed] = BatchWindow(self.limits, self.settings.max_wait_ms, self.settings.max_window_records)
@@ -144,7 +172,7 @@ class Pipeline:
             deadline = window.deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             try:
-                got = self.intake.get(timeout=timeout)
+                got = self._chunked.get(timeout=timeout)
             except queue.Empty:
                 got = []
             # Then whatever else is already waiting, until the window is full: under backlog
@@ -157,11 +185,11 @@ class Pipeline:
                 if window.full():
                     break
                 try:
-                    got = self.intake.get_nowait()
+                    got = self._chunked.get_nowait()
                 except queue.Empty:
                     break
             now = self.clock()
-            if window and (window.ready(now) and (window.full() or self.intake.empty()) or self._flush.is_set() or stopping):
+            if window and (window.ready(now) and (window.full() or self._chunked.empty()) or self._flush.is_set() or stopping):
                 with metrics.stage("plan"):
                     self._emit(window.take())
         self._prepared.put(_STOP)
@@ -197,7 +225,7 @@ class Pipeline:
                 if self._abort.is_set():
                     raise Aborted()
 
-    # -- stage 2: model --------------------------------------------------------------------------
+    # -- stage 3: model --------------------------------------------------------------------------
 
     def _model_loop(self) -> None:
         while True:
@@ -209,12 +237,29 @@ class Pipeline:
                 self.model.embed(work)
             self._put(self._embedded, work)
 
-    # -- stage 3: writer -------------------------------------------------------------------------
+    # -- stage 4: writer -------------------------------------------------------------------------
 
     def _writer_loop(self) -> None:
+        waiting: Any = None  # taken from the queue, not joinable with the group before it
         while True:
-            work = self._embedded.get()
+            work = waiting if waiting is not None else self._embedded.get()
+            waiting = None
             if work is _STOP:
                 return
+            group, records, rows = [work], work.records(), _rows(work)
+            while rows < WRITE_GROUP_ROWS:
+                try:
+                    waiting = self._embedded.get_nowait()
+                except queue.Empty:
+                    break
+                joined = None if waiting is _STOP else joinable(records, waiting)
+                if joined is None:
+                    break
+                group.append(waiting)
+                records, rows, waiting = joined, rows + _rows(waiting), None
             with metrics.stage("write"):
-                self.writer.write(work)
+                self.writer.write(merge(group))
+
+
+def _rows(work: Work) -> int:
+    return sum(len(u.docs) for u in work.units)

@@ -69,6 +69,8 @@ class Document(Item):
     digest: str = ""
     # Set on the documents chunking makes of a record: which record, and where in its text.
     chunk: ChunkOf | None = None
+    # Set on a record once it is cut into chunks (`chunking.attach_chunks`): its chunk documents.
+    parts: list[Document] | None = field(default=None, repr=False)
 
     @property
     def record(self) -> Document:

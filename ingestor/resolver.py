@@ -4,19 +4,22 @@ earlier passes, cached vectors are filled in; the rules it applies are `dedupe`'
 
 With chunking it also reads, in one Milvus query, what Milvus holds of every record and delete of
 the window (first chunk: content hash and chunk count): the skip rule's evidence and what the
-writer must trim, read at Session consistency where that sees enough (`dedupe.SessionReads`).
+writer must trim. Reads see every write before them without waiting for the server's clock where
+`consistency.Consistency` says how.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
 from collections.abc import Mapping, Sequence
 
 from ingestor import metrics
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SessionReads, SharedTexts, unchanged
+from ingestor.consistency import Consistency
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
 from ingestor.records import Delete, Document
 from ingestor.retry import Retrier
 from ingestor.sink import MilvusSink, Stored
@@ -30,7 +33,7 @@ class Resolver:
     ids: IdsInFlight  # shared with the writer, which removes what it settles
     shared: SharedTexts  # shared with the writer, which releases what it wrote
     identity: Identity
-    reads: SessionReads  # shared with the writer, which notes its writes
+    consistency: Consistency  # shared with the writer, which notes its writes
 
     def __call__(self, units: list[Unit], ready: Work) -> list[Unit]:
         with metrics.stage("resolve"):
@@ -48,10 +51,10 @@ class Resolver:
         self.shared.share(units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
-        strong = self.reads.strong_for(_generations(records, ready.deletes))
+        generations = _generations(records, ready.deletes)
         held: Mapping[str, Stored] | None = None
         if self.sink.chunked and (records or ready.deletes):
-            held = self._read([r.id for r in records] + [d.id for d in ready.deletes], strong)
+            held = self._read([r.id for r in records] + [d.id for d in ready.deletes], generations)
             ready.stored = {i: s.chunks for i, s in held.items()}
         if self.cache.enabled and records:
             unshared = [i for i, u in enumerate(units) if u.shares is None]
@@ -62,7 +65,7 @@ class Resolver:
                 self.identity.digest(record)
 
             def hashes(ids: list[str]) -> dict[str, str]:
-                known = held if held is not None else self._read(ids, strong)
+                known = held if held is not None else self._read(ids, generations)
                 return {i: known[i].content_hash for i in ids if i in known}
 
             skip = unchanged(records, markers, self.ids.busy_among, hashes)
@@ -82,8 +85,15 @@ class Resolver:
         self.shared.claim(todo)
         return todo
 
-    def _read(self, record_ids: list[str], strong: bool) -> dict[str, Stored]:
-        return self.retrier.run("milvus", lambda: self.sink.stored(record_ids, strong=strong))
+    def _read(self, record_ids: list[str], generations: set[int]) -> dict[str, Stored]:
+        """What Milvus holds of these records, read so that it sees every write before it
+        (`consistency`): anchored by a write first where no write of ours came after the
+        assignment of a partition they come from."""
+        read = self.consistency.read(record_ids, generations, time.monotonic())
+        if read.anchor:
+            self.retrier.run("milvus", self.sink.anchor)
+            self.consistency.wrote(max(generations), time.monotonic(), self.sink.last_write_timestamp(), ())
+        return self.retrier.run("milvus", lambda: self.sink.stored(record_ids, strong=False, guarantee=read.guarantee))
 
 
 def _generations(records: Sequence[Document], deletes: Sequence[Delete]) -> set[int]:

@@ -593,20 +593,34 @@ class MilvusSink:
         if ids:
             self._call("delete", self._client_for_call().delete, self.collection, filter=field_in("id", ids))
 
-    def stored(self, record_ids: Sequence[str], strong: bool = True) -> dict[str, Stored]:
+    def anchor(self) -> None:
+        """A write with no effect (a delete of the empty key, which no entity has): once it is
+        acknowledged, a Session read sees everything written before it, by anyone."""
+        self.delete([""])
+
+    def last_write_timestamp(self) -> int:
+        """Milvus's timestamp of this client's last acknowledged write to the collection (what a
+        Session read waits for; pymilvus keeps it), 0 where there is none (Milvus Lite gives none)."""
+        from pymilvus.client import ts_utils
+
+        conn = self._client_for_call()._get_connection()
+        return int(ts_utils.get_collection_ts(self.collection, conn.server_address, self.settings.db_name or "") or 0)
+
+    def stored(self, record_ids: Sequence[str], strong: bool = True, guarantee: int | None = None) -> dict[str, Stored]:
         """What Milvus holds for each of these records that exists: its content hash and, with
         chunks, its chunk count, read from its first chunk (`writer` keeps every chunk of a record
-        below that count). `strong=False` reads at Session consistency: everything this process
-        wrote, and everything anyone wrote before that, without waiting for the server's clock
-        (`dedupe.SessionReads` says when that is enough)."""
+        below that count). Strongly consistent; with `strong=False`, at Session consistency
+        (everything this process wrote, and everything anyone wrote before that), or, given a
+        `guarantee` timestamp, everything written up to it (`consistency` says which)."""
         if not record_ids:
             return {}
-        level = "Strong" if strong else "Session"
+        read: dict[str, Any] = {"consistency_level": "Strong" if strong else "Session"}
+        if not strong and guarantee is not None:
+            read = {"consistency_level": "Customized", "guarantee_timestamp": guarantee}
         if not self.chunked:
-            return {r["id"]: Stored(r["content_hash"], 1)
-                    for r in self.get(record_ids, ["id", "content_hash"], consistency_level=level)}
+            return {r["id"]: Stored(r["content_hash"], 1) for r in self.get(record_ids, ["id", "content_hash"], **read)}
         first = {chunk_id(i, 0): i for i in record_ids}
-        rows = self.get(list(first), ["id", "content_hash", "chunk_count"], consistency_level=level)
+        rows = self.get(list(first), ["id", "content_hash", "chunk_count"], **read)
         return {first[r["id"]]: Stored(r["content_hash"], int(r["chunk_count"])) for r in rows}
 
     def content_hashes(self, record_ids: Sequence[str]) -> dict[str, str]:
@@ -614,12 +628,13 @@ class MilvusSink:
         consistent)."""
         return {i: s.content_hash for i, s in self.stored(record_ids).items()}
 
-    def get(self, ids: Sequence[str], fields: Sequence[str], consistency_level: str = "Strong") -> list[dict[str, Any]]:
+    def get(self, ids: Sequence[str], fields: Sequence[str], consistency_level: str = "Strong",
+            **read: Any) -> list[dict[str, Any]]:
         """The entities of exactly `ids` that exist (strongly consistent unless told otherwise)."""
         if not ids:
             return []
         return list(self._call("query", self._client_for_call().query, self.collection, filter=field_in("id", ids),
-                               output_fields=list(fields), consistency_level=consistency_level))
+                               output_fields=list(fields), consistency_level=consistency_level, **read))
 
     def exists(self) -> bool:
         if self._client is None:

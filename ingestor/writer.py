@@ -39,7 +39,8 @@ from ingestor import metrics
 from ingestor.batching import Unit, Work
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SessionReads, SharedTexts
+from ingestor.consistency import Consistency
+from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts
 from ingestor.dlq import DeadLetterQueue
 from ingestor.errors import DataError, Reason
 from ingestor.faults import crash_point
@@ -90,7 +91,7 @@ class _Record:
 class Writer:
     def __init__(self, sink: MilvusSink, dlq: DeadLetterQueue, cache: Cache, tracker: OffsetTracker,
                  retrier: Retrier, ids: IdsInFlight, shared: SharedTexts, identity: Identity,
-                 reads: SessionReads | None = None,
+                 consistency: Consistency | None = None,
                  record_latency: Callable[[list[Latency]], None] | None = None) -> None:
         self.sink = sink
         self.dlq = dlq
@@ -100,12 +101,12 @@ class Writer:
         self.ids = ids
         self.shared = shared
         self.identity = identity
-        self.reads = reads or SessionReads()
+        self.consistency = consistency or Consistency()
         self.record_latency = record_latency
         self._held: dict[int, list[_Row]] = {}  # chunks of records still in flight, by id(Chunked)
 
     def write(self, work: Work) -> None:
-        generation = self.tracker.latest_generation()  # before any write is issued (SessionReads)
+        generation = self.tracker.latest_generation()  # before any write is issued (`consistency`)
         wrote = False
         extents: dict[str, int] = {}  # with chunking: what each settled record leaves stored
         # 1. deletes: the marker goes first, so no marker outlives its entity.
@@ -155,7 +156,8 @@ class Writer:
                 self.cache.store(vectors, markers)
         self.shared.release(work.claimed)
         if wrote:
-            self.reads.wrote(generation)
+            ids = [*extents, *(row.doc.id for row in plain)]
+            self.consistency.wrote(generation, time.monotonic(), self.sink.last_write_timestamp(), ids)
         # 6. offsets.
         items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
                                *work.rejected]

@@ -15,7 +15,8 @@ from kafka import OffsetAndMetadata
 from kafka import TopicPartition as KTP
 
 from ingestor.config import BatchSettings, KafkaSettings
-from ingestor.dedupe import IdsInFlight, Identity, SessionReads, SharedTexts
+from ingestor.consistency import Consistency
+from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
 from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
@@ -99,8 +100,14 @@ class FakeSink:
     def delete(self, ids):
         self.log.append(("delete", sorted(ids)))
 
-    def stored(self, ids, strong=True):
-        self.log.append(("read", "strong" if strong else "session"))
+    def anchor(self):
+        self.log.append(("anchor",))
+
+    def last_write_timestamp(self):
+        return 0  # as Milvus Lite: no timestamps, Session reads
+
+    def stored(self, ids, strong=True, guarantee=None):
+        self.log.append(("read", "strong" if strong else "session" if guarantee is None else "guarantee"))
         return {i: self.held[i] for i in ids if i in self.held}
 
 
@@ -142,7 +149,7 @@ def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | Non
 
     retrier = Retrier(Backoff(initial_ms=1, max_ms=2, jitter=0.0), threading.Event())
     return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, IdsInFlight(), SharedTexts(capacity),
-                    Identity(FakeEmbedder.identity, True), SessionReads())
+                    Identity(FakeEmbedder.identity, True), Consistency())
 
 
 def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):

@@ -204,23 +204,27 @@ def test_an_unchanged_record_is_skipped_whole_on_its_own_marker():
     sink.held["a"] = Stored(digests["a"], 2)
     skipped = metrics.RECORDS.totals()["skipped"]
     _run(p, _works(p, items))
-    assert ("read", "strong") in log, "Milvus is asked, by record id"
+    assert ("read", "session") in log, "Milvus is asked, by record id"
     assert "upsert" not in _names(log) and "encode" not in _names(log) and "forward" not in _names(log)
     assert metrics.RECORDS.totals()["skipped"] - skipped == 1
     assert tracker.to_commit()[TP].offset == 1
 
 
-def test_reads_are_strong_until_a_write_issued_after_the_partitions_assignment_then_session():
+def test_reads_are_session_reads_anchored_by_a_write_issued_after_the_partitions_assignment():
     log = Log()
     sink = FakeSink(log)
     p, tracker = pipeline_with(log, sink, splitter=BarSplitter())
+
+    def reads() -> list[str]:
+        return [e[0] if e[0] == "anchor" else e[1] for e in log if e[0] in ("read", "anchor")]
+
     _run(p, _works(p, records_for(tracker, [(None, b'{"id":"a","text":"x"}')])))
     _run(p, _works(p, records_for_more(tracker, b'{"id":"b","text":"y"}')))
-    assert [e[1] for e in log if e[0] == "read"] == ["strong", "session"]
+    assert reads() == ["anchor", "session", "session"], "nothing written yet: a write anchors the session"
     # A partition assigned since our last write: its previous owner may have written after it.
     _run(p, _works(p, records_for(tracker, [(None, b'{"id":"c","text":"z"}')])))
     _run(p, _works(p, records_for_more(tracker, b'{"id":"d","text":"w"}')))
-    assert [e[1] for e in log if e[0] == "read"] == ["strong", "session", "strong", "session"]
+    assert reads() == ["anchor", "session", "session", "anchor", "session", "session"]
 
 
 def records_for_more(tracker, value: bytes):
@@ -283,7 +287,7 @@ class ModelSink(FakeSink):
         for i in ids:
             self.milvus.rows.pop(i, None)
 
-    def stored(self, ids, strong=True):
+    def stored(self, ids, strong=True, guarantee=None):
         out = {}
         for i in ids:
             row = self.milvus.rows.get(f"{i}#0")

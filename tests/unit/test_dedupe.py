@@ -233,7 +233,7 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
             return [digests.get(i) for i in ids], [cached if s == _sha("cached") else None for s in shas]
 
     class Sink(FakeSink):
-        def stored(self, ids, strong=True):
+        def stored(self, ids, strong=True, guarantee=None):
             log.append(("held", sorted(ids)))
             return {i: Stored(digests[i], 1) for i in ids if i in digests}
 
@@ -246,8 +246,10 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
     same = units[3].docs[0]
     digests["d"] = resolve.identity.digest(same)
     todo = resolve(units, ready)
-    # One lookup: a marker per record, a vector only for the texts not in flight.
-    assert log == [("lookup", ["a", "b", "c", "d"], [_sha("cached"), _sha("new"), _sha("same")]), ("held", ["d"])]
+    # One lookup: a marker per record, a vector only for the texts not in flight; Milvus is read
+    # (at Session consistency, anchored by a write first: nothing was written yet).
+    assert log == [("lookup", ["a", "b", "c", "d"], [_sha("cached"), _sha("new"), _sha("same")]), ("anchor",),
+                   ("held", ["d"])]
     assert ready.skipped == [same]
     assert [u.text for u in ready.units] == ["cached", "flying"]
     hit, shared = ready.units
@@ -276,7 +278,7 @@ def test_without_a_cache_the_resolver_asks_nothing_and_only_shares():
             raise AssertionError("no lookup without a cache")
 
     class Sink(FakeSink):
-        def stored(self, ids, strong=True):
+        def stored(self, ids, strong=True, guarantee=None):
             raise AssertionError("no query without a cache")
 
     log = Log()
@@ -304,15 +306,3 @@ def test_an_extent_is_kept_only_while_a_later_work_still_carries_the_id():
     assert ids.extent("b") is None, "no work carries b any more"
     ids.remove(["a"], {"a": 1})
     assert ids.extent("a") is None and ids.busy_among(["a", "b"]) == set()
-
-
-def test_session_reads_need_a_write_issued_after_the_partitions_assignment():
-    from ingestor.dedupe import SessionReads
-
-    reads = SessionReads()
-    assert reads.strong_for({1}), "nothing written yet: only a Strong read sees the last owner's writes"
-    reads.wrote(1)
-    assert not reads.strong_for({1}) and reads.strong_for({1, 2})
-    reads.wrote(2)
-    reads.wrote(1)  # an older write acknowledged late does not take coverage back
-    assert not reads.strong_for({2}) and not reads.strong_for(set())
