@@ -86,14 +86,10 @@ class Resolver:
         return todo
 
     def _read(self, record_ids: list[str], generations: set[int]) -> dict[str, Stored]:
-        """What Milvus holds of these records, read so that it sees every write before it
-        (`consistency`): anchored by a write first where no write of ours came after the
-        assignment of a partition they come from."""
-        read = self.consistency.read(record_ids, generations, time.monotonic())
-        if read.anchor:
-            self.retrier.run("milvus", self.sink.anchor)
-            self.consistency.wrote(max(generations), time.monotonic(), self.sink.last_write_timestamp(), ())
-        return self.retrier.run("milvus", lambda: self.sink.stored(record_ids, strong=False, guarantee=read.guarantee))
+        """What Milvus holds of these records, read so that it sees every write before it: at an
+        older write's timestamp where `consistency` allows, else Strong."""
+        guarantee = self.consistency.guarantee(record_ids, generations, time.monotonic())
+        return self.retrier.run("milvus", lambda: self.sink.stored(record_ids, guarantee=guarantee))
 
 
 def _generations(records: Sequence[Document], deletes: Sequence[Delete]) -> set[int]:

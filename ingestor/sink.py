@@ -340,6 +340,7 @@ class MilvusSink:
         self.server_version = ""
         self.namespace = ""
         self._schema: dict[str, Any] | None = None  # for column writes; None: rows
+        self._covering = 0  # `covering_timestamp`
         self._field_types: dict[str, Any] = {}
 
     def start_serving(self) -> None:
@@ -574,6 +575,7 @@ class MilvusSink:
             columns = sink_columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
             self._call("upsert", self._write_columns, columns)
             written += len(chunk)
+            self._covering = self._last_timestamp()
         return written
 
     def _write_columns(self, columns: dict[str, list[Any]], timeout: float) -> None:
@@ -591,31 +593,34 @@ class MilvusSink:
         """Delete entities by primary key (with chunking, chunk ids): a server applies that at
         once, where a delete by any other expression first waits for its next time tick."""
         if ids:
+            before = self._last_timestamp()
             self._call("delete", self._client_for_call().delete, self.collection, filter=field_in("id", ids))
+            after = self._last_timestamp()
+            self._covering = after if after > before else 0
 
-    def anchor(self) -> None:
-        """A write with no effect (a delete of the empty key, which no entity has): once it is
-        acknowledged, a Session read sees everything written before it, by anyone."""
-        self.delete([""])
+    def covering_timestamp(self) -> int:
+        """A Milvus timestamp at or after every write this sink made, or 0 where none is known: a
+        Milvus 2.3 server answers a delete with timestamp 0 (so only the next upsert covers it),
+        and Milvus Lite gives none at all."""
+        return self._covering
 
-    def last_write_timestamp(self) -> int:
-        """Milvus's timestamp of this client's last acknowledged write to the collection (what a
-        Session read waits for; pymilvus keeps it), 0 where there is none (Milvus Lite gives none)."""
+    def _last_timestamp(self) -> int:
+        """The timestamp pymilvus keeps of this client's last write to the collection (the one a
+        Session read waits for), 0 where there is none."""
         from pymilvus.client import ts_utils
 
         conn = self._client_for_call()._get_connection()
         return int(ts_utils.get_collection_ts(self.collection, conn.server_address, self.settings.db_name or "") or 0)
 
-    def stored(self, record_ids: Sequence[str], strong: bool = True, guarantee: int | None = None) -> dict[str, Stored]:
+    def stored(self, record_ids: Sequence[str], guarantee: int | None = None) -> dict[str, Stored]:
         """What Milvus holds for each of these records that exists: its content hash and, with
         chunks, its chunk count, read from its first chunk (`writer` keeps every chunk of a record
-        below that count). Strongly consistent; with `strong=False`, at Session consistency
-        (everything this process wrote, and everything anyone wrote before that), or, given a
-        `guarantee` timestamp, everything written up to it (`consistency` says which)."""
+        below that count). Strongly consistent; given a `guarantee` timestamp, everything written
+        up to it (`consistency` says when that is enough)."""
         if not record_ids:
             return {}
-        read: dict[str, Any] = {"consistency_level": "Strong" if strong else "Session"}
-        if not strong and guarantee is not None:
+        read: dict[str, Any] = {"consistency_level": "Strong"}
+        if guarantee is not None:
             read = {"consistency_level": "Customized", "guarantee_timestamp": guarantee}
         if not self.chunked:
             return {r["id"]: Stored(r["content_hash"], 1) for r in self.get(record_ids, ["id", "content_hash"], **read)}

@@ -157,7 +157,7 @@ class Writer:
         self.shared.release(work.claimed)
         if wrote:
             ids = [*extents, *(row.doc.id for row in plain)]
-            self.consistency.wrote(generation, time.monotonic(), self.sink.last_write_timestamp(), ids)
+            self.consistency.wrote(generation, time.monotonic(), self.sink.covering_timestamp(), ids)
         # 6. offsets.
         items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
                                *work.rejected]

@@ -86,6 +86,7 @@ class FakeSink:
         self.reject_id = reject_id
         self.chunked = chunked
         self.held: dict[str, Any] = {}  # what `stored` answers, by record id
+        self.timestamp = 0  # what `covering_timestamp` answers (0: none, as Milvus Lite)
 
     def upsert(self, entities):
         if self.fail_times:
@@ -100,14 +101,11 @@ class FakeSink:
     def delete(self, ids):
         self.log.append(("delete", sorted(ids)))
 
-    def anchor(self):
-        self.log.append(("anchor",))
+    def covering_timestamp(self):
+        return self.timestamp
 
-    def last_write_timestamp(self):
-        return 0  # as Milvus Lite: no timestamps, Session reads
-
-    def stored(self, ids, strong=True, guarantee=None):
-        self.log.append(("read", "strong" if strong else "session" if guarantee is None else "guarantee"))
+    def stored(self, ids, guarantee=None):
+        self.log.append(("read", "strong" if guarantee is None else "guarantee"))
         return {i: self.held[i] for i in ids if i in self.held}
 
 

@@ -204,27 +204,38 @@ def test_an_unchanged_record_is_skipped_whole_on_its_own_marker():
     sink.held["a"] = Stored(digests["a"], 2)
     skipped = metrics.RECORDS.totals()["skipped"]
     _run(p, _works(p, items))
-    assert ("read", "session") in log, "Milvus is asked, by record id"
+    assert ("read", "strong") in log, "Milvus is asked, by record id"
     assert "upsert" not in _names(log) and "encode" not in _names(log) and "forward" not in _names(log)
     assert metrics.RECORDS.totals()["skipped"] - skipped == 1
     assert tracker.to_commit()[TP].offset == 1
 
 
-def test_reads_are_session_reads_anchored_by_a_write_issued_after_the_partitions_assignment():
+def test_reads_name_an_older_writes_timestamp_once_a_write_after_the_assignment_settled():
+    import time
+
     log = Log()
     sink = FakeSink(log)
+    sink.timestamp = 7
     p, tracker = pipeline_with(log, sink, splitter=BarSplitter())
+    p.consistency.settle_s = 0.0
 
     def reads() -> list[str]:
-        return [e[0] if e[0] == "anchor" else e[1] for e in log if e[0] in ("read", "anchor")]
+        return [e[1] for e in log if e[0] == "read"]
 
     _run(p, _works(p, records_for(tracker, [(None, b'{"id":"a","text":"x"}')])))
     _run(p, _works(p, records_for_more(tracker, b'{"id":"b","text":"y"}')))
-    assert reads() == ["anchor", "session", "session"], "nothing written yet: a write anchors the session"
+    assert reads() == ["strong", "guarantee"], "nothing written yet: Strong; then our write's timestamp"
     # A partition assigned since our last write: its previous owner may have written after it.
     _run(p, _works(p, records_for(tracker, [(None, b'{"id":"c","text":"z"}')])))
+    time.sleep(0.001)
     _run(p, _works(p, records_for_more(tracker, b'{"id":"d","text":"w"}')))
-    assert reads() == ["anchor", "session", "session", "anchor", "session", "session"]
+    assert reads() == ["strong", "guarantee", "strong", "guarantee"]
+    # A record written since the guarantee's write is read Strong.
+    _run(p, _works(p, records_for_more(tracker, b'{"id":"d","text":"v"}')))
+    assert reads()[-1] == "guarantee", "settled at once here"
+    p.consistency.settle_s = 60.0
+    _run(p, _works(p, records_for_more(tracker, b'{"id":"d","text":"u"}')))
+    assert reads()[-1] == "strong"
 
 
 def records_for_more(tracker, value: bytes):
@@ -287,7 +298,7 @@ class ModelSink(FakeSink):
         for i in ids:
             self.milvus.rows.pop(i, None)
 
-    def stored(self, ids, strong=True, guarantee=None):
+    def stored(self, ids, guarantee=None):
         out = {}
         for i in ids:
             row = self.milvus.rows.get(f"{i}#0")

@@ -233,7 +233,7 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
             return [digests.get(i) for i in ids], [cached if s == _sha("cached") else None for s in shas]
 
     class Sink(FakeSink):
-        def stored(self, ids, strong=True, guarantee=None):
+        def stored(self, ids, guarantee=None):
             log.append(("held", sorted(ids)))
             return {i: Stored(digests[i], 1) for i in ids if i in digests}
 
@@ -246,10 +246,8 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
     same = units[3].docs[0]
     digests["d"] = resolve.identity.digest(same)
     todo = resolve(units, ready)
-    # One lookup: a marker per record, a vector only for the texts not in flight; Milvus is read
-    # (at Session consistency, anchored by a write first: nothing was written yet).
-    assert log == [("lookup", ["a", "b", "c", "d"], [_sha("cached"), _sha("new"), _sha("same")]), ("anchor",),
-                   ("held", ["d"])]
+    # One lookup: a marker per record, a vector only for the texts not in flight; then Milvus.
+    assert log == [("lookup", ["a", "b", "c", "d"], [_sha("cached"), _sha("new"), _sha("same")]), ("held", ["d"])]
     assert ready.skipped == [same]
     assert [u.text for u in ready.units] == ["cached", "flying"]
     hit, shared = ready.units
@@ -278,7 +276,7 @@ def test_without_a_cache_the_resolver_asks_nothing_and_only_shares():
             raise AssertionError("no lookup without a cache")
 
     class Sink(FakeSink):
-        def stored(self, ids, strong=True, guarantee=None):
+        def stored(self, ids, guarantee=None):
             raise AssertionError("no query without a cache")
 
     log = Log()
