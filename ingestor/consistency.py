@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 # A server that keeps up applies a write by its next time tick (200 ms); only speed depends on it.
-SETTLE_S = 0.4
+SETTLE_S = 0.25
 # Record ids kept for writes no timestamp covers yet (a run of deletes): past this many, all of
 # them are forgotten and every read is Strong until a write with a timestamp settles.
 MAX_UNCOVERED_IDS = 100_000
