@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ingestor.batching import Unit
+from ingestor.work import Unit
 from ingestor.parsing import json_bytes
 from ingestor.records import Document
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ingestor import metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.embedder import Embedder, encode_all
 from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.records import fail

@@ -28,7 +28,8 @@ from functools import partial
 from typing import Any
 
 from ingestor import metrics
-from ingestor.batching import BatchLimits, BatchWindow, Work, joinable, merge, plan, window_chars
+from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
+from ingestor.work import Work, joinable, merge
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, attach_chunks, chunk_all

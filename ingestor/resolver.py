@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ingestor import metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.consistency import Consistency
 from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged

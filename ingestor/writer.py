@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ingestor import metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
 from ingestor.consistency import Consistency

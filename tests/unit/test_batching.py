@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.batching import (
-    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, Unit, Work, collapse, cut_batches, cut_cost,
+    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, collapse, cut_batches, cut_cost,
     group_texts, padded_cost, plan, window_chars,
 )
+from ingestor.work import Unit, Work
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
 

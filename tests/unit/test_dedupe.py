@@ -128,7 +128,7 @@ def test_a_cached_vector_keeps_its_truncation_flag_and_older_values_miss():
 
 
 def _unit(text: str):
-    from ingestor.batching import Unit
+    from ingestor.work import Unit
 
     return Unit(text, hashlib.sha256(text.encode()).hexdigest(), [])
 
@@ -209,7 +209,8 @@ def test_no_candidate_no_query():
 
 def _window(values):
     """A window's units and the work its resolved part goes to, as `batching.plan` makes them."""
-    from ingestor.batching import Work, collapse, group_texts
+    from ingestor.batching import collapse, group_texts
+    from ingestor.work import Work
     from tests.support.fakes import LoggingTracker, Log, records_for
 
     window = collapse(records_for(LoggingTracker(Log()), values))
