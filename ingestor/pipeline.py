@@ -34,7 +34,8 @@ from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, attach_chunks, chunk_all
 from ingestor.consistency import Consistency
-from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import Identity
+from ingestor.in_flight import InFlight
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
@@ -90,16 +91,15 @@ class Pipeline:
         self._flush = threading.Event()  # cut the window now (shutdown)
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
         self.retrier = Retrier(backoff, self._abort)
-        self.ids = IdsInFlight()
-        self.shared = SharedTexts(settings.max_in_flight_records or 0)
+        self.in_flight = InFlight(settings.max_in_flight_records or 0)
         # How a record becomes the documents written for it: its chunks, or (None) itself.
         self.splitter = splitter
         self.split: Callable[[list[Document]], list[Document]] | None = (
             None if splitter is None else partial(chunk_all, splitter=splitter))
         self.consistency = Consistency()
-        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity, self.consistency)
+        self.resolver = Resolver(cache, sink, self.retrier, self.in_flight, self.identity, self.consistency)
         self.model = ModelStage(embedder)
-        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
+        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.in_flight, self.identity,
                              self.consistency, record_latency)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
