@@ -168,6 +168,14 @@ class BatchWindow(Generic[T]):
             return True
         return now_s - self._entries[0].arrived_s >= self.max_wait_s
 
+    def cut_now(self, now_s: float, more_waiting: bool, flushing: bool = False) -> bool:
+        """Whether to cut the window now: it is `ready` and either full or nothing more waits to
+        join it (under backlog windows grow to `max_window_records`); a flush (shutdown) cuts
+        whatever it holds."""
+        if not self._entries:
+            return False
+        return flushing or (self.ready(now_s) and (self.full() or not more_waiting))
+
     def deadline(self) -> float | None:
         """When the oldest record's wait runs out (None when empty)."""
         return self._entries[0].arrived_s + self.max_wait_s if self._entries else None
@@ -220,10 +228,11 @@ def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
     skips, deletes, dead letters) rides with the first one, so no batch is cut half-empty."""
     works = [Work(units=b) for b in cut_batches(todo, lambda u: u.tokens, limits)]
     if not works:
-        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected) else []
+        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected or ready.dropped) else []
     first = works[0]
     first.units = ready.units + first.units
     first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
+    first.dropped = ready.dropped
     return works
 
 
@@ -240,14 +249,17 @@ def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
 
 def plan(items: list[Parsed], limits: BatchLimits, resolve: SetAside = embed_everything,
          tokenize: Callable[[list[Unit]], None] = lambda units: None,
-         split: Callable[[list[Document]], list[Document]] | None = None) -> list[Work]:
-    """The work for one window: collapse ids, split records into chunks (with `split`), group
-    texts, resolve, tokenise what is left (its token counts decide the cut), cut. Everything
-    already resolved rides with the first work; a record's chunks may ride in several."""
-    window = collapse(items)
+         split: Callable[[list[Document]], list[Document]] | None = None,
+         current: Callable[[Parsed], bool] = lambda item: True) -> list[Work]:
+    """The work for one window: drop records of partitions no longer ours (`current`: the next
+    owner replays them), collapse ids, split records into chunks (with `split`), group texts,
+    resolve, tokenise what is left (its token counts decide the cut), cut. Everything already
+    resolved rides with the first work; a record's chunks may ride in several."""
+    live = [i for i in items if current(i)]
+    window = collapse(live)
     docs = window.documents if split is None else split(window.documents)
     units = group_texts(docs)
-    ready = Work(deletes=window.deletes, rejected=window.rejected)
+    ready = Work(deletes=window.deletes, rejected=window.rejected, dropped=len(items) - len(live))
     todo = resolve(units, ready)
     tokenize(todo)
     works = cut_work(todo, ready, limits)

@@ -189,8 +189,8 @@ class Pipeline:
                     got = self._chunked.get_nowait()
                 except queue.Empty:
                     break
-            now = self.clock()
-            if window and (window.ready(now) and (window.full() or self._chunked.empty()) or self._flush.is_set() or stopping):
+            flushing = self._flush.is_set() or stopping
+            if window.cut_now(self.clock(), more_waiting=not self._chunked.empty(), flushing=flushing):
                 with metrics.stage("plan"):
                     self._emit(window.take())
         self._prepared.put(_STOP)
@@ -202,10 +202,7 @@ class Pipeline:
 
     def _emit(self, items: list[Parsed]) -> None:
         started = time.perf_counter()
-        live = [i for i in items if self._current(i)]
-        if len(live) < len(items):
-            metrics.RECORDS.settled("dropped", len(items) - len(live))
-        for work in plan(live, self.limits, self.resolver, self.model.tokenize, self.split):
+        for work in plan(items, self.limits, self.resolver, self.model.tokenize, self.split, self._current):
             with metrics.stage("collate"):
                 self.model.collate(work)
             waited = time.perf_counter()

@@ -51,6 +51,7 @@ class Work:
     # With chunking: the chunk count Milvus held for each record of its window when it was planned
     # (the resolver's read; one dict shared by the window's works). What a write must trim.
     stored: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0  # records of its window whose partition was revoked while they waited
 
     @property
     def padded_tokens(self) -> int:
@@ -87,6 +88,7 @@ def merge(works: list[Work]) -> Work:
         out.chunks += w.chunks
         out.claimed += w.claimed
         out.stored = {**out.stored, **w.stored}
+        out.dropped += w.dropped
     return out
 
 

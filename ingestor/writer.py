@@ -161,6 +161,7 @@ class Writer:
         items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
                                *work.rejected]
         metrics.RECORDS.settled("skipped", len(work.skipped))
+        metrics.RECORDS.settled("dropped", work.dropped)
         metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in items))
         self.tracker.done(positions(items))
         self.in_flight.settle(work.registered + [p.record.id for p in finished], work.claimed, extents)
