@@ -26,9 +26,9 @@ from ingestor.dedupe import CachedVector, embedding_key, marker_key, pack_vector
 log = logging.getLogger(__name__)
 
 
-# One server-side call per batch: a pipeline of two SETs a record cost ~17 µs of client CPU (GIL)
-# per record in redis-py, this ~3.5. KEYS: the vectors' keys, then the markers'; ARGV: the two
-# TTLs, the number of vector keys, then one value per key.
+# One server-side call per batch: redis-py packs one script call for a fraction of the client CPU
+# (and GIL) that a pipeline of two SETs per record costs. KEYS: the vectors' keys, then the
+# markers'; ARGV: the two TTLs, the number of vector keys, then one value per key.
 _STORE_SCRIPT = """
 local ttl_vector, ttl_marker, n_vectors = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, #KEYS do

@@ -1,55 +1,33 @@
 """Splitting a record's text into chunks that each fit the model, cut where an edit stays local.
 
-Pure: no I/O and no global state; the same text and settings always give the same chunks.
+Pure: the same text and settings always give the same chunks.
 
-A chunk has a budget of `max_tokens - specials - overlap_tokens` own tokens (the document's first
-chunk, which has no overlap prefix, may use the overlap's share too). A record that fits whole is
-one chunk, whatever its paragraphs (most records are short; locality matters for long documents,
-and only the edit that takes a record over the limit re-cuts it all). A longer record is cut in
-*sections* that are chunked independently of each other:
+A chunk has a budget of `max_tokens - specials - overlap_tokens` own tokens (the first chunk, with
+no overlap prefix, may use the overlap's share too). A record that fits whole is one chunk. A
+longer one is cut in *sections*, each chunked on its own:
 
-* A paragraph (text between blank lines) over the budget is a section of its own. It is first
-  cut at *sentence anchors*: sentence boundaries picked by a hash of the sentence before them (so
-  by content, not position), on average one per `ANCHOR_SPACING + 1` budgets of text and never
-  within one budget of the previous anchor. Between anchors, sentences are packed greedily; a
-  sentence over the budget is cut at whitespace, a word over it at token starts.
-* The paragraphs within the budget between two such long paragraphs (or the document's ends) are
-  cut into sections at *paragraph anchors*: after a paragraph picked by a hash of its own text,
-  with a chance of its tokens over `ANCHOR_SPACING` budgets, once the section holds at least one
-  budget of tokens; so on average one per `ANCHOR_SPACING + 1` budgets of text, and a section is
-  never under a budget (unless a long paragraph or the document's end closes it). A section's
-  paragraphs are packed greedily into chunks: from its first paragraph, each chunk takes the next
-  paragraphs while they fit the budget together, and the next chunk starts at the paragraph that
-  did not fit. So two neighbouring chunks of one section never fit the budget together (in the
-  whole text's tokens), and short paragraphs (lists, logs, Q&A) fill chunks instead of making one
-  each. (Greedy packing alone, of sentences or paragraphs, resyncs after an edit only by luck: in
-  a list or log of lines of a few shapes, one inserted line moves every later cut. Anchors, picked
-  by content, bring the cuts back in step.)
+* A paragraph (text between blank lines) over the budget is a section of its own, cut first at
+  *sentence anchors*: sentence boundaries picked by a hash of the sentence before them (by content,
+  not position), about one per `ANCHOR_SPACING + 1` budgets of text and never within one budget of
+  the previous anchor. Between anchors sentences are packed greedily; a sentence over the budget is
+  cut at whitespace, a word over it at token starts.
+* Runs of paragraphs within the budget are cut into sections at *paragraph anchors* (after a
+  paragraph picked by a hash of its text, once the section holds a budget of tokens), and each
+  section's paragraphs are packed greedily into chunks. Greedy packing alone resyncs after an edit
+  only by luck (one line inserted in a log moves every later cut); anchors, picked by content,
+  bring the cuts back in step.
 * Chunk i+1 starts up to `overlap_tokens` tokens before chunk i's end, moved forward to a word
-  start; the prefix stays inside chunk i's own text, so it never reaches further back.
+  start, inside chunk i's own text.
 
-Locality, for a tokenizer whose tokens never straddle whitespace (BERT's WordPiece): a section's
-chunks depend only on its own text, on whether it opens the document, and (for its first chunk's
-prefix) on the tail of the chunk before; a section's edges depend only on the text before them
-back to the previous edge, and on whether that is the document's start. So an edit inside one
-paragraph changes only the chunks from the one holding the paragraph before it (greedy cuts before
-that depend on earlier text only; the edited paragraph, shorter, may join that chunk) to the first
-section edge after the edit that both versions share, the document's start aside (the edit may
-add or drop the anchor after its paragraph, or move a later one), plus the one chunk after that;
-inside a long paragraph, only the chunks from the last sentence anchor before the edit to the first
-one after it that both versions share, plus one.
-Most edits change one or two chunks: one word replaced in each of six random paragraphs of every
-document of `corpus.long_documents()` (256/32, MiniLM: 1,416 edits) changed 1.23 chunks on
-average; 11 edits changed 4 or 5.
+So, for a tokenizer whose tokens never straddle whitespace (BERT's WordPiece), an edit changes only
+the chunks from the one before it to the first section edge after it that both versions share,
+plus one (docs/performance.md has what edits cost on real documents).
 
 Boundaries come from one tokenisation of the whole text. Each chunk is then counted on its own
-(one batch call), since a substring may tokenise differently (a word cut at a token start, say);
-any chunk over `max_tokens` is cut shorter, down to single characters if the tokenizer demands it.
-
-A text with no non-whitespace character is one chunk spanning all of it, so that every record
-yields at least one chunk and its chunk count is never zero.
+(one batch call), since a substring may tokenise differently (a word cut at a token start); a chunk
+over `max_tokens` is cut shorter, down to single characters if the tokenizer demands it. A text
+with no non-whitespace character is one chunk spanning all of it, so every record has a chunk.
 """
-
 from __future__ import annotations
 
 import re

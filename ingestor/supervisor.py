@@ -51,11 +51,10 @@ class WorkerPlan:
     env: dict[str, str]
 
 
-# The default K per GPU. One worker's Python (its GIL) spends about 250 µs of host CPU per record
-# (the bench's ceiling run, f), so it feeds a GPU about 4,000 texts/s, while an H100 embeds
-# MiniLM-sized texts at 10,000-15,000/s: enough workers to cover the faster rate, each with two
-# cores (its Python thread, and the tokenizer and I/O threads beside it), and never more than the
-# GPU's share of the cores allows.
+# The default K per GPU: one worker's Python (its GIL) feeds a GPU more slowly than a GPU embeds
+# MiniLM-sized texts (the rates below; docs/performance.md has the measurements), so enough
+# workers to cover the faster rate, each with two cores (its Python thread, and the tokenizer and
+# I/O threads beside it), and never more than the GPU's share of the cores allows.
 GPU_TEXTS_PER_S = 15_000
 WORKER_TEXTS_PER_S = 4_000
 CORES_PER_WORKER = 2

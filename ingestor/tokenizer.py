@@ -158,10 +158,10 @@ class Tokenizer:
 class RustTokenizer:
     """The Rust `tokenizers.Tokenizer` under a fast transformers tokenizer, called directly.
 
-    transformers turns each Rust encoding into Python lists key by key, holding the GIL for
-    ~30–90 µs a text here (half the batcher's time at GPU rates); the Rust batch encode itself
-    releases the GIL. A private copy, so its truncation settings never race with the model's own
-    `encode` (which reconfigures the shared one on every call)."""
+    transformers turns each Rust encoding into Python lists key by key, holding the GIL for longer
+    than the Rust batch encode itself takes (which releases the GIL). A private copy, so its
+    truncation settings never race with the model's own `encode` (which reconfigures the shared
+    one on every call)."""
 
     def __init__(self, rust: Any, max_length: int, input_names: list[str]) -> None:
         self.rust = rust

@@ -199,11 +199,10 @@ class BatchSettings(_Section):
         })
 
 
-# 4096 tokens per pass was the best of interleaved A/B runs on a 2-core CPU. A CPU pass there costs
-# ~5 ms plus ~0.075 ms per padded token (fitted over 1-32 texts x 16-256 tokens): 64 tokens' worth. A GPU pass costs about
-# the same kernel launches at 50 texts as at 500 (the H200 run spent ~58 ms on a 47-text pass), so
-# it needs far bigger passes, and a window and an in-flight budget that hold several of them; its
-# pass cost (2048 tokens) is an estimate from that run, not yet measured on its own.
+# A CPU pass costs a few ms plus a little per padded token, so moderate passes with an exact cut
+# win; a GPU pass costs about the same kernel launches for 50 texts as for 500, so it needs far
+# bigger passes, and a window and an in-flight budget that hold several of them. The figures
+# behind these values are in docs/performance.md.
 DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
     "cpu": {"max_batch_records": 64, "max_batch_tokens": 4_096, "max_window_records": 1_024,
             "max_in_flight_records": 4_096, "pass_cost_tokens": 64},
