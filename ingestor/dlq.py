@@ -13,7 +13,7 @@ from ingestor import metrics
 from ingestor.config import DlqSettings, KafkaSettings
 from ingestor.kafka_common import client_kwargs, kafka_errors
 from ingestor.records import Rejected
-from ingestor.sink import clip_utf8
+from ingestor.text import clip_utf8
 
 log = logging.getLogger(__name__)
 

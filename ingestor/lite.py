@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fcntl
 import logging
 import os
 import queue
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.config import GC_GEN0_THRESHOLD, is_lite_uri
-from ingestor.errors import StartupError
+from ingestor.errors import StartupError, chain
 from ingestor.memory import tune_gc
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,50 @@ STOP_TIMEOUT_S = 15.0
 def data_dir(uri: str) -> str:
     """The directory pymilvus would hand Milvus Lite for this URI (the same data either way)."""
     return os.path.abspath(os.path.expanduser(uri))
+
+
+class LiteLock:
+    """Milvus Lite serves one process per data file; a second one must refuse to start clearly."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = Path(db_path).expanduser().resolve()
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(self.busy_message()) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def busy_message(self) -> str:
+        return (
+            f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
+            "per file: for several workers run a Milvus server (or serve the file to all of them with "
+            "`python -m ingestor.lite --data-dir DIR --port 19540`) and set milvus.uri to its http:// address."
+        )
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def lite_file_busy(exc: BaseException) -> bool:
+    """Milvus Lite's own lock (a process that is not ingestor holds the file)."""
+    if any(type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen) for seen in chain(exc)):
+        return True
+    return "open local milvus failed" in str(exc).lower()
 
 
 class LiteServer:
