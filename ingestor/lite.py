@@ -33,10 +33,14 @@ from typing import Any
 from ingestor.config import GC_GEN0_THRESHOLD, is_lite_uri
 from ingestor.errors import StartupError, chain
 from ingestor.memory import tune_gc
+from ingestor.patches import fingerprint
 
 log = logging.getLogger(__name__)
 
 READY = "ingestor-lite-ready"
+WARNING = "ingestor-lite-warning"
+WIRE_FLOATS_LOSS = ("Milvus Lite type-checks every element of every vector it is sent: about a third of its CPU "
+                    "per upserted row")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 
@@ -174,6 +178,8 @@ def _read_stdout(proc: subprocess.Popen[str], port: queue.Queue[int | None]) -> 
         if not announced and line.startswith(READY):
             port.put(int(line.split()[1]))
             announced = True
+        elif line.startswith(WARNING):
+            log.warning("milvus-lite: %s", line.removeprefix(WARNING).strip())
         else:
             log.debug("milvus-lite: %s", line.rstrip())
     if not announced:
@@ -218,8 +224,24 @@ class _WireFloats(list):  # type: ignore[type-arg]
         return iter(())
 
 
-# The Lite release whose validator `trust_wire_floats` was read against.
-_CHECKED_LITE = ("3.2.",)
+# Milvus Lite 3.2.2's `validate_record`, which `trust_wire_floats` wraps, as read.
+VALIDATE_FINGERPRINT = "51e1a5b3f524c176"
+WIRE_FLOATS = "milvus-lite validate_record (as the engine's collection calls it)"
+
+
+def wire_floats_unfit() -> str | None:
+    """Why `trust_wire_floats` cannot be applied to the installed Milvus Lite, or None: its
+    validator must be the one it was read against, called by the engine under that name."""
+    from milvus_lite.engine import collection
+    from milvus_lite.schema import validation
+
+    if fingerprint(getattr(validation, "validate_record", None)) != VALIDATE_FINGERPRINT:
+        return "this Milvus Lite's validate_record is not the one it was read against"
+    if getattr(collection, "validate_record", None) is not validation.validate_record:
+        return "the engine's collection no longer calls validate_record by that name"
+    if not callable(getattr(validation, "_find_float_vector", None)):
+        return "validation has no _find_float_vector"
+    return None
 
 
 def trust_wire_floats() -> bool:
@@ -227,13 +249,11 @@ def trust_wire_floats() -> bool:
     process only. Over gRPC a float vector arrives as protobuf `repeated float`, so each element
     is a Python float by construction; the check (384 isinstance calls a row) was a third of
     Lite's CPU per upserted row. Presence, type and width are still checked, by Lite itself. Applied
-    only to the Lite release it was read against; returns whether it was applied."""
-    import importlib.metadata
-
+    only to the validator it was read against (`wire_floats_unfit`); returns whether it was applied."""
     from milvus_lite.engine import collection
     from milvus_lite.schema import validation
 
-    if not importlib.metadata.version("milvus-lite").startswith(_CHECKED_LITE):
+    if wire_floats_unfit() is not None:
         return False
     original = validation.validate_record
     find_vector = validation._find_float_vector
@@ -287,7 +307,11 @@ def _start_server(directory: str, host: str, port: int) -> tuple[Any, Any, int]:
 
 def serve(directory: str, parent_pid: int | None, host: str = "127.0.0.1", port: int = 0) -> int:
     """Serve `directory` until SIGTERM/SIGINT, or until `parent_pid` is no longer the parent."""
-    trust_wire_floats()
+    unfit = wire_floats_unfit()
+    if unfit is None:
+        trust_wire_floats()
+    else:  # on stdout, which the parent logs at WARNING (it keeps stderr for errors, at DEBUG)
+        print(f"{WARNING} {WIRE_FLOATS}: cannot be used ({unfit}); {WIRE_FLOATS_LOSS}", flush=True)
     try:
         server, db, port = _start_server(directory, host, port)
     except Exception as exc:
