@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ingestor.config import Settings, describe, load_settings
-from ingestor.errors import ConfigError, StartupError
+from ingestor.errors import ConfigError, RetriableError, StartupError
 from ingestor.logs import setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
@@ -337,7 +337,8 @@ def main() -> None:
 
 
 def _run_app() -> int:
-    """Run the command line; the exit code (2: bad configuration or a start-up check failed)."""
+    """Run the command line; the exit code (2: bad configuration or a start-up check failed; 1: a
+    dependency a one-shot command needs is unavailable)."""
     try:
         # With standalone_mode=False click *returns* the code of a `typer.Exit` instead of raising.
         code = app(standalone_mode=False)
@@ -348,6 +349,9 @@ def _run_app() -> int:
     except StartupError as exc:
         err_console.print(f"[red]cannot start:[/red] {escape(str(exc))}", highlight=False)
         return 2
+    except RetriableError as exc:  # `ingestor run` waits these out; a one-shot command says so and ends
+        err_console.print(f"[red]unavailable:[/red] {escape(str(exc))}; try again once it answers", highlight=False)
+        return 1
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:

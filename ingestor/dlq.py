@@ -11,9 +11,9 @@ from kafka import KafkaProducer
 
 from ingestor import metrics
 from ingestor.config import DlqSettings, KafkaSettings
-from ingestor.kafka_common import client_kwargs, kafka_errors
+from ingestor.kafka_common import client_kwargs, kafka_call, kafka_errors
 from ingestor.records import Rejected
-from ingestor.sink import clip_utf8
+from ingestor.text import clip_utf8
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,12 @@ class DeadLetterQueue:
 
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:
-                pass
+        if producer is not None:  # a poisoned producer's goodbye: whatever it raises, a new one follows
+            kafka_call("closing the failed dead-letter producer", lambda: producer.close(timeout=0), last=True,
+                       dependency="dlq")
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception:
-                pass
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:  # at shutdown: what it raises must not mask the outcome
+            kafka_call("closing the dead-letter producer", lambda: producer.close(timeout=5), last=True,
+                       dependency="dlq")

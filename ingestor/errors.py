@@ -1,10 +1,10 @@
 """The error tree, and the reasons a record is dead-lettered. Each dependency's exceptions are
 translated at exactly one boundary: `kafka_common` for Kafka (`kafka_call` and `kafka_errors`,
-for the consumer and the dead-letter producer alike), `sink` for Milvus, `cache` for Redis,
-`embedder` for the model. What reacts to them (`retry.Retrier` around each Milvus and dead-letter
-call, the bisection of `isolate` in the writer and the embedder, the daemon's waits at start)
-branches on two questions only, by class: *retriable?* and *data?* — the two paths of the
-delivery contract.
+for the consumer, the dead-letter producer and the commands alike), `milvus_schema` for Milvus
+(`classify` and `refusal`, which `sink` calls), `cache` for Redis, `embedder` for the model.
+What reacts to them (`retry.Retrier` around each Milvus and dead-letter call, the bisection of
+`isolate` in the writer and the embedder, the daemon's waits at start) branches on two questions
+only, by class: *retriable?* and *data?* — the two paths of the delivery contract.
 
     IngestorError
     ├── ConfigError              bad settings: one readable message, exit code 2

@@ -1,6 +1,8 @@
-"""What every kafka-python client we create shares (consumer, DLQ producer, admin): its connection
-settings, and the one place kafka-python's exceptions are translated (`kafka_call` for the consumer
-thread's calls that a later turn may retry, `kafka_errors` for the rest)."""
+"""What every kafka-python client we create shares (consumer, DLQ producer, admin, the commands'
+clients): its connection settings, and the one place kafka-python's exceptions are translated
+(`kafka_call` for the consumer thread's calls that a later turn may retry, `kafka_errors` for the
+rest, `undecodable_reason` for a batch that cannot be decoded); the fix of kafka-python's read loop
+(see `_read_from_sock`); and the conversion of topic partitions."""
 
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kafka.errors import KafkaError, SaslAuthenticationFailedError
+from kafka import TopicPartition as KafkaTP
+from kafka.errors import CorruptRecordError, KafkaError, SaslAuthenticationFailedError, UnsupportedCodecError
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from ingestor import metrics
 from ingestor.config import KafkaSettings
 from ingestor.errors import RetriableError, StartupError, chain
+from ingestor.patches import fingerprint, not_applied
+from ingestor.records import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +88,16 @@ class TokenProvider(AbstractTokenProvider):
 NOT_NOW = (KafkaError, AssertionError, ValueError)
 
 
-def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False) -> tuple[bool, T | None]:
+def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False,
+               dependency: str = "kafka") -> tuple[bool, T | None]:
     """Run one kafka-python call: (True, its result), or (False, None) when it failed in a way the
-    next turn may not. The one place Kafka's exceptions are translated; the failure is counted and
-    logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a goodbye (leaving
-    the group), after which nothing may escape, whatever it raises."""
+    next turn may not. The one place Kafka's exceptions are translated; the failure is counted (under
+    `dependency`) and logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a
+    goodbye (leaving the group, closing a client), after which nothing may escape, whatever it raises."""
     try:
         return True, call()
     except (Exception if last else NOT_NOW) as exc:
-        metrics.DEPENDENCY_ERRORS.labels("kafka", type(exc).__name__).inc()
+        metrics.DEPENDENCY_ERRORS.labels(dependency, type(exc).__name__).inc()
         (log.warning if loud else log.debug)("kafka: %s failed (%s)%s", what, exc,
                                               "" if last else "; trying again later")
         return False, None
@@ -151,21 +157,46 @@ async def _read_from_sock(self: Any) -> None:
     return None
 
 
-def _patch_transport() -> None:
-    """Install `_read_from_sock` on kafka-python versions whose own is the one it replaces."""
-    import inspect
+# kafka-python 3.0.12's `KafkaTCPTransport._read_from_sock`, which `_read_from_sock` replaces.
+READ_LOOP_FINGERPRINT = "572fe643c70751bf"
+READ_LOOP = "kafka-python KafkaTCPTransport._read_from_sock"
 
+
+def _patch_transport() -> bool:
+    """Install `_read_from_sock` where kafka-python's own is the one it replaces (a copy installed
+    over other code would undo whatever changed there); else say what is lost. Whether installed."""
     from kafka.net.transport import KafkaTCPTransport
 
-    try:
-        source = inspect.getsource(KafkaTCPTransport._read_from_sock)
-    except (OSError, TypeError):
-        return
-    if "recvd_data, err = self._sock_recv()" in source and "return self.abort(error=err)" in source:
-        KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
+    if fingerprint(getattr(KafkaTCPTransport, "_read_from_sock", None)) != READ_LOOP_FINGERPRINT:
+        not_applied(READ_LOOP, "this kafka-python's read loop is not the one the fix was read against",
+                    "a broker's refusal of the SASL login reads as an outage: `ingestor run` waits out the "
+                    "bootstrap timeout and retries instead of exiting 2 naming kafka.sasl_password")
+        return False
+    KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
+    return True
 
 
 _patch_transport()
+
+
+def kafka_tp(tp: TopicPartition) -> KafkaTP:
+    return KafkaTP(tp.topic, tp.partition)
+
+
+def our_tp(ktp: KafkaTP) -> TopicPartition:
+    return TopicPartition(ktp.topic, ktp.partition)
+
+
+UNDECODABLE_REASONS = ("unsupported_codec", "corrupt_batch", "undecodable")
+
+
+def undecodable_reason(exc: BaseException) -> str:
+    """Why kafka-python could not decode a fetched batch, one of UNDECODABLE_REASONS."""
+    if isinstance(exc, UnsupportedCodecError):
+        return "unsupported_codec"
+    if isinstance(exc, CorruptRecordError):
+        return "corrupt_batch"
+    return "undecodable"
 
 
 def recent_refusal(within_s: float = 60.0) -> str | None:

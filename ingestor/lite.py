@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fcntl
 import logging
 import os
 import queue
@@ -30,12 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.config import GC_GEN0_THRESHOLD, is_lite_uri
-from ingestor.errors import StartupError
+from ingestor.errors import StartupError, chain
 from ingestor.memory import tune_gc
+from ingestor.patches import fingerprint
 
 log = logging.getLogger(__name__)
 
 READY = "ingestor-lite-ready"
+WARNING = "ingestor-lite-warning"
+WIRE_FLOATS_LOSS = ("Milvus Lite type-checks every element of every vector it is sent: about a third of its CPU "
+                    "per upserted row")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 
@@ -43,6 +48,50 @@ STOP_TIMEOUT_S = 15.0
 def data_dir(uri: str) -> str:
     """The directory pymilvus would hand Milvus Lite for this URI (the same data either way)."""
     return os.path.abspath(os.path.expanduser(uri))
+
+
+class LiteLock:
+    """Milvus Lite serves one process per data file; a second one must refuse to start clearly."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = Path(db_path).expanduser().resolve()
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(self.busy_message()) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def busy_message(self) -> str:
+        return (
+            f"another process is using the Milvus Lite file {self.path}. Milvus Lite admits one process "
+            "per file: for several workers run a Milvus server (or serve the file to all of them with "
+            "`python -m ingestor.lite --data-dir DIR --port 19540`) and set milvus.uri to its http:// address."
+        )
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def lite_file_busy(exc: BaseException) -> bool:
+    """Milvus Lite's own lock (a process that is not ingestor holds the file)."""
+    if any(type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen) for seen in chain(exc)):
+        return True
+    return "open local milvus failed" in str(exc).lower()
 
 
 class LiteServer:
@@ -129,6 +178,8 @@ def _read_stdout(proc: subprocess.Popen[str], port: queue.Queue[int | None]) -> 
         if not announced and line.startswith(READY):
             port.put(int(line.split()[1]))
             announced = True
+        elif line.startswith(WARNING):
+            log.warning("milvus-lite: %s", line.removeprefix(WARNING).strip())
         else:
             log.debug("milvus-lite: %s", line.rstrip())
     if not announced:
@@ -173,8 +224,24 @@ class _WireFloats(list):  # type: ignore[type-arg]
         return iter(())
 
 
-# The Lite release whose validator `trust_wire_floats` was read against.
-_CHECKED_LITE = ("3.2.",)
+# Milvus Lite 3.2.2's `validate_record`, which `trust_wire_floats` wraps, as read.
+VALIDATE_FINGERPRINT = "51e1a5b3f524c176"
+WIRE_FLOATS = "milvus-lite validate_record (as the engine's collection calls it)"
+
+
+def wire_floats_unfit() -> str | None:
+    """Why `trust_wire_floats` cannot be applied to the installed Milvus Lite, or None: its
+    validator must be the one it was read against, called by the engine under that name."""
+    from milvus_lite.engine import collection
+    from milvus_lite.schema import validation
+
+    if fingerprint(getattr(validation, "validate_record", None)) != VALIDATE_FINGERPRINT:
+        return "this Milvus Lite's validate_record is not the one it was read against"
+    if getattr(collection, "validate_record", None) is not validation.validate_record:
+        return "the engine's collection no longer calls validate_record by that name"
+    if not callable(getattr(validation, "_find_float_vector", None)):
+        return "validation has no _find_float_vector"
+    return None
 
 
 def trust_wire_floats() -> bool:
@@ -182,13 +249,11 @@ def trust_wire_floats() -> bool:
     process only. Over gRPC a float vector arrives as protobuf `repeated float`, so each element
     is a Python float by construction; the check (384 isinstance calls a row) was a third of
     Lite's CPU per upserted row. Presence, type and width are still checked, by Lite itself. Applied
-    only to the Lite release it was read against; returns whether it was applied."""
-    import importlib.metadata
-
+    only to the validator it was read against (`wire_floats_unfit`); returns whether it was applied."""
     from milvus_lite.engine import collection
     from milvus_lite.schema import validation
 
-    if not importlib.metadata.version("milvus-lite").startswith(_CHECKED_LITE):
+    if wire_floats_unfit() is not None:
         return False
     original = validation.validate_record
     find_vector = validation._find_float_vector
@@ -242,7 +307,11 @@ def _start_server(directory: str, host: str, port: int) -> tuple[Any, Any, int]:
 
 def serve(directory: str, parent_pid: int | None, host: str = "127.0.0.1", port: int = 0) -> int:
     """Serve `directory` until SIGTERM/SIGINT, or until `parent_pid` is no longer the parent."""
-    trust_wire_floats()
+    unfit = wire_floats_unfit()
+    if unfit is None:
+        trust_wire_floats()
+    else:  # on stdout, which the parent logs at WARNING (it keeps stderr for errors, at DEBUG)
+        print(f"{WARNING} {WIRE_FLOATS}: cannot be used ({unfit}); {WIRE_FLOATS_LOSS}", flush=True)
     try:
         server, db, port = _start_server(directory, host, port)
     except Exception as exc:

@@ -6,92 +6,44 @@ polling: the member is never evicted for being busy. When the pipeline holds
 until the pipeline drains to half of that.
 
 Commits move only over the contiguous done prefix (`OffsetTracker`), as `last + 1` with the
-record's leader epoch, only for partitions we still own.
+record's leader epoch, only for partitions we still own. A partition whose next batch cannot be
+decoded is `undecodable`'s to pause and retry; when `--until-caught-up` is done, `catch_up`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
-from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CorruptRecordError, UnsupportedCodecError
 
-from ingestor import metrics
+from ingestor import metrics, undecodable
+from ingestor.catch_up import CatchUp
 from ingestor.config import KafkaSettings
-from ingestor.errors import RetriableError
 from ingestor.faults import hide_codecs
 from ingestor.kafka_common import client_kwargs, kafka_call, kafka_errors
+from ingestor.kafka_common import kafka_tp as _ktp
+from ingestor.kafka_common import our_tp as _tp
 from ingestor.offsets import CommitPoint, OffsetTracker
 from ingestor.parsing import parse_record
 from ingestor.records import Parsed, Position, RawRecord, TopicPartition
 from ingestor.retry import Backoff
+from ingestor.undecodable import Blocked, BlockedPartitions, UndecodableBatch
 
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
-UNDECODABLE_REASONS = ("unsupported_codec", "corrupt_batch", "undecodable")
 
 _ASSIGNORS = {
     "range": "RangePartitionAssignor",
     "roundrobin": "RoundRobinPartitionAssignor",
     "cooperative-sticky": "CooperativeStickyAssignor",
 }
-
-
-def _ktp(tp: TopicPartition) -> KafkaTP:
-    return KafkaTP(tp.topic, tp.partition)
-
-
-def _tp(ktp: KafkaTP) -> TopicPartition:
-    return TopicPartition(ktp.topic, ktp.partition)
-
-
-class UndecodableBatch(Exception):
-    """A fetched batch of one partition cannot be decoded (a codec we lack, a corrupt batch)."""
-
-    def __init__(self, tp: KafkaTP, offset: int, cause: BaseException) -> None:
-        super().__init__(f"{tp.topic}[{tp.partition}] at offset {offset}: {type(cause).__name__}: {cause}")
-        self.tp = tp
-        self.offset = offset
-        self.cause = cause
-
-    @property
-    def reason(self) -> str:
-        if isinstance(self.cause, UnsupportedCodecError):
-            return "unsupported_codec"
-        if isinstance(self.cause, CorruptRecordError):
-            return "corrupt_batch"
-        return "undecodable"
-
-
-class _PartitionRecords(Fetcher.PartitionRecords):
-    """kafka-python's fetched records of one partition, failing cleanly on a batch it cannot decode.
-
-    kafka-python 3.0.12 decodes a batch lazily inside a generator. When decoding raises, the
-    generator is finished, yet the fetcher keeps the half-read records as "next in line" and asks
-    them for more forever: `poll()` spins at 100% CPU and never returns (not even for a signal).
-    Here the failure ends these records (the fetcher moves on; the partition's position stays at the
-    bad batch, so nothing is skipped) and names the partition and offset, which kafka-python's own
-    exception does not."""
-
-    def take(self, n: int | None = None) -> list:
-        try:
-            return super().take(n)
-        except Exception as exc:
-            offset = self.next_fetch_offset
-            self.drain()
-            raise UndecodableBatch(self.topic_partition, offset, exc) from exc
-
-
 
 
 def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
@@ -125,33 +77,8 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
             # No deserializers: a raising deserializer wedges the consumer on that record.
         )
     hide_codecs()
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
-        raise RuntimeError("this kafka-python has no Fetcher.PartitionRecords: pin kafka-python 3.0.x")
-    fetcher.PartitionRecords = _PartitionRecords
+    undecodable.install(consumer)
     return consumer
-
-
-@dataclass(slots=True)
-class Blocked:
-    """A partition paused because its next batch cannot be decoded; retried, never skipped."""
-
-    offset: int
-    reason: str
-    error: str
-    attempts: int
-    retry_at: float  # monotonic; inf while a retry is under way
-
-
-@dataclass(slots=True)
-class CatchUp:
-    """End offsets seen at start; done once the group committed at least that far everywhere."""
-
-    targets: dict[TopicPartition, int] = field(default_factory=dict)
-    reached: set[TopicPartition] = field(default_factory=set)
-
-    def done(self) -> bool:
-        return bool(self.targets) and self.reached >= set(self.targets)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -225,14 +152,13 @@ class KafkaSource:
         self.consumer: KafkaConsumer = consumer if consumer is not None else make_consumer(settings)
         self.newly_assigned: set[TopicPartition] = set()
         # Partitions whose next batch cannot be decoded: paused apart from backpressure.
-        self.blocked: dict[TopicPartition, Blocked] = {}
+        self.undecodable = BlockedPartitions(self.consumer, tracker, self.backoff, self.clock)
         self.caught_up = threading.Event()
         self.stopping = threading.Event()
         self.alive_monotonic = self.clock()
-        self._catch_up = CatchUp()
+        self._catch_up = CatchUp(self.consumer, tracker, settings.topics)
         self._paused = False
         self._last_commit = 0.0
-        self._last_catch_up_check = 0.0
         self._last_lag = 0.0
         self._commit_in_flight = False
         self.hold = hold
@@ -255,38 +181,24 @@ class KafkaSource:
                 log.warning("topic %s does not exist (yet): nothing to consume from it until it is created",
                             topic)
         if self.until_caught_up:
-            ok, targets = kafka_call("reading the end offsets to catch up to", self._end_offsets, loud=True)
-            if not ok:
-                raise RetriableError("kafka", f"cannot read the end offsets of {', '.join(self.settings.topics)}")
-            self._catch_up.targets = targets or {}
-            log.info("catching up to end offsets of %d partition(s)", len(self._catch_up.targets))
+            self._catch_up.start()
 
-    def _end_offsets(self) -> dict[TopicPartition, int]:
-        partitions = []
-        for topic in self.settings.topics:
-            ids = self.consumer.partitions_for_topic(topic) or set()
-            partitions += [KafkaTP(topic, p) for p in sorted(ids)]
-        if not partitions:
-            return {}
-        # With read_committed these are last stable offsets: what a consumer can ever read now.
-        ends = self.consumer.end_offsets(partitions)
-        begins = self.consumer.beginning_offsets(partitions)
-        targets = {_tp(k): v for k, v in ends.items()}
-        # Empty partitions are caught up already.
-        self._catch_up.reached |= {_tp(k) for k, v in ends.items() if v <= begins.get(k, 0)}
-        return targets
+    @property
+    def blocked(self) -> dict[TopicPartition, Blocked]:
+        """The partitions whose next batch cannot be decoded (`undecodable.BlockedPartitions`)."""
+        return self.undecodable.partitions
 
     def poll_once(self) -> None:
         self.alive_monotonic = self.clock()
         self._seed_new_partitions()
         self._apply_backpressure()
-        self._retry_blocked()
+        self.undecodable.retry(self._paused, self.stopping.is_set())
         try:
             with metrics.stage("poll"):
                 ok, polled = kafka_call("poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms),
                                         loud=True)
         except UndecodableBatch as failure:
-            self._block(failure)
+            self.undecodable.block(failure)
             ok, polled = True, {}
         if not ok:
             self.sleep(0.5)
@@ -310,7 +222,7 @@ class KafkaSource:
             if generation is None or tp in self.newly_assigned:
                 continue  # not ours, or not yet positioned for this ownership (next loop)
             if records and tp in self.blocked:
-                self._unblocked(tp)
+                self.undecodable.decoded(tp)
             for r in records:
                 position = Position(tp, r.offset, r.leader_epoch if r.leader_epoch is not None else -1,
                                     generation, r.timestamp)
@@ -370,67 +282,15 @@ class KafkaSource:
             self.tracker.follow(tp, position, generation)
             blocked = self.blocked.get(tp)
             if blocked is not None and position > blocked.offset:
-                self._unblocked(tp)
-
-    # -- batches that cannot be decoded ---------------------------------------------------------
-
-    def _block(self, failure: UndecodableBatch) -> None:
-        """Pause the partition of a batch that cannot be decoded and retry it with backoff: its
-        records are never skipped, and the other partitions go on."""
-        tp = _tp(failure.tp)
-        if self.tracker.generation(tp) is None:
-            return  # no longer ours
-        prior = self.blocked.get(tp)
-        attempts = prior.attempts + 1 if prior is not None and prior.offset == failure.offset else 1
-        delay = self.backoff.delay_s(attempts - 1)
-        name, text = type(failure.cause).__name__, str(failure.cause)
-        error = text if text.startswith(name) else f"{name}: {text}"  # kafka-python's errors name themselves
-        self.blocked[tp] = Blocked(failure.offset, failure.reason, error, attempts, self.clock() + delay)
-        kafka_call(f"pausing {tp}", lambda: self.consumer.pause(failure.tp))  # fails only if revoked meanwhile
-        metrics.UNDECODABLE_BATCHES.labels(failure.reason).inc()
-        self._report_blocked()
-        if attempts == 1:
-            log.error("cannot decode the batch of %s at offset %d (%s); partition paused, other partitions "
-                      "go on; retrying with backoff, nothing is skipped", tp, failure.offset, error)
-        else:
-            log.debug("batch of %s at offset %d still cannot be decoded (attempt %d); next retry in %.1fs",
-                      tp, failure.offset, attempts, delay)
-
-    def _retry_blocked(self) -> None:
-        now = self.clock()
-        for tp, blocked in list(self.blocked.items()):
-            if now < blocked.retry_at or self._paused or self.stopping.is_set():
-                continue
-            blocked.retry_at = math.inf  # until the retry decodes, or fails again
-            if not kafka_call(f"resuming {tp}", lambda: self.consumer.resume(_ktp(tp)))[0]:
-                self.unblock(tp)
-
-    def _unblocked(self, tp: TopicPartition) -> None:
-        blocked = self.blocked.get(tp)
-        if blocked is not None:
-            log.info("%s decodes again (offset %d, after %d attempt(s))", tp, blocked.offset, blocked.attempts)
-        self.unblock(tp)
+                self.undecodable.decoded(tp)
 
     def unblock(self, tp: TopicPartition) -> None:
-        """Forget a blocked partition (decoded at last, or no longer ours)."""
-        if self.blocked.pop(tp, None) is not None:
-            self._report_blocked()
-
-    def _report_blocked(self) -> None:
-        counts: dict[str, int] = {}
-        for blocked in list(self.blocked.values()):
-            counts[blocked.reason] = counts.get(blocked.reason, 0) + 1
-        for reason in UNDECODABLE_REASONS:
-            metrics.PARTITIONS_BLOCKED.labels(reason).set(counts.get(reason, 0))
+        """Forget a blocked partition (no longer ours)."""
+        self.undecodable.unblock(tp)
 
     def blocked_reason(self) -> str | None:
         """Why some partition cannot progress, for /readyz; None when all can."""
-        items = sorted(self.blocked.items(), key=lambda kv: str(kv[0]))
-        if not items:
-            return None
-        tp, first = items[0]
-        more = f" (and {len(items) - 1} more partition(s))" if len(items) > 1 else ""
-        return f"{tp} at offset {first.offset} cannot be decoded ({first.reason}: {first.error}); retrying{more}"
+        return self.undecodable.reason()
 
     # -- backpressure ----------------------------------------------------------------------------
 
@@ -443,8 +303,7 @@ class KafkaSource:
             log.debug("pausing %d partition(s): %d records in flight", len(assigned), in_flight)
         elif self._paused and not held and in_flight <= self.max_in_flight // 2:
             self._paused = False
-            waiting = {_ktp(tp) for tp, b in self.blocked.items() if b.retry_at != math.inf}
-            resumable = set(self.consumer.paused()) - waiting
+            resumable = set(self.consumer.paused()) - self.undecodable.waiting()
             if resumable:  # fails only for a partition revoked meanwhile
                 kafka_call("resuming after backpressure", lambda: self.consumer.resume(*resumable))
         if self._paused or self.stopping.is_set():
@@ -496,25 +355,7 @@ class KafkaSource:
     def _check_caught_up(self) -> None:
         if not self.until_caught_up or self.caught_up.is_set():
             return
-        now = self.clock()
-        for tp, target in self._catch_up.targets.items():
-            if tp in self._catch_up.reached:
-                continue
-            point = self.tracker.last_committed(tp)
-            if point is not None and point.offset >= target:
-                self._catch_up.reached.add(tp)
-        # Partitions owned by other members of the group: ask the broker now and then.
-        if not self._catch_up.done() and now - self._last_catch_up_check > 2.0:
-            self._last_catch_up_check = now
-            owned = set(self.tracker.owned())
-            for tp, target in self._catch_up.targets.items():
-                if tp in self._catch_up.reached or tp in owned:
-                    continue
-                ok, committed = kafka_call(f"committed offset of {tp}",
-                                           lambda: self.consumer.committed(_ktp(tp), timeout_ms=2_000))
-                if ok and committed is not None and committed >= target:
-                    self._catch_up.reached.add(tp)
-        if self._catch_up.done() or (not self._catch_up.targets and self.tracker.in_flight() == 0):
+        if self._catch_up.check(self.clock()):
             log.info("caught up with the end offsets seen at start")
             self.caught_up.set()
 

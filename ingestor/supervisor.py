@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ingestor import metrics
 from ingestor.config import Settings
-from ingestor.errors import ConfigError
+from ingestor.errors import ConfigError, RetriableError
 from ingestor.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -235,14 +235,17 @@ class Supervisor:
 def warn_if_few_partitions(settings: Settings, workers: int) -> None:
     from kafka import KafkaConsumer
 
-    from ingestor.kafka_common import client_kwargs
+    from ingestor.kafka_common import client_kwargs, kafka_errors
 
     try:
-        consumer = KafkaConsumer(**client_kwargs(settings.kafka))
-        counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in settings.kafka.topics}
-        consumer.close()
-    except Exception as exc:
-        log.warning("could not read the partition count (%s)", exc)
+        with kafka_errors("kafka", "could not read the partition count"):
+            consumer = KafkaConsumer(**client_kwargs(settings.kafka))
+            try:
+                counts = {t: len(consumer.partitions_for_topic(t) or ()) for t in settings.kafka.topics}
+            finally:
+                consumer.close()
+    except RetriableError as exc:  # only a warning: each worker waits for Kafka itself
+        log.warning("%s", exc)
         return
     total = sum(counts.values())
     if total < workers:

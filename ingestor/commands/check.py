@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ingestor.config import Settings
-from ingestor.kafka_common import client_kwargs
+from ingestor.errors import RetriableError
+from ingestor.kafka_common import client_kwargs, kafka_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +21,14 @@ def _kafka(settings: Settings) -> CheckResult:
     from kafka import KafkaConsumer
 
     try:
-        consumer = KafkaConsumer(**client_kwargs(settings.kafka))
-        try:
-            topics = consumer.topics()
-        finally:
-            consumer.close()
-    except Exception as exc:
-        return CheckResult("kafka", False, f"{settings.kafka.bootstrap_servers}: {exc}")
+        with kafka_errors("kafka", settings.kafka.bootstrap_servers):
+            consumer = KafkaConsumer(**client_kwargs(settings.kafka))
+            try:
+                topics = consumer.topics()
+            finally:
+                consumer.close()
+    except RetriableError as exc:  # names a refusal's setting, as `ingestor run` would
+        return CheckResult("kafka", False, str(exc).removeprefix("kafka: "))
     missing = [t for t in settings.kafka.topics if t not in topics]
     note = f"; topics not created yet: {', '.join(missing)}" if missing else ""
     return CheckResult("kafka", True, f"{settings.kafka.bootstrap_servers}: {len(topics)} topic(s){note}")

@@ -1,5 +1,7 @@
 """`ingestor dlq replay`: re-publish dead-lettered records to their source topic, with their
-original key, value and headers (our `ingestor.*` headers removed)."""
+original key, value and headers (our `ingestor.*` headers removed). Kafka's errors are translated
+as `ingestor run` does at start: a refusal is a StartupError (exit 2), anything else a
+RetriableError (exit 1)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 
 from ingestor.config import Settings
-from ingestor.kafka_common import client_kwargs
+from ingestor.kafka_common import client_kwargs, kafka_errors
 
 
 def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
@@ -19,6 +21,13 @@ def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
 
 def replay_dead_letters(settings: Settings, reasons: set[str], from_offset: int | None, to_offset: int | None,
                         dry_run: bool, console: Console) -> int:
+    topics = ", ".join(dict.fromkeys(settings.dlq.topic_for(t) for t in settings.kafka.topics))
+    with kafka_errors("kafka", f"cannot replay {topics} at {settings.kafka.bootstrap_servers}", at_start=True):
+        return _replay(settings, reasons, from_offset, to_offset, dry_run, console)
+
+
+def _replay(settings: Settings, reasons: set[str], from_offset: int | None, to_offset: int | None,
+            dry_run: bool, console: Console) -> int:
     kwargs = client_kwargs(settings.kafka)
     consumer = KafkaConsumer(**kwargs, enable_auto_commit=False, group_id=None)
     producer = None if dry_run else KafkaProducer(**kwargs, acks="all")

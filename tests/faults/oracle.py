@@ -45,7 +45,8 @@ import numpy as np
 
 from ingestor.chunking import Chunk, Splitter, chunk_id, splitter_for
 from ingestor.dedupe import marker_key
-from ingestor.sink import TEXT_MAX_BYTES, clip_utf8
+from ingestor.milvus_schema import TEXT_MAX_BYTES
+from ingestor.text import clip_utf8
 from tests.support import harness
 from tests.faults.stack import CHUNK_FIELDS, Produced, Scenario, chunking_settings
 

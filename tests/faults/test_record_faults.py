@@ -88,7 +88,7 @@ def test_two_processes_on_one_milvus_lite_file_the_second_refuses(scenario: Scen
 def test_a_collection_of_another_dimension_refuses_to_start(scenario: Scenario):
     from pymilvus import DataType, MilvusClient
 
-    from ingestor.sink import schema_fields
+    from ingestor.milvus_schema import schema_fields
 
     scn = scenario
     scn.create_topic(1)

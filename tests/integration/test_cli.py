@@ -85,6 +85,23 @@ def test_kafka_down_at_start_is_retried_quietly_and_sigterm_exits_0(tmp_path):
     assert "Traceback" not in text
 
 
+def test_produce_and_dlq_replay_against_an_unreachable_kafka_end_with_one_message_and_exit_1(tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one line\n")
+    env = {"INGESTOR_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "INGESTOR_KAFKA__REQUEST_TIMEOUT_MS": "3000"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    # Both at once: each waits out kafka-python's bootstrap timeout (30 s).
+    procs = [subprocess.Popen([sys.executable, "-m", "ingestor", *args], env={**base, **env}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in (("produce", str(lines)), ("dlq", "replay"))]
+    for proc, says in zip(procs, ("cannot publish to", "cannot replay")):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, out + err
+        assert "Traceback" not in out + err
+        [message] = [ln for ln in err.splitlines() if ln.startswith("unavailable:")]
+        assert says in message and "127.0.0.1:1" in message, message
+
+
 def test_produce_then_run_then_search_like_the_readme(services, tmp_path):
     topic = harness.unique("cli")
     lines = tmp_path / "lines.txt"

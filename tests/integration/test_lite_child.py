@@ -17,7 +17,8 @@ import pytest
 from ingestor.config import MilvusSettings
 from ingestor.errors import RetriableError, StartupError
 from ingestor.lite import LiteServer, milvus_client
-from ingestor.sink import Entity, MilvusSink
+from ingestor.milvus_schema import Entity
+from ingestor.sink import MilvusSink
 
 DIM = 8
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from ingestor.config import MilvusSettings
 from ingestor.lite import LiteServer
+from ingestor.milvus_schema import Entity
 from ingestor.parsing import MAX_ID_BYTES
-from ingestor.sink import Entity, MilvusSink, Stored
+from ingestor.sink import MilvusSink, Stored
 from tests.support import harness
 
 DIM = 4
@@ -124,7 +125,7 @@ def test_delete_and_query_of_an_id_touch_exactly_that_id(sink: MilvusSink, group
 
 def chunk(record_id: str, index: int, count: int, n: int) -> Entity:
     from ingestor.chunking import chunk_id
-    from ingestor.sink import ChunkSpan
+    from ingestor.milvus_schema import ChunkSpan
 
     base = entity(chunk_id(record_id, index), n)
     return Entity(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "content_hash": f"h{n}",

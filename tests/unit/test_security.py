@@ -270,7 +270,7 @@ def _wrapped(cause: BaseException) -> BaseException:
 
 def test_a_milvus_refusal_is_told_from_an_outage_under_pymilvus_generic_error():
     from ingestor.errors import RetriableError
-    from ingestor.sink import classify, refusal
+    from ingestor.milvus_schema import classify, refusal
 
     login = _wrapped(_Rpc.error("UNAUTHENTICATED", "auth check failure, please check username and password"))
     assert "check milvus.user and milvus.password (or milvus.password_file)" in refusal(login)
@@ -343,13 +343,13 @@ def test_a_redis_refusal_while_running_is_kept_until_redis_answers():
 
 
 def test_a_refusal_search_ends_on_a_chain_that_loops():
-    from ingestor import kafka_common, sink
+    from ingestor import kafka_common, milvus_schema
     from ingestor.errors import chain
 
     a, b = ConnectionError("a"), OSError("b")
     a.__context__, b.__context__ = b, a
     assert [str(e) for e in chain(a)] == ["a", "b"]
-    assert sink.refusal(a) is None and kafka_common.refusal(a) is None
+    assert milvus_schema.refusal(a) is None and kafka_common.refusal(a) is None
 
 
 # -- every Kafka client takes the shared settings -------------------------------------------------

@@ -12,9 +12,11 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from ingestor.errors import DataError, RetriableError
 from ingestor.parsing import Reason
-from ingestor.sink import (
-    SCHEMA_FIELDS, TEXT_MAX_BYTES, Entity, chunk_by_bytes, classify, clip_utf8, same_width, to_columns, to_rows,
+from ingestor.milvus_schema import (
+    SCHEMA_FIELDS, TEXT_MAX_BYTES, Entity, classify, same_width, to_columns, to_rows,
 )
+from ingestor.sink import chunk_by_bytes
+from ingestor.text import clip_utf8
 
 
 def entity(i: int, text: str = "t", dim: int = 4) -> Entity:
@@ -174,7 +176,7 @@ def test_os_level_connection_error_is_retriable():
     ("v2.2.16", True), ("v2.0.0", True), ("milvus_lite-3.2.2", False), ("unknown", False),
 ])
 def test_a_server_too_old_for_upsert_is_refused(version: str, old: bool) -> None:
-    from ingestor.sink import too_old
+    from ingestor.milvus_schema import too_old
 
     assert too_old(version) is old
 
@@ -190,7 +192,7 @@ def test_a_servers_refusal_of_one_row_is_a_data_error(code: int, message: str) -
 
 
 def test_chunk_columns_follow_the_chunk_schema_and_refuse_a_record_entity():
-    from ingestor.sink import ChunkSpan, schema_fields
+    from ingestor.milvus_schema import ChunkSpan, schema_fields
 
     es = [entity(i, text=f"t{i}") for i in range(2)]
     chunks = [Entity(**{**{f: getattr(e, f) for f in e.__dataclass_fields__},

@@ -18,7 +18,8 @@ from ingestor.config import KafkaSettings
 from ingestor.offsets import OffsetTracker
 from ingestor.records import TopicPartition
 from ingestor.retry import Backoff
-from ingestor.source import LAG_INTERVAL_S, KafkaSource, UndecodableBatch, _PartitionRecords
+from ingestor.source import LAG_INTERVAL_S, KafkaSource
+from ingestor.undecodable import UndecodableBatch, _PartitionRecords
 from tests.support.fakes import Clock, FakeConsumer, Record
 
 T0, T1 = KTP("docs", 0), KTP("docs", 1)
