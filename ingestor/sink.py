@@ -196,7 +196,7 @@ class MilvusSink:
         try:
             self._create(mine)
         except Exception:
-            if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
+            if not self._created_meanwhile():
                 raise
             info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
             if info.get("description") == mine:
@@ -204,6 +204,17 @@ class MilvusSink:
                 log.info("Milvus collection %r was created; finishing its set-up", self.collection)
             else:
                 log.info("Milvus collection %r was created by another worker meanwhile; using it", self.collection)
+
+    def _created_meanwhile(self, checks: int = 10, pause_s: float = 0.2) -> bool:
+        """Whether another worker's collection exists now. Milvus Lite refuses a second create
+        while the first is still being made ("File exists"), before the collection shows; so look
+        a few times before taking the refusal for an outage."""
+        for attempt in range(checks):
+            if self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
+                return True
+            if attempt + 1 < checks:
+                time.sleep(pause_s)
+        return False
 
     def _ensure_index(self) -> None:
         """Build the vector index where the collection has none: a create that failed after the

@@ -241,6 +241,34 @@ def test_a_worker_that_loses_the_index_race_on_milvus_lite_takes_the_index_as_bu
         sink._ensure_index()
 
 
+def test_a_worker_whose_create_is_refused_before_the_winners_collection_shows_joins_it():
+    """Milvus Lite refuses a racing create ("File exists") a moment before the winner's collection
+    is listed: the loser looks again before taking the refusal for an outage; with no collection
+    after all, the refusal is raised."""
+    from ingestor.config import MilvusSettings
+    from ingestor.sink import MilvusSink
+
+    class Client:
+        def __init__(self, shows_after: int | None) -> None:
+            self.asked, self.shows_after = 0, shows_after
+
+        def has_collection(self, collection, timeout):
+            self.asked += 1
+            return self.shows_after is not None and self.asked > self.shows_after
+
+        def describe_collection(self, collection, timeout):
+            return {"description": "ingestor:v1:theirs"}
+
+    sink = MilvusSink(MilvusSettings(uri="http://127.0.0.1:1", collection="c"))
+    sink._create = lambda description: (_ for _ in ()).throw(RuntimeError("[Errno 17] File exists"))
+    sink._client = Client(shows_after=2)
+    sink._create_or_join()  # joined on the third look
+    sink._client = Client(shows_after=None)
+    sink._created_meanwhile = lambda: MilvusSink._created_meanwhile(sink, checks=3, pause_s=0.0)
+    with pytest.raises(RuntimeError):
+        sink._create_or_join()
+
+
 def test_metadata_serialised_at_parse_time_is_what_pymilvus_would_make_of_the_dict():
     """The sink hands pymilvus a record's metadata as the JSON text parsing made; pymilvus then
     only validates it, and sends the bytes it would have made of the dict itself."""
