@@ -25,10 +25,9 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, UnsupportedCodecError
 
-from ingestor import metrics
+from ingestor import hooks, metrics
 from ingestor.config import KafkaSettings
 from ingestor.errors import RetriableError
-from ingestor.faults import hide_codecs
 from ingestor.kafka_common import client_kwargs, kafka_call, kafka_errors
 from ingestor.offsets import CommitPoint, OffsetTracker
 from ingestor.parsing import parse_record
@@ -124,7 +123,7 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
             partition_assignment_strategy=[assignor],
             # No deserializers: a raising deserializer wedges the consumer on that record.
         )
-    hide_codecs()
+    hooks.current.consumer_created(consumer)
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
         raise RuntimeError("this kafka-python has no Fetcher.PartitionRecords: pin kafka-python 3.0.x")

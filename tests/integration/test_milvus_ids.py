@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench import milvus
 from ingestor.config import MilvusSettings
 from ingestor.lite import LiteServer
 from ingestor.parsing import MAX_ID_BYTES
@@ -80,7 +81,7 @@ def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
     try:
         yield sink
     finally:
-        sink.drop()
+        milvus.drop(sink)
         sink.close()
         if server is not None:
             server.stop()
@@ -142,7 +143,7 @@ def chunk_sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
     try:
         yield sink
     finally:
-        sink.drop()
+        milvus.drop(sink)
         sink.close()
         if server is not None:
             server.stop()

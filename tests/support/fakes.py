@@ -160,6 +160,16 @@ def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes |
     return out
 
 
+def slow_tokenizer(hf: Any, max_length: int) -> Any:
+    """A `Tokenizer` on the transformers path, as for a tokenizer without a Rust core."""
+    from unittest import mock
+
+    from ingestor import tokenizer
+
+    with mock.patch.object(tokenizer, "batch_tokenizer", lambda hf, max_length: None):
+        return tokenizer.Tokenizer(hf, max_length)
+
+
 class BarSplitter:
     """Chunks a text at each "|": a splitter whose cuts a test can see at a glance."""
 
