@@ -130,12 +130,12 @@ class LoggingTracker(OffsetTracker):
 def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
                   backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
                   settings: BatchSettings | None = None, cache: FakeCache | None = None,
-                  splitter: Any = None) -> tuple[Pipeline, LoggingTracker]:
+                  splitter: Any = None, observer: Any = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
     sink.chunked = splitter is not None  # as the daemon builds both from chunking.enabled
     p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), cache or FakeCache(log), sink,
-                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock,
-                 splitter=splitter)
+                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True,
+                 observer=observer, clock=clock, splitter=splitter)
     return p, tracker
 
 
