@@ -35,12 +35,11 @@ the cut uses those.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-
-import numpy as np
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ingestor.records import Delete, Document, Parsed, Rejected
+from ingestor.work import Unit, Window, Work
 
 T = TypeVar("T")
 
@@ -160,6 +159,14 @@ class BatchWindow(Generic[T]):
             return True
         return now_s - self._entries[0].arrived_s >= self.max_wait_s
 
+    def cut_now(self, now_s: float, more_waiting: bool, flushing: bool = False) -> bool:
+        """Whether to cut the window now: it is `ready` and either full or nothing more waits to
+        join it (under backlog windows grow to `max_window_records`); a flush (shutdown) cuts
+        whatever it holds."""
+        if not self._entries:
+            return False
+        return flushing or (self.ready(now_s) and (self.full() or not more_waiting))
+
     def deadline(self) -> float | None:
         """When the oldest record's wait runs out (None when empty)."""
         return self._entries[0].arrived_s + self.max_wait_s if self._entries else None
@@ -173,99 +180,6 @@ class BatchWindow(Generic[T]):
 
 
 # -- from a window to work -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Unit:
-    """One distinct text of a batch and the documents that carry it."""
-
-    text: str
-    text_sha256: str
-    docs: list[Document]
-    tokens: int = 0  # after truncation; set by the tokenizer before the cut
-    truncated: bool = False
-    vector: np.ndarray | None = None
-    from_cache: bool = False
-    encoding: dict[str, list[int]] | None = None
-    token_ids: list[int] | None = None  # known from chunking: tokenising turns them into `encoding`
-    # The same text in earlier work that is still being embedded: its forward pass serves this one.
-    shares: Unit | None = None
-
-    @property
-    def to_embed(self) -> bool:
-        """Still needs a forward pass of its own."""
-        return self.vector is None and self.shares is None
-
-
-@dataclass(slots=True)
-class Work:
-    """What flows from the batcher through the model to the writer."""
-
-    units: list[Unit] = field(default_factory=list)
-    skipped: list[Document] = field(default_factory=list)
-    deletes: list[Delete] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    features: dict[str, Any] | None = None  # padded tensors of the units to embed, in order
-    registered: list[str] = field(default_factory=list)  # ids counted as in flight for this work
-    # Chunks of records it writes (fixed at planning: one that fails leaves its unit, not this list).
-    chunks: list[Document] = field(default_factory=list)
-    claimed: list[Unit] = field(default_factory=list)  # units it embeds, which later work may share
-    # With chunking: the chunk count Milvus held for each record of its window when it was planned
-    # (the resolver's read; one dict shared by the window's works). What a write must trim.
-    stored: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def padded_tokens(self) -> int:
-        todo = [u.tokens for u in self.units if u.to_embed]
-        return len(todo) * max(todo, default=0)
-
-    def ids(self) -> list[str]:
-        """Ids of the records it settles for certain. A chunked record's id is not among them: its
-        chunks may ride in several works, and it settles with the last (`writer.last_chunks`)."""
-        docs = [d.id for u in self.units for d in u.docs if d.chunk is None]
-        return docs + [d.id for d in self.skipped] + [d.id for d in self.deletes]
-
-    def records(self) -> dict[str, int]:
-        """Every record it carries, by id, with the `id()` of the record object: the works of one
-        window share a chunked record's object; another window's version of it is another one."""
-        out = {d.record.id: id(d.record) for u in self.units for d in u.docs}
-        out.update((d.record.id, id(d.record)) for d in self.chunks)
-        out.update((d.id, id(d)) for d in [*self.skipped, *self.deletes])
-        return out
-
-
-def merge(works: list[Work]) -> Work:
-    """Works written as one (one upsert for all): each list joined, in order. Only for works that
-    hold no two versions of one record (`writer_groups`)."""
-    if len(works) == 1:
-        return works[0]
-    out = Work()
-    for w in works:
-        out.units += w.units
-        out.skipped += w.skipped
-        out.deletes += w.deletes
-        out.rejected += w.rejected
-        out.registered += w.registered
-        out.chunks += w.chunks
-        out.claimed += w.claimed
-        out.stored = {**out.stored, **w.stored}
-    return out
-
-
-def joinable(group: dict[str, int], work: Work) -> dict[str, int] | None:
-    """The records of `group` and `work` together, or None when `work` holds another version of a
-    record the group holds (written together, one call could not say which version lands)."""
-    records = work.records()
-    if any(group.get(i, obj) != obj for i, obj in records.items()):
-        return None
-    return {**group, **records}
-
-
-@dataclass(slots=True)
-class Window:
-    documents: list[Document]
-    deletes: list[Delete]
-    rejected: list[Rejected]
 
 
 def collapse(items: list[Parsed]) -> Window:
@@ -305,17 +219,18 @@ def cut_work(todo: list[Unit], ready: Work, limits: BatchLimits) -> list[Work]:
     skips, deletes, dead letters) rides with the first one, so no batch is cut half-empty."""
     works = [Work(units=b) for b in cut_batches(todo, lambda u: u.tokens, limits)]
     if not works:
-        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected) else []
+        return [ready] if (ready.units or ready.skipped or ready.deletes or ready.rejected or ready.dropped) else []
     first = works[0]
     first.units = ready.units + first.units
     first.skipped, first.deletes, first.rejected = ready.skipped, ready.deletes, ready.rejected
+    first.dropped = ready.dropped
     return works
 
 
-# Resolves what needs no forward pass: moves skipped documents, cached vectors and shared texts
+# Sets aside what needs no forward pass: moves skipped documents, cached vectors and shared texts
 # into `ready` and returns the units still to embed. The pipeline's (`resolver.Resolver`) does I/O
 # (Redis, Milvus).
-Resolver = Callable[[list[Unit], Work], list[Unit]]
+SetAside = Callable[[list[Unit], Work], list[Unit]]
 
 
 def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
@@ -323,16 +238,19 @@ def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
     return units
 
 
-def plan(items: list[Parsed], limits: BatchLimits, resolve: Resolver = embed_everything,
+def plan(items: list[Parsed], limits: BatchLimits, resolve: SetAside = embed_everything,
          tokenize: Callable[[list[Unit]], None] = lambda units: None,
-         split: Callable[[list[Document]], list[Document]] | None = None) -> list[Work]:
-    """The work for one window: collapse ids, split records into chunks (with `split`), group
-    texts, resolve, tokenise what is left (its token counts decide the cut), cut. Everything
-    already resolved rides with the first work; a record's chunks may ride in several."""
-    window = collapse(items)
+         split: Callable[[list[Document]], list[Document]] | None = None,
+         current: Callable[[Parsed], bool] = lambda item: True) -> list[Work]:
+    """The work for one window: drop records of partitions no longer ours (`current`: the next
+    owner replays them), collapse ids, split records into chunks (with `split`), group texts,
+    resolve, tokenise what is left (its token counts decide the cut), cut. Everything already
+    resolved rides with the first work; a record's chunks may ride in several."""
+    live = [i for i in items if current(i)]
+    window = collapse(live)
     docs = window.documents if split is None else split(window.documents)
     units = group_texts(docs)
-    ready = Work(deletes=window.deletes, rejected=window.rejected)
+    ready = Work(deletes=window.deletes, rejected=window.rejected, dropped=len(items) - len(live))
     todo = resolve(units, ready)
     tokenize(todo)
     works = cut_work(todo, ready, limits)

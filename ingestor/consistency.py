@@ -19,7 +19,7 @@ A write's timestamp is the sink's `covering_timestamp`: a Milvus 2.3 server give
 later write with a timestamp has settled; until then its ids stay among the recent ones.
 
 A write in flight while a window is read (a later work of the same record) is not this module's:
-`dedupe.IdsInFlight` hands its result to the later work.
+`in_flight.InFlight` hands its result to the later work.
 """
 
 from __future__ import annotations

@@ -10,13 +10,11 @@ can be skipped or shared.
   holds an entity with that same content hash (read so that it sees every write before it:
   `consistency`), and no earlier, unwritten work carries the same id. A marker alone can cost a
   query, never a wrong skip.
-- **Texts in flight** (`SharedTexts`): a text still being embedded is waited for, not embedded again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from functools import lru_cache
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from ingestor.batching import Unit
 from ingestor.parsing import json_bytes
 from ingestor.records import Document
 
@@ -91,49 +88,6 @@ class Identity:
         return doc.digest
 
 
-class IdsInFlight:
-    """Ids of work planned and not yet written. An id planned twice is *busy*: Milvus does not yet
-    hold what the earlier work will write, so the later record may not be skipped as unchanged.
-
-    With chunking it also keeps, for an id that an earlier work settled while a later one still
-    carries it, how many chunks that earlier work left stored (0 after a delete): the later work
-    read Milvus before the earlier one wrote, so this, not its read, is what it must trim."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-        self._extents: dict[str, int] = {}
-
-    def add(self, ids: Sequence[str]) -> None:
-        with self._lock:
-            for i in ids:
-                self._counts[i] = self._counts.get(i, 0) + 1
-
-    def remove(self, ids: Sequence[str], extents: Mapping[str, int] | None = None) -> None:
-        """These ids' work is settled; `extents`: chunks it left stored, by record id."""
-        with self._lock:
-            for i in ids:
-                n = self._counts.get(i, 0) - 1
-                if n > 0:
-                    self._counts[i] = n
-                    if extents is not None and i in extents:
-                        self._extents[i] = extents[i]
-                else:
-                    self._counts.pop(i, None)
-                    self._extents.pop(i, None)
-
-    def busy_among(self, ids: Iterable[str]) -> set[str]:
-        """Those of `ids` that more than one planned work carries."""
-        with self._lock:
-            return {i for i in ids if self._counts.get(i, 0) > 1}
-
-    def extent(self, record_id: str) -> int | None:
-        """Chunks an earlier, settled work left stored for a record still in flight; None when no
-        earlier work of this process wrote it since this one was planned."""
-        with self._lock:
-            return self._extents.get(record_id)
-
-
 def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: Callable[[list[str]], set[str]],
               held: Callable[[list[str]], Mapping[str, str]]) -> set[int]:
     """The documents (by `id()`) to skip: their marker equals their digest, no earlier unwritten
@@ -147,44 +101,3 @@ def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: Cal
         return set()
     stored = held([d.id for d in candidates])
     return {id(d) for d in candidates if stored.get(d.id) == d.digest}
-
-
-class SharedTexts:
-    """Texts being embedded by work that is not written yet, by text hash: a text that arrives
-    while the same text is in flight (in an earlier window, not yet in the Redis cache) shares that
-    forward pass instead of running its own.
-
-    This works because the model stage takes work in order: by the time the later work reaches it,
-    the earlier unit has its vector (or, if its pass failed, none: the later unit then embeds the
-    text itself). An entry is released when its work is written, after the cache write, so a later
-    window always finds a text in one place or the other. Bounded: at most `capacity` texts (the
-    pipeline holds no more records than that); beyond it a text is simply embedded again."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._lock = threading.Lock()
-        self._units: dict[str, Unit] = {}
-
-    def __len__(self) -> int:
-        return len(self._units)
-
-    def share(self, units: list[Unit]) -> None:
-        """Point every unit whose text is in flight at the unit embedding it (`unit.shares`)."""
-        with self._lock:
-            for unit in units:
-                unit.shares = self._units.get(unit.text_sha256)
-
-    def claim(self, units: list[Unit]) -> None:
-        """These units are about to be embedded; later windows may share their passes."""
-        with self._lock:
-            for unit in units:
-                if len(self._units) >= self.capacity:
-                    return
-                self._units.setdefault(unit.text_sha256, unit)
-
-    def release(self, units: list[Unit]) -> None:
-        """Their work was written (or abandoned): forget the entries they own, and only those."""
-        with self._lock:
-            for unit in units:
-                if self._units.get(unit.text_sha256) is unit:
-                    del self._units[unit.text_sha256]

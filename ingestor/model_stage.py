@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ingestor import hooks, metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.embedder import Embedder, encode_all
 from ingestor.records import fail
 

@@ -28,12 +28,14 @@ from functools import partial
 from typing import Any
 
 from ingestor import metrics
-from ingestor.batching import BatchLimits, BatchWindow, Work, joinable, merge, plan, window_chars
+from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
+from ingestor.work import Work, joinable, merge
 from ingestor.cache import Cache
 from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, attach_chunks, chunk_all
 from ingestor.consistency import Consistency
-from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import Identity
+from ingestor.in_flight import InFlight
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
@@ -90,16 +92,15 @@ class Pipeline:
         self._flush = threading.Event()  # cut the window now (shutdown)
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
         self.retrier = Retrier(backoff, self._abort)
-        self.ids = IdsInFlight()
-        self.shared = SharedTexts(settings.max_in_flight_records or 0)
+        self.in_flight = InFlight(settings.max_in_flight_records or 0)
         # How a record becomes the documents written for it: its chunks, or (None) itself.
         self.splitter = splitter
         self.split: Callable[[list[Document]], list[Document]] | None = (
             None if splitter is None else partial(chunk_all, splitter=splitter))
         self.consistency = Consistency()
-        self.resolver = Resolver(cache, sink, self.retrier, self.ids, self.shared, self.identity, self.consistency)
+        self.resolver = Resolver(cache, sink, self.retrier, self.in_flight, self.identity, self.consistency)
         self.model = ModelStage(embedder)
-        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.ids, self.shared, self.identity,
+        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.in_flight, self.identity,
                              self.consistency, observer)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
@@ -189,8 +190,8 @@ class Pipeline:
                     got = self._chunked.get_nowait()
                 except queue.Empty:
                     break
-            now = self.clock()
-            if window and (window.ready(now) and (window.full() or self._chunked.empty()) or self._flush.is_set() or stopping):
+            flushing = self._flush.is_set() or stopping
+            if window.cut_now(self.clock(), more_waiting=not self._chunked.empty(), flushing=flushing):
                 with metrics.stage("plan"):
                     self._emit(window.take())
         self._prepared.put(_STOP)
@@ -202,10 +203,7 @@ class Pipeline:
 
     def _emit(self, items: list[Parsed]) -> None:
         started = time.perf_counter()
-        live = [i for i in items if self._current(i)]
-        if len(live) < len(items):
-            metrics.RECORDS.settled("dropped", len(items) - len(live))
-        for work in plan(live, self.limits, self.resolver, self.model.tokenize, self.split):
+        for work in plan(items, self.limits, self.resolver, self.model.tokenize, self.split, self._current):
             with metrics.stage("collate"):
                 self.model.collate(work)
             waited = time.perf_counter()

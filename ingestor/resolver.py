@@ -16,10 +16,11 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ingestor import metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.consistency import Consistency
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts, unchanged
+from ingestor.dedupe import CachedVector, Identity, unchanged
+from ingestor.in_flight import InFlight
 from ingestor.records import Delete, Document
 from ingestor.retry import Retrier
 from ingestor.sink import MilvusSink, Stored
@@ -30,8 +31,7 @@ class Resolver:
     cache: Cache
     sink: MilvusSink
     retrier: Retrier  # Milvus reads, retried
-    ids: IdsInFlight  # shared with the writer, which removes what it settles
-    shared: SharedTexts  # shared with the writer, which releases what it wrote
+    in_flight: InFlight  # shared with the writer, which settles what it wrote
     identity: Identity
     consistency: Consistency  # shared with the writer, which notes its writes
 
@@ -47,8 +47,7 @@ class Resolver:
         vectors are in the cache, so a text missing from one is found in the other."""
         # Skips are per record (a chunked record's chunks are skipped together, on its marker).
         records = list({id(d.record): d.record for u in units for d in u.docs}.values())
-        self.ids.add([r.id for r in records] + [d.id for d in ready.deletes])
-        self.shared.share(units)
+        self.in_flight.enter([r.id for r in records] + [d.id for d in ready.deletes], units)
         skip: set[int] = set()
         vectors: list[CachedVector | None] = [None] * len(units)
         generations = _generations(records, ready.deletes)
@@ -68,7 +67,7 @@ class Resolver:
                 known = held if held is not None else self._read(ids, generations)
                 return {i: known[i].content_hash for i in ids if i in known}
 
-            skip = unchanged(records, markers, self.ids.busy_among, hashes)
+            skip = unchanged(records, markers, self.in_flight.busy_among, hashes)
         ready.skipped += [r for r in records if id(r) in skip]
         todo: list[Unit] = []
         for unit, cached in zip(units, vectors):
@@ -82,7 +81,7 @@ class Resolver:
                 ready.units.append(unit)
             else:
                 todo.append(unit)
-        self.shared.claim(todo)
+        self.in_flight.claim(todo)
         return todo
 
     def _read(self, record_ids: list[str], generations: set[int]) -> dict[str, Stored]:

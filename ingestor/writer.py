@@ -16,7 +16,7 @@ Every Milvus write goes by primary key, never by another expression (a server fi
 next time tick, ~200 ms, to resolve one). That needs, for each record, its *stored count*: the
 chunk count its first chunk holds, which is never below the index of any chunk of it stored. The
 resolver reads it with the window; an earlier work of this process that wrote the record since is
-asked instead (`IdsInFlight.extent`). The order keeps the rule true whichever step a crash ends:
+asked instead (`InFlight.extent`). The order keeps the rule true whichever step a crash ends:
 - a record that grows or keeps its size is upserted first chunk first, so its new count lands
   before (or with) any chunk past the old one;
 - a record that shrinks has its first chunk held back: its other chunks, then its surplus deleted
@@ -36,13 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ingestor import hooks, metrics
-from ingestor.batching import Unit, Work
+from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
 from ingestor.consistency import Consistency
-from ingestor.dedupe import CachedVector, IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import CachedVector, Identity
 from ingestor.dlq import DeadLetterQueue
 from ingestor.errors import DataError, Reason
+from ingestor.in_flight import InFlight
 from ingestor.isolate import run_isolating
 from ingestor.observer import Latency, Observer
 from ingestor.offsets import OffsetTracker
@@ -82,7 +83,7 @@ class _Record:
 
 class Writer:
     def __init__(self, sink: MilvusSink, dlq: DeadLetterQueue, cache: Cache, tracker: OffsetTracker,
-                 retrier: Retrier, ids: IdsInFlight, shared: SharedTexts, identity: Identity,
+                 retrier: Retrier, in_flight: InFlight, identity: Identity,
                  consistency: Consistency | None = None,
                  observer: Observer | None = None) -> None:
         self.sink = sink
@@ -90,8 +91,7 @@ class Writer:
         self.cache = cache
         self.tracker = tracker
         self.retrier = retrier
-        self.ids = ids
-        self.shared = shared
+        self.in_flight = in_flight
         self.identity = identity
         self.consistency = consistency or Consistency()
         self.observer = observer
@@ -146,7 +146,6 @@ class Writer:
             markers.update((r.progress.record.id, r.progress.record.digest) for r in whole)
             with metrics.stage("cache"):
                 self.cache.store(vectors, markers)
-        self.shared.release(work.claimed)
         if wrote:
             ids = [*extents, *(row.doc.id for row in plain)]
             self.consistency.wrote(generation, time.monotonic(), self.sink.covering_timestamp(), ids)
@@ -154,9 +153,10 @@ class Writer:
         items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
                                *work.rejected]
         metrics.RECORDS.settled("skipped", len(work.skipped))
+        metrics.RECORDS.settled("dropped", work.dropped)
         metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in items))
         self.tracker.done(positions(items))
-        self.ids.remove(work.registered + [p.record.id for p in finished], extents)
+        self.in_flight.settle(work.registered + [p.record.id for p in finished], work.claimed, extents)
         self._observe_latency(work)
 
     # -- the rows of a work ----------------------------------------------------------------------
@@ -187,7 +187,7 @@ class Writer:
 
     def _stored(self, record_id: str, read: Mapping[str, int]) -> int:
         """A record's stored count now: what an earlier work of ours left, else the window's read."""
-        extent = self.ids.extent(record_id)
+        extent = self.in_flight.extent(record_id)
         return extent if extent is not None else read.get(record_id, 0)
 
     def _delete_keys(self, record_ids: list[str], read: Mapping[str, int]) -> list[str]:

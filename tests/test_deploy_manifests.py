@@ -670,7 +670,7 @@ def test_dockerignore_excludes_local_state() -> None:
     for path in [".git/HEAD", ".state/services/kafka.log", "ingestor.db", "data/x.db",
                  ".pytest_cache/v/cache", ".hypothesis/examples/x", "ingestor/__pycache__/a.pyc"]:
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
-    for path in ["pyproject.toml", "README.md", "ingestor/config.py", "ingestor/data/sample.jsonl"]:
+    for path in ["pyproject.toml", "README.md", "ingestor/config/sections.py", "ingestor/data/sample.jsonl"]:
         assert not dockerignored(path, patterns), f"{path} would be missing from the build"
 
 

@@ -21,7 +21,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up
 cd "$repo"
-pytest=("$venv/bin/python" -m pytest -p no:cacheprovider)
+# The slowest tests are listed at the end of each run: where the time goes.
+pytest=("$venv/bin/python" -m pytest -p no:cacheprovider --durations=30)
 backend_tests=tests/unit/test_backend_models.py
 backends_rc=0
 backends="backend tests: left out"

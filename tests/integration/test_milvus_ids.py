@@ -66,16 +66,15 @@ def entity(record_id: str, n: int) -> Entity:
                   truncated=False, kafka_topic="t", kafka_partition=0, kafka_offset=n)
 
 
-@pytest.fixture(scope="module", params=["lite", "server"])
-def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
+def _open_sink(request, tmp_path_factory, name: str, chunked: bool = False) -> Iterator[MilvusSink]:
     """A real Milvus behind the daemon's own sink: the Lite server over gRPC, or the Milvus server."""
     server = None
     if request.param == "lite":
-        server = LiteServer(str(tmp_path_factory.mktemp("ids") / "ids.db"))
+        server = LiteServer(str(tmp_path_factory.mktemp(name) / f"{name}.db"))
         uri = server.start()
     else:
         uri = request.getfixturevalue("milvus_server")
-    sink = MilvusSink(MilvusSettings(uri=uri, collection=harness.unique("ids").replace("-", "_")))
+    sink = MilvusSink(MilvusSettings(uri=uri, collection=harness.unique(name).replace("-", "_")), chunked=chunked)
     sink.connect()
     sink.ensure_collection(DIM, "m")
     try:
@@ -85,6 +84,11 @@ def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
         sink.close()
         if server is not None:
             server.stop()
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
+    yield from _open_sink(request, tmp_path_factory, "ids")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -130,23 +134,8 @@ def chunk(record_id: str, index: int, count: int, n: int) -> Entity:
 
 @pytest.fixture(scope="module", params=["lite", "server"])
 def chunk_sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
-    """The daemon's sink over a collection of chunks, as `chunking.enabled` makes it."""
-    server = None
-    if request.param == "lite":
-        server = LiteServer(str(tmp_path_factory.mktemp("chunks") / "chunks.db"))
-        uri = server.start()
-    else:
-        uri = request.getfixturevalue("milvus_server")
-    sink = MilvusSink(MilvusSettings(uri=uri, collection=harness.unique("chunks").replace("-", "_")), chunked=True)
-    sink.connect()
-    sink.ensure_collection(DIM, "m")
-    try:
-        yield sink
-    finally:
-        milvus.drop(sink)
-        sink.close()
-        if server is not None:
-            server.stop()
+    """The sink over a collection of chunks, as `chunking.enabled` makes it."""
+    yield from _open_sink(request, tmp_path_factory, "chunks", chunked=True)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,7 +16,8 @@ from kafka import TopicPartition as KTP
 
 from ingestor.config import BatchSettings, KafkaSettings
 from ingestor.consistency import Consistency
-from ingestor.dedupe import IdsInFlight, Identity, SharedTexts
+from ingestor.dedupe import Identity
+from ingestor.in_flight import InFlight
 from ingestor.errors import DataError, RetriableError
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
@@ -141,12 +142,12 @@ def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None
 
 def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None,
                   capacity: int = 100) -> Resolver:
-    """The pipeline's resolver on its own, with fresh ids and texts in flight (`resolver.ids`,
-    `resolver.shared`) and the identity `pipeline_with` gives."""
+    """The pipeline's resolver on its own, with fresh records and texts in flight
+    (`resolver.in_flight`) and the identity `pipeline_with` gives."""
     import threading
 
     retrier = Retrier(Backoff(initial_ms=1, max_ms=2, jitter=0.0), threading.Event())
-    return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, IdsInFlight(), SharedTexts(capacity),
+    return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, InFlight(capacity),
                     Identity(FakeEmbedder.identity, True), Consistency())
 
 

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.batching import (
-    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, Unit, Work, collapse, cut_batches,
+    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, collapse, cut_batches,
     group_texts, plan, window_chars,
 )
+from ingestor.work import Unit, Work
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
 
@@ -505,3 +506,27 @@ def test_padded_tokens_counts_only_units_still_to_embed():
     assert work.padded_tokens == 3 * 9
     next(u for u in work.units if u.tokens == 9).vector = object()  # cached
     assert work.padded_tokens == 2 * 5
+
+
+def test_a_ready_window_is_cut_when_nothing_more_waits_or_it_is_full_and_any_window_on_a_flush():
+    w = window(max_records=2, max_window_records=4)
+    assert not w.cut_now(0.0, more_waiting=False, flushing=True), "an empty window is never cut"
+    w.add("r0", 1, now_s=0.0)
+    assert not w.cut_now(0.0, more_waiting=False), "not ready: one record, no wait spent"
+    assert w.cut_now(0.0, more_waiting=True, flushing=True), "a flush cuts what it holds"
+    w.add("r1", 1, now_s=0.0)
+    assert w.cut_now(0.0, more_waiting=False)
+    assert not w.cut_now(0.0, more_waiting=True), "ready, but more records wait to join"
+    for i in range(2, 4):
+        w.add(f"r{i}", 1, now_s=0.0)
+    assert w.cut_now(0.0, more_waiting=True), "full: nothing more can join"
+
+
+def test_records_of_partitions_no_longer_ours_are_dropped_and_counted_in_the_first_work():
+    kept, gone = doc("k", 0, "kept"), doc("g", 1, "gone")
+    works = plan([kept, gone], BatchLimits(4, 100), tokenize=lambda units: None,
+                 current=lambda item: item is kept)
+    assert [d for w in works for u in w.units for d in u.docs] == [kept]
+    assert works[0].dropped == 1 and all(w.dropped == 0 for w in works[1:])
+    [only] = plan([gone], BatchLimits(4, 100), current=lambda item: False)
+    assert only.dropped == 1 and not only.units, "a window of dropped records still reaches the writer"

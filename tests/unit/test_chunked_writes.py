@@ -120,7 +120,7 @@ def test_a_later_work_trims_what_an_earlier_work_in_flight_wrote():
     _run(p, second)
     writes = [e for e in log if e[0] in ("upsert", "delete")]
     assert writes[-2:] == [("delete", ["a#1", "a#2", "a#3"]), ("upsert", ["a#0"])]
-    assert p.ids.extent("a") is None, "nothing is kept once no work carries the id"
+    assert p.in_flight.extent("a") is None, "nothing is kept once no work carries the id"
 
 
 def test_a_tombstone_deletes_every_stored_chunk_by_key_first_chunk_last():

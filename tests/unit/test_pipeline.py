@@ -196,6 +196,6 @@ def test_a_text_whose_pass_began_before_a_revoke_is_released_for_the_next_owner(
         _wait(lambda: tracker.in_flight() == 0)
         assert tracker.to_commit()[TP].offset == 1
         assert "d0" in [i for entry in log if entry[0] == "upsert" for i in entry[1]]
-        assert len(pipeline.shared) == 0
+        assert len(pipeline.in_flight) == 0
     finally:
         pipeline.stop()

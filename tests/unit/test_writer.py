@@ -18,10 +18,10 @@ def _work(p: Pipeline, items, shared: bool = False):
     def resolve(units, ready):
         if not shared:
             return units
-        p.shared.share(units)
+        p.in_flight.enter([], units)
         ready.units = [u for u in units if u.shares is not None]
         todo = [u for u in units if u.shares is None]
-        p.shared.claim(todo)
+        p.in_flight.claim(todo)
         return todo
 
     def tokenize(units):
@@ -111,7 +111,7 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
     assert np.array_equal(second.units[0].vector, first.units[0].vector)
     p.writer.write(first)
     p.writer.write(second)
-    assert len(p.shared) == 0, "entries are released once their work is written"
+    assert len(p.in_flight) == 0, "entries are released once their work is written"
     assert ("upsert", ["b"]) in log and tracker.to_commit()[TP].offset == 2
 
 
@@ -123,7 +123,7 @@ def test_when_the_shared_pass_fails_the_later_work_embeds_the_text_itself():
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)
     _run(p, first)
-    assert ("dlq", ["embed_failed"]) in log and len(p.shared) == 0
+    assert ("dlq", ["embed_failed"]) in log and len(p.in_flight) == 0
     _run(p, second)
     assert ("upsert", ["b"]) in log
     assert tracker.to_commit()[TP].offset == 2
