@@ -65,11 +65,6 @@ class BatchLimits:
             raise ValueError("batch limits must be positive")
 
 
-def padded_cost(lengths: Sequence[int]) -> int:
-    """Tokens a forward pass processes for these sequence lengths, padding included."""
-    return len(lengths) * max(lengths, default=0)
-
-
 def cut_batches(items: Sequence[T], length: Callable[[T], int], limits: BatchLimits) -> list[list[T]]:
     """Sort by length (longest first) and cut under `limits`: exactly for small windows when
     `limits.pass_cost` is set, greedily otherwise.
@@ -83,13 +78,9 @@ def cut_batches(items: Sequence[T], length: Callable[[T], int], limits: BatchLim
     return _greedy_cut(ordered, length, limits)
 
 
-def cut_cost(batches: Sequence[Sequence[int]], pass_cost: int) -> int:
-    """What a cut costs: padded tokens plus `pass_cost` per forward pass."""
-    return sum(padded_cost(b) + pass_cost for b in batches)
-
-
 def _cheapest_cut(ordered: list[T], lengths: list[int], limits: BatchLimits) -> list[list[T]]:
-    """The split of `ordered` (longest first) into consecutive batches of least `cut_cost`.
+    """The split of `ordered` (longest first) into consecutive batches of least cost: padded
+    tokens (a batch's size times its longest length) plus `limits.pass_cost` per batch.
     Consecutive is enough: some cheapest cut of any set keeps similar lengths together."""
     n = len(ordered)
     best = [0] + [-1] * n  # best[i]: least cost of the first i items

@@ -78,10 +78,6 @@ class TokenCounter(Protocol):
         ...
 
 
-def split(text: str, tokenizer: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[Chunk]:
-    return Splitter(tokenizer, max_tokens, overlap_tokens).split(text)
-
-
 @dataclass(frozen=True)
 class Splitter:
     tokenizer: TokenCounter
@@ -325,15 +321,10 @@ def chunk_id(record_id: str, index: int) -> str:
     return f"{record_id}#{index}"
 
 
-def chunk_documents(doc: Document, splitter: Splitter) -> list[Document]:
-    """The documents a record's chunks become: one per chunk, each with its own id and text and the
-    record's metadata, all settling the record together (`Chunked`)."""
-    return _chunk_documents(doc, splitter.split(doc.text))
-
-
 def chunk_all(docs: list[Document], splitter: Splitter) -> list[Document]:
-    """`chunk_documents` of each record, flattened, with the records counted in one tokenizer call
-    (`Splitter.split_many`); a record whose chunks were made already (`attach_chunks`) keeps them."""
+    """The documents each record's chunks become (`attach_chunks`), flattened, with the records
+    counted in one tokenizer call (`Splitter.split_many`); a record whose chunks were made already
+    keeps them."""
     attach_chunks([d for d in docs if d.parts is None], splitter)
     return [c for doc in docs for c in doc.parts or ()]
 
@@ -346,6 +337,8 @@ def attach_chunks(docs: list[Document], splitter: Splitter) -> None:
 
 
 def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:
+    """One document per chunk, each with its own id and text and the record's metadata, all
+    settling the record together (`Chunked`)."""
     progress = Chunked(record=doc, count=len(chunks), left=len(chunks))
     return [
         Document(raw=doc.raw, id=chunk_id(doc.id, c.index), text=c.text,

@@ -1,4 +1,4 @@
-"""The command line: `ingestor run | produce | search | check | stats | dlq replay | bench`."""
+"""The command line: `ingestor run | produce | search | check | stats | dlq replay`."""
 
 from __future__ import annotations
 
@@ -78,9 +78,11 @@ def run(
     if devices is not None or (count or 1) > 1:
         raise typer.Exit(_supervise(settings, devices or "cpu", count))
     from ingestor.daemon import Daemon
+    from ingestor.hooks import install_from_environment
     from ingestor.supervisor import export_restarts
 
     export_restarts()
+    install_from_environment()  # INGESTOR_HOOKS: set by the test harness only
     daemon = Daemon(settings, until_caught_up=until_caught_up)
     daemon.install_signal_handlers()
     raise typer.Exit(daemon.run())
@@ -224,112 +226,6 @@ def dlq_replay(
 
     n = replay_dead_letters(settings, set(reason or []), from_offset, to_offset, dry_run, console)
     console.print(f"{'would replay' if dry_run else 'replayed'} {n} record(s)")
-
-
-@app.command()
-def bench(
-    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
-    milvus_uri: Annotated[Optional[str], typer.Option("--milvus-uri", help="A Milvus server (http://host:port) for every variant, in collections of its own (dropped after); default: a fresh Milvus Lite file per variant")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help="JSONL corpus (default: the bundled sample)")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Records for (a)-(c); default 1000 on CPU, 2000 on GPU, at most 2/3 of the corpus")] = None,
-    steady_seconds: Annotated[float, typer.Option("--steady-seconds", min=0, help="Length of the steady-load run (e); 0 skips it")] = 30.0,
-    skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the naive loop (b)")] = False,
-    compare_precision: Annotated[Optional[str], typer.Option("--compare-precision", help="Instead of (a)-(e): plain encode in torch fp32 vs this setting (fp16, bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8); speed-up and cosine")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure as JSON to this file")] = None,
-    skip_ceiling: Annotated[bool, typer.Option("--skip-ceiling", help="Skip the null-forward-pass run (f)")] = False,
-    trace_memory: Annotated[bool, typer.Option("--trace-memory", help="Trace Python's allocations through the steady run (e): its own memory gauge, and the lines that grew most after warm-up (slows Python)")] = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")] = False,
-    long_documents: Annotated[bool, typer.Option("--long-documents", help="Instead of (a)-(f): long documents with chunking on, chunks/s against plain encode of the same chunks, and the share of chunks an edit takes from the cache (--limit: documents)")] = False,
-    cycles: Annotated[int, typer.Option("--cycles", min=1, help="The corpus this many times over, each cycle's texts made distinct by a suffix (none comes from the cache)")] = 1,
-    sink_rate: Annotated[bool, typer.Option("--sink-rate", help="Instead of (a)-(f): only the sink's own write rate, with no Kafka, model or Redis")] = False,
-    workers: Annotated[Optional[str], typer.Option("--workers", help="Instead of (a)-(f): `ingestor run --devices D --workers K --until-caught-up` for each K of this comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server")] = None,
-    devices: Annotated[str, typer.Option("--devices", help="With --workers: as for `ingestor run --devices` (GPU indices like 0, or cpu)")] = "0",
-    timeout_s: Annotated[float, typer.Option("--timeout-s", min=1, help="With --workers: seconds each `ingestor run` may take before it is killed")] = 300.0,
-    log_level: LogLevelOpt = "WARNING",
-) -> None:
-    """Throughput and latency of the pipeline vs plain encode and a naive loop, in one run."""
-    from ingestor.bench import BenchOptions, bench_corpus, render, run_bench, write_json
-    from ingestor.corpus import SAMPLE
-
-    if compare_precision is not None:
-        compare_precision = _comparable(compare_precision)
-    if milvus_uri is not None:
-        from ingestor.config import is_lite_uri
-
-        if is_lite_uri(milvus_uri):
-            raise ConfigError(f"--milvus-uri must be a Milvus server (http://host:port), not {milvus_uri!r}: "
-                              "without it the bench uses fresh Milvus Lite files")
-    counts = _worker_counts(workers) if workers is not None else None
-    if counts is not None and milvus_uri is None:
-        raise ConfigError("--workers needs --milvus-uri: a Milvus server that every worker process writes to")
-    settings = _settings(config, bootstrap_servers, redis_url=redis_url, model=model, device=device,
-                         precision=precision, backend=backend, log_level=log_level)
-    if sink_rate:
-        from ingestor.bench import render_sink_rate, run_sink_rate
-
-        result = run_sink_rate(settings, milvus_uri, keep=keep)
-        render_sink_rate(result, console)
-        if json_path is not None:
-            write_json(result, json_path)
-            console.print(f"figures written to {json_path}")
-        return
-    if counts is not None:
-        from ingestor.bench import default_limit, render_workers
-        from ingestor.bench.services import DEFAULT_REDIS_URL
-        from ingestor.bench.workers import run_workers
-
-        assert milvus_uri is not None
-        corpus = bench_corpus(input or SAMPLE, cycles)
-        records = corpus[:limit or default_limit(len(corpus), "cpu" if devices == "cpu" else "gpu")]
-        redis = settings.redis.url.get_secret_value() if settings.redis.url is not None else DEFAULT_REDIS_URL
-        results = run_workers(settings, records, counts, devices, milvus_uri, redis, timeout_s, config,
-                              progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-        render_workers(results, console)
-        if json_path is not None:
-            write_json(results, json_path)
-            console.print(f"figures written to {json_path}")
-        raise typer.Exit(0 if all(r["rc"] == 0 and r["ids_match"] for r in results) else 1)
-    if long_documents:
-        from ingestor.bench.chunks import render_chunks, run_chunk_bench
-
-        result = run_chunk_bench(settings, milvus_uri, limit, keep=keep,
-                                 progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-        render_chunks(result, console)
-        if json_path is not None:
-            write_json(result, json_path)
-            console.print(f"figures written to {json_path}")
-        return
-    options = BenchOptions(input=input or SAMPLE, cycles=cycles, limit=limit, steady_seconds=steady_seconds,
-                           skip_naive=skip_naive,
-                           compare_precision=compare_precision, json_path=json_path,
-                           skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep, milvus_uri=milvus_uri)
-    result = run_bench(settings, options, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
-    render(result, console)
-    if json_path is not None:
-        write_json(result, json_path)
-        console.print(f"figures written to {json_path}")
-
-
-def _worker_counts(text: str) -> list[int]:
-    """--workers 1,2,4 as [1, 2, 4], or ConfigError."""
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise ConfigError(f"--workers takes worker counts of at least 1, comma-separated (1,2,4), not {text!r}")
-    return counts
-
-
-def _comparable(label: str) -> str:
-    """A --compare-precision label in its canonical form (`onnx` -> `onnx-fp32`), or ConfigError."""
-    from ingestor.config import parse_variant
-
-    parsed = parse_variant(label)
-    if parsed == {"backend": "torch", "precision": "fp32"}:
-        raise ConfigError("--compare-precision fp32 compares torch fp32 with itself: name another setting")
-    return parsed["precision"] if parsed["backend"] == "torch" else f"{parsed['backend']}-{parsed['precision']}"
 
 
 def main() -> None:

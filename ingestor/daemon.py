@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ingestor import metrics
+from ingestor import hooks, metrics
 from ingestor.cache import Cache
 from ingestor.chunking import splitter_for
 from ingestor.config import Settings
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
-from ingestor.faults import stand_in_embedder
 from ingestor.health import HealthServer, MilvusWatch, Vitals
 from ingestor.kafka_common import recent_refusal
 from ingestor.memory import tune_gc
 from ingestor.offsets import OffsetTracker
-from ingestor.pipeline import Latency, Pipeline
+from ingestor.observer import Observer
+from ingestor.pipeline import Pipeline
 from ingestor.records import Parsed
 from ingestor.retry import Backoff
 from ingestor.sink import MilvusSink
@@ -63,21 +63,23 @@ class Daemon:
         self,
         settings: Settings,
         until_caught_up: bool = False,
+        *,
         embedder: Embedder | None = None,
-        record_latency: Callable[[list[Latency]], None] | None = None,
-        on_delivered: Callable[[list[Parsed]], None] | None = None,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`embedder`, `record_latency` and `on_delivered` (records handed from Kafka to the
-        pipeline) are for the benchmark. `clock` times the shutdown bound, the progress line and
-        readiness, and is handed to the source, the pipeline and the Milvus watch (a test's fake
-        clock); the backoff waits and the signal's watchdog are real time."""
+        """`embedder`: a model loaded already (an `Embedder`, or an object with its interface),
+        used instead of loading the one `settings.model` names, which is then not read: for a
+        program that holds the model itself, or runs daemons one after another on one model.
+        `observer` is told of records as they arrive and as they land (`ingestor.observer`).
+        `clock` times the shutdown bound, the progress line and readiness, and is handed to the
+        source, the pipeline and the Milvus watch (a test's fake clock); the backoff waits and the
+        signal's watchdog are real time."""
         self.settings = settings
         self.clock = clock
         self.until_caught_up = until_caught_up
         self.embedder = embedder
-        self.record_latency = record_latency
-        self.on_delivered = on_delivered
+        self.observer = observer
         self.stop_requested = threading.Event()
         self._signals = 0
         self._stop_deadline: float | None = None  # set by request_stop (the first signal)
@@ -177,7 +179,7 @@ class Daemon:
         sink.start_serving()  # a Milvus Lite child starts while the model loads
         try:
             if self.embedder is None:
-                self.embedder = stand_in_embedder() or Embedder(s.model, s.runtime.torch_threads)
+                self.embedder = hooks.current.model(s.model) or Embedder(s.model, s.runtime.torch_threads)
                 if not self.embedder.is_reference:  # what the setting costs in accuracy, once, at start
                     self.embedder.precision_report(_PROBE_TEXTS)
         except BaseException:
@@ -205,9 +207,9 @@ class Daemon:
         tracker = self.tracker
         dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
         pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
-                                            s.milvus.store_text, self.record_latency, clock=self.clock,
+                                            s.milvus.store_text, self.observer, clock=self.clock,
                                             splitter=splitter)
-        deliver = pipeline.submit if self.on_delivered is None else _tee(self.on_delivered, pipeline.submit)
+        deliver = pipeline.submit if self.observer is None else _observed(self.observer, pipeline.submit)
 
         self.source = self.until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
@@ -282,11 +284,11 @@ class Daemon:
         return drained or not graceful
 
 
-def _tee(first: Callable[[list[Parsed]], None], then: Callable[[list[Parsed]], None]) -> Callable[[list[Parsed]], None]:
-    def both(items: list[Parsed]) -> None:
-        first(items)
-        then(items)
-    return both
+def _observed(observer: Observer, submit: Callable[[list[Parsed]], None]) -> Callable[[list[Parsed]], None]:
+    def deliver(items: list[Parsed]) -> None:
+        observer.delivered(items)
+        submit(items)
+    return deliver
 
 
 def summary() -> str:

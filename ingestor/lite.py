@@ -26,11 +26,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ingestor.config import GC_GEN0_THRESHOLD, is_lite_uri
+from ingestor.config import GC_GEN0_THRESHOLD
 from ingestor.errors import StartupError, chain
 from ingestor.memory import tune_gc
 from ingestor.patches import fingerprint
@@ -192,23 +191,6 @@ def _read_stderr(proc: subprocess.Popen[str], errors: collections.deque[str]) ->
         if line.strip():
             errors.append(line.strip())
             log.debug("milvus-lite: %s", line.rstrip())
-
-
-@contextmanager
-def milvus_client(uri: str, in_process: bool = False) -> Iterator[Any]:
-    """A MilvusClient for `uri`; a Lite file is served by a child for just this long, so the file
-    is free again afterwards (pymilvus's in-process server would hold it until this process exits).
-    `in_process` (what `milvus.lite_in_process` asks of the daemon) uses pymilvus's own server."""
-    from pymilvus import MilvusClient
-
-    lite = LiteServer(uri) if is_lite_uri(uri) and not in_process else None
-    client = MilvusClient(uri=lite.start() if lite is not None else uri)
-    try:
-        yield client
-    finally:
-        client.close()
-        if lite is not None:
-            lite.stop()
 
 
 # -- the child ----------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ingestor import metrics
+from ingestor import hooks, metrics
 from ingestor.work import Unit, Work
 from ingestor.embedder import Embedder, encode_all
-from ingestor.faults import crash_point, model_point, slow_point
 from ingestor.records import fail
 
 
@@ -54,11 +53,11 @@ class ModelStage:
         if todo:
             metrics.BATCH_RECORDS.observe(len(todo))
             metrics.BATCH_TOKENS.observe(work.padded_tokens)
-            slow_point()
+            hooks.current.before_batch()
             features = work.features
 
             def forward() -> np.ndarray:
-                model_point([u.text for u in todo])
+                hooks.current.before_forward([u.text for u in todo])
                 return self.embedder.forward(features)
 
             self._take_vectors(work, todo, forward if features is not None else None)
@@ -68,7 +67,7 @@ class ModelStage:
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         metrics.RECORDS_EMBEDDED.inc(len(todo) + len(late))
         metrics.RECORDS_TRUNCATED.inc(sum(len(u.docs) for u in todo + late if u.truncated))
-        crash_point("after_embed")
+        hooks.current.point("after_embed")
 
     def _take_shared(self, work: Work) -> list[Unit]:
         """Units sharing an earlier pass take its vector; returns those whose pass failed, to be
@@ -94,7 +93,7 @@ class ModelStage:
             return
 
         def encode(texts: list[str]) -> np.ndarray:
-            model_point(texts)
+            hooks.current.before_forward(texts)
             return self.embedder.encode(texts)
 
         encoded = encode_all([u.text for u in units], encode, forward)

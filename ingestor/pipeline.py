@@ -40,12 +40,13 @@ from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
 from ingestor.model_stage import ModelStage
+from ingestor.observer import Observer
 from ingestor.offsets import OffsetTracker
 from ingestor.records import Document, Parsed
 from ingestor.resolver import Resolver
 from ingestor.retry import Backoff, Retrier
 from ingestor.sink import MilvusSink
-from ingestor.writer import Latency, Writer
+from ingestor.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ _STOP = object()
 WRITE_GROUP_ROWS = 1024
 WRITE_GROUP_WORKS = 8
 
-__all__ = ["Latency", "Pipeline"]
+__all__ = ["Pipeline"]
 
 
 class Pipeline:
@@ -69,7 +70,7 @@ class Pipeline:
         dlq: DeadLetterQueue,
         backoff: Backoff,
         store_text: bool,
-        record_latency: Callable[[list[Latency]], None] | None = None,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         splitter: Splitter | None = None,
     ) -> None:
@@ -100,7 +101,7 @@ class Pipeline:
         self.resolver = Resolver(cache, sink, self.retrier, self.in_flight, self.identity, self.consistency)
         self.model = ModelStage(embedder)
         self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.in_flight, self.identity,
-                             self.consistency, record_latency)
+                             self.consistency, observer)
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 

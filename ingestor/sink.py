@@ -15,12 +15,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ingestor import metrics
+from ingestor import hooks, metrics
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
 from ingestor.chunking import chunk_id
 from ingestor.expressions import field_in
-from ingestor.faults import sink_columns
 from ingestor.lite import LiteLock, LiteServer, lite_file_busy
 from ingestor.logs import adopt_pymilvus
 # ChunkSpan and Entity are what callers hand the sink: the writer imports them from here.
@@ -291,7 +290,7 @@ class MilvusSink:
         now_ms = int(time.time() * 1000)
         written = 0
         for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
-            columns = sink_columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
+            columns = hooks.current.columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
             self._call("upsert", self._write_columns, columns)
             written += len(chunk)
             self._covering = self._last_timestamp()
@@ -364,29 +363,6 @@ class MilvusSink:
         rows = self._call("query", self._client.query, self.collection, filter="",
                           output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
-
-    def rows(self, fields: Sequence[str]) -> list[dict[str, Any]]:
-        """Every entity, these fields only, strongly consistent (none when there is no collection).
-        Read with an iterator, so an id stored twice shows twice: the one way ingestor, its bench
-        and its tests read a collection back."""
-        if not self.exists():
-            return []
-        # A reopened Lite file, or a restarted server, may hold the collection released.
-        self._call("load", lambda timeout: self._client.load_collection(self.collection, timeout=max(timeout, 60)))
-        iterator = self._call("query", self._client.query_iterator, self.collection, batch_size=1000, filter="",
-                              output_fields=list(fields), consistency_level="Strong")
-        out: list[dict[str, Any]] = []
-        try:
-            while page := iterator.next():
-                out.extend(page)
-        finally:
-            iterator.close()
-        return out
-
-    def drop(self) -> None:
-        """Drop the collection, if it exists."""
-        if self.exists():
-            self._call("drop", self._client.drop_collection, self.collection)
 
     def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
         """The `limit` nearest records, best first. With chunks, one hit per record: its best

@@ -22,10 +22,9 @@ from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-from ingestor import metrics, undecodable
+from ingestor import hooks, metrics, undecodable
 from ingestor.catch_up import CatchUp
 from ingestor.config import KafkaSettings
-from ingestor.faults import hide_codecs
 from ingestor.kafka_common import client_kwargs, kafka_call, kafka_errors
 from ingestor.kafka_common import kafka_tp as _ktp
 from ingestor.kafka_common import our_tp as _tp
@@ -76,7 +75,7 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
             partition_assignment_strategy=[assignor],
             # No deserializers: a raising deserializer wedges the consumer on that record.
         )
-    hide_codecs()
+    hooks.current.consumer_created(consumer)
     undecodable.install(consumer)
     return consumer
 

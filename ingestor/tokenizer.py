@@ -69,10 +69,10 @@ def pad_encodings(
 class Tokenizer:
     """The model's tokenizer, as the pipeline uses it."""
 
-    def __init__(self, hf: Any, max_length: int, fast: bool = True) -> None:
+    def __init__(self, hf: Any, max_length: int) -> None:
         self.hf = hf  # the transformers tokenizer
         self.max_length = max_length
-        self.rust = batch_tokenizer(hf, max_length) if fast else None
+        self.rust = batch_tokenizer(hf, max_length)
 
     def prepare(self, texts: list[str]) -> list[Prepared]:
         """Tokenise once: lengths for the batcher and ids for the model. Runs on the batcher

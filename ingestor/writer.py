@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ingestor import metrics
+from ingestor import hooks, metrics
 from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
@@ -43,23 +43,15 @@ from ingestor.consistency import Consistency
 from ingestor.dedupe import CachedVector, Identity
 from ingestor.dlq import DeadLetterQueue
 from ingestor.errors import DataError, Reason
-from ingestor.faults import crash_point
 from ingestor.in_flight import InFlight
 from ingestor.isolate import run_isolating
+from ingestor.observer import Latency, Observer
 from ingestor.offsets import OffsetTracker
 from ingestor.records import Chunked, Document, Parsed, Position, Rejected, fail
 from ingestor.retry import Retrier
 from ingestor.sink import ChunkSpan, Entity, MilvusSink
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Kafka record timestamp to acknowledged Milvus write, for the benchmark."""
-
-    timestamp_ms: int
-    written_ms: int
 
 
 @dataclass(slots=True)
@@ -93,7 +85,7 @@ class Writer:
     def __init__(self, sink: MilvusSink, dlq: DeadLetterQueue, cache: Cache, tracker: OffsetTracker,
                  retrier: Retrier, in_flight: InFlight, identity: Identity,
                  consistency: Consistency | None = None,
-                 record_latency: Callable[[list[Latency]], None] | None = None) -> None:
+                 observer: Observer | None = None) -> None:
         self.sink = sink
         self.dlq = dlq
         self.cache = cache
@@ -102,7 +94,7 @@ class Writer:
         self.in_flight = in_flight
         self.identity = identity
         self.consistency = consistency or Consistency()
-        self.record_latency = record_latency
+        self.observer = observer
         self._held: dict[int, list[_Row]] = {}  # chunks of records still in flight, by id(Chunked)
 
     def write(self, work: Work) -> None:
@@ -126,7 +118,7 @@ class Writer:
         refused: set[int] = set()
         written = self._upsert(work, plain + [row for r in records for row in r.first_rows()], refused)
         if written:
-            crash_point("after_upsert")
+            hooks.current.point("after_upsert")
         # 3. surplus: a shrunk record's chunks past its new count go, then its first chunk lands.
         shrunk = [r for r in records if r.shrinks and r.progress.failure is None]
         if shrunk:
@@ -246,8 +238,8 @@ class Writer:
         for ts in stamps:
             if ts and ts > 0:
                 metrics.TIME_TO_SEARCHABLE.observe(max(0.0, (now_ms - ts) / 1000.0))
-        if self.record_latency is not None and stamps:
-            self.record_latency([Latency(ts, now_ms) for ts in stamps])
+        if self.observer is not None and stamps:
+            self.observer.written([Latency(ts, now_ms) for ts in stamps])
 
 
 def last_chunks(work: Work) -> list[Chunked]:

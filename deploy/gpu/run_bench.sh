@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine, after setup_part.sh a, b, c and d: start Kafka, Redis and the Milvus server
 # from the kit through the project's own services.sh; measure the server's write rate alone
-# (`ingestor bench --sink-rate`); run `ingestor bench` on the GPU in fp16 with the server as the
+# (`python -m bench --sink-rate`); run `python -m bench` on the GPU in fp16 with the server as the
 # sink ((a) plain encode, (c) the pipeline with one worker, (f) its ceiling with a null forward
-# pass); then (c) again with K = 1, 2 and 4 worker processes on the GPU (`ingestor bench --workers
+# pass); then (c) again with K = 1, 2 and 4 worker processes on the GPU (`python -m bench --workers
 # 1,2,4 --devices 0`, which runs `ingestor run --devices 0 --workers K` for each K). Results go to $OUT.
 #
 # The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
@@ -13,7 +13,7 @@
 # runs under `py-spy record --gil` (in the kit), which samples whichever thread holds the GIL (its
 # children too); on a 16-core H100 box it fell far behind at 100 Hz, so it is off by default.
 #
-# Usage: run_bench.sh [extra `ingestor bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS,
+# Usage: run_bench.sh [extra `python -m bench` options]   (env LIMIT, CYCLES, STEADY_S, PROFILE, WORKERS,
 # LONG_DOCS=0 to skip the long-document bench, WORKERS= to skip the worker processes)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,7 +33,8 @@ bash "$repo/deploy/local/services.sh" up --milvus-server
 milvus=http://127.0.0.1:19530
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep -m1 "Model name"; } | tee "$out/machine.txt"
 
-cli=(python3 -m ingestor bench --milvus-uri "$milvus" --redis-url redis://127.0.0.1:6379/0)
+# The bench is the repository's bench/ package (on PYTHONPATH above), not part of the installed ingestor.
+cli=(python3 -m bench --milvus-uri "$milvus" --redis-url redis://127.0.0.1:6379/0)
 gpu=(--device cuda --precision fp16 --model "$kit/model")
 corpus=(--cycles "${CYCLES:-10}" --limit "${LIMIT:-20000}")
 
@@ -48,7 +49,7 @@ else
 fi
 
 # Long documents with chunking on: chunks/s against plain encode of the same chunks, and the share
-# of chunks an edit takes from the cache (`ingestor bench --long-documents`).
+# of chunks an edit takes from the cache (`python -m bench --long-documents`).
 if [ "${LONG_DOCS:-1}" = 1 ]; then
   "${cli[@]}" "${gpu[@]}" --long-documents --json "$out/chunks.json" 2>&1 | tee "$out/chunks.log" || true
 fi

@@ -1,1 +1,1 @@
-"""The commands besides `run`: check, stats, produce, dlq replay (bench lives in `ingestor.bench`)."""
+"""The commands besides `run`: check, stats, produce, dlq replay."""

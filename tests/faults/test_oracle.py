@@ -154,7 +154,7 @@ def hf_tokenizer():
 
 
 def test_the_oracles_splitter_is_the_daemons(hf_tokenizer):
-    from ingestor.corpus import long_documents
+    from bench.corpus import long_documents
     from ingestor.tokenizer import Tokenizer
 
     model = SimpleNamespace(tokenizer=hf_tokenizer, max_seq_length=256)

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from ingestor.faults import stand_in_vector
 from tests.support import harness
+from tests.support.hooks import stand_in_vector
 from tests.faults import oracle
 from tests.faults.stack import Daemon, Scenario, doc, sample
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ingestor.corpus import edit_middle_paragraph, long_documents
+from bench.corpus import edit_middle_paragraph, long_documents
 from tests.faults import oracle
 from tests.faults.stack import Daemon, Rec, Scenario, doc, poison, sample, tombstone
 
@@ -38,7 +38,7 @@ POISON = [
 
 
 def long_versions(rng: random.Random, n: int, max_chars: int) -> tuple[list[Rec], list[Rec]]:
-    """`n` long documents (`ingestor.corpus.long_documents`, 4,000 to `max_chars` characters) and
+    """`n` long documents (`bench.corpus.long_documents`, 4,000 to `max_chars` characters) and
     later versions of some of them: a third of them shrunk to their first third of paragraphs (a
     shrink deletes the chunks past the new count), one edited in its middle paragraph, one deleted."""
     pool = [d for d in long_documents() if 4_000 <= len(d.text) <= max_chars]

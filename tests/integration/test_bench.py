@@ -1,4 +1,4 @@
-"""`ingestor bench` end to end on a tiny corpus against the real services. It checks that every
+"""`python -m bench` end to end on a tiny corpus against the real services. It checks that every
 figure is there and that the counts are right — never how fast anything is."""
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ def figures(request, services, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = bench_env()
     env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "ingestor", "bench", "--device", "cpu", "--limit", str(LIMIT),
+    cmd = [sys.executable, "-m", "bench", "--device", "cpu", "--limit", str(LIMIT),
            "--steady-seconds", "5", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL,
            "--json", str(out)]
     server = request.getfixturevalue("milvus_server") if request.param == "server" else None
     if server:
         cmd += ["--milvus-uri", server, "--cycles", "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
+    proc = subprocess.run(cmd, env=env, cwd=harness.REPO, capture_output=True, text=True, timeout=540, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "c / a" in proc.stdout, proc.stdout[-2000:]  # the table was printed
     result = json.loads(out.read_text())
@@ -154,12 +154,12 @@ DOCUMENTS = 12
 
 @pytest.fixture(scope="module")
 def chunk_figures(services, tmp_path_factory):
-    """`ingestor bench --long-documents` on a few long documents, Milvus Lite."""
+    """`python -m bench --long-documents` on a few long documents, Milvus Lite."""
     out = tmp_path_factory.mktemp("bench") / "chunks.json"
     env = bench_env()
-    cmd = [sys.executable, "-m", "ingestor", "bench", "--long-documents", "--device", "cpu", "--limit", str(DOCUMENTS),
+    cmd = [sys.executable, "-m", "bench", "--long-documents", "--device", "cpu", "--limit", str(DOCUMENTS),
            "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, "--json", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540, check=False)
+    proc = subprocess.run(cmd, env=env, cwd=harness.REPO, capture_output=True, text=True, timeout=540, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "(c)/(a) in chunks/s" in proc.stdout, proc.stdout[-2000:]
     return json.loads(out.read_text())
@@ -189,13 +189,13 @@ def test_an_edit_takes_most_chunks_from_the_cache(chunk_figures):
 
 
 def bench_cli(*args: str, timeout: int = 540) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ingestor", "bench", "--bootstrap-servers", harness.KAFKA,
-           "--redis-url", harness.REDIS_URL, *args]
-    return subprocess.run(cmd, env=bench_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    cmd = [sys.executable, "-m", "bench", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, *args]
+    return subprocess.run(cmd, env=bench_env(), cwd=harness.REPO, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def test_the_sink_rate_alone_on_the_server_leaves_nothing_behind(milvus_server, tmp_path):
-    """`ingestor bench --sink-rate`: the GPU kit's first step, with no Kafka, model or Redis."""
+    """`python -m bench --sink-rate`: the GPU kit's first step, with no Kafka, model or Redis."""
     out = tmp_path / "sink_rate.json"
     proc = bench_cli("--sink-rate", "--milvus-uri", milvus_server, "--json", str(out))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -209,7 +209,7 @@ WORKER_RECORDS = 40
 
 
 def test_worker_processes_each_land_every_record_once(milvus_server, tmp_path):
-    """`ingestor bench --workers 1,2 --devices cpu`: the GPU kit's worker runs, on the CPU; the
+    """`python -m bench --workers 1,2 --devices cpu`: the GPU kit's worker runs, on the CPU; the
     corpus cycled (`--cycles`), so that the records are more than the sample's first."""
     out, corpus = tmp_path / "workers.json", tmp_path / "corpus.jsonl"
     corpus.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:25]), encoding="utf-8")

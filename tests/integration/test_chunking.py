@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from bench.corpus import edit_middle_paragraph, long_documents
 from ingestor.chunking import Splitter
-from ingestor.corpus import edit_middle_paragraph, long_documents
 from tests.support import harness
 
 pytestmark = pytest.mark.services

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from bench import milvus
 from ingestor.config import MilvusSettings
 from ingestor.lite import LiteServer
 from ingestor.sink import MilvusSink
@@ -49,7 +50,7 @@ def test_workers_racing_to_create_one_collection_all_start_on_it(backend, reques
         loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert not loud, f"a race that every worker survives is not worth a warning: {loud}"
     finally:
-        sinks[0].drop()
+        milvus.drop(sinks[0])
         for s in sinks:
             s.close()
         if server is not None:

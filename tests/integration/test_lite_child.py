@@ -10,17 +10,35 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ingestor.config import MilvusSettings
 from ingestor.errors import RetriableError, StartupError
-from ingestor.lite import LiteServer, milvus_client
+from ingestor.lite import LiteServer
 from ingestor.milvus_schema import Entity
 from ingestor.sink import MilvusSink
 
 DIM = 8
+
+
+@contextmanager
+def milvus_client(path: str) -> Iterator[Any]:
+    """A MilvusClient for a Lite file, served by a child for just this long, so the file is free
+    again afterwards (pymilvus's in-process server would hold it until this process exits)."""
+    from pymilvus import MilvusClient
+
+    lite = LiteServer(path)
+    client = MilvusClient(uri=lite.start())
+    try:
+        yield client
+    finally:
+        client.close()
+        lite.stop()
 
 
 def entity(i: int) -> Entity:

@@ -131,7 +131,7 @@ def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(s
 
     port = harness.free_port()
     cap, per_poll = 1024, 64  # under the stream's length: backpressure must hold it
-    # Every forward pass takes 300 ms longer (faults.slow_point): the model is the slowest stage on
+    # Every forward pass takes 300 ms longer (INGESTOR_FAULT_SLOW_EMBED_MS): the model is the slowest stage on
     # any machine, so the batcher always runs ahead of it and resolves each window while the last
     # passes of the one before still wait for the model. Copies of those texts in the new window
     # are neither embedded yet nor in Redis: they can only share the pending passes.

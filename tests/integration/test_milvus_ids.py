@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench import milvus
 from ingestor.config import MilvusSettings
 from ingestor.lite import LiteServer
 from ingestor.milvus_schema import Entity
@@ -80,7 +81,7 @@ def _open_sink(request, tmp_path_factory, name: str, chunked: bool = False) -> I
     try:
         yield sink
     finally:
-        sink.drop()
+        milvus.drop(sink)
         sink.close()
         if server is not None:
             server.stop()

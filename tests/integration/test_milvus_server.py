@@ -11,6 +11,7 @@ from concurrent import futures
 
 import pytest
 
+from bench import milvus
 from ingestor.config import MilvusSettings
 from ingestor.sink import MilvusSink
 from tests.support import harness
@@ -44,7 +45,7 @@ def test_a_new_collection_gets_the_configured_index_and_is_loaded(milvus_server)
         assert str(index.get("M")) == "8" and str(index.get("efConstruction")) == "64", index
         assert "Loaded" in _load_state(milvus_server, name)
     finally:
-        sink.drop()
+        milvus.drop(sink)
         sink.close()
 
 
@@ -64,7 +65,7 @@ def test_a_released_collection_without_its_index_is_indexed_and_loaded_at_start(
             assert client.list_indexes(name, field_name="vector")
         assert "Loaded" in _load_state(milvus_server, name)
     finally:
-        sink.drop()
+        milvus.drop(sink)
         sink.close()
 
 

@@ -131,12 +131,12 @@ class LoggingTracker(OffsetTracker):
 def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
                   backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
                   settings: BatchSettings | None = None, cache: FakeCache | None = None,
-                  splitter: Any = None) -> tuple[Pipeline, LoggingTracker]:
+                  splitter: Any = None, observer: Any = None) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
     sink.chunked = splitter is not None  # as the daemon builds both from chunking.enabled
     p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), cache or FakeCache(log), sink,
-                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True, clock=clock,
-                 splitter=splitter)
+                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True,
+                 observer=observer, clock=clock, splitter=splitter)
     return p, tracker
 
 
@@ -159,6 +159,16 @@ def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes |
         tracker.add(pos)
         out.append(parse_record(RawRecord(pos, key, value), KafkaSettings()))
     return out
+
+
+def slow_tokenizer(hf: Any, max_length: int) -> Any:
+    """A `Tokenizer` on the transformers path, as for a tokenizer without a Rust core."""
+    from unittest import mock
+
+    from ingestor import tokenizer
+
+    with mock.patch.object(tokenizer, "batch_tokenizer", lambda hf, max_length: None):
+        return tokenizer.Tokenizer(hf, max_length)
 
 
 class BarSplitter:

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
 MILVUS_SERVER = f"http://127.0.0.1:{os.environ.get('INGESTOR_MILVUS_PORT', '19530')}"
+FAULT_PREFIX = "INGESTOR_FAULT_"  # the variables of `tests.support.hooks`
 REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
 
 
@@ -193,16 +194,25 @@ def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, bo
     return env
 
 
+def with_hooks(env: dict[str, str]) -> dict[str, str]:
+    """`env`, and where it asks for a fault (an INGESTOR_FAULT_* variable), the hooks that make it:
+    `ingestor run` installs what INGESTOR_HOOKS names (`ingestor.hooks`), from this checkout."""
+    if not any(k.startswith(FAULT_PREFIX) for k in env):
+        return env
+    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return {**env, "INGESTOR_HOOKS": "tests.support.hooks:from_environment", "PYTHONPATH": path}
+
+
 def run_ingestor(env: dict[str, str], *args: str, timeout: float = 600) -> Run:
     cmd = [sys.executable, "-m", "ingestor", "run", "--until-caught-up", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(cmd, env=with_hooks(env), capture_output=True, text=True, timeout=timeout, check=False)
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
 def start_ingestor(env: dict[str, str], *args: str, log_path: Path, until_caught_up: bool = False) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ingestor", "run", *(["--until-caught-up"] if until_caught_up else []), *args]
     log = open(log_path, "ab")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, env=with_hooks(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def free_port() -> int:
@@ -300,14 +310,15 @@ def wait_milvus_server(uri: str, timeout_s: float = 180) -> None:
 
 
 def _read(uri: str, collection: str, fields: tuple[str, ...], queries: list[list[float]]) -> dict[str, Any]:
-    """Every entity (these fields), and the top-3 ids of each query vector, read with ingestor's
-    own reader (`MilvusSink.rows`, an iterator, so duplicates would show), as JSON types."""
+    """Every entity (these fields), and the top-3 ids of each query vector, read through ingestor's
+    own sink (`bench.milvus.rows`, an iterator, so duplicates would show), as JSON types."""
+    from bench import milvus
     from ingestor.config import MilvusSettings
     from ingestor.sink import MilvusSink
 
     sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
     try:
-        rows = sink.rows(list(fields))
+        rows = milvus.rows(sink, list(fields))
         out = {"rows": rows, "hits": [[h["id"] for h in sink.search(q, 3)] for q in queries] if rows else []}
     finally:
         sink.close()

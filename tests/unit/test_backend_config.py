@@ -85,7 +85,7 @@ def test_parse_variant_rejects_what_cannot_run(label):
 
 
 def test_bench_refuses_to_compare_torch_fp32_with_itself():
-    from ingestor.cli import _comparable
+    from bench.__main__ import _comparable
 
     assert _comparable("onnx") == "onnx-fp32" and _comparable("bf16") == "bf16"
     with pytest.raises(ConfigError):

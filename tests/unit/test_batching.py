@@ -11,11 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.batching import (
-    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, collapse, cut_batches, cut_cost,
-    group_texts, padded_cost, plan, window_chars,
+    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, collapse, cut_batches,
+    group_texts, plan, window_chars,
 )
 from ingestor.work import Unit, Work
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
+
+
+def padded_cost(lengths: list[int]) -> int:
+    """Tokens a forward pass processes for these sequence lengths, padding included."""
+    return len(lengths) * max(lengths, default=0)
+
+
+def cut_cost(batches: list[list[int]], pass_cost: int) -> int:
+    """What a cut costs: padded tokens plus `pass_cost` per forward pass (what `cut_batches` minimises
+    when `pass_cost` is set)."""
+    return sum(padded_cost(b) + pass_cost for b in batches)
 
 
 def ident(n: int) -> int:

@@ -13,13 +13,15 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from ingestor.chunking import Chunk, Splitter, TokenCounter, _Walk, chunk_all, chunk_documents, split
+from bench.corpus import edit_middle_paragraph, long_documents
+from ingestor.chunking import Chunk, Splitter, TokenCounter, _Walk, _chunk_documents, chunk_all
 from ingestor.config import DEFAULT_MODEL
-from ingestor.corpus import SAMPLE, edit_middle_paragraph, load_corpus, long_documents
+from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.embedder import resolve_model_path
 from ingestor.parsing import sha256_hex
 from ingestor.records import Document, Position, RawRecord, TopicPartition
 from ingestor.tokenizer import PROBE_TEXTS, Tokenizer
+from tests.support.fakes import slow_tokenizer
 
 MAX = 256
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,6 +35,16 @@ def load_hf():
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
     return Tokenizer(load_hf(), MAX)
+
+
+def split(text: str, tokenizer: TokenCounter, max_tokens: int, overlap_tokens: int) -> list[Chunk]:
+    """One text's chunks, by a splitter of these settings."""
+    return Splitter(tokenizer, max_tokens, overlap_tokens).split(text)
+
+
+def chunk_documents(doc: Document, splitter: Splitter) -> list[Document]:
+    """The documents one record's chunks become, the record split alone."""
+    return _chunk_documents(doc, splitter.split(doc.text))
 
 
 # Documents: paragraphs of sentences of words, with the characters that trip splitters up.
@@ -135,7 +147,7 @@ def check_rules(text: str, chunks: list[Chunk], tokenizer: TokenCounter, max_tok
 # --- The tokenizer's side: offsets and counts, untruncated ----------------------------------------
 
 def test_offsets_and_counts_are_the_same_through_rust_and_transformers(tokenizer):
-    slow = Tokenizer(tokenizer.hf, MAX, fast=False)
+    slow = slow_tokenizer(tokenizer.hf, MAX)
     texts = PROBE_TEXTS + [" ".join(r.text for r in load_corpus(SAMPLE)[:40])]
     assert tokenizer.rust is not None and slow.rust is None
     for text in texts:
@@ -147,7 +159,7 @@ def test_offsets_and_counts_are_the_same_through_rust_and_transformers(tokenizer
 
 
 def test_counting_a_long_text_through_transformers_warns_of_nothing(capfd):
-    slow = Tokenizer(load_hf(), MAX, fast=False)  # transformers warns once per tokenizer: a fresh one
+    slow = slow_tokenizer(load_hf(), MAX)  # transformers warns once per tokenizer: a fresh one
     long = "word " * 2000
     assert len(slow.offsets(long)) == 2000 and slow.count(long) == 2002
     assert "longer than" not in capfd.readouterr().err

@@ -8,7 +8,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestor.corpus import Record, cycled, edit_middle_paragraph, load_corpus, long_documents
+from bench.corpus import cycled, edit_middle_paragraph, long_documents
+from ingestor.corpus import Record, load_corpus
 
 
 def test_long_documents_are_a_few_hundred_of_2000_to_40000_characters_the_same_each_time():
@@ -40,7 +41,7 @@ def test_cycled_records_are_distinct_in_id_and_text(corpus_size: int, n: int):
 
 @given(corpus_size=st.integers(1, 10), cycles=st.integers(1, 4), n=st.integers(0, 100))
 def test_a_cycled_corpus_cycled_again_stays_distinct(corpus_size: int, cycles: int, n: int):
-    """`ingestor bench --cycles` cycles the corpus, and (f) cycles that again, under its own tag."""
+    """`python -m bench --cycles` cycles the corpus, and (f) cycles that again, under its own tag."""
     corpus = [Record(f"r{i}", f"text {i}") for i in range(corpus_size)]
     out = cycled(cycled(corpus, cycles * corpus_size), n, tag="f")
     assert len({r.id for r in out}) == n and len({r.text for r in out}) == n

@@ -1,4 +1,4 @@
-"""ingestor.memory: the flat-memory verdict of the bench's steady run, on made-up samples, and the
+"""bench.memory: the flat-memory verdict of the bench's steady run, on made-up samples, and the
 gauges on this process."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from ingestor.memory import MemorySampler, heap_in_use_mib, series_summary
+from bench.memory import MemorySampler, heap_in_use_mib, series_summary
 
 
 def test_flat_after_warmup_has_zero_slope_whatever_the_warmup_did():
@@ -77,7 +77,7 @@ def test_the_children_gauge_counts_a_live_child_and_not_a_finished_one():
     import subprocess
     import sys
 
-    from ingestor.memory import children_rss_mib
+    from bench.memory import children_rss_mib
 
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:

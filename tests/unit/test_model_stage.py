@@ -4,7 +4,6 @@ pass for the rest, dead letters, its metrics."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from ingestor.errors import Reason
 

@@ -32,8 +32,8 @@ def _dotted(node: ast.AST) -> str | None:
 
 
 def _makes_client(node: ast.AST | None) -> bool:
-    """`MilvusClient(...)`, `pymilvus.MilvusClient(...)`, or `milvus_client(...)` (lite.py's context
-    manager that yields one)."""
+    """`MilvusClient(...)`, `pymilvus.MilvusClient(...)`, or `milvus_client(...)` (a context manager
+    that yields one)."""
     if not isinstance(node, ast.Call):
         return False
     name = _dotted(node.func) or ""

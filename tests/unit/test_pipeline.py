@@ -10,6 +10,7 @@ import time
 
 from ingestor import metrics
 from ingestor.config import BatchSettings
+from ingestor.observer import Latency, Observer
 from ingestor.retry import Backoff
 from tests.support.fakes import TP, FakeEmbedder, FakeSink, Log, pipeline_with, records_for
 
@@ -38,6 +39,26 @@ def test_submitted_records_flow_through_every_stage_and_become_committable(world
     assert sorted(upserted) == sorted(f"d{i}" for i in range(40) if i != 3)
     assert ("dlq", ["invalid_json"]) in log
     assert pipeline.healthy()
+
+
+def test_an_observer_is_told_of_every_record_written_with_its_kafka_timestamp():
+    log = Log()
+    written: list[Latency] = []
+
+    class Watch(Observer):
+        def written(self, latencies: list[Latency]) -> None:
+            written.extend(latencies)
+
+    pipeline, tracker = pipeline_with(log, FakeSink(log), observer=Watch())
+    items = records_for(tracker, _docs(12))
+    before_ms = int(time.time() * 1000)
+    pipeline.start()
+    pipeline.submit(items)
+    pipeline.flush()
+    _wait(lambda: tracker.in_flight() == 0)
+    pipeline.stop()
+    assert sorted(w.timestamp_ms for w in written) == sorted(i.position.timestamp_ms for i in items)
+    assert all(w.written_ms >= before_ms for w in written)
 
 
 def test_an_outage_holds_the_records_and_pauses_intake_until_it_heals():

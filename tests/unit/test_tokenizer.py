@@ -13,6 +13,7 @@ from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.config import DEFAULT_MODEL
 from ingestor.embedder import resolve_model_path
 from ingestor.tokenizer import PROBE_TEXTS, Tokenizer, batch_tokenizer, pad_encodings
+from tests.support.fakes import slow_tokenizer
 
 MAX = 256
 
@@ -34,7 +35,7 @@ _FAST = _fast()
 
 def slow(tokenizer) -> Tokenizer:
     """The transformers path (no Rust core)."""
-    return Tokenizer(tokenizer, MAX, fast=False)
+    return slow_tokenizer(tokenizer, MAX)
 
 
 def test_the_rust_path_matches_transformers_on_the_whole_corpus(tokenizer):

@@ -1,6 +1,6 @@
 """The bench's variants, each measured on its own: (a) plain encode, (b) the naive loop, (c)/(d)
 the daemon cold and warm, (e) steady load, (f) the ceiling with a null forward pass, the sink
-alone, and the precision comparison. See `ingestor.bench` for what each means."""
+alone, and the precision comparison. See `bench` for what each means."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.accounting import metrics_delta, metrics_snapshot, percentile, rate, ratio, with_cpu
+from bench.corpus import kafka_message
+from bench.memory import MemorySampler, child_pids, cpu_seconds
+from bench.services import Services
 from ingestor.config import ModelSettings, Settings
-from ingestor.memory import MemorySampler, child_pids, cpu_seconds
-from ingestor.bench.accounting import metrics_delta, metrics_snapshot, percentile, rate, ratio, with_cpu
-from ingestor.corpus import Record, SAMPLE, load_corpus
-from ingestor.bench.services import Services
+from ingestor.corpus import SAMPLE, Record, load_corpus
+from ingestor.observer import Latency, Observer
+from ingestor.records import Parsed
 
 BATCH_SIZES = {"cpu": (16, 32, 64, 128), "gpu": (32, 64, 128, 256)}  # tried for the ceiling (a)
 
@@ -191,8 +194,8 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
     }
 
 
-class _Probe:
-    """Collects the record_latency hook's figures and the times around them."""
+class _Probe(Observer):
+    """What a daemon tells its observer: the latencies of its writes, and the times around them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -203,11 +206,11 @@ class _Probe:
         self.first_cpu: float | None = None
         self.last_cpu: float | None = None
 
-    def delivered(self) -> None:
+    def delivered(self, items: list[Parsed]) -> None:
         if self.first_delivery is None:
             self.first_delivery, self.first_cpu = time.perf_counter(), time.process_time()
 
-    def record(self, items: list[Any]) -> None:
+    def written(self, items: list[Latency]) -> None:
         now, cpu = time.perf_counter(), time.process_time()
         with self.lock:
             self.latencies += [float(i.written_ms - i.timestamp_ms) for i in items]
@@ -219,7 +222,7 @@ class _Probe:
             return None
         return self.last_cpu - self.first_cpu
 
-    def written(self) -> int:
+    def landed(self) -> int:
         with self.lock:
             return len(self.latencies)
 
@@ -227,11 +230,7 @@ class _Probe:
 def timed_daemon(settings: Settings, embedder: Any, probe: _Probe, until_caught_up: bool) -> Any:
     from ingestor.daemon import Daemon
 
-    def delivered(items: list[Any]) -> None:
-        probe.delivered()
-
-    return Daemon(settings, until_caught_up=until_caught_up, embedder=embedder, record_latency=probe.record,
-                  on_delivered=delivered)
+    return Daemon(settings, until_caught_up=until_caught_up, embedder=embedder, observer=probe)
 
 
 class NullForward:
@@ -310,7 +309,7 @@ def bench_daemon(settings: Settings, embedder: Any, records: list[Record], token
         "texts_per_s": rate(n, seconds), "tokens_per_s": rate(tokens, seconds),
         "startup_s": round(start - created, 3), "wall_s": round(ended - created, 3),
         "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": percentile(probe.latencies, 99),
-        "written": probe.written(), "counts": counts, "diagnostics": diagnostics,
+        "written": probe.landed(), "counts": counts, "diagnostics": diagnostics,
         "span_cpu_s": None if probe.span_cpu_s() is None else round(probe.span_cpu_s(), 3),
     }
 
@@ -356,7 +355,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
                 if delay > 0:
                     time.sleep(delay)
                 rec = records[i % len(records)]
-                key, value = Record(f"steady-{i}-{rec.id}", rec.text, rec.metadata).kafka()
+                key, value = kafka_message(Record(f"steady-{i}-{rec.id}", rec.text, rec.metadata))
                 producer.send(topic, key=key, value=value)
                 published += 1
             producer.flush()
@@ -364,7 +363,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     finally:
         producer.close()
     deadline = time.monotonic() + max(60.0, seconds)
-    while probe.written() < published and time.monotonic() < deadline and thread.is_alive():
+    while probe.landed() < published and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.05)
     daemon.stop_requested.set()
     thread.join(timeout=settings.runtime.shutdown_timeout_s + 30)
@@ -374,7 +373,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     bound = settings.batch.max_wait_ms + 500
     p99 = percentile(probe.latencies, 99)
     return {
-        "records": published, "written": probe.written(), "seconds": round(produced_s, 3),
+        "records": published, "written": probe.landed(), "seconds": round(produced_s, 3),
         "offered_per_s": rate(published, produced_s), "exit_code": exit_codes[0] if exit_codes else None,
         "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": p99,
         "latency_max_ms": max(probe.latencies) if probe.latencies else None,

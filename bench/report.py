@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ingestor.bench.run import TARGETS
-from ingestor.bench.variants import NAIVE_BATCH
+from bench.run import TARGETS
+from bench.variants import NAIVE_BATCH
 
 def public(result: Any) -> Any:
     """The figures without private entries (vectors)."""

@@ -1,4 +1,7 @@
-"""`ingestor bench`: how fast is the pipeline, measured against what it competes with, in one run.
+"""`python -m bench` (from the repository root): how fast is the pipeline, measured against what it
+competes with, in one run. It drives the daemon through its public interfaces only: the `Daemon` API
+(a loaded model passed in, an `Observer` told of deliveries and writes), the metrics in the
+prometheus registry, and the `ingestor run` command. It is not part of the installed package.
 
 All variants run in this one process, on the same device, with the same precision and the same
 already-loaded, warmed-up model (loading is never timed):
@@ -39,15 +42,11 @@ and exporting a backend's weights the first time, is not timed.
 
 Two more modes run instead of (a)-(f): `--sink-rate`, the sink's own write rate alone (no Kafka,
 model or Redis; `variants.sink_rate`), and `--workers 1,2,4`, (c) through `ingestor run --devices
-D --workers K` as deployed, for each K (`ingestor.bench.workers`). `--cycles N` makes any of them
-run on the corpus N times over, each cycle's texts distinct (`ingestor.corpus.cycled`).
+D --workers K` as deployed, for each K (`bench.workers`). `--cycles N` makes any of them run on
+the corpus N times over, each cycle's texts distinct (`bench.corpus.cycled`).
 
 With chunking on (`chunking.enabled`), the daemon writes one entity per chunk: the bench counts
 Milvus's rows as entities and checks them by record (`doc_id`), each record's chunks whole and once.
+
+The tests use its corpora (`bench.corpus`) and its reader of a collection (`bench.milvus`).
 """
-
-from ingestor.bench.report import render, render_sink_rate, render_workers, write_json
-from ingestor.bench.run import TARGETS, BenchOptions, bench_corpus, default_limit, run_bench, run_sink_rate
-
-__all__ = ["TARGETS", "BenchOptions", "bench_corpus", "default_limit", "render", "render_sink_rate",
-           "render_workers", "run_bench", "run_sink_rate", "write_json"]

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingestor.config import Settings
-from ingestor.memory import peak_rss_mib
-from ingestor.bench.accounting import cpu_name, rate, ratio, stage_cpu_us, with_cpu
-from ingestor.corpus import SAMPLE, Record, cycled, load_corpus
-from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_held
-from ingestor.bench.variants import (
+from bench.accounting import cpu_name, rate, ratio, stage_cpu_us, with_cpu
+from bench.corpus import cycled
+from bench.memory import peak_rss_mib
+from bench.services import DEFAULT_REDIS_URL, Services, milvus_held
+from bench.variants import (
     BATCH_SIZES, NAIVE_BATCH, STEADY_RATE, bench_ceiling, bench_daemon, bench_naive, bench_plain,
     bench_steady, compare_precision, corpus_tokens, daemon_settings, device_kind, encode_seconds, sink_alone,
     warm_corpus, warm_up,
 )
+from ingestor.config import Settings
+from ingestor.corpus import SAMPLE, Record, load_corpus
 
 TARGETS = {
     "pipeline_vs_plain": 0.90,
@@ -72,7 +73,7 @@ def embedded_texts(settings: Settings, embedder: Any) -> Callable[[Record], list
 
 def run_sink_rate(settings: Settings, milvus_uri: str | None = None, rows: int = 24_576,
                   keep: bool = False) -> dict[str, Any]:
-    """The sink's own write rate, alone (`ingestor bench --sink-rate`): no Kafka, no model, no
+    """The sink's own write rate, alone (`python -m bench --sink-rate`): no Kafka, no model, no
     Redis; into a fresh Milvus Lite file, or a collection of its own on a server (dropped after)."""
     svc = Services(settings, DEFAULT_REDIS_URL, 1, keep, milvus_uri)
     try:

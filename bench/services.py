@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import milvus
+from bench.corpus import kafka_message
 from ingestor.config import Settings
 from ingestor.corpus import Record
 
@@ -58,7 +60,7 @@ class Services:
             producer = KafkaProducer(**client_kwargs(self.settings.kafka), acks="all", linger_ms=20,
                                      max_request_size=8 << 20)
             try:
-                futures = [producer.send(topic, key=k, value=v) for k, v in (r.kafka() for r in records)]
+                futures = [producer.send(topic, key=k, value=v) for k, v in map(kafka_message, records)]
                 producer.flush()
                 for f in futures:
                     f.get(timeout=30)
@@ -128,9 +130,9 @@ class Services:
 
 
 def milvus_rows(uri: str, collection: str, fields: list[str], in_process: bool = False) -> list[dict[str, Any]]:
-    """Every row of a collection (a Lite file or a server), these fields only (`MilvusSink.rows`)."""
+    """Every row of a collection (a Lite file or a server), these fields only (`milvus.rows`)."""
     with _sink(uri, collection, in_process) as sink:
-        return sink.rows(fields)
+        return milvus.rows(sink, fields)
 
 
 def record_fields(chunked: bool) -> list[str]:
@@ -172,7 +174,7 @@ def milvus_held(uri: str, collection: str, chunked: bool, in_process: bool = Fal
 
 def drop_collection(uri: str, collection: str) -> None:
     with _sink(uri, collection) as sink:
-        sink.drop()
+        milvus.drop(sink)
 
 
 @contextmanager

@@ -1,6 +1,6 @@
-"""`ingestor bench --long-documents`: chunking's throughput and the re-embedding it saves.
+"""`python -m bench --long-documents`: chunking's throughput and the re-embedding it saves.
 
-On long documents (`corpus.long_documents`, real prose of 2,000 to 40,000 characters), in one
+On long documents (`bench.corpus.long_documents`, real prose of 2,000 to 40,000 characters), in one
 run, on one loaded model:
 
   (a) plain     `SentenceTransformer.encode` over the very chunks the splitter makes of the
@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ingestor.bench.accounting import cpu_name, ratio, with_cpu
-from ingestor.bench.services import DEFAULT_REDIS_URL, Services, milvus_rows
-from ingestor.bench.variants import bench_daemon, bench_plain, daemon_settings, warm_up
+from bench.accounting import cpu_name, ratio, with_cpu
+from bench.corpus import edit_middle_paragraph, long_documents
+from bench.services import DEFAULT_REDIS_URL, Services, milvus_rows
+from bench.variants import bench_daemon, bench_plain, daemon_settings, warm_up
 from ingestor.chunking import splitter_for
 from ingestor.config import Settings
-from ingestor.corpus import Record, edit_middle_paragraph, long_documents
+from ingestor.corpus import Record
 
 
 def run_chunk_bench(settings: Settings, milvus_uri: str | None = None, limit: int | None = None,

@@ -1,4 +1,4 @@
-"""`ingestor bench --workers 1,2,4`: worker processes per device, as deployed. For each K asked,
+"""`python -m bench --workers 1,2,4`: worker processes per device, as deployed. For each K asked,
 `ingestor run --devices D --workers K --until-caught-up` on a fresh topic, consumer group,
 collection and cache prefix holding the same records, all writing to one Milvus server
 (`deploy/local/services.sh up --milvus-server`, or the daemon's own Lite server, `up
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingestor.bench.services import Services, drop_collection, held, milvus_rows, record_fields
+from bench.services import Services, drop_collection, held, milvus_rows, record_fields
 from ingestor.config import Settings
 from ingestor.corpus import Record
 
