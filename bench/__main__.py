@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,30 +24,111 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def bench(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file")] = None,
-    bootstrap_servers: Annotated[Optional[str], typer.Option("--bootstrap-servers", help=describe("kafka.bootstrap_servers"))] = None,
-    redis_url: Annotated[Optional[str], typer.Option("--redis-url", help=describe("redis.url"))] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help=describe("model.name"))] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help=describe("model.device"))] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help=describe("model.precision"))] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help=describe("model.backend"))] = None,
-    milvus_uri: Annotated[Optional[str], typer.Option("--milvus-uri", help="A Milvus server (http://host:port) for every variant, in collections of its own (dropped after); default: a fresh Milvus Lite file per variant")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", help="JSONL corpus (default: the bundled sample)")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Records for (a)-(c); default 1000 on CPU, 2000 on GPU, at most 2/3 of the corpus")] = None,
-    steady_seconds: Annotated[float, typer.Option("--steady-seconds", min=0, help="Length of the steady-load run (e); 0 skips it")] = 30.0,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option("--bootstrap-servers", help=describe("kafka.bootstrap_servers"))
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help=describe("redis.url"))] = None,
+    model: Annotated[str | None, typer.Option("--model", help=describe("model.name"))] = None,
+    device: Annotated[str | None, typer.Option("--device", help=describe("model.device"))] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help=describe("model.precision"))] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=describe("model.backend"))] = None,
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--milvus-uri",
+            help=(
+                "A Milvus server (http://host:port) for every variant, in collections of its own (dropped after); "
+                "default: a fresh Milvus Lite file per variant"
+            ),
+        ),
+    ] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="JSONL corpus (default: the bundled sample)")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help="Records for (a)-(c); default 1000 on CPU, 2000 on GPU, at most 2/3 of the corpus"
+        ),
+    ] = None,
+    steady_seconds: Annotated[
+        float, typer.Option("--steady-seconds", min=0, help="Length of the steady-load run (e); 0 skips it")
+    ] = 30.0,
     skip_naive: Annotated[bool, typer.Option("--skip-naive", help="Skip the naive loop (b)")] = False,
-    compare_precision: Annotated[Optional[str], typer.Option("--compare-precision", help="Instead of (a)-(e): plain encode in torch fp32 vs this setting (fp16, bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8); speed-up and cosine")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure as JSON to this file")] = None,
+    compare_precision: Annotated[
+        str | None,
+        typer.Option(
+            "--compare-precision",
+            help=(
+                "Instead of (a)-(e): plain encode in torch fp32 vs this setting (fp16, bf16, onnx, onnx-int8, "
+                "openvino, openvino-bf16, openvino-int8); speed-up and cosine"
+            ),
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure as JSON to this file")
+    ] = None,
     skip_ceiling: Annotated[bool, typer.Option("--skip-ceiling", help="Skip the null-forward-pass run (f)")] = False,
-    trace_memory: Annotated[bool, typer.Option("--trace-memory", help="Trace Python's allocations through the steady run (e): its own memory gauge, and the lines that grew most after warm-up (slows Python)")] = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")] = False,
-    long_documents: Annotated[bool, typer.Option("--long-documents", help="Instead of (a)-(f): long documents with chunking on, chunks/s against plain encode of the same chunks, and the share of chunks an edit takes from the cache (--limit: documents)")] = False,
-    cycles: Annotated[int, typer.Option("--cycles", min=1, help="The corpus this many times over, each cycle's texts made distinct by a suffix (none comes from the cache)")] = 1,
-    sink_rate: Annotated[bool, typer.Option("--sink-rate", help="Instead of (a)-(f): only the sink's own write rate, with no Kafka, model or Redis")] = False,
-    workers: Annotated[Optional[str], typer.Option("--workers", help="Instead of (a)-(f): `ingestor run --devices D --workers K --until-caught-up` for each K of this comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server")] = None,
-    devices: Annotated[str, typer.Option("--devices", help="With --workers: as for `ingestor run --devices` (GPU indices like 0, or cpu)")] = "0",
-    timeout_s: Annotated[float, typer.Option("--timeout-s", min=1, help="With --workers: seconds each `ingestor run` may take before it is killed")] = 300.0,
-    log_level: Annotated[Optional[str], typer.Option("--log-level", help=describe("runtime.log_level"))] = "WARNING",
+    trace_memory: Annotated[
+        bool,
+        typer.Option(
+            "--trace-memory",
+            help=(
+                "Trace Python's allocations through the steady run (e): its own memory gauge, and the lines that "
+                "grew most after warm-up (slows Python)"
+            ),
+        ),
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the bench's topics, Redis keys and Milvus Lite files")
+    ] = False,
+    long_documents: Annotated[
+        bool,
+        typer.Option(
+            "--long-documents",
+            help=(
+                "Instead of (a)-(f): long documents with chunking on, chunks/s against plain encode of the same "
+                "chunks, and the share of chunks an edit takes from the cache (--limit: documents)"
+            ),
+        ),
+    ] = False,
+    cycles: Annotated[
+        int,
+        typer.Option(
+            "--cycles",
+            min=1,
+            help=(
+                "The corpus this many times over, each cycle's texts made distinct by a suffix (none comes from the "
+                "cache)"
+            ),
+        ),
+    ] = 1,
+    sink_rate: Annotated[
+        bool,
+        typer.Option(
+            "--sink-rate", help="Instead of (a)-(f): only the sink's own write rate, with no Kafka, model or Redis"
+        ),
+    ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            help=(
+                "Instead of (a)-(f): `ingestor run --devices D --workers K --until-caught-up` for each K of this "
+                "comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server"
+            ),
+        ),
+    ] = None,
+    devices: Annotated[
+        str,
+        typer.Option("--devices", help="With --workers: as for `ingestor run --devices` (GPU indices like 0, or cpu)"),
+    ] = "0",
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--timeout-s", min=1, help="With --workers: seconds each `ingestor run` may take before it is killed"
+        ),
+    ] = 300.0,
+    log_level: Annotated[str | None, typer.Option("--log-level", help=describe("runtime.log_level"))] = "WARNING",
 ) -> None:
     """Throughput and latency of the pipeline vs plain encode and a naive loop, in one run."""
     from bench.report import render
@@ -60,8 +141,10 @@ def bench(
         from ingestor.config import is_lite_uri
 
         if is_lite_uri(milvus_uri):
-            raise ConfigError(f"--milvus-uri must be a Milvus server (http://host:port), not {milvus_uri!r}: "
-                              "without it the bench uses fresh Milvus Lite files")
+            raise ConfigError(
+                f"--milvus-uri must be a Milvus server (http://host:port), not {milvus_uri!r}: "
+                "without it the bench uses fresh Milvus Lite files"
+            )
     counts = _worker_counts(workers) if workers is not None else None
     if counts is not None and milvus_uri is None:
         raise ConfigError("--workers needs --milvus-uri: a Milvus server that every worker process writes to")
@@ -86,10 +169,11 @@ def bench(
 
         assert milvus_uri is not None
         corpus = bench_corpus(input or SAMPLE, cycles)
-        records = corpus[:limit or default_limit(len(corpus), "cpu" if devices == "cpu" else "gpu")]
+        records = corpus[: limit or default_limit(len(corpus), "cpu" if devices == "cpu" else "gpu")]
         redis = settings.redis.url.get_secret_value() if settings.redis.url is not None else DEFAULT_REDIS_URL
-        results = run_workers(settings, records, counts, devices, milvus_uri, redis, timeout_s, config,
-                              progress=progress)
+        results = run_workers(
+            settings, records, counts, devices, milvus_uri, redis, timeout_s, config, progress=progress
+        )
         render_workers(results, console)
         _write(results, json_path)
         raise typer.Exit(0 if all(r["rc"] == 0 and r["ids_match"] for r in results) else 1)
@@ -100,22 +184,43 @@ def bench(
         render_chunks(result, console)
         _write(result, json_path)
         return
-    options = BenchOptions(input=input or SAMPLE, cycles=cycles, limit=limit, steady_seconds=steady_seconds,
-                           skip_naive=skip_naive, compare_precision=compare_precision, json_path=json_path,
-                           skip_ceiling=skip_ceiling, trace_memory=trace_memory, keep=keep, milvus_uri=milvus_uri)
+    options = BenchOptions(
+        input=input or SAMPLE,
+        cycles=cycles,
+        limit=limit,
+        steady_seconds=steady_seconds,
+        skip_naive=skip_naive,
+        compare_precision=compare_precision,
+        json_path=json_path,
+        skip_ceiling=skip_ceiling,
+        trace_memory=trace_memory,
+        keep=keep,
+        milvus_uri=milvus_uri,
+    )
     result = run_bench(settings, options, progress=progress)
     render(result, console)
     _write(result, json_path)
 
 
-def _settings(config: Path | None, bootstrap_servers: str | None, redis_url: str | None, model: str | None,
-              device: str | None, precision: str | None, backend: str | None, log_level: str | None) -> Settings:
-    settings = load_settings(config, {
-        "kafka": {"bootstrap_servers": bootstrap_servers},
-        "redis": {"url": redis_url},
-        "model": {"name": model, "device": device, "backend": backend, "precision": precision},
-        "runtime": {"log_level": log_level.upper() if log_level else None},
-    })
+def _settings(
+    config: Path | None,
+    bootstrap_servers: str | None,
+    redis_url: str | None,
+    model: str | None,
+    device: str | None,
+    precision: str | None,
+    backend: str | None,
+    log_level: str | None,
+) -> Settings:
+    settings = load_settings(
+        config,
+        {
+            "kafka": {"bootstrap_servers": bootstrap_servers},
+            "redis": {"url": redis_url},
+            "model": {"name": model, "device": device, "backend": backend, "precision": precision},
+            "runtime": {"log_level": log_level.upper() if log_level else None},
+        },
+    )
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     return settings
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.memory import child_pids, cpu_seconds
 
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100); None for no values."""
     if not values:
@@ -33,15 +34,24 @@ def metrics_snapshot() -> dict[str, float]:
 
     records = m.RECORDS.totals()
     stages = {f"stage_{s}_s": float(m.STAGE_CPU.labels(s)._value.get()) for s in m.STAGES}
-    return {**stages,
-        "consumed": records["consumed"], "embedded": m.total(m.RECORDS_EMBEDDED),
-        "cache_hits": m.total(m.RECORDS_CACHE_HIT), "skipped": records["skipped"],
-        "upserted": records["upserted"], "dead_lettered": records["dead_lettered"],
-        "superseded": records["superseded"], "dropped": records["dropped"],
-        "forward_passes": m.total(m.EMBED_SECONDS, "_count"), "embed_s": m.total(m.EMBED_SECONDS, "_sum"),
-        "padded_tokens": m.total(m.BATCH_TOKENS, "_sum"), "batch_texts": m.total(m.BATCH_RECORDS, "_sum"),
-        "milvus_write_s": m.total(m.WRITE_SECONDS, "_sum"), "milvus_writes": m.total(m.WRITE_SECONDS, "_count"),
-        "redis_s": m.total(m.CACHE_SECONDS, "_sum"), "prepare_s": m.total(m.PREPARE_SECONDS, "_sum"),
+    return {
+        **stages,
+        "consumed": records["consumed"],
+        "embedded": m.total(m.RECORDS_EMBEDDED),
+        "cache_hits": m.total(m.RECORDS_CACHE_HIT),
+        "skipped": records["skipped"],
+        "upserted": records["upserted"],
+        "dead_lettered": records["dead_lettered"],
+        "superseded": records["superseded"],
+        "dropped": records["dropped"],
+        "forward_passes": m.total(m.EMBED_SECONDS, "_count"),
+        "embed_s": m.total(m.EMBED_SECONDS, "_sum"),
+        "padded_tokens": m.total(m.BATCH_TOKENS, "_sum"),
+        "batch_texts": m.total(m.BATCH_RECORDS, "_sum"),
+        "milvus_write_s": m.total(m.WRITE_SECONDS, "_sum"),
+        "milvus_writes": m.total(m.WRITE_SECONDS, "_count"),
+        "redis_s": m.total(m.CACHE_SECONDS, "_sum"),
+        "prepare_s": m.total(m.PREPARE_SECONDS, "_sum"),
     }
 
 

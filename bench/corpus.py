@@ -41,12 +41,12 @@ def long_documents(min_chars: int = 2_000, max_chars: int = 40_000) -> list[Reco
     paragraph break. About 250 documents, for the tests and the bench of chunking. Deterministic
     for a given Python."""
     import zlib
-
     from pydoc_data.topics import topics
 
     docs: list[Record] = []
-    paragraphs = [(str(r.metadata.get("module", "")), p) for r in load_corpus(SAMPLE)
-                  for p in r.text.split("\n\n") if p.strip()]
+    paragraphs = [
+        (str(r.metadata.get("module", "")), p) for r in load_corpus(SAMPLE) for p in r.text.split("\n\n") if p.strip()
+    ]
     piece: list[str] = []
     modules: list[str] = []
     for module, paragraph in paragraphs:
@@ -60,7 +60,7 @@ def long_documents(min_chars: int = 2_000, max_chars: int = 40_000) -> list[Reco
     for name in sorted(topics):
         text = topics[name].strip()
         while len(text) > max_chars:
-            text = text[:text.rfind("\n\n", 0, max_chars)].rstrip()
+            text = text[: text.rfind("\n\n", 0, max_chars)].rstrip()
         docs.append(Record(f"long:topic:{name}", text, {"topic": name}))
     return [d for d in docs if min_chars <= len(d.text) <= max_chars]
 

@@ -50,8 +50,21 @@ def _rss_mib(pid: str) -> float | None:
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _load_mallinfo2() -> Any:
@@ -83,8 +96,11 @@ def python_traced_mib() -> float | None:
 def child_pids() -> set[int] | None:
     """This process's live children (Linux), or None where /proc cannot say."""
     try:
-        return {int(p) for task in os.listdir("/proc/self/task")
-                for p in open(f"/proc/self/task/{task}/children", encoding="ascii").read().split()}
+        return {
+            int(p)
+            for task in os.listdir("/proc/self/task")
+            for p in open(f"/proc/self/task/{task}/children", encoding="ascii").read().split()
+        }
     except (OSError, ValueError):
         return None
 
@@ -109,8 +125,7 @@ def children_rss_mib() -> float | None:
     return sum(sizes) if sizes else None
 
 
-GAUGES = {"rss": current_rss_mib, "heap": heap_in_use_mib, "python": python_traced_mib,
-          "children": children_rss_mib}
+GAUGES = {"rss": current_rss_mib, "heap": heap_in_use_mib, "python": python_traced_mib, "children": children_rss_mib}
 
 
 def series_summary(samples: list[tuple[float, float]], warmup_share: float) -> dict[str, Any]:
@@ -126,10 +141,14 @@ def series_summary(samples: list[tuple[float, float]], warmup_share: float) -> d
     var = sum((t - mean_t) ** 2 for t in ts)
     slope = sum((t - mean_t) * (m - mean_m) for t, m in steady) / var if var else 0.0
     return {
-        "samples": len(samples), "seconds": round(end, 1),
-        "start_mib": round(samples[0][1], 1), "after_warmup_mib": round(ms[0], 1),
-        "end_mib": round(ms[-1], 1), "max_mib": round(max(m for _, m in samples), 1),
-        "min_after_warmup_mib": round(min(ms), 1), "max_after_warmup_mib": round(max(ms), 1),
+        "samples": len(samples),
+        "seconds": round(end, 1),
+        "start_mib": round(samples[0][1], 1),
+        "after_warmup_mib": round(ms[0], 1),
+        "end_mib": round(ms[-1], 1),
+        "max_mib": round(max(m for _, m in samples), 1),
+        "min_after_warmup_mib": round(min(ms), 1),
+        "max_after_warmup_mib": round(max(ms), 1),
         "slope_mib_per_min": round(slope * 60, 2),
         "series": [[round(t, 1), round(m, 1)] for t, m in samples],
     }
@@ -139,8 +158,15 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, limit:
     """The source lines whose live allocations grew most from `before` to `after`."""
     stats = after.compare_to(before, "lineno")
     grown = sorted((s for s in stats if s.size_diff > 0), key=lambda s: s.size_diff, reverse=True)[:limit]
-    return [{"where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}", "grew_kib": round(s.size_diff / 1024, 1),
-             "blocks_grew": s.count_diff, "now_kib": round(s.size / 1024, 1)} for s in grown]
+    return [
+        {
+            "where": f"{s.traceback[0].filename}:{s.traceback[0].lineno}",
+            "grew_kib": round(s.size_diff / 1024, 1),
+            "blocks_grew": s.count_diff,
+            "now_kib": round(s.size / 1024, 1),
+        }
+        for s in grown
+    ]
 
 
 class MemorySampler:
@@ -149,8 +175,13 @@ class MemorySampler:
     `trace_python` starts tracemalloc for the run (and stops it after, if it started it);
     `expected_s`, the planned length, says when warm-up ends for the first heap snapshot."""
 
-    def __init__(self, interval_s: float = 5.0, warmup_share: float = 0.2, trace_python: bool = False,
-                 expected_s: float | None = None) -> None:
+    def __init__(
+        self,
+        interval_s: float = 5.0,
+        warmup_share: float = 0.2,
+        trace_python: bool = False,
+        expected_s: float | None = None,
+    ) -> None:
         self.interval_s = interval_s
         self.warmup_share = warmup_share
         self.trace_python = trace_python
@@ -189,8 +220,13 @@ class MemorySampler:
         warmup_at = self.warmup_share * self.expected_s if self.expected_s else None
         while True:
             self._sample()
-            if warmup_at is not None and not self._snapshots and self.trace_python and tracemalloc.is_tracing() \
-                    and time.monotonic() - self._t0 >= warmup_at:
+            if (
+                warmup_at is not None
+                and not self._snapshots
+                and self.trace_python
+                and tracemalloc.is_tracing()
+                and time.monotonic() - self._t0 >= warmup_at
+            ):
                 self._snapshots.append(_snapshot())
             if self._stop.wait(self.interval_s):
                 return

@@ -17,8 +17,15 @@ def rows(sink: MilvusSink, fields: Sequence[str]) -> list[dict[str, Any]]:
     client = sink._client
     # A reopened Lite file, or a restarted server, may hold the collection released.
     sink._call("load", lambda timeout: client.load_collection(sink.collection, timeout=max(timeout, 60)))
-    iterator = sink._call("query", client.query_iterator, sink.collection, batch_size=1000, filter="",
-                          output_fields=list(fields), consistency_level="Strong")
+    iterator = sink._call(
+        "query",
+        client.query_iterator,
+        sink.collection,
+        batch_size=1000,
+        filter="",
+        output_fields=list(fields),
+        consistency_level="Strong",
+    )
     out: list[dict[str, Any]] = []
     try:
         while page := iterator.next():

@@ -13,9 +13,22 @@ from bench.corpus import cycled
 from bench.memory import peak_rss_mib
 from bench.services import DEFAULT_REDIS_URL, Services, milvus_held
 from bench.variants import (
-    BATCH_SIZES, NAIVE_BATCH, STEADY_RATE, bench_ceiling, bench_daemon, bench_naive, bench_plain,
-    bench_steady, compare_precision, corpus_tokens, daemon_settings, device_kind, encode_seconds, sink_alone,
-    warm_corpus, warm_up,
+    BATCH_SIZES,
+    NAIVE_BATCH,
+    STEADY_RATE,
+    bench_ceiling,
+    bench_daemon,
+    bench_naive,
+    bench_plain,
+    bench_steady,
+    compare_precision,
+    corpus_tokens,
+    daemon_settings,
+    device_kind,
+    encode_seconds,
+    sink_alone,
+    warm_corpus,
+    warm_up,
 )
 from ingestor.config import Settings
 from ingestor.corpus import SAMPLE, Record, load_corpus
@@ -71,8 +84,9 @@ def embedded_texts(settings: Settings, embedder: Any) -> Callable[[Record], list
     return lambda record: [c.text for c in splitter.split(record.text)]
 
 
-def run_sink_rate(settings: Settings, milvus_uri: str | None = None, rows: int = 24_576,
-                  keep: bool = False) -> dict[str, Any]:
+def run_sink_rate(
+    settings: Settings, milvus_uri: str | None = None, rows: int = 24_576, keep: bool = False
+) -> dict[str, Any]:
     """The sink's own write rate, alone (`python -m bench --sink-rate`): no Kafka, no model, no
     Redis; into a fresh Milvus Lite file, or a collection of its own on a server (dropped after)."""
     svc = Services(settings, DEFAULT_REDIS_URL, 1, keep, milvus_uri)
@@ -85,8 +99,9 @@ def run_sink_rate(settings: Settings, milvus_uri: str | None = None, rows: int =
     return out
 
 
-def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str], None] = lambda s: None,
-              embedder: Any = None) -> dict[str, Any]:
+def run_bench(
+    settings: Settings, options: BenchOptions, progress: Callable[[str], None] = lambda s: None, embedder: Any = None
+) -> dict[str, Any]:
     """Run every variant; returns all figures (JSON-ready)."""
     import torch
 
@@ -107,19 +122,27 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
     result: dict[str, Any] = {
         "device": device,
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name(),
-        "precision": settings.model.variant, "model": settings.model.name,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "input": str(options.input), "cycles": options.cycles, "corpus_records": len(corpus), "limit": limit,
+        "precision": settings.model.variant,
+        "model": settings.model.name,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "input": str(options.input),
+        "cycles": options.cycles,
+        "corpus_records": len(corpus),
+        "limit": limit,
         "chunking": settings.chunking.enabled,
         "load_average": {"cpus": os.cpu_count(), "before": [round(x, 2) for x in os.getloadavg()]},
     }
 
     if options.compare_precision:
         other = options.compare_precision
-        progress(f"plain encode of {limit} texts in torch fp32 and in {other} on {device} (the model loads twice; "
-                 "a backend's first use exports its weights)")
-        comparison = compare_precision(settings.model.model_copy(update={"device": device}), other, texts,
-                                       settings.runtime.torch_threads)
+        progress(
+            f"plain encode of {limit} texts in torch fp32 and in {other} on {device} (the model loads twice; "
+            "a backend's first use exports its weights)"
+        )
+        comparison = compare_precision(
+            settings.model.model_copy(update={"device": device}), other, texts, settings.runtime.torch_threads
+        )
         result["precision"] = f"torch fp32 vs {other}"
         result["tokens"] = comparison["tokens"]
         result["precision_comparison"] = comparison
@@ -155,8 +178,9 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
 
         if not options.skip_naive:
             progress(f"(b) naive consume → encode(batch {NAIVE_BATCH}) → insert → commit of {limit} records")
-            result["naive"] = with_cpu(lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension,
-                                                            pieces))
+            result["naive"] = with_cpu(
+                lambda: bench_naive(model, settings, svc, head, tokens, embedder.dimension, pieces)
+            )
 
         progress(f"the sink alone: {options.sink_rows} rows into {result['sink']}")
         result["sink_alone"] = sink_alone(svc, options.sink_rows, embedder.dimension)
@@ -197,28 +221,51 @@ def run_bench(settings: Settings, options: BenchOptions, progress: Callable[[str
         # the faster of the two runs is the fairer ceiling (both are reported).
         progress(f"(a) plain encode again, batch size {plain['batch_size']}")
         again = with_cpu(lambda: {"seconds": encode_seconds(model, texts, plain["batch_size"])[0]})
-        plain["runs"] = [{k: plain[k] for k in ("seconds", "cpu_s", "others_cpu_share") if k in plain},
-                         {k: round(v, 3) for k, v in again.items()}]
+        plain["runs"] = [
+            {k: plain[k] for k in ("seconds", "cpu_s", "others_cpu_share") if k in plain},
+            {k: round(v, 3) for k, v in again.items()},
+        ]
         if again["seconds"] < plain["seconds"]:
-            plain.update(seconds=round(again["seconds"], 3), texts_per_s=rate(limit, again["seconds"]),
-                         tokens_per_s=rate(tokens, again["seconds"]), cpu_s=again["cpu_s"],
-                         others_cpu_share=again.get("others_cpu_share"))
+            plain.update(
+                seconds=round(again["seconds"], 3),
+                texts_per_s=rate(limit, again["seconds"]),
+                tokens_per_s=rate(tokens, again["seconds"]),
+                cpu_s=again["cpu_s"],
+                others_cpu_share=again.get("others_cpu_share"),
+            )
 
         if options.steady_seconds > 0:
             progress(f"(e) steady load: {options.steady_rate:g} records/s for {options.steady_seconds:g}s")
             topic_e = svc.topic("steady", [])
-            s_e = daemon_settings(settings, topic_e, svc.name("steady-group"), uri, svc.collection("steady"),
-                                  redis_url, svc.redis_prefix("steady"))
-            result["steady"] = with_cpu(lambda: bench_steady(s_e, embedder, corpus, svc, options.steady_seconds,
-                                                             options.steady_rate, options.trace_memory))
+            s_e = daemon_settings(
+                settings,
+                topic_e,
+                svc.name("steady-group"),
+                uri,
+                svc.collection("steady"),
+                redis_url,
+                svc.redis_prefix("steady"),
+            )
+            result["steady"] = with_cpu(
+                lambda: bench_steady(
+                    s_e, embedder, corpus, svc, options.steady_seconds, options.steady_rate, options.trace_memory
+                )
+            )
 
         if not options.skip_ceiling:
             records_f = cycled(corpus, 4 * limit, tag="f")
             tokens_f = corpus_tokens(embedder, [t for r in records_f for t in pieces(r)])
             progress(f"(f) the daemon on {len(records_f)} records with a null forward pass (the pipeline's ceiling)")
             topic_f = svc.topic("ceiling", records_f)
-            s_f = daemon_settings(settings, topic_f, svc.name("ceiling-group"), svc.milvus_uri("ceiling"),
-                                  svc.collection("ceiling"), redis_url, svc.redis_prefix("ceiling"))
+            s_f = daemon_settings(
+                settings,
+                topic_f,
+                svc.name("ceiling-group"),
+                svc.milvus_uri("ceiling"),
+                svc.collection("ceiling"),
+                redis_url,
+                svc.redis_prefix("ceiling"),
+            )
             ceiling = with_cpu(lambda: bench_ceiling(s_f, embedder, records_f, tokens_f))
             # CPU of this process per record, all threads, from the first record handed over to the
             # last write (the span its rate is measured over): the pipeline's own cost. With the

@@ -27,8 +27,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class Services:
     """Creates what the bench needs under unique names, and removes it again."""
 
-    def __init__(self, settings: Settings, redis_url: str, partitions: int, keep: bool,
-                 server: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, redis_url: str, partitions: int, keep: bool, server: str | None = None
+    ) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.partitions = partitions
@@ -57,8 +58,9 @@ class Services:
             admin.close()
         self.topics.append(topic)
         if records:
-            producer = KafkaProducer(**client_kwargs(self.settings.kafka), acks="all", linger_ms=20,
-                                     max_request_size=8 << 20)
+            producer = KafkaProducer(
+                **client_kwargs(self.settings.kafka), acks="all", linger_ms=20, max_request_size=8 << 20
+            )
             try:
                 futures = [producer.send(topic, key=k, value=v) for k, v in map(kafka_message, records)]
                 producer.flush()
@@ -87,8 +89,13 @@ class Services:
 
     def cleanup(self) -> None:
         if self.keep:
-            log.warning("keeping topics %s, Redis prefixes %s, collections %s and %s", self.topics,
-                        self.redis_prefixes, self.collections, self.tmp)
+            log.warning(
+                "keeping topics %s, Redis prefixes %s, collections %s and %s",
+                self.topics,
+                self.redis_prefixes,
+                self.collections,
+                self.tmp,
+            )
             return
         if self.server is not None and self.collections:
             try:

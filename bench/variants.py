@@ -40,7 +40,7 @@ def encode_seconds(model: Any, texts: list[str], batch_size: int) -> tuple[float
 def warm_up(model: Any, texts: list[str]) -> None:
     """A few batches, short and long, so no timed variant pays for first-call set-up."""
     ordered = sorted(texts, key=len)
-    sample = ordered[:32] + ordered[len(ordered) // 2:len(ordered) // 2 + 32] + ordered[-32:]
+    sample = ordered[:32] + ordered[len(ordered) // 2 : len(ordered) // 2 + 32] + ordered[-32:]
     model.encode(sample, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
 
 
@@ -79,11 +79,17 @@ def bench_plain(model: Any, texts: list[str], tokens: int, records: int | None =
     best = min(full, key=lambda b: full[b][0])
     seconds, vectors = full[best]
     return {
-        "records": records, "texts": len(texts), "tokens": tokens, "seconds": round(seconds, 3),
-        "texts_per_s": rate(records, seconds), "tokens_per_s": rate(tokens, seconds),
-        "batch_size": best, "tried_texts_per_s": {str(k): v for k, v in tried.items()},
+        "records": records,
+        "texts": len(texts),
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "texts_per_s": rate(records, seconds),
+        "tokens_per_s": rate(tokens, seconds),
+        "batch_size": best,
+        "tried_texts_per_s": {str(k): v for k, v in tried.items()},
         "full_corpus_texts_per_s": {str(k): round(len(texts) / v[0], 2) for k, v in full.items()},
-        "tune_subset": len(subset), "_vectors": vectors,
+        "tune_subset": len(subset),
+        "_vectors": vectors,
     }
 
 
@@ -99,9 +105,24 @@ def sink_rate(uri: str, collection: str, rows: int, chunk: int = 512, dimension:
 
     texts = [r.text for r in load_corpus(SAMPLE)[:chunk]]
     vectors = np.random.default_rng(0).standard_normal((chunk, dimension)).astype(np.float32)
-    chunks = [[Entity(f"r{i}-{j}", vectors[j], texts[j % len(texts)], {"source": "sink-rate", "j": j}, "0" * 64,
-                      "m", False, "t", 0, i * chunk + j) for j in range(chunk)]
-              for i in range(max(2, rows // chunk))]
+    chunks = [
+        [
+            Entity(
+                f"r{i}-{j}",
+                vectors[j],
+                texts[j % len(texts)],
+                {"source": "sink-rate", "j": j},
+                "0" * 64,
+                "m",
+                False,
+                "t",
+                0,
+                i * chunk + j,
+            )
+            for j in range(chunk)
+        ]
+        for i in range(max(2, rows // chunk))
+    ]
     sink = MilvusSink(MilvusSettings(uri=uri, collection=collection))
     sink.connect()
     sink.ensure_collection(dimension, "m")
@@ -117,9 +138,14 @@ def sink_rate(uri: str, collection: str, rows: int, chunk: int = 512, dimension:
         for c in chunks[1:]:
             sink.upsert(c)
         seconds = time.perf_counter() - t0
-        return {"rows": written, "chunk": chunk, "seconds": round(seconds, 3), "rows_per_s": rate(written, seconds),
-                "lite_child_cpu_us_per_row": round(1e6 * (server_cpu() - k0) / written, 1) if child else None,
-                "client_cpu_us_per_row": round(1e6 * (time.process_time() - s0) / written, 1)}
+        return {
+            "rows": written,
+            "chunk": chunk,
+            "seconds": round(seconds, 3),
+            "rows_per_s": rate(written, seconds),
+            "lite_child_cpu_us_per_row": round(1e6 * (server_cpu() - k0) / written, 1) if child else None,
+            "client_cpu_us_per_row": round(1e6 * (time.process_time() - s0) / written, 1),
+        }
     finally:
         sink.close()
 
@@ -130,9 +156,16 @@ def sink_alone(svc: Services, rows: int, dimension: int = 384) -> dict[str, Any]
     return sink_rate(svc.milvus_uri("sink"), svc.collection("sink"), rows, dimension=dimension)
 
 
-def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Record], tokens: int,
-                dimension: int, pieces: Callable[[Record], list[str]] | None = None,
-                timeout_s: float = 3600.0) -> dict[str, Any]:
+def bench_naive(
+    model: Any,
+    settings: Settings,
+    svc: Services,
+    records: list[Record],
+    tokens: int,
+    dimension: int,
+    pieces: Callable[[Record], list[str]] | None = None,
+    timeout_s: float = 3600.0,
+) -> dict[str, Any]:
     """`pieces`: the texts to embed for a record (with chunking, its chunks: cut beforehand and not
     timed, so the naive loop does the daemon's forward work without its splitting cost)."""
     from kafka import KafkaConsumer
@@ -145,11 +178,21 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
     uri = svc.milvus_uri("naive")
     collection = svc.collection("naive")
     client = MilvusClient(uri=uri)
-    client.create_collection(collection, dimension=dimension, id_type="string", max_length=512,
-                             metric_type="COSINE", consistency_level="Strong")
+    client.create_collection(
+        collection,
+        dimension=dimension,
+        id_type="string",
+        max_length=512,
+        metric_type="COSINE",
+        consistency_level="Strong",
+    )
     consumer = KafkaConsumer(
-        topic, **client_kwargs(settings.kafka), group_id=svc.name("naive-group"), auto_offset_reset="earliest",
-        enable_auto_commit=False, max_poll_records=NAIVE_BATCH,
+        topic,
+        **client_kwargs(settings.kafka),
+        group_id=svc.name("naive-group"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=NAIVE_BATCH,
     )
     latencies: list[float] = []
     created = time.perf_counter()
@@ -173,10 +216,12 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
                     rows.append((d["id"], d["text"]))
                 else:
                     rows += [(f"{d['id']}#{i}", piece) for i, piece in enumerate(cut[d["id"]])]
-            vectors = model.encode([text for _, text in rows], batch_size=NAIVE_BATCH, convert_to_numpy=True,
-                                   show_progress_bar=False)
-            client.insert(collection, [{"id": i, "vector": v.tolist(), "text": text}
-                                    for (i, text), v in zip(rows, vectors)])
+            vectors = model.encode(
+                [text for _, text in rows], batch_size=NAIVE_BATCH, convert_to_numpy=True, show_progress_bar=False
+            )
+            client.insert(
+                collection, [{"id": i, "vector": v.tolist(), "text": text} for (i, text), v in zip(rows, vectors)]
+            )
             consumer.commit()
             now_ms = time.time() * 1000
             latencies += [now_ms - r.timestamp for r in batch]
@@ -187,10 +232,14 @@ def bench_naive(model: Any, settings: Settings, svc: Services, records: list[Rec
         client.close()
     seconds = ended - (started or ended)
     return {
-        "records": done, "tokens": tokens, "seconds": round(seconds, 3),
-        "texts_per_s": rate(done, seconds), "tokens_per_s": rate(tokens, seconds),
+        "records": done,
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "texts_per_s": rate(done, seconds),
+        "tokens_per_s": rate(tokens, seconds),
         "startup_s": round((started or ended) - created, 3),
-        "latency_p50_ms": percentile(latencies, 50), "latency_p99_ms": percentile(latencies, 99),
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p99_ms": percentile(latencies, 99),
     }
 
 
@@ -242,7 +291,7 @@ class NullForward:
 
         self._real = real
         self.identity = f"{real.identity}+null-forward"  # its vectors must never meet real ones
-        self._unit = np.full(real.dimension, real.dimension ** -0.5, dtype=np.float32)
+        self._unit = np.full(real.dimension, real.dimension**-0.5, dtype=np.float32)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -262,23 +311,29 @@ class NullForward:
 def bench_ceiling(settings: Settings, embedder: Any, records: list[Record], tokens: int) -> dict[str, Any]:
     out = bench_daemon(settings, NullForward(embedder), records, tokens)
     d = out["diagnostics"]
-    shares = {"batcher (cache lookup, tokenising, padding)": d.get("batcher_share"),
-              "Milvus writes": d.get("milvus_write_share"), "Redis": d.get("redis_share")}
+    shares = {
+        "batcher (cache lookup, tokenising, padding)": d.get("batcher_share"),
+        "Milvus writes": d.get("milvus_write_share"),
+        "Redis": d.get("redis_share"),
+    }
     busiest = max(((k, v) for k, v in shares.items() if v is not None), key=lambda kv: kv[1], default=None)
     out["busiest_stage"] = None if busiest is None else {"stage": busiest[0], "share": busiest[1]}
     return out
 
 
-def daemon_settings(base: Settings, topic: str, group: str, milvus_uri: str, collection: str,
-                    redis_url: str, redis_prefix: str) -> Settings:
+def daemon_settings(
+    base: Settings, topic: str, group: str, milvus_uri: str, collection: str, redis_url: str, redis_prefix: str
+) -> Settings:
     from pydantic import SecretStr
 
-    return base.model_copy(update={
-        "kafka": base.kafka.model_copy(update={"topics": [topic], "group_id": group}),
-        "milvus": base.milvus.model_copy(update={"uri": milvus_uri, "collection": collection}),
-        "redis": base.redis.model_copy(update={"url": SecretStr(redis_url), "key_prefix": redis_prefix}),
-        "metrics": base.metrics.model_copy(update={"port": 0}),
-    })
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"topics": [topic], "group_id": group}),
+            "milvus": base.milvus.model_copy(update={"uri": milvus_uri, "collection": collection}),
+            "redis": base.redis.model_copy(update={"url": SecretStr(redis_url), "key_prefix": redis_prefix}),
+            "metrics": base.metrics.model_copy(update={"port": 0}),
+        }
+    )
 
 
 def bench_daemon(settings: Settings, embedder: Any, records: list[Record], tokens: int) -> dict[str, Any]:
@@ -305,17 +360,31 @@ def bench_daemon(settings: Settings, embedder: Any, records: list[Record], token
         "redis_share": ratio(counts["redis_s"], seconds),
     }
     return {
-        "records": n, "tokens": tokens, "seconds": round(seconds, 3),
-        "texts_per_s": rate(n, seconds), "tokens_per_s": rate(tokens, seconds),
-        "startup_s": round(start - created, 3), "wall_s": round(ended - created, 3),
-        "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": percentile(probe.latencies, 99),
-        "written": probe.landed(), "counts": counts, "diagnostics": diagnostics,
+        "records": n,
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "texts_per_s": rate(n, seconds),
+        "tokens_per_s": rate(tokens, seconds),
+        "startup_s": round(start - created, 3),
+        "wall_s": round(ended - created, 3),
+        "latency_p50_ms": percentile(probe.latencies, 50),
+        "latency_p99_ms": percentile(probe.latencies, 99),
+        "written": probe.landed(),
+        "counts": counts,
+        "diagnostics": diagnostics,
         "span_cpu_s": None if probe.span_cpu_s() is None else round(probe.span_cpu_s(), 3),
     }
 
 
-def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: Services, seconds: float,
-                 per_second: float, trace_memory: bool = False) -> dict[str, Any]:
+def bench_steady(
+    settings: Settings,
+    embedder: Any,
+    records: list[Record],
+    svc: Services,
+    seconds: float,
+    per_second: float,
+    trace_memory: bool = False,
+) -> dict[str, Any]:
     from kafka import KafkaProducer
 
     from ingestor.kafka_common import client_kwargs
@@ -345,8 +414,7 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     total = max(1, int(round(seconds * per_second)))
     producer = KafkaProducer(**client_kwargs(settings.kafka), acks=1, linger_ms=0, max_request_size=8 << 20)
     published = 0
-    memory = MemorySampler(interval_s=max(1.0, min(10.0, seconds / 60)), trace_python=trace_memory,
-                           expected_s=seconds)
+    memory = MemorySampler(interval_s=max(1.0, min(10.0, seconds / 60)), trace_python=trace_memory, expected_s=seconds)
     try:
         with memory:
             started = time.perf_counter()
@@ -373,17 +441,24 @@ def bench_steady(settings: Settings, embedder: Any, records: list[Record], svc: 
     bound = settings.batch.max_wait_ms + 500
     p99 = percentile(probe.latencies, 99)
     return {
-        "records": published, "written": probe.landed(), "seconds": round(produced_s, 3),
-        "offered_per_s": rate(published, produced_s), "exit_code": exit_codes[0] if exit_codes else None,
-        "latency_p50_ms": percentile(probe.latencies, 50), "latency_p99_ms": p99,
+        "records": published,
+        "written": probe.landed(),
+        "seconds": round(produced_s, 3),
+        "offered_per_s": rate(published, produced_s),
+        "exit_code": exit_codes[0] if exit_codes else None,
+        "latency_p50_ms": percentile(probe.latencies, 50),
+        "latency_p99_ms": p99,
         "latency_max_ms": max(probe.latencies) if probe.latencies else None,
-        "latency_bound_ms": bound, "within_bound": p99 is not None and p99 <= bound,
-        "memory": memory.summary(), "counts": counts,
+        "latency_bound_ms": bound,
+        "within_bound": p99 is not None and p99 <= bound,
+        "memory": memory.summary(),
+        "counts": counts,
     }
 
 
-def compare_precision(base_model: ModelSettings, other: str, texts: list[str],
-                      torch_threads: int | None = None) -> dict[str, Any]:
+def compare_precision(
+    base_model: ModelSettings, other: str, texts: list[str], torch_threads: int | None = None
+) -> dict[str, Any]:
     """Plain encode of `texts` in torch fp32 (key "fp32") and in the setting `other` (a label such
     as bf16 or onnx-int8), each at its best batch size."""
     import numpy as np
@@ -391,8 +466,10 @@ def compare_precision(base_model: ModelSettings, other: str, texts: list[str],
     from ingestor.config import parse_variant
     from ingestor.embedder import Embedder
 
-    variants = {"fp32": base_model.model_copy(update={"backend": "torch", "precision": "fp32"}),
-                other: base_model.model_copy(update=parse_variant(other))}
+    variants = {
+        "fp32": base_model.model_copy(update={"backend": "torch", "precision": "fp32"}),
+        other: base_model.model_copy(update=parse_variant(other)),
+    }
     results: dict[str, Any] = {}
     vectors: dict[str, Any] = {}
     tokens = 0
@@ -413,9 +490,13 @@ def compare_precision(base_model: ModelSettings, other: str, texts: list[str],
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     cosine = (a * b).sum(axis=1)
     return {
-        "fp32": results["fp32"], other: results[other], "other": other, "tokens": tokens,
+        "fp32": results["fp32"],
+        other: results[other],
+        "other": other,
+        "tokens": tokens,
         "speedup": ratio(results[other]["texts_per_s"], results["fp32"]["texts_per_s"]),
-        "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "cosine_mean": float(cosine.mean()),
     }
 
 
@@ -423,7 +504,7 @@ def warm_corpus(corpus: list[Record], head: list[Record]) -> list[Record]:
     """(d)'s records: half repeat texts of `head` (new ids), half new texts; interleaved."""
     half = max(1, len(head) // 2)
     repeats = [Record(f"warm-rep-{i}-{r.id}", r.text, r.metadata) for i, r in enumerate(head[::2][:half])]
-    unused = corpus[len(head):len(head) + half]
+    unused = corpus[len(head) : len(head) + half]
     fresh = [Record(f"warm-new-{i}-{r.id}", r.text, r.metadata) for i, r in enumerate(unused)]
     for i in range(len(fresh), half):  # the corpus ran out: (c)'s texts, changed
         r = head[(2 * i + 1) % len(head)]

@@ -32,38 +32,83 @@ from ingestor.corpus import Record
 PARTITIONS = 6  # enough for every worker of K = 1, 2, 4 (or 6) to own one
 
 
-def run_workers(settings: Settings, records: list[Record], counts: list[int], devices: str, milvus_uri: str,
-                redis_url: str, timeout_s: float, config: Path | None = None,
-                progress: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+def run_workers(
+    settings: Settings,
+    records: list[Record],
+    counts: list[int],
+    devices: str,
+    milvus_uri: str,
+    redis_url: str,
+    timeout_s: float,
+    config: Path | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+) -> list[dict[str, Any]]:
     """One `ingestor run` per K in `counts`, in turn; a figure per K."""
     svc = Services(settings, redis_url, PARTITIONS, keep=False)
     results = []
     try:
         for run, k in enumerate(counts):
             progress(f"ingestor run --devices {devices} --workers {k} on {len(records)} records")
-            results.append(_run_once(run, k, settings, records, svc, devices, milvus_uri, redis_url, timeout_s,
-                                     config))
+            results.append(_run_once(run, k, settings, records, svc, devices, milvus_uri, redis_url, timeout_s, config))
             progress(str(results[-1]))
     finally:
         svc.cleanup()
     return results
 
 
-def _run_once(run: int, k: int, settings: Settings, records: list[Record], svc: Services, devices: str,
-              milvus_uri: str, redis_url: str, timeout_s: float, config: Path | None) -> dict[str, Any]:
+def _run_once(
+    run: int,
+    k: int,
+    settings: Settings,
+    records: list[Record],
+    svc: Services,
+    devices: str,
+    milvus_uri: str,
+    redis_url: str,
+    timeout_s: float,
+    config: Path | None,
+) -> dict[str, Any]:
     topic = svc.topic(f"workers-{run}-{k}", records)
     collection = f"workers_{run}_{k}_{svc.run_id}"
     model = settings.model
-    cmd = [sys.executable, "-m", "ingestor", "run", "--devices", devices, "--workers", str(k),
-           "--until-caught-up", "--topics", topic, "--group-id", svc.name(f"workers-{run}-{k}"),
-           "--bootstrap-servers", settings.kafka.bootstrap_servers, "--milvus-uri", milvus_uri,
-           "--collection", collection, "--redis-url", redis_url, "--model", model.name,
-           "--backend", model.backend, "--precision", model.precision,
-           "--log-level", settings.runtime.log_level]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ingestor",
+        "run",
+        "--devices",
+        devices,
+        "--workers",
+        str(k),
+        "--until-caught-up",
+        "--topics",
+        topic,
+        "--group-id",
+        svc.name(f"workers-{run}-{k}"),
+        "--bootstrap-servers",
+        settings.kafka.bootstrap_servers,
+        "--milvus-uri",
+        milvus_uri,
+        "--collection",
+        collection,
+        "--redis-url",
+        redis_url,
+        "--model",
+        model.name,
+        "--backend",
+        model.backend,
+        "--precision",
+        model.precision,
+        "--log-level",
+        settings.runtime.log_level,
+    ]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "INGESTOR_METRICS__PORT": "0",
-           "INGESTOR_REDIS__KEY_PREFIX": svc.redis_prefix(f"workers-{run}-{k}")}
+    env = {
+        **os.environ,
+        "INGESTOR_METRICS__PORT": "0",
+        "INGESTOR_REDIS__KEY_PREFIX": svc.redis_prefix(f"workers-{run}-{k}"),
+    }
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its workers share the group
     try:
@@ -82,8 +127,14 @@ def _run_once(run: int, k: int, settings: Settings, records: list[Record], svc: 
     span_s = (max(stamps) - min(stamps)) / 1000 if stamps else None
     h = held(rows, chunked)
     return {
-        "workers": k, "rc": rc, "collection": collection, "records": len(records), "milvus_rows": h.rows,
-        "milvus_records": len(h.record_ids), "ids_match": h.match({r.id for r in records}),
-        "write_span_s": span_s, "texts_per_s": round(len(h.record_ids) / span_s, 1) if span_s else None,
+        "workers": k,
+        "rc": rc,
+        "collection": collection,
+        "records": len(records),
+        "milvus_rows": h.rows,
+        "milvus_records": len(h.record_ids),
+        "ids_match": h.match({r.id for r in records}),
+        "write_span_s": span_s,
+        "texts_per_s": round(len(h.record_ids) / span_s, 1) if span_s else None,
         "wall_s": round(wall, 2),
     }

@@ -158,7 +158,9 @@ def variant_for(name: str, source: str, backend: str, precision: str, root: Path
     weights = weights_for(precision)
     file_name = file_name_for(backend, weights)
     # The ONNX int8 preset is in the name, so a cache dir shared by unlike CPUs keeps one each.
-    tag = weights if weights == "fp32" else (f"int8_{onnx_quantization_preset()}" if backend == "onnx" else "int8_static")
+    tag = (
+        weights if weights == "fp32" else (f"int8_{onnx_quantization_preset()}" if backend == "onnx" else "int8_static")
+    )
     directory = root / f"{_slug(name)}-{backend}-{tag}-{source_fingerprint(source)}"
     return Variant(backend, weights, directory, file_name)
 
@@ -172,10 +174,17 @@ def ensure_variant(variant: Variant, source: str, calibration: list[str] | None 
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{variant.directory.name}.", dir=root))
     except OSError as exc:
-        raise StartupError(f"cannot write the {variant.backend} export under {root}: {exc}; set model.cache_dir "
-                           "(INGESTOR_MODEL__CACHE_DIR) to a writable directory") from exc
-    log.info("exporting %s to %s %s weights in %s (once; later starts reuse it)", source, variant.backend,
-             variant.weights, variant.directory)
+        raise StartupError(
+            f"cannot write the {variant.backend} export under {root}: {exc}; set model.cache_dir "
+            "(INGESTOR_MODEL__CACHE_DIR) to a writable directory"
+        ) from exc
+    log.info(
+        "exporting %s to %s %s weights in %s (once; later starts reuse it)",
+        source,
+        variant.backend,
+        variant.weights,
+        variant.directory,
+    )
     try:
         with _export_noise_off():
             _build(variant, source, staging, calibration)
@@ -189,11 +198,15 @@ def ensure_variant(variant: Variant, source: str, calibration: list[str] | None 
         raise
     except Exception as exc:
         # optimum imports transformers internals lazily, so a version mismatch shows up only here.
-        hint = (f"; the optimum packages do not fit this transformers {_version('transformers')}: "
-                f"pip install 'ingestor[{variant.backend}]' resolves versions that do"
-                if isinstance(exc, ImportError) else "")
-        raise StartupError(f"cannot export {source} to {variant.backend} ({variant.weights}): "
-                           f"{type(exc).__name__}: {exc}{hint}") from exc
+        hint = (
+            f"; the optimum packages do not fit this transformers {_version('transformers')}: "
+            f"pip install 'ingestor[{variant.backend}]' resolves versions that do"
+            if isinstance(exc, ImportError)
+            else ""
+        )
+        raise StartupError(
+            f"cannot export {source} to {variant.backend} ({variant.weights}): {type(exc).__name__}: {exc}{hint}"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -270,8 +283,9 @@ def _quantize_openvino(staging: Path, tokenizer: Any, max_length: int, texts: li
         samples.append({k: v for k, v in encoded.items() if k in names})
     quiet_libraries("openvino")
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: stdout is the CLI's output
-        quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(samples))
+        quantized = nncf.quantize(
+            model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples)
+        )
     ov.save_model(quantized, staging / "openvino" / "openvino_model_qint8_static.xml")
     fp32.unlink()
     fp32.with_suffix(".bin").unlink()

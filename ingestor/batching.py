@@ -98,7 +98,7 @@ def _cheapest_cut(ordered: list[T], lengths: list[int], limits: BatchLimits) -> 
     batches: list[list[T]] = []
     i = n
     while i > 0:
-        batches.append(ordered[start[i]:i])
+        batches.append(ordered[start[i] : i])
         i = start[i]
     return batches[::-1]
 
@@ -238,10 +238,14 @@ def embed_everything(units: list[Unit], ready: Work) -> list[Unit]:
     return units
 
 
-def plan(items: list[Parsed], limits: BatchLimits, resolve: SetAside = embed_everything,
-         tokenize: Callable[[list[Unit]], None] = lambda units: None,
-         split: Callable[[list[Document]], list[Document]] | None = None,
-         current: Callable[[Parsed], bool] = lambda item: True) -> list[Work]:
+def plan(
+    items: list[Parsed],
+    limits: BatchLimits,
+    resolve: SetAside = embed_everything,
+    tokenize: Callable[[list[Unit]], None] = lambda units: None,
+    split: Callable[[list[Document]], list[Document]] | None = None,
+    current: Callable[[Parsed], bool] = lambda item: True,
+) -> list[Work]:
     """The work for one window: drop records of partitions no longer ours (`current`: the next
     owner replays them), collapse ids, split records into chunks (with `split`), group texts,
     resolve, tokenise what is left (its token counts decide the cut), cut. Everything already

@@ -20,8 +20,8 @@ import redis
 
 from ingestor import metrics
 from ingestor.config import RedisSettings
-from ingestor.errors import StartupError
 from ingestor.dedupe import CachedVector, embedding_key, marker_key, pack_vector, unpack_vector
+from ingestor.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,15 @@ def refusal(exc: BaseException) -> str | None:
     """What to fix when Redis refused us for good, or None for an outage: wrong credentials or an
     untrusted certificate do not heal by retrying. Says which setting, never its value."""
     if isinstance(exc, redis.AuthenticationError) or (
-            isinstance(exc, redis.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))):
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
+    ):
         return "redis refused the login: check redis.username and redis.password (or redis.password_file)"
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ssl.SSLCertVerificationError):
-        return (f"the Redis server's certificate is not trusted ({cause.verify_message}): check redis.ssl_ca_file "
-                "(and redis.ssl_check_hostname)")
+        return (
+            f"the Redis server's certificate is not trusted ({cause.verify_message}): check redis.ssl_ca_file "
+            "(and redis.ssl_check_hostname)"
+        )
     if isinstance(cause, ssl.SSLError):
         return f"TLS with Redis failed ({cause.reason or cause}): check redis.url (rediss://) and the redis.ssl_* files"
     return None
@@ -65,8 +68,11 @@ def connect(settings: RedisSettings, timeout_s: float, **options: Any) -> redis.
     url = settings.url.get_secret_value()
     if url.startswith("rediss://"):
         kwargs["ssl_check_hostname"] = settings.ssl_check_hostname
-        for ours, theirs in (("ssl_ca_file", "ssl_ca_certs"), ("ssl_certfile", "ssl_certfile"),
-                             ("ssl_keyfile", "ssl_keyfile")):
+        for ours, theirs in (
+            ("ssl_ca_file", "ssl_ca_certs"),
+            ("ssl_certfile", "ssl_certfile"),
+            ("ssl_keyfile", "ssl_keyfile"),
+        ):
             if getattr(settings, ours) is not None:
                 kwargs[theirs] = str(getattr(settings, ours))
     return redis.Redis.from_url(url, **kwargs)
@@ -84,8 +90,9 @@ class Cache:
         self._down_until = 0.0
         self.refused = ""  # what to fix while Redis refuses us (login, certificate); "" otherwise
         if settings.url is not None:
-            self._client = connect(settings, settings.socket_timeout_ms / 1000.0, retry_on_timeout=False,
-                                   health_check_interval=30)
+            self._client = connect(
+                settings, settings.socket_timeout_ms / 1000.0, retry_on_timeout=False, health_check_interval=30
+            )
 
         # Loaded on first use (EVALSHA, then SCRIPT LOAD if the server lacks it, as after a restart).
         self._store_script = self._client.register_script(_STORE_SCRIPT) if self._client is not None else None
@@ -107,7 +114,9 @@ class Cache:
             if time.monotonic() >= self._down_until:
                 log.warning(
                     "redis %s failed (%s); bypassing the cache for %d ms",
-                    op, kind, self.settings.retry_after_ms,
+                    op,
+                    kind,
+                    self.settings.retry_after_ms,
                 )
             self._down_until = time.monotonic() + self.settings.retry_after_ms / 1000.0
         else:

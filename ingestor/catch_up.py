@@ -73,8 +73,9 @@ class CatchUp:
             for tp, target in self.targets.items():
                 if tp in self.reached or tp in owned:
                     continue
-                ok, committed = kafka_call(f"committed offset of {tp}",
-                                           lambda: self.consumer.committed(kafka_tp(tp), timeout_ms=2_000))
+                ok, committed = kafka_call(
+                    f"committed offset of {tp}", lambda: self.consumer.committed(kafka_tp(tp), timeout_ms=2_000)
+                )
                 if ok and committed is not None and committed >= target:
                     self.reached.add(tp)
         return self.done() or (not self.targets and self.tracker.in_flight() == 0)

@@ -28,6 +28,7 @@ Boundaries come from one tokenisation of the whole text. Each chunk is then coun
 over `max_tokens` is cut shorter, down to single characters if the tokenizer demands it. A text
 with no non-whitespace character is one chunk spanning all of it, so every record has a chunk.
 """
+
 from __future__ import annotations
 
 import re
@@ -93,7 +94,8 @@ class Splitter:
             raise ValueError(
                 f"max_tokens ({self.max_tokens}) leaves no room for text after the model's {specials} "
                 f"special tokens and overlap_tokens ({self.overlap_tokens}): raise max_tokens above "
-                f"{specials + self.overlap_tokens} or lower overlap_tokens")
+                f"{specials + self.overlap_tokens} or lower overlap_tokens"
+            )
         object.__setattr__(self, "specials", specials)
 
     @property
@@ -116,13 +118,17 @@ class Splitter:
         pieces = [t[s:e] for t, (s, e) in zip(texts, edges)]
         # A text that is whole (nothing stripped) and could be over the limit (more characters than
         # tokens allowed) is tokenised with offsets at once: if it is long, they are its cut points.
-        counts, tokens = self._measure(pieces, [len(p) > self.max_tokens and len(p) == len(t)
-                                                for p, t in zip(pieces, texts)])
-        return [[Chunk(0, t, 0, len(t), whole, _ids(known))] if not t or t.isspace() else
-                self._split(t, s, e, whole, known)
-                for t, (s, e), whole, known in zip(texts, edges, counts, tokens)]
+        counts, tokens = self._measure(
+            pieces, [len(p) > self.max_tokens and len(p) == len(t) for p, t in zip(pieces, texts)]
+        )
+        return [
+            [Chunk(0, t, 0, len(t), whole, _ids(known))] if not t or t.isspace() else self._split(t, s, e, whole, known)
+            for t, (s, e), whole, known in zip(texts, edges, counts, tokens)
+        ]
 
-    def _measure(self, pieces: list[str], with_offsets: list[bool] | None = None) -> tuple[list[int], list[Tokens | None]]:
+    def _measure(
+        self, pieces: list[str], with_offsets: list[bool] | None = None
+    ) -> tuple[list[int], list[Tokens | None]]:
         """Each piece's token count, and its tokens where the tokenizer gives them."""
         encode = getattr(self.tokenizer, "encode_many", None)
         tokens = encode(pieces, with_offsets or ()) if encode is not None else None
@@ -147,10 +153,12 @@ class Splitter:
         known.update(zip(spans, counts))
         known_ids.update(zip(spans, map(_ids, span_tokens)))
         if any(known[span] > self.max_tokens for span in spans):
+
             def over(s: int, e: int) -> int:
                 if (s, e) not in known:
                     known[(s, e)] = self.tokenizer.count(text[s:e])
                 return known[(s, e)] - self.max_tokens
+
             spans = walk.run(over)
         return [Chunk(i, text[s:e], s, e, known[(s, e)], known_ids.get((s, e))) for i, (s, e) in enumerate(spans)]
 
@@ -248,7 +256,7 @@ class _Walk:
         if self.tokens(ps, pe) <= (self.first_budget if first else self.budget):
             return [ps, pe]
         edges, prev = [ps], ps
-        for s in self.sentences[bisect_right(self.sentences, ps):bisect_left(self.sentences, pe)]:
+        for s in self.sentences[bisect_right(self.sentences, ps) : bisect_left(self.sentences, pe)]:
             n = self.tokens(prev, s)
             key = zlib.crc32(self.text[prev:s].strip().encode("utf-8", "surrogatepass"))
             # An anchor's chance grows with its sentence's tokens: anchors come about every
@@ -341,11 +349,17 @@ def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:
     settling the record together (`Chunked`)."""
     progress = Chunked(record=doc, count=len(chunks), left=len(chunks))
     return [
-        Document(raw=doc.raw, id=chunk_id(doc.id, c.index), text=c.text,
-                 text_sha256=doc.text_sha256 if c.text == doc.text else sha256_hex(c.text), metadata=doc.metadata,
-                 metadata_json=doc.metadata_json,
-                 chunk=ChunkOf(progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end,
-                               token_ids=c.token_ids))
+        Document(
+            raw=doc.raw,
+            id=chunk_id(doc.id, c.index),
+            text=c.text,
+            text_sha256=doc.text_sha256 if c.text == doc.text else sha256_hex(c.text),
+            metadata=doc.metadata,
+            metadata_json=doc.metadata_json,
+            chunk=ChunkOf(
+                progress=progress, index=c.index, char_start=c.char_start, char_end=c.char_end, token_ids=c.token_ids
+            ),
+        )
         for c in chunks
     ]
 
@@ -367,7 +381,8 @@ def splitter_for(settings: ChunkingSettings, model: Model) -> Splitter | None:
     if max_tokens > model_max_tokens:
         raise StartupError(
             f"chunking.max_tokens is {max_tokens}, but the model takes at most {model_max_tokens} tokens: "
-            f"lower chunking.max_tokens (INGESTOR_CHUNKING__MAX_TOKENS) or unset it")
+            f"lower chunking.max_tokens (INGESTOR_CHUNKING__MAX_TOKENS) or unset it"
+        )
     try:
         return Splitter(model.tokenizer, max_tokens, settings.overlap_tokens)
     except ValueError as exc:

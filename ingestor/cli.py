@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,57 +24,120 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line (logs and tests grep it)
 log = logging.getLogger("ingestor")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file")]
-BootstrapOpt = Annotated[Optional[str], typer.Option("--bootstrap-servers", help=describe("kafka.bootstrap_servers"))]
-TopicsOpt = Annotated[Optional[str], typer.Option("--topics", help=describe("kafka.topics"))]
-GroupOpt = Annotated[Optional[str], typer.Option("--group-id", help=describe("kafka.group_id"))]
-RedisOpt = Annotated[Optional[str], typer.Option("--redis-url", help=describe("redis.url"))]
-MilvusOpt = Annotated[Optional[str], typer.Option("--milvus-uri", help=describe("milvus.uri"))]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help=describe("milvus.collection"))]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help=describe("model.name"))]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=describe("model.device"))]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help=describe("model.precision"))]
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help=describe("model.backend"))]
-LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help=describe("runtime.log_format"))]
-LogLevelOpt = Annotated[Optional[str], typer.Option("--log-level", help=describe("runtime.log_level"))]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")]
+BootstrapOpt = Annotated[str | None, typer.Option("--bootstrap-servers", help=describe("kafka.bootstrap_servers"))]
+TopicsOpt = Annotated[str | None, typer.Option("--topics", help=describe("kafka.topics"))]
+GroupOpt = Annotated[str | None, typer.Option("--group-id", help=describe("kafka.group_id"))]
+RedisOpt = Annotated[str | None, typer.Option("--redis-url", help=describe("redis.url"))]
+MilvusOpt = Annotated[str | None, typer.Option("--milvus-uri", help=describe("milvus.uri"))]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", help=describe("milvus.collection"))]
+ModelOpt = Annotated[str | None, typer.Option("--model", help=describe("model.name"))]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help=describe("model.device"))]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=describe("model.precision"))]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help=describe("model.backend"))]
+LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help=describe("runtime.log_format"))]
+LogLevelOpt = Annotated[str | None, typer.Option("--log-level", help=describe("runtime.log_level"))]
 
 
 def _settings(
-    config: Path | None = None, bootstrap_servers: str | None = None, topics: str | None = None,
-    group_id: str | None = None, redis_url: str | None = None, milvus_uri: str | None = None,
-    collection: str | None = None, model: str | None = None, device: str | None = None,
-    precision: str | None = None, log_format: str | None = None, log_level: str | None = None,
+    config: Path | None = None,
+    bootstrap_servers: str | None = None,
+    topics: str | None = None,
+    group_id: str | None = None,
+    redis_url: str | None = None,
+    milvus_uri: str | None = None,
+    collection: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    log_format: str | None = None,
+    log_level: str | None = None,
     backend: str | None = None,
 ) -> Settings:
-    settings = load_settings(config, {
-        "kafka": {"bootstrap_servers": bootstrap_servers, "topics": topics, "group_id": group_id},
-        "redis": {"url": redis_url},
-        "milvus": {"uri": milvus_uri, "collection": collection},
-        "model": {"name": model, "device": device, "backend": backend, "precision": precision},
-        "runtime": {"log_format": log_format, "log_level": log_level.upper() if log_level else None},
-    })
+    settings = load_settings(
+        config,
+        {
+            "kafka": {"bootstrap_servers": bootstrap_servers, "topics": topics, "group_id": group_id},
+            "redis": {"url": redis_url},
+            "milvus": {"uri": milvus_uri, "collection": collection},
+            "model": {"name": model, "device": device, "backend": backend, "precision": precision},
+            "runtime": {"log_format": log_format, "log_level": log_level.upper() if log_level else None},
+        },
+    )
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
     return settings
 
 
 @app.command()
 def run(
-    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, topics: TopicsOpt = None,
-    group_id: GroupOpt = None, redis_url: RedisOpt = None, milvus_uri: MilvusOpt = None,
-    collection: CollectionOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
-    precision: PrecisionOpt = None, backend: BackendOpt = None, log_format: LogFormatOpt = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    topics: TopicsOpt = None,
+    group_id: GroupOpt = None,
+    redis_url: RedisOpt = None,
+    milvus_uri: MilvusOpt = None,
+    collection: CollectionOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    backend: BackendOpt = None,
+    log_format: LogFormatOpt = None,
     log_level: LogLevelOpt = None,
-    until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed")] = False,
-    devices: Annotated[Optional[str], typer.Option("--devices", help="auto (every GPU, else the CPU), cpu, or GPU indices like 0,1: worker processes per device, all in one consumer group")] = None,
-    workers_per_device: Annotated[Optional[int], typer.Option("--workers-per-device", min=1, help="Worker processes per device (--devices cpu is one device); default 1 on the CPU, and on GPUs min(4, cores per GPU // 2), or 1 with a Milvus Lite file")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="The older name of --workers-per-device: per GPU with GPU devices, in all with --devices cpu")] = None,
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(
+            "--until-caught-up", help="Exit 0 once everything up to the end offsets seen at start is committed"
+        ),
+    ] = False,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help=(
+                "auto (every GPU, else the CPU), cpu, or GPU indices like 0,1: worker processes per device, all in "
+                "one consumer group"
+            ),
+        ),
+    ] = None,
+    workers_per_device: Annotated[
+        int | None,
+        typer.Option(
+            "--workers-per-device",
+            min=1,
+            help=(
+                "Worker processes per device (--devices cpu is one device); default 1 on the CPU, and on GPUs "
+                "min(4, cores per GPU // 2), or 1 with a Milvus Lite file"
+            ),
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="The older name of --workers-per-device: per GPU with GPU devices, in all with --devices cpu",
+        ),
+    ] = None,
 ) -> None:
     """Consume, embed and upsert until stopped (SIGTERM/SIGINT) or caught up."""
     from ingestor.supervisor import workers_option
 
     count = workers_option(workers, workers_per_device)
-    settings = _settings(config, bootstrap_servers, topics, group_id, redis_url, milvus_uri, collection,
-                         model, device, precision, log_format, log_level, backend)
+    settings = _settings(
+        config,
+        bootstrap_servers,
+        topics,
+        group_id,
+        redis_url,
+        milvus_uri,
+        collection,
+        model,
+        device,
+        precision,
+        log_format,
+        log_level,
+        backend,
+    )
     if devices is not None or (count or 1) > 1:
         raise typer.Exit(_supervise(settings, devices or "cpu", count))
     from ingestor.daemon import Daemon
@@ -97,8 +160,9 @@ def _supervise(settings: Settings, devices: str, per_device: int | None) -> int:
         cuda_count = torch.cuda.device_count()
     except Exception:
         cuda_count = 0
-    plans = plan_workers(devices, per_device, usable_cores(), cuda_count, settings.metrics.port,
-                         lite=settings.milvus.is_lite)
+    plans = plan_workers(
+        devices, per_device, usable_cores(), cuda_count, settings.metrics.port, lite=settings.milvus.is_lite
+    )
     if len(plans) > 1 and settings.milvus.is_lite:
         raise StartupError(
             f"{len(plans)} workers cannot share the Milvus Lite file {settings.milvus.uri}: run a Milvus server "
@@ -136,9 +200,10 @@ def _drop_option_values(args: list[str], names: tuple[str, ...]) -> list[str]:
 @app.command()
 def produce(
     file: Annotated[Path, typer.Argument(help="JSONL file (one JSON object a line) or plain text lines")],
-    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None,
-    topic: Annotated[Optional[str], typer.Option("--topic", help="Topic (default: the first of kafka.topics)")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Publish at most N records")] = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="Topic (default: the first of kafka.topics)")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Publish at most N records")] = None,
 ) -> None:
     """Publish a file of records to Kafka, with a progress bar."""
     from ingestor.commands.produce import publish_file
@@ -153,12 +218,25 @@ def produce(
 def search(
     query: Annotated[str, typer.Argument(help="Text to search for")],
     k: Annotated[int, typer.Option("-k", help="Number of results")] = 5,
-    config: ConfigOpt = None, milvus_uri: MilvusOpt = None, collection: CollectionOpt = None,
-    model: ModelOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
+    config: ConfigOpt = None,
+    milvus_uri: MilvusOpt = None,
+    collection: CollectionOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    backend: BackendOpt = None,
 ) -> None:
     """Embed a query with the same model and print the nearest records."""
-    settings = _settings(config, milvus_uri=milvus_uri, collection=collection, model=model, device=device,
-                         precision=precision, backend=backend, log_level="WARNING")
+    settings = _settings(
+        config,
+        milvus_uri=milvus_uri,
+        collection=collection,
+        model=model,
+        device=device,
+        precision=precision,
+        backend=backend,
+        log_level="WARNING",
+    )
     from ingestor.embedder import Embedder
     from ingestor.sink import MilvusSink
 
@@ -186,12 +264,23 @@ def search(
 
 @app.command()
 def check(
-    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
-    milvus_uri: MilvusOpt = None, model: ModelOpt = None, device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
+    milvus_uri: MilvusOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Test each dependency and the model; one line each; non-zero exit if any fails."""
-    settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri, model=model,
-                         device=device, log_level="WARNING")
+    settings = _settings(
+        config,
+        bootstrap_servers,
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        model=model,
+        device=device,
+        log_level="WARNING",
+    )
     from ingestor.commands.check import run_checks
 
     results = run_checks(settings)
@@ -202,11 +291,22 @@ def check(
 
 
 @app.command()
-def stats(config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redis_url: RedisOpt = None,
-          milvus_uri: MilvusOpt = None, collection: CollectionOpt = None) -> None:
+def stats(
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    redis_url: RedisOpt = None,
+    milvus_uri: MilvusOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
     """Collection rows, cache keys and memory, consumer lag per partition, DLQ depth."""
-    settings = _settings(config, bootstrap_servers, redis_url=redis_url, milvus_uri=milvus_uri,
-                         collection=collection, log_level="WARNING")
+    settings = _settings(
+        config,
+        bootstrap_servers,
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        collection=collection,
+        log_level="WARNING",
+    )
     from ingestor.commands.stats import render_stats
 
     render_stats(settings, console)
@@ -214,10 +314,13 @@ def stats(config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None, redi
 
 @dlq_app.command("replay")
 def dlq_replay(
-    config: ConfigOpt = None, bootstrap_servers: BootstrapOpt = None,
-    reason: Annotated[Optional[list[str]], typer.Option("--reason", help="Only records with this reason (repeatable)")] = None,
-    from_offset: Annotated[Optional[int], typer.Option("--from-offset", help="Only source offsets >= N")] = None,
-    to_offset: Annotated[Optional[int], typer.Option("--to-offset", help="Only source offsets <= N")] = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    reason: Annotated[
+        list[str] | None, typer.Option("--reason", help="Only records with this reason (repeatable)")
+    ] = None,
+    from_offset: Annotated[int | None, typer.Option("--from-offset", help="Only source offsets >= N")] = None,
+    to_offset: Annotated[int | None, typer.Option("--to-offset", help="Only source offsets <= N")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed")] = False,
 ) -> None:
     """Re-publish dead-lettered records to their source topic, once their cause is fixed."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample.jsonl"
 
 

@@ -26,8 +26,8 @@ from ingestor.errors import RetriableError
 from ingestor.health import HealthServer, MilvusWatch, Vitals
 from ingestor.kafka_common import recent_refusal
 from ingestor.memory import tune_gc
-from ingestor.offsets import OffsetTracker
 from ingestor.observer import Observer
+from ingestor.offsets import OffsetTracker
 from ingestor.pipeline import Pipeline
 from ingestor.records import Parsed
 from ingestor.retry import Backoff
@@ -114,8 +114,9 @@ class Daemon:
             log.warning("second signal: exiting now; uncommitted records will replay")
             os._exit(1)
         bound = self.settings.runtime.shutdown_timeout_s
-        log.info("%s received: finishing in-flight work (at most %.0fs), then exiting",
-                 signal.Signals(signum).name, bound)
+        log.info(
+            "%s received: finishing in-flight work (at most %.0fs), then exiting", signal.Signals(signum).name, bound
+        )
         self.request_stop()
         # The bound holds in every state, even one where some call does not return (a dependency
         # that hangs): past it the process exits, and what was not committed replays.
@@ -124,8 +125,11 @@ class Daemon:
         watchdog.start()
 
     def _overdue(self) -> None:
-        log.warning("shutdown bound of %.0fs reached before the shutdown finished: exiting now; uncommitted "
-                    "records will replay", self.settings.runtime.shutdown_timeout_s)
+        log.warning(
+            "shutdown bound of %.0fs reached before the shutdown finished: exiting now; uncommitted "
+            "records will replay",
+            self.settings.runtime.shutdown_timeout_s,
+        )
         logging.shutdown()
         os._exit(0)
 
@@ -190,9 +194,16 @@ class Daemon:
         self.model_loaded = True
         tune_gc(s.runtime.gc_gen0_threshold)
         batch = s.batch.for_device(embedder.device)
-        log.info("batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
-                 "%d in flight", embedder.device, batch.max_batch_records, batch.max_batch_tokens,
-                 batch.pass_cost_tokens, batch.max_window_records, batch.max_in_flight_records)
+        log.info(
+            "batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
+            "%d in flight",
+            embedder.device,
+            batch.max_batch_records,
+            batch.max_batch_tokens,
+            batch.pass_cost_tokens,
+            batch.max_window_records,
+            batch.max_in_flight_records,
+        )
 
         def open_milvus() -> None:
             sink.connect()
@@ -206,15 +217,33 @@ class Daemon:
             log.info("no redis.url configured: running without a cache")
         tracker = self.tracker
         dlq = self.dlq = DeadLetterQueue(s.kafka, s.dlq)
-        pipeline = self.pipeline = Pipeline(batch, tracker, embedder, cache, sink, dlq, self.backoff,
-                                            s.milvus.store_text, self.observer, clock=self.clock,
-                                            splitter=splitter)
+        pipeline = self.pipeline = Pipeline(
+            batch,
+            tracker,
+            embedder,
+            cache,
+            sink,
+            dlq,
+            self.backoff,
+            s.milvus.store_text,
+            self.observer,
+            clock=self.clock,
+            splitter=splitter,
+        )
         deliver = pipeline.submit if self.observer is None else _observed(self.observer, pipeline.submit)
 
         self.source = self.until_up(
             f"kafka at {s.kafka.bootstrap_servers}",
-            lambda: KafkaSource(s.kafka, tracker, deliver, batch.max_in_flight_records,
-                                self.until_caught_up, self.backoff, hold=pipeline.is_retrying, clock=self.clock),
+            lambda: KafkaSource(
+                s.kafka,
+                tracker,
+                deliver,
+                batch.max_in_flight_records,
+                self.until_caught_up,
+                self.backoff,
+                hold=pipeline.is_retrying,
+                clock=self.clock,
+            ),
             state="not reachable yet",
         )
         self.until_up(f"kafka at {s.kafka.bootstrap_servers}", self.source.start, state="not reachable yet")
@@ -260,8 +289,9 @@ class Daemon:
             deadline = self.drain_deadline()
             while self.tracker.in_flight() > 0 and pipeline.healthy():
                 if self.clock() > deadline:
-                    log.warning("shutdown bound reached with %d record(s) in flight: they will replay",
-                                self.tracker.in_flight())
+                    log.warning(
+                        "shutdown bound reached with %d record(s) in flight: they will replay", self.tracker.in_flight()
+                    )
                     drained = False
                     break
                 source.poll_once()  # keeps the membership alive and commits as work lands
@@ -288,6 +318,7 @@ def _observed(observer: Observer, submit: Callable[[list[Parsed]], None]) -> Cal
     def deliver(items: list[Parsed]) -> None:
         observer.delivered(items)
         submit(items)
+
     return deliver
 
 
@@ -295,8 +326,10 @@ def summary() -> str:
     """Totals since start, one line (the tests read it; operators like it): the work done, then
     every outcome, which add up to `consumed` (see `metrics.RecordLedger`)."""
     totals = metrics.RECORDS.totals()
-    work = (f"consumed={totals.pop('consumed')} embedded={int(metrics.total(metrics.RECORDS_EMBEDDED))} "
-            f"cache_hits={int(metrics.total(metrics.RECORDS_CACHE_HIT))}")
+    work = (
+        f"consumed={totals.pop('consumed')} embedded={int(metrics.total(metrics.RECORDS_EMBEDDED))} "
+        f"cache_hits={int(metrics.total(metrics.RECORDS_CACHE_HIT))}"
+    )
     return " ".join([work] + [f"{k}={v}" for k, v in totals.items()])
 
 
@@ -318,6 +351,11 @@ class _Progress:
         embedded = metrics.total(metrics.RECORDS_EMBEDDED)
         hits = metrics.total(metrics.RECORDS_CACHE_HIT)
         hit_rate = hits / (hits + embedded) if hits + embedded else 0.0
-        log.info("progress: %.1f records/s, %d in flight, %d partition(s), cache hit rate %.0f%%",
-                 rate, tracker.in_flight(), len(tracker.owned()), 100 * hit_rate)
+        log.info(
+            "progress: %.1f records/s, %d in flight, %d partition(s), cache hit rate %.0f%%",
+            rate,
+            tracker.in_flight(),
+            len(tracker.owned()),
+            100 * hit_rate,
+        )
         self.last, self.last_consumed = now, consumed

@@ -15,9 +15,9 @@ can be skipped or shared.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,9 @@ def unpack_vector(raw: bytes | None, dimension: int) -> CachedVector | None:
     return CachedVector(np.frombuffer(raw, dtype=np.float32, count=dimension), raw[-1:] == b"\x01")
 
 
-def content_hash(model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool,
-                 layout: str = "") -> str:
+def content_hash(
+    model_identity: str, text_sha256: str, metadata: Mapping[str, Any], store_text: bool, layout: str = ""
+) -> str:
     """What a marker records: everything that determines the entities we wrote for an id (with
     chunking, `layout` names the chunk settings; empty otherwise, which keeps older hashes)."""
     parts: list[Any] = [model_identity, text_sha256, metadata, store_text]
@@ -88,8 +89,12 @@ class Identity:
         return doc.digest
 
 
-def unchanged(docs: Sequence[Document], markers: Sequence[str | None], busy: Callable[[list[str]], set[str]],
-              held: Callable[[list[str]], Mapping[str, str]]) -> set[int]:
+def unchanged(
+    docs: Sequence[Document],
+    markers: Sequence[str | None],
+    busy: Callable[[list[str]], set[str]],
+    held: Callable[[list[str]], Mapping[str, str]],
+) -> set[int]:
     """The documents (by `id()`) to skip: their marker equals their digest, no earlier unwritten
     work carries their id (`busy`: Milvus does not hold yet what that work will write), and Milvus
     holds that same content hash (`held`). Both are asked only for the candidates."""

@@ -80,17 +80,21 @@ class DeadLetterQueue:
                 future.get(timeout=self.settings.ack_timeout_ms / 1000.0)
         for item in items:
             metrics.RECORDS.dead_lettered(item.reason)
-        log.info("dead-lettered %d record(s): %s", len(items),
-                 ", ".join(sorted({i.reason for i in items})))
+        log.info("dead-lettered %d record(s): %s", len(items), ", ".join(sorted({i.reason for i in items})))
 
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:  # a poisoned producer's goodbye: whatever it raises, a new one follows
-            kafka_call("closing the failed dead-letter producer", lambda: producer.close(timeout=0), last=True,
-                       dependency="dlq")
+            kafka_call(
+                "closing the failed dead-letter producer",
+                lambda: producer.close(timeout=0),
+                last=True,
+                dependency="dlq",
+            )
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:  # at shutdown: what it raises must not mask the outcome
-            kafka_call("closing the dead-letter producer", lambda: producer.close(timeout=5), last=True,
-                       dependency="dlq")
+            kafka_call(
+                "closing the dead-letter producer", lambda: producer.close(timeout=5), last=True, dependency="dlq"
+            )

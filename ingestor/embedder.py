@@ -105,7 +105,11 @@ class Embedder:
         self.identity = f"{settings.name}@{settings.variant}"
         log.info(
             "model loaded: %s on %s, %s, dimension %d, max_seq_length %d",
-            settings.name, self.device, settings.variant, self.dimension, self.max_seq_length,
+            settings.name,
+            self.device,
+            settings.variant,
+            self.dimension,
+            self.max_seq_length,
         )
 
     @property
@@ -117,8 +121,9 @@ class Embedder:
         """Min cosine of this setting's vectors to torch fp32's on `texts`; None for torch fp32 itself."""
         if self.is_reference:
             return None
-        reference = Embedder(self.settings.model_copy(update={"backend": "torch", "precision": "fp32",
-                                                              "device": self.device}))
+        reference = Embedder(
+            self.settings.model_copy(update={"backend": "torch", "precision": "fp32", "device": self.device})
+        )
         a = reference.encode(texts)
         b = self.encode(texts)
         del reference
@@ -149,7 +154,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
-            texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
+            texts,
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -183,16 +191,17 @@ def _load_exported(settings: ModelSettings, path: str, threads: int | None) -> A
 
     backends.require_backend(settings.backend, settings.precision)
     backends.quiet_libraries(settings.backend)
-    variant = backends.variant_for(settings.name, path, settings.backend, settings.precision,
-                                   backends.cache_root(settings.cache_dir))
+    variant = backends.variant_for(
+        settings.name, path, settings.backend, settings.precision, backends.cache_root(settings.cache_dir)
+    )
     backends.ensure_variant(variant, path)
     kwargs = backends.load_kwargs(settings.backend, settings.precision, variant.file_name, threads)
     try:
-        return SentenceTransformer(str(variant.directory), device="cpu", backend=settings.backend,
-                                   model_kwargs=kwargs)
+        return SentenceTransformer(str(variant.directory), device="cpu", backend=settings.backend, model_kwargs=kwargs)
     except Exception as exc:
-        raise StartupError(f"cannot load the {settings.backend} export of {settings.name!r} from "
-                           f"{variant.directory}: {exc}") from exc
+        raise StartupError(
+            f"cannot load the {settings.backend} export of {settings.name!r} from {variant.directory}: {exc}"
+        ) from exc
 
 
 def embed_failure_reason(exc: Exception) -> DataError:
@@ -209,8 +218,9 @@ def _not_data(exc: Exception) -> bool:
     return isinstance(exc, (RetriableError, Aborted))
 
 
-def encode_all(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
-               forward: Callable[[], np.ndarray] | None = None) -> Encoded:
+def encode_all(
+    texts: Sequence[str], encode: Callable[[list[str]], np.ndarray], forward: Callable[[], np.ndarray] | None = None
+) -> Encoded:
     """Vectors for `texts`, with the model's failures translated: one `forward` pass over the
     whole batch (features already collated) when given, else or after it fails, `encode` apart
     from it, bisecting down to the texts that fail alone (out of memory splits the batch the
@@ -221,10 +231,13 @@ def encode_all(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
         except Exception as exc:
             if _not_data(exc):
                 raise
-            log.warning("forward pass over %d texts failed (%s); splitting the batch to retry",
-                        len(texts), type(exc).__name__)
+            log.warning(
+                "forward pass over %d texts failed (%s); splitting the batch to retry", len(texts), type(exc).__name__
+            )
     vectors: list[np.ndarray | None] = [None] * len(texts)
-    result = run_isolating(range(len(texts)), lambda batch: encode([texts[i] for i in batch]), splittable=lambda e: not _not_data(e))
+    result = run_isolating(
+        range(len(texts)), lambda batch: encode([texts[i] for i in batch]), splittable=lambda e: not _not_data(e)
+    )
     for batch, out in result.results:
         for i, vector in zip(batch, out):
             vectors[i] = vector

@@ -136,8 +136,9 @@ class MilvusWatch:
     """Pings Milvus with a real call every `interval_s` on its own thread, so readiness reflects
     an outage even while no batch is being written, and the consumer thread never waits on it."""
 
-    def __init__(self, ping: Callable[[], str], interval_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ping: Callable[[], str], interval_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         # ping: "" when Milvus answered, else why not; clock: what `last_ok` is read on (the daemon's)
         self.ping = ping
         self.interval_s = interval_s

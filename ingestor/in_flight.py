@@ -57,7 +57,9 @@ class InFlight:
                     return
                 self._texts.setdefault(unit.text_sha256, unit)
 
-    def settle(self, record_ids: Sequence[str], units: Iterable[Unit], extents: Mapping[str, int] | None = None) -> None:
+    def settle(
+        self, record_ids: Sequence[str], units: Iterable[Unit], extents: Mapping[str, int] | None = None
+    ) -> None:
         """A work was written (or abandoned): its records leave (`extents`: chunks it left stored,
         by record id, kept for a later work of the same id) and the texts it claimed are released."""
         with self._lock:

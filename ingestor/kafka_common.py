@@ -49,8 +49,9 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     if settings.sasl_mechanism:
         kwargs["sasl_mechanism"] = settings.sasl_mechanism
         if settings.sasl_mechanism == "OAUTHBEARER":
-            kwargs["sasl_oauth_token_provider"] = TokenProvider(settings.sasl_oauth_token_file,
-                                                                settings.sasl_oauth_token_command)
+            kwargs["sasl_oauth_token_provider"] = TokenProvider(
+                settings.sasl_oauth_token_file, settings.sasl_oauth_token_command
+            )
         else:  # kafka-python names the user and password "plain" for SCRAM too
             kwargs["sasl_plain_username"] = settings.sasl_username
             if settings.sasl_password is not None:
@@ -88,18 +89,22 @@ class TokenProvider(AbstractTokenProvider):
 NOT_NOW = (KafkaError, AssertionError, ValueError)
 
 
-def kafka_call(what: str, call: Callable[[], T], loud: bool = False, last: bool = False,
-               dependency: str = "kafka") -> tuple[bool, T | None]:
+def kafka_call(
+    what: str, call: Callable[[], T], loud: bool = False, last: bool = False, dependency: str = "kafka"
+) -> tuple[bool, T | None]:
     """Run one kafka-python call: (True, its result), or (False, None) when it failed in a way the
     next turn may not. The one place Kafka's exceptions are translated; the failure is counted (under
     `dependency`) and logged (at WARNING when `loud`, else DEBUG) with `what` was attempted. `last`: a
     goodbye (leaving the group, closing a client), after which nothing may escape, whatever it raises."""
     try:
         return True, call()
-    except (Exception if last else NOT_NOW) as exc:
+    except Exception as exc:
+        if not last and not isinstance(exc, NOT_NOW):
+            raise
         metrics.DEPENDENCY_ERRORS.labels(dependency, type(exc).__name__).inc()
-        (log.warning if loud else log.debug)("kafka: %s failed (%s)%s", what, exc,
-                                              "" if last else "; trying again later")
+        (log.warning if loud else log.debug)(
+            "kafka: %s failed (%s)%s", what, exc, "" if last else "; trying again later"
+        )
         return False, None
 
 
@@ -168,9 +173,12 @@ def _patch_transport() -> bool:
     from kafka.net.transport import KafkaTCPTransport
 
     if fingerprint(getattr(KafkaTCPTransport, "_read_from_sock", None)) != READ_LOOP_FINGERPRINT:
-        not_applied(READ_LOOP, "this kafka-python's read loop is not the one the fix was read against",
-                    "a broker's refusal of the SASL login reads as an outage: `ingestor run` waits out the "
-                    "bootstrap timeout and retries instead of exiting 2 naming kafka.sasl_password")
+        not_applied(
+            READ_LOOP,
+            "this kafka-python's read loop is not the one the fix was read against",
+            "a broker's refusal of the SASL login reads as an outage: `ingestor run` waits out the "
+            "bootstrap timeout and retries instead of exiting 2 naming kafka.sasl_password",
+        )
         return False
     KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
     return True
@@ -211,25 +219,32 @@ def recent_refusal(within_s: float = 60.0) -> str | None:
 def refusal(exc: BaseException | None) -> str | None:
     """What to fix when the brokers refused us for good, or None for an outage: a refused login or
     an untrusted certificate does not heal by retrying. Names the setting, never its value."""
-    for exc in chain(exc):
-        if isinstance(exc, SaslAuthenticationFailedError):
-            return "the brokers refused the login: check kafka.sasl_mechanism, kafka.sasl_username and " \
-                   "kafka.sasl_password (or kafka.sasl_password_file)"
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return (f"the brokers' certificate is not trusted ({exc.verify_message}): check kafka.ssl_cafile "
-                    "(and kafka.ssl_check_hostname)")
-        if isinstance(exc, ssl.SSLError) and "ALERT" in str(exc.reason or "") and "CERTIFICATE" in str(exc.reason):
+    for seen in chain(exc):
+        if isinstance(seen, SaslAuthenticationFailedError):
+            return (
+                "the brokers refused the login: check kafka.sasl_mechanism, kafka.sasl_username and "
+                "kafka.sasl_password (or kafka.sasl_password_file)"
+            )
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                f"the brokers' certificate is not trusted ({seen.verify_message}): check kafka.ssl_cafile "
+                "(and kafka.ssl_check_hostname)"
+            )
+        if isinstance(seen, ssl.SSLError) and "ALERT" in str(seen.reason or "") and "CERTIFICATE" in str(seen.reason):
             # The broker's alert once the handshake is done (TLS 1.3): it wants a certificate we lack.
-            return (f"the brokers refused our client certificate ({exc.reason}): check kafka.ssl_certfile and "
-                    "kafka.ssl_keyfile")
-        if isinstance(exc, ssl.SSLError):
-            return f"TLS with the brokers failed ({exc.reason or exc}): check kafka.security_protocol and kafka.ssl_*"
+            return (
+                f"the brokers refused our client certificate ({seen.reason}): check kafka.ssl_certfile and "
+                "kafka.ssl_keyfile"
+            )
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS with the brokers failed ({seen.reason or seen}): check kafka.security_protocol and kafka.ssl_*"
     return None
 
 
 @contextmanager
-def kafka_errors(dependency: str, what: str, on_error: Callable[[], None] | None = None,
-                 at_start: bool = False) -> Iterator[None]:
+def kafka_errors(
+    dependency: str, what: str, on_error: Callable[[], None] | None = None, at_start: bool = False
+) -> Iterator[None]:
     """kafka-python's errors inside the block become RetriableError(`dependency`, "`what`: error"),
     counted, naming the cause when it is a refusal (see `refusal`); `on_error` runs first (the DLQ
     drops a producer that a fatal error has poisoned). `at_start`: a refusal is a StartupError

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 READY = "ingestor-lite-ready"
 WARNING = "ingestor-lite-warning"
-WIRE_FLOATS_LOSS = ("Milvus Lite type-checks every element of every vector it is sent: about a third of its CPU "
-                    "per upserted row")
+WIRE_FLOATS_LOSS = (
+    "Milvus Lite type-checks every element of every vector it is sent: about a third of its CPU per upserted row"
+)
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 
@@ -118,14 +119,21 @@ class LiteServer:
             return
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "ingestor.lite", "--data-dir", self.data_dir, "--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         self._proc, self.uri, self._port = proc, "", queue.Queue()
         self._errors.clear()
         # Both pipes are read to the end, so the child never blocks on a full one.
         threading.Thread(target=_read_stdout, args=(proc, self._port), name="ingestor-lite-out", daemon=True).start()
-        self._stderr = threading.Thread(target=_read_stderr, args=(proc, self._errors), name="ingestor-lite-err",
-                                        daemon=True)
+        self._stderr = threading.Thread(
+            target=_read_stderr, args=(proc, self._errors), name="ingestor-lite-err", daemon=True
+        )
         self._stderr.start()
 
     def start(self) -> str:
@@ -316,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ingestor.lite",
         description="Milvus Lite over gRPC: for one ingestor process (--parent-pid), or as a server that "
-                    "several workers share (--port, e.g. from `deploy/local/services.sh up --lite-server`)")
+        "several workers share (--port, e.g. from `deploy/local/services.sh up --lite-server`)",
+    )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--parent-pid", type=int, help="exit when this process is no longer the parent")
     parser.add_argument("--host", default="127.0.0.1")

@@ -8,8 +8,7 @@ import logging
 import sys
 import time
 
-_NOISY = ("kafka", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite",
-          "faiss")
+_NOISY = ("kafka", "urllib3", "transformers", "sentence_transformers", "httpx", "filelock", "milvus_lite", "faiss")
 # Milvus Lite's in-process gRPC server logs an ERROR traceback for a probe pymilvus makes of
 # every server (AllocTimestamp, which Lite does not implement); it is harmless.
 #
@@ -51,7 +50,9 @@ class KafkaClientNoise(logging.Filter):
         if not record.name.startswith("kafka.") or record.levelno < logging.WARNING:
             return False
         template = str(record.msg)
-        if template.startswith(("Topic %s not found in cluster metadata", "Topic %s is not available during auto-create")):
+        if template.startswith(
+            ("Topic %s not found in cluster metadata", "Topic %s is not available during auto-create")
+        ):
             return True
         if template.startswith("Task ") and "blocking the event loop" in template:
             return True

@@ -23,16 +23,23 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
-RECORDS_EMBEDDED = Counter("ingestor_records_embedded_total", "Distinct texts run through the model (a text shared by several records counts once; with chunking, chunks)")
-RECORDS_CACHE_HIT = Counter("ingestor_records_cache_hit_total", "Records whose vector came from the Redis cache (with chunking, chunks)")
+RECORDS_EMBEDDED = Counter(
+    "ingestor_records_embedded_total",
+    "Distinct texts run through the model (a text shared by several records counts once; with chunking, chunks)",
+)
+RECORDS_CACHE_HIT = Counter(
+    "ingestor_records_cache_hit_total", "Records whose vector came from the Redis cache (with chunking, chunks)"
+)
 CHUNKS_UPSERTED = Counter(
-    "ingestor_chunks_upserted_total", "Chunk entities written to Milvus (chunking on; a record counts as upserted once "
-    "all of its chunks are)")
+    "ingestor_chunks_upserted_total",
+    "Chunk entities written to Milvus (chunking on; a record counts as upserted once all of its chunks are)",
+)
 RECORDS_TRUNCATED = Counter("ingestor_records_truncated_total", "Texts cut at the model's maximum sequence length")
 PARTITIONS_PAUSED = Gauge("ingestor_partitions_paused", "Partitions paused by backpressure or a retry")
 PARTITIONS_ASSIGNED = Gauge("ingestor_partitions_assigned", "Partitions owned by this worker")
 PARTITIONS_BLOCKED = Gauge(
-    "ingestor_partitions_blocked", "Partitions paused because their next batch cannot be decoded (retried, never skipped)",
+    "ingestor_partitions_blocked",
+    "Partitions paused because their next batch cannot be decoded (retried, never skipped)",
     ["reason"],
 )
 UNDECODABLE_BATCHES = Counter(
@@ -40,12 +47,14 @@ UNDECODABLE_BATCHES = Counter(
 )
 CONSUMER_LAG = Gauge(
     "ingestor_consumer_lag_records",
-    "End offset (the last stable offset under read_committed) minus committed offset", ["topic", "partition"],
+    "End offset (the last stable offset under read_committed) minus committed offset",
+    ["topic", "partition"],
 )
 BATCH_RECORDS = Histogram("ingestor_batch_records", "Texts per forward pass", buckets=_SIZE_BUCKETS)
 BATCH_TOKENS = Histogram("ingestor_batch_tokens", "Padded tokens per forward pass", buckets=_TOKEN_BUCKETS)
 PREPARE_SECONDS = Histogram(
-    "ingestor_prepare_duration_seconds", "Batcher time per window: cache lookup, tokenising and padding",
+    "ingestor_prepare_duration_seconds",
+    "Batcher time per window: cache lookup, tokenising and padding",
     buckets=_LATENCY_BUCKETS,
 )
 EMBED_SECONDS = Histogram("ingestor_embed_duration_seconds", "Forward pass time", buckets=_LATENCY_BUCKETS)
@@ -57,13 +66,20 @@ TIME_TO_SEARCHABLE = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 RETRIES = Counter("ingestor_retries_total", "Retried operations after a retriable failure", ["dependency"])
-DEPENDENCY_ERRORS = Counter("ingestor_dependency_errors_total", "Errors talking to a dependency", ["dependency", "kind"])
+DEPENDENCY_ERRORS = Counter(
+    "ingestor_dependency_errors_total", "Errors talking to a dependency", ["dependency", "kind"]
+)
 COMMITS = Counter("ingestor_offset_commits_total", "Offset commits", ["result"])
 STAGE_CPU = Counter(
     "ingestor_stage_cpu_seconds_total",
     "CPU time the pipeline's threads spent in each stage (poll, parse, plan, resolve, collate, embed, write, "
-    "cache, commit); a stage inside another is charged to itself only", ["stage"])
-WORKER_RESTARTS = Counter("ingestor_worker_restarts_total", "Restarts of this worker's slot by its supervisor (handed down to each new worker process)")
+    "cache, commit); a stage inside another is charged to itself only",
+    ["stage"],
+)
+WORKER_RESTARTS = Counter(
+    "ingestor_worker_restarts_total",
+    "Restarts of this worker's slot by its supervisor (handed down to each new worker process)",
+)
 
 
 # Where a consumed record can end; each one ends in exactly one of these.
@@ -73,7 +89,7 @@ OUTCOMES: dict[str, str] = {
     "deleted": "Tombstones applied to Milvus",
     "dead_lettered": "Records sent to the dead-letter topic",
     "superseded": "Records replaced by a later record of the same id before they were written (their offsets "
-                  "are done with it)",
+    "are done with it)",
     "dropped": "Records dropped because their partition was revoked (the new owner replays them)",
 }
 
@@ -123,8 +139,11 @@ class RecordLedger:
                 yield family
             else:
                 yield _counter(outcome, help_text, settled[outcome])
-        yield GaugeMetricFamily("ingestor_records_in_flight", "Records consumed and not yet at an outcome",
-                                value=consumed - sum(settled.values()))
+        yield GaugeMetricFamily(
+            "ingestor_records_in_flight",
+            "Records consumed and not yet at an outcome",
+            value=consumed - sum(settled.values()),
+        )
 
 
 def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
@@ -163,6 +182,8 @@ def stage(name: str) -> Iterator[None]:
         _STAGE_CHILDREN[name].inc(now - stack.pop().since)
         if stack:
             stack[-1].since = now
+
+
 def total(metric: Counter | Histogram, suffix: str = "_total") -> float:
     """The sum of a metric's samples that end with `suffix` (all label values): a counter's
     total, or a histogram's `_sum` or `_count`."""

@@ -67,8 +67,14 @@ def create_schema(fields: dict[str, tuple[str, dict[str, Any]]], dimension: int,
     return schema
 
 
-def verify(info: dict[str, Any], fields: dict[str, tuple[str, dict[str, Any]]], chunked: bool, dimension: int,
-           model_identity: str, where: str) -> None:
+def verify(
+    info: dict[str, Any],
+    fields: dict[str, tuple[str, dict[str, Any]]],
+    chunked: bool,
+    dimension: int,
+    model_identity: str,
+    where: str,
+) -> None:
     """Refuse to start (StartupError) unless the described collection `where` (its name and URI)
     takes our entities: every field with its type, the model's dimension, no auto_id."""
     found = {f["name"]: f for f in info.get("fields", [])}
@@ -78,9 +84,10 @@ def verify(info: dict[str, Any], fields: dict[str, tuple[str, dict[str, Any]]], 
         problems.append(
             "it holds one entity per chunk (chunking.enabled was true when it was made), and chunking is off "
             "(set INGESTOR_CHUNKING__ENABLED=true to write it)"
-            if has_chunks else
-            "it holds one entity per record (chunking.enabled was false when it was made), and chunking is on "
-            "(set INGESTOR_CHUNKING__ENABLED=false to write it as before)")
+            if has_chunks
+            else "it holds one entity per record (chunking.enabled was false when it was made), and chunking is on "
+            "(set INGESTOR_CHUNKING__ENABLED=false to write it as before)"
+        )
     for name, (type_name, _params) in fields.items():
         field = found.get(name)
         if field is None:
@@ -98,8 +105,11 @@ def verify(info: dict[str, Any], fields: dict[str, tuple[str, dict[str, Any]]], 
     if info.get("auto_id"):
         problems.append("auto_id is on; ingestor needs deterministic primary keys")
     if problems:
-        raise StartupError(f"Milvus collection {where} does not fit: " + "; ".join(problems)
-                           + ". Use another milvus.collection, or drop this one.")
+        raise StartupError(
+            f"Milvus collection {where} does not fit: "
+            + "; ".join(problems)
+            + ". Use another milvus.collection, or drop this one."
+        )
 
 
 MIN_SERVER_VERSION = (2, 3, 0)  # the first Milvus with upsert
@@ -149,7 +159,9 @@ class Entity:
         return 4 * len(self.vector) + len(self.text.encode("utf-8")) + len(meta) + 256
 
 
-def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int, chunked: bool = False) -> dict[str, list[Any]]:
+def to_columns(
+    entities: Sequence[Entity], store_text: bool, now_ms: int, chunked: bool = False
+) -> dict[str, list[Any]]:
     """One list per field, in schema order: pymilvus packs a column in one call, where a row
     costs it a type lookup per field (37 vs 12 µs of GIL per row, measured)."""
     columns = {
@@ -170,11 +182,15 @@ def to_columns(entities: Sequence[Entity], store_text: bool, now_ms: int, chunke
         spans = [e.chunk for e in entities]
         if any(span is None for span in spans):
             raise ValueError("a collection of chunks takes chunk entities only")
-        columns.update({
-            "doc_id": [s.doc_id for s in spans], "chunk_index": [s.index for s in spans],
-            "chunk_count": [s.count for s in spans], "char_start": [s.char_start for s in spans],
-            "char_end": [s.char_end for s in spans],
-        })
+        columns.update(
+            {
+                "doc_id": [s.doc_id for s in spans],
+                "chunk_index": [s.index for s in spans],
+                "chunk_count": [s.count for s in spans],
+                "char_start": [s.char_start for s in spans],
+                "char_end": [s.char_end for s in spans],
+            }
+        )
     return columns
 
 
@@ -213,11 +229,16 @@ def skip_str_array_check() -> None:
     the conversion it was read against: a flag set on changed code might mean something else."""
     from pymilvus.client import entity_helper
 
-    if not hasattr(entity_helper, "CHECK_STR_ARRAY") or \
-            fingerprint(getattr(entity_helper, "convert_to_str_array", None)) != STR_ARRAY_FINGERPRINT:
-        not_applied(NO_STR_CHECK, "this pymilvus's VARCHAR conversion is not the one it was read against",
-                    "pymilvus checks every stored text character by character: about half the client's CPU "
-                    "per upsert, holding the GIL")
+    if (
+        not hasattr(entity_helper, "CHECK_STR_ARRAY")
+        or fingerprint(getattr(entity_helper, "convert_to_str_array", None)) != STR_ARRAY_FINGERPRINT
+    ):
+        not_applied(
+            NO_STR_CHECK,
+            "this pymilvus's VARCHAR conversion is not the one it was read against",
+            "pymilvus checks every stored text character by character: about half the client's CPU "
+            "per upsert, holding the GIL",
+        )
         return
     entity_helper.CHECK_STR_ARRAY = False
 
@@ -243,8 +264,14 @@ def column_schema(client: Any, collection: str, timeout: float) -> tuple[dict[st
     return schema, types
 
 
-def upsert_columns(client: Any, collection: str, columns: dict[str, list[Any]], schema: dict[str, Any],
-                   types: dict[str, Any], timeout: float) -> None:
+def upsert_columns(
+    client: Any,
+    collection: str,
+    columns: dict[str, list[Any]],
+    schema: dict[str, Any],
+    types: dict[str, Any],
+    timeout: float,
+) -> None:
     """One column upsert through the client's current connection (a reconnect makes a new one)."""
     entities = [{"name": name, "type": types[name], "values": values} for name, values in columns.items()]
     client._get_connection().upsert(collection, entities, timeout=timeout, schema=schema)
@@ -263,9 +290,12 @@ def last_write_timestamp(client: Any, collection: str, db_name: str) -> int:
         address = client._get_connection().server_address
         return int(ts_utils.get_collection_ts(collection, address, db_name) or 0)
     except (ImportError, AttributeError, TypeError) as exc:  # a pymilvus without them: no timestamps
-        not_applied(WRITE_TIMESTAMPS, f"{type(exc).__name__}: {exc}",
-                    "no write has a timestamp to read at: every read of what Milvus holds goes Strong and waits "
-                    "for the server's next time tick (about 200 ms)")
+        not_applied(
+            WRITE_TIMESTAMPS,
+            f"{type(exc).__name__}: {exc}",
+            "no write has a timestamp to read at: every read of what Milvus holds goes Strong and waits "
+            "for the server's next time tick (about 200 ms)",
+        )
         return 0
 
 
@@ -276,9 +306,23 @@ def last_write_timestamp(client: Any, collection: str, db_name: str) -> int:
 _DATA_HINTS = ("should divide the dim", "dimension", "exceeds max length", "invalid parameter", "type mismatch")
 
 _RETRIABLE_HINTS = (
-    "deny to write", "quota", "rate limit", "ratelimit", "timeout", "timed out", "deadline",
-    "unavailable", "connect", "connection", "not ready", "service", "closed", "broken pipe",
-    "server is shutting", "no available", "eof",
+    "deny to write",
+    "quota",
+    "rate limit",
+    "ratelimit",
+    "timeout",
+    "timed out",
+    "deadline",
+    "unavailable",
+    "connect",
+    "connection",
+    "not ready",
+    "service",
+    "closed",
+    "broken pipe",
+    "server is shutting",
+    "no available",
+    "eof",
 )
 
 
@@ -292,8 +336,10 @@ def refusal(exc: BaseException) -> str | None:
         code = seen.code() if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)) else None
         text = str(seen)
         if code == grpc.StatusCode.UNAUTHENTICATED or "auth check failure" in text:
-            return ("milvus refused the login: check milvus.user and milvus.password (or milvus.password_file), "
-                    "or milvus.token (or milvus.token_file)")
+            return (
+                "milvus refused the login: check milvus.user and milvus.password (or milvus.password_file), "
+                "or milvus.token (or milvus.token_file)"
+            )
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return "milvus denied the request: grant the milvus.user a role with privileges on the collection"
         if "CERTIFICATE_VERIFY_FAIL" in text:
@@ -307,8 +353,12 @@ def classify(exc: BaseException) -> RetriableError | DataError:
     is retriable too once running (credentials may be rotated back), with what to fix as its text."""
     import grpc
     from pymilvus.exceptions import (
-        DataNotMatchException, DataTypeNotMatchException, MilvusException, MilvusUnavailableException,
-        ParamError, PrimaryKeyException,
+        DataNotMatchException,
+        DataTypeNotMatchException,
+        MilvusException,
+        MilvusUnavailableException,
+        ParamError,
+        PrimaryKeyException,
     )
 
     reason = refusal(exc)

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ingestor import hooks, metrics
-from ingestor.work import Unit, Work
 from ingestor.embedder import Embedder, encode_all
 from ingestor.records import fail
+from ingestor.work import Unit, Work
 
 
 class ModelStage:
@@ -30,7 +30,11 @@ class ModelStage:
         todo = [u for u in units if u.token_ids is None]
         for unit in units:
             if unit.token_ids is not None:
-                unit.tokens, unit.truncated, unit.encoding = len(unit.token_ids), False, self.embedder.encoding(unit.token_ids)
+                unit.tokens, unit.truncated, unit.encoding = (
+                    len(unit.token_ids),
+                    False,
+                    self.embedder.encoding(unit.token_ids),
+                )
         for unit, prepared in zip(todo, self.embedder.prepare([u.text for u in todo])):
             unit.tokens, unit.truncated, unit.encoding = prepared.tokens, prepared.truncated, prepared.encoding
 

@@ -128,8 +128,9 @@ class OffsetTracker:
             state = self._parts.get(tp)
             if state is None or state.generation != generation or state.pending:
                 return
-            current = max((p for p in (state.point, state.committed) if p is not None),
-                          key=lambda p: p.offset, default=None)
+            current = max(
+                (p for p in (state.point, state.committed) if p is not None), key=lambda p: p.offset, default=None
+            )
             if current is None or next_offset > current.offset:
                 epoch = current.leader_epoch if current is not None else -1
                 state.point = CommitPoint(offset=next_offset, leader_epoch=epoch)
@@ -144,11 +145,7 @@ class OffsetTracker:
     def to_commit(self) -> dict[TopicPartition, CommitPoint]:
         """Positions that moved since the last acknowledged commit."""
         with self._lock:
-            return {
-                tp: s.point
-                for tp, s in self._parts.items()
-                if s.point is not None and s.point != s.committed
-            }
+            return {tp: s.point for tp, s in self._parts.items() if s.point is not None and s.point != s.committed}
 
     def committed(self, tp: TopicPartition, point: CommitPoint, generation: int | None = None) -> None:
         """Record that Kafka acknowledged a commit of `point` for `tp`."""

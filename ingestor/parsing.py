@@ -140,9 +140,7 @@ def _from_json(raw: RawRecord, decoded: str, options: MessageFormat) -> Document
         raise _Reject(Reason.MISSING_TEXT, f"field {options.text_field!r} is missing")
     text = obj[options.text_field]
     if not isinstance(text, str):
-        raise _Reject(
-            Reason.TEXT_NOT_STRING, f"field {options.text_field!r} is a {type(text).__name__}, not a string"
-        )
+        raise _Reject(Reason.TEXT_NOT_STRING, f"field {options.text_field!r} is a {type(text).__name__}, not a string")
     text = _check_text(text)
     record_id = _json_id(obj.get(options.id_field), options.id_field)
     metadata = obj.get(options.metadata_field)
@@ -159,13 +157,13 @@ def _from_json(raw: RawRecord, decoded: str, options: MessageFormat) -> Document
     return _document(raw, text, record_id, metadata, serialised)
 
 
-def _document(raw: RawRecord, text: str, record_id: str | None, metadata: dict[str, Any],
-              serialised: str | None) -> Document:
+def _document(
+    raw: RawRecord, text: str, record_id: str | None, metadata: dict[str, Any], serialised: str | None
+) -> Document:
     text_sha = sha256_hex(text)
     if record_id is None:
         record_id = _check_id(_decode_key(raw.key)) if raw.key is not None else text_sha
-    return Document(id=record_id, text=text, text_sha256=text_sha, metadata=metadata, raw=raw,
-                    metadata_json=serialised)
+    return Document(id=record_id, text=text, text_sha256=text_sha, metadata=metadata, raw=raw, metadata_json=serialised)
 
 
 def _check_text(text: str) -> str:

@@ -29,16 +29,15 @@ from typing import Any
 
 from ingestor import metrics
 from ingestor.batching import BatchLimits, BatchWindow, plan, window_chars
-from ingestor.work import Work, joinable, merge
 from ingestor.cache import Cache
-from ingestor.config import BatchSettings
 from ingestor.chunking import Splitter, attach_chunks, chunk_all
+from ingestor.config import BatchSettings
 from ingestor.consistency import Consistency
 from ingestor.dedupe import Identity
-from ingestor.in_flight import InFlight
 from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import Aborted
+from ingestor.in_flight import InFlight
 from ingestor.model_stage import ModelStage
 from ingestor.observer import Observer
 from ingestor.offsets import OffsetTracker
@@ -46,6 +45,7 @@ from ingestor.records import Document, Parsed
 from ingestor.resolver import Resolver
 from ingestor.retry import Backoff, Retrier
 from ingestor.sink import MilvusSink
+from ingestor.work import Work, joinable, merge
 from ingestor.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,14 @@ class Pipeline:
         # How a record becomes the documents written for it: its chunks, or (None) itself.
         self.splitter = splitter
         self.split: Callable[[list[Document]], list[Document]] | None = (
-            None if splitter is None else partial(chunk_all, splitter=splitter))
+            None if splitter is None else partial(chunk_all, splitter=splitter)
+        )
         self.consistency = Consistency()
         self.resolver = Resolver(cache, sink, self.retrier, self.in_flight, self.identity, self.consistency)
         self.model = ModelStage(embedder)
-        self.writer = Writer(sink, dlq, cache, tracker, self.retrier, self.in_flight, self.identity,
-                             self.consistency, observer)
+        self.writer = Writer(
+            sink, dlq, cache, tracker, self.retrier, self.in_flight, self.identity, self.consistency, observer
+        )
         self._threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
 
@@ -125,6 +127,7 @@ class Pipeline:
             except BaseException as exc:  # a bug: stop the daemon; uncommitted work replays
                 log.exception("pipeline stage %s failed", threading.current_thread().name)
                 self.failure = exc
+
         return run
 
     def submit(self, items: list[Parsed]) -> None:
@@ -168,7 +171,9 @@ class Pipeline:
     # -- stage 2: batcher ------------------------------------------------------------------------
 
     def _batcher_loop(self) -> None:
-        window: BatchWindow[Parsed] = BatchWindow(self.limits, self.settings.max_wait_ms, self.settings.max_window_records)
+        window: BatchWindow[Parsed] = BatchWindow(
+            self.limits, self.settings.max_wait_ms, self.settings.max_window_records
+        )
         stopping = False
         while not stopping:
             deadline = window.deadline()
@@ -222,7 +227,7 @@ class Pipeline:
                 return
             except queue.Full:
                 if self._abort.is_set():
-                    raise Aborted()
+                    raise Aborted() from None
 
     # -- stage 3: model --------------------------------------------------------------------------
 

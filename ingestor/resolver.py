@@ -10,13 +10,11 @@ writer must trim. Reads see every write before them without waiting for the serv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ingestor import metrics
-from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.consistency import Consistency
 from ingestor.dedupe import CachedVector, Identity, unchanged
@@ -24,6 +22,7 @@ from ingestor.in_flight import InFlight
 from ingestor.records import Delete, Document
 from ingestor.retry import Retrier
 from ingestor.sink import MilvusSink, Stored
+from ingestor.work import Unit, Work
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ class Backoff:
         ±`jitter` spread so that many workers do not retry in lockstep."""
         # The exponent stops growing at the cap: an outage of hours must not overflow a float.
         exponent = min(max(attempt, 0), 64)
-        base = min(float(self.max_ms), self.initial_ms * self.multiplier ** exponent)
+        base = min(float(self.max_ms), self.initial_ms * self.multiplier**exponent)
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, base * (1.0 + spread)) / 1000.0
 

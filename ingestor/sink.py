@@ -16,16 +16,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestor import hooks, metrics
+from ingestor.chunking import chunk_id
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
-from ingestor.chunking import chunk_id
 from ingestor.expressions import field_in
 from ingestor.lite import LiteLock, LiteServer, lite_file_busy
 from ingestor.logs import adopt_pymilvus
+
 # ChunkSpan and Entity are what callers hand the sink: the writer imports them from here.
 from ingestor.milvus_schema import (  # noqa: F401
-    MIN_SERVER_VERSION, ChunkSpan, Entity, classify, column_schema, create_schema, last_write_timestamp, refusal,
-    same_width, schema_fields, skip_str_array_check, to_columns, to_rows, too_old, upsert_columns, verify,
+    MIN_SERVER_VERSION,
+    ChunkSpan,
+    Entity,
+    classify,
+    column_schema,
+    create_schema,
+    last_write_timestamp,
+    refusal,
+    same_width,
+    schema_fields,
+    skip_str_array_check,
+    to_columns,
+    to_rows,
+    too_old,
+    upsert_columns,
+    verify,
 )
 
 log = logging.getLogger(__name__)
@@ -72,8 +87,11 @@ def client_kwargs(settings: MilvusSettings, uri: str) -> dict[str, Any]:
     if uri.startswith("https://"):
         kwargs["secure"] = True
         if settings.certfile is not None and settings.keyfile is not None and settings.ca_file is not None:
-            kwargs.update(client_pem_path=str(settings.certfile), client_key_path=str(settings.keyfile),
-                          ca_pem_path=str(settings.ca_file))
+            kwargs.update(
+                client_pem_path=str(settings.certfile),
+                client_key_path=str(settings.keyfile),
+                ca_pem_path=str(settings.ca_file),
+            )
         elif settings.ca_file is not None:
             kwargs["server_pem_path"] = str(settings.ca_file)
         if settings.server_name:
@@ -137,7 +155,8 @@ class MilvusSink:
         if too_old(version):
             raise StartupError(
                 f"the Milvus server at {self.settings.uri} is {version}: ingestor writes with upsert, which Milvus "
-                f"supports from {'.'.join(map(str, MIN_SERVER_VERSION))}; upgrade the server")
+                f"supports from {'.'.join(map(str, MIN_SERVER_VERSION))}; upgrade the server"
+            )
         if version != self.server_version:
             log.info("connected to Milvus %s at %s", version, self.settings.uri)
             self.server_version = version
@@ -171,8 +190,14 @@ class MilvusSink:
             raise
         except Exception as exc:
             raise classify(exc) from exc
-        verify(info, self.fields, self.chunked, self.dimension, self.model_identity,
-               f"{self.collection!r} at {self.settings.uri}")
+        verify(
+            info,
+            self.fields,
+            self.chunked,
+            self.dimension,
+            self.model_identity,
+            f"{self.collection!r} at {self.settings.uri}",
+        )
         self._schema, self._field_types = self._column_schema()
         description = info.get("description") or ""
         incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
@@ -236,18 +261,27 @@ class MilvusSink:
     def _index_params(self) -> Any:
         index = self._client.prepare_index_params()
         index.add_index(
-            "vector", index_type=self.settings.index_type, metric_type=self.settings.metric_type,
+            "vector",
+            index_type=self.settings.index_type,
+            metric_type=self.settings.metric_type,
             params=self.settings.index_params,
         )
         return index
 
     def _create(self, description: str) -> None:
         self._client.create_collection(
-            self.collection, schema=create_schema(self.fields, self.dimension, description),
-            index_params=self._index_params(), consistency_level="Strong", timeout=self.settings.timeout_s,
+            self.collection,
+            schema=create_schema(self.fields, self.dimension, description),
+            index_params=self._index_params(),
+            consistency_level="Strong",
+            timeout=self.settings.timeout_s,
         )
-        log.info("created Milvus collection %r (dimension %d%s)", self.collection, self.dimension,
-                 ", one entity per chunk" if self.chunked else "")
+        log.info(
+            "created Milvus collection %r (dimension %d%s)",
+            self.collection,
+            self.dimension,
+            ", one entity per chunk" if self.chunked else "",
+        )
 
     # -- writes and reads ------------------------------------------------------------------------
 
@@ -343,13 +377,23 @@ class MilvusSink:
         consistent)."""
         return {i: s.content_hash for i, s in self.stored(record_ids).items()}
 
-    def get(self, ids: Sequence[str], fields: Sequence[str], consistency_level: str = "Strong",
-            **read: Any) -> list[dict[str, Any]]:
+    def get(
+        self, ids: Sequence[str], fields: Sequence[str], consistency_level: str = "Strong", **read: Any
+    ) -> list[dict[str, Any]]:
         """The entities of exactly `ids` that exist (strongly consistent unless told otherwise)."""
         if not ids:
             return []
-        return list(self._call("query", self._client_for_call().query, self.collection, filter=field_in("id", ids),
-                               output_fields=list(fields), consistency_level=consistency_level, **read))
+        return list(
+            self._call(
+                "query",
+                self._client_for_call().query,
+                self.collection,
+                filter=field_in("id", ids),
+                output_fields=list(fields),
+                consistency_level=consistency_level,
+                **read,
+            )
+        )
 
     def exists(self) -> bool:
         if self._client is None:
@@ -360,8 +404,14 @@ class MilvusSink:
         """Entities in the collection (0 when there is none), strongly consistent."""
         if not self.exists():
             return 0
-        rows = self._call("query", self._client.query, self.collection, filter="",
-                          output_fields=["count(*)"], consistency_level="Strong")
+        rows = self._call(
+            "query",
+            self._client.query,
+            self.collection,
+            filter="",
+            output_fields=["count(*)"],
+            consistency_level="Strong",
+        )
         return int(rows[0]["count(*)"])
 
     def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
@@ -369,20 +419,31 @@ class MilvusSink:
         chunk, with the chunk's span (`char_start`, `char_end`) in the record's text."""
         if self._client is None:
             self.connect()
-        fields = ["id", "text", "truncated"] + (["doc_id", "chunk_index", "char_start", "char_end"] if self.chunked else [])
+        fields = ["id", "text", "truncated"] + (
+            ["doc_id", "chunk_index", "char_start", "char_end"] if self.chunked else []
+        )
         # A record's chunks may crowd the nearest hits: ask for more, keep each record's best.
         wanted = min(limit * SEARCH_CHUNKS_PER_RECORD, SEARCH_MAX_HITS) if self.chunked else limit
         hits = self._call(
-            "search", self._client.search, self.collection, data=[list(map(float, vector))], limit=wanted,
-            output_fields=fields, consistency_level="Strong",
+            "search",
+            self._client.search,
+            self.collection,
+            data=[list(map(float, vector))],
+            limit=wanted,
+            output_fields=fields,
+            consistency_level="Strong",
             search_params={"metric_type": self.settings.metric_type},
         )
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for hit in hits[0]:
             entity = hit.get("entity", {})
-            row = {"id": hit.get("id", entity.get("id")), "score": float(hit.get("distance", 0.0)),
-                   "text": entity.get("text", ""), "truncated": entity.get("truncated", False)}
+            row = {
+                "id": hit.get("id", entity.get("id")),
+                "score": float(hit.get("distance", 0.0)),
+                "text": entity.get("text", ""),
+                "truncated": entity.get("truncated", False),
+            }
             if self.chunked:
                 if entity.get("doc_id") in seen:
                     continue

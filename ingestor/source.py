@@ -55,9 +55,11 @@ def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
         from kafka.coordinator.assignors.range import RangePartitionAssignor
         from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-        assignor = {"RangePartitionAssignor": RangePartitionAssignor,
-                    "RoundRobinPartitionAssignor": RoundRobinPartitionAssignor,
-                    "CooperativeStickyAssignor": CooperativeStickyAssignor}[assignor_name]
+        assignor = {
+            "RangePartitionAssignor": RangePartitionAssignor,
+            "RoundRobinPartitionAssignor": RoundRobinPartitionAssignor,
+            "CooperativeStickyAssignor": CooperativeStickyAssignor,
+        }[assignor_name]
     kwargs = client_kwargs(settings)
     if settings.group_instance_id:
         kwargs["group_instance_id"] = settings.group_instance_id
@@ -91,8 +93,11 @@ class _Listener(ConsumerRebalanceListener):
             tp = _tp(ktp)
             self.source.tracker.assign(tp)
             self.source.newly_assigned.add(tp)
-        log.info("partitions assigned: %s (owning %d)", ", ".join(sorted(str(_tp(k)) for k in assigned)) or "none",
-                 len(self.source.tracker.owned()))
+        log.info(
+            "partitions assigned: %s (owning %d)",
+            ", ".join(sorted(str(_tp(k)) for k in assigned)) or "none",
+            len(self.source.tracker.owned()),
+        )
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
     def on_partitions_revoked(self, revoked: set[KafkaTP]) -> None:
@@ -105,11 +110,18 @@ class _Listener(ConsumerRebalanceListener):
             if point is not None:
                 offsets[ktp] = OffsetAndMetadata(point.offset, "", point.leader_epoch)
         if offsets:  # `last`: nothing may raise into the client's loop
-            kafka_call("the commit on revoke (the next owner replays)",
-                       lambda: self.source.consumer.commit_async(offsets), loud=True, last=True)
+            kafka_call(
+                "the commit on revoke (the next owner replays)",
+                lambda: self.source.consumer.commit_async(offsets),
+                loud=True,
+                last=True,
+            )
         if revoked:
-            log.info("partitions revoked: %s (owning %d)", ", ".join(sorted(str(_tp(k)) for k in revoked)),
-                     len(self.source.tracker.owned()))
+            log.info(
+                "partitions revoked: %s (owning %d)",
+                ", ".join(sorted(str(_tp(k)) for k in revoked)),
+                len(self.source.tracker.owned()),
+            )
         metrics.PARTITIONS_ASSIGNED.set(len(self.source.tracker.owned()))
 
     def on_partitions_lost(self, lost: set[KafkaTP]) -> None:
@@ -172,13 +184,13 @@ class KafkaSource:
         # assignment of such a rebalance when it outlasts one poll() (the member then sits with no
         # partitions for good).
         for topic in self.settings.topics:  # if it fails, the group's rebalances will have to do
-            ok, ids = kafka_call(f"metadata of topic {topic}", lambda: self.consumer.partitions_for_topic(topic),
-                                 loud=True)
+            ok, ids = kafka_call(
+                f"metadata of topic {topic}", lambda: self.consumer.partitions_for_topic(topic), loud=True
+            )
             if ok and not ids:
                 # kafka-python's own "not found in cluster metadata" is held back as noise (a topic
                 # being auto-created); a topic that is simply missing, or misspelt, is said once.
-                log.warning("topic %s does not exist (yet): nothing to consume from it until it is created",
-                            topic)
+                log.warning("topic %s does not exist (yet): nothing to consume from it until it is created", topic)
         if self.until_caught_up:
             self._catch_up.start()
 
@@ -194,8 +206,9 @@ class KafkaSource:
         self.undecodable.retry(self._paused, self.stopping.is_set())
         try:
             with metrics.stage("poll"):
-                ok, polled = kafka_call("poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms),
-                                        loud=True)
+                ok, polled = kafka_call(
+                    "poll", lambda: self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms), loud=True
+                )
         except UndecodableBatch as failure:
             self.undecodable.block(failure)
             ok, polled = True, {}
@@ -223,8 +236,9 @@ class KafkaSource:
             if records and tp in self.blocked:
                 self.undecodable.decoded(tp)
             for r in records:
-                position = Position(tp, r.offset, r.leader_epoch if r.leader_epoch is not None else -1,
-                                    generation, r.timestamp)
+                position = Position(
+                    tp, r.offset, r.leader_epoch if r.leader_epoch is not None else -1, generation, r.timestamp
+                )
                 if not self.tracker.add(position):
                     break
                 raw = RawRecord(position, r.key, r.value, tuple((k, v) for k, v in (r.headers or [])))
@@ -341,8 +355,11 @@ class KafkaSource:
                 self.tracker.committed(tp, point, generations[tp])
 
         if force:
-            if kafka_call("the final commit (what it does not cover replays)",
-                          lambda: self.consumer.commit(offsets, timeout_ms=5_000), loud=True)[0]:
+            if kafka_call(
+                "the final commit (what it does not cover replays)",
+                lambda: self.consumer.commit(offsets, timeout_ms=5_000),
+                loud=True,
+            )[0]:
                 on_done(offsets, None)
             else:
                 metrics.COMMITS.labels("failed").inc()
@@ -368,8 +385,9 @@ class KafkaSource:
         owned = self.tracker.owned()
         if not owned:
             return
-        ok, ends = kafka_call("end offsets for the lag",
-                              lambda: self.consumer.end_offsets([_ktp(tp) for tp in owned], timeout_ms=2_000))
+        ok, ends = kafka_call(
+            "end offsets for the lag", lambda: self.consumer.end_offsets([_ktp(tp) for tp in owned], timeout_ms=2_000)
+        )
         for ktp, end in (ends or {}).items():
             point = self.tracker.last_committed(_tp(ktp))
             if end is not None and point is not None:
@@ -377,11 +395,13 @@ class KafkaSource:
 
     def abandon(self) -> None:
         """Leave without committing (a pipeline stage failed: what is not committed replays)."""
-        kafka_call("leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=2_000), loud=True,
-                   last=True)
+        kafka_call(
+            "leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=2_000), loud=True, last=True
+        )
 
     def close(self) -> None:
         """Final commit of what is done, then leave the group."""
         self.maybe_commit(force=True)
-        kafka_call("leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=5_000), loud=True,
-                   last=True)
+        kafka_call(
+            "leaving the group", lambda: self.consumer.close(autocommit=False, timeout_ms=5_000), loud=True, last=True
+        )

@@ -83,7 +83,8 @@ def workers_option(workers: int | None, workers_per_device: int | None) -> int |
         raise ConfigError(
             f"--workers {workers} and --workers-per-device {workers_per_device} contradict each other: "
             "both count the worker processes of each device (--devices cpu is one device); give only "
-            "--workers-per-device")
+            "--workers-per-device"
+        )
     return workers_per_device if workers_per_device is not None else workers
 
 
@@ -100,8 +101,9 @@ def gpu_ids(devices: str, cuda_count: int) -> list[str]:
     return ids
 
 
-def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: int, metrics_port: int,
-                 lite: bool = False) -> list[WorkerPlan]:
+def plan_workers(
+    devices: str, workers: int | None, cpu_count: int, cuda_count: int, metrics_port: int, lite: bool = False
+) -> list[WorkerPlan]:
     """Pure but for one log line: which workers to start, and the environment each one gets.
 
     `workers` is the count per device (on the CPU, in all); None means one on the CPU and
@@ -115,8 +117,12 @@ def plan_workers(devices: str, workers: int | None, cpu_count: int, cuda_count: 
     else:
         per_device = workers or default_workers_per_gpu(cpu_count, len(ids))
         if workers is None and lite and per_device > 1:
-            log.info("one worker per GPU instead of the default %d: a Milvus Lite file takes one process "
-                     "(with a Milvus server in milvus.uri, %d per GPU)", per_device, per_device)
+            log.info(
+                "one worker per GPU instead of the default %d: a Milvus Lite file takes one process "
+                "(with a Milvus server in milvus.uri, %d per GPU)",
+                per_device,
+                per_device,
+            )
             per_device = 1
         for gpu in ids:
             for _ in range(per_device):
@@ -148,8 +154,9 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, plans: list[WorkerPlan], worker_args: list[str],
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, plans: list[WorkerPlan], worker_args: list[str], command: list[str] | None = None
+    ) -> None:
         """`command` replaces `python -m ingestor run` (the worker arguments follow it): for tests."""
         self.settings = settings
         self.workers = [_Worker(p) for p in plans]
@@ -166,8 +173,12 @@ class Supervisor:
             env[RESTARTS_ENV] = str(worker.restarted)
         cmd = [*self.command, *self.worker_args]
         worker.proc = subprocess.Popen(cmd, env=env)
-        log.info("worker %d started (pid %d) with %s", worker.plan.index, worker.proc.pid,
-                 ", ".join(f"{k}={v}" for k, v in worker.plan.env.items() if not k.startswith("OMP")))
+        log.info(
+            "worker %d started (pid %d) with %s",
+            worker.plan.index,
+            worker.proc.pid,
+            ", ".join(f"{k}={v}" for k, v in worker.plan.env.items() if not k.startswith("OMP")),
+        )
 
     def _forward(self, signum: int, _frame: object) -> None:
         if self.signalled:  # second signal: stop now
@@ -206,15 +217,22 @@ class Supervisor:
                         log.info("worker %d exited with %s", w.plan.index, code)
                         continue
                     if code == 2:  # configuration or start-up refusal: restarting cannot help
-                        log.error("worker %d refused to start (exit 2; its message above says why): stopping the "
-                                  "others", w.plan.index)
+                        log.error(
+                            "worker %d refused to start (exit 2; its message above says why): stopping the others",
+                            w.plan.index,
+                        )
                         w.finished, refused = True, True
                         self._stop_all()
                         continue
                     now = time.monotonic()
                     w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW_S] + [now]
                     if len(w.restarts) > MAX_RESTARTS:
-                        log.error("worker %d failed %d times in %.0fs; giving up", w.plan.index, len(w.restarts), RESTART_WINDOW_S)
+                        log.error(
+                            "worker %d failed %d times in %.0fs; giving up",
+                            w.plan.index,
+                            len(w.restarts),
+                            RESTART_WINDOW_S,
+                        )
                         w.finished, failed = True, True
                         continue
                     delay = self.backoff.delay_s(len(w.restarts) - 1)
@@ -249,5 +267,11 @@ def warn_if_few_partitions(settings: Settings, workers: int) -> None:
         return
     total = sum(counts.values())
     if total < workers:
-        log.warning("%d worker(s) but only %d partition(s) in %s: %d worker(s) will sit idle (add partitions, "
-                    "or lower --workers-per-device)", workers, total, ", ".join(counts), workers - total)
+        log.warning(
+            "%d worker(s) but only %d partition(s) in %s: %d worker(s) will sit idle (add partitions, "
+            "or lower --workers-per-device)",
+            workers,
+            total,
+            ", ".join(counts),
+            workers - total,
+        )

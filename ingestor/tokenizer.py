@@ -38,7 +38,10 @@ class Prepared:
 
 
 def pad_encodings(
-    encodings: list[dict[str, list[int]]], pad_id: int, side: str = "right", pad_type_id: int = 0,
+    encodings: list[dict[str, list[int]]],
+    pad_id: int,
+    side: str = "right",
+    pad_type_id: int = 0,
     derived: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """What `tokenizer.pad(..., return_tensors="np")` returns, with one vectorised scatter per
@@ -53,8 +56,9 @@ def pad_encodings(
     fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": pad_type_id}
     out: dict[str, np.ndarray] = {}
     for key in encodings[0]:
-        flat = np.fromiter(itertools.chain.from_iterable(e[key] for e in encodings), dtype=np.int64,
-                           count=int(lengths.sum()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(e[key] for e in encodings), dtype=np.int64, count=int(lengths.sum())
+        )
         array = np.full((len(encodings), width), fill.get(key, 0), dtype=np.int64)
         array[keep] = flat
         out[key] = array
@@ -106,8 +110,7 @@ class Tokenizer:
         if self.rust is not None:
             return self.rust.whole.encode(text, add_special_tokens=False).offsets
         # verbose=False: an untruncated long text is the point here, not a mistake to warn about.
-        enc = self.hf(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True,
-                      verbose=False)
+        enc = self.hf(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)
         return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
 
     def count(self, text: str) -> int:
@@ -150,8 +153,13 @@ class Tokenizer:
         import torch
 
         derived = self.rust.derived if self.rust is not None else ()
-        arrays = pad_encodings(encodings, int(self.hf.pad_token_id or 0), self.hf.padding_side,
-                               int(getattr(self.hf, "pad_token_type_id", 0) or 0), derived)
+        arrays = pad_encodings(
+            encodings,
+            int(self.hf.pad_token_id or 0),
+            self.hf.padding_side,
+            int(getattr(self.hf, "pad_token_type_id", 0) or 0),
+            derived,
+        )
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
@@ -226,9 +234,16 @@ class RustTokenizer:
 
 
 PROBE_TEXTS = [
-    "Hello, world!", "  leading and trailing spaces  ", "Ünïcödé çhàracters, emoji 🚀 and CJK 日本語",
-    "tabs\tand\nnewlines", "x" * 3000, " ".join(["a long text of many words"] * 200), "",
-    "".join(map(chr, range(128))), "CONTROL\x00chars\x0b\x0c\x1c\x1f\x7fAnd CaSe\r\n", "\x00\x7f",
+    "Hello, world!",
+    "  leading and trailing spaces  ",
+    "Ünïcödé çhàracters, emoji 🚀 and CJK 日本語",
+    "tabs\tand\nnewlines",
+    "x" * 3000,
+    " ".join(["a long text of many words"] * 200),
+    "",
+    "".join(map(chr, range(128))),
+    "CONTROL\x00chars\x0b\x0c\x1c\x1f\x7fAnd CaSe\r\n",
+    "\x00\x7f",
 ]
 
 # What BERT's normalizer does to ASCII text: control characters other than tab, newline and
@@ -276,13 +291,19 @@ def batch_tokenizer(tokenizer: Any, max_length: int) -> RustTokenizer | None:
             fast.ascii = None
         ours = fast.prepare(PROBE_TEXTS)
         theirs = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length)
-        longer = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length + 1)["input_ids"]
+        longer = tokenizer(PROBE_TEXTS, add_special_tokens=True, truncation=True, max_length=max_length + 1)[
+            "input_ids"
+        ]
     except Exception as exc:  # an exotic tokenizer: the slow path is always right
         log.debug("tokenising through transformers: %s", exc)
         return None
     rows = [fast.full(p) for p in ours]
-    same = all(row == {k: theirs[k][i] for k in row} and set(row) == set(theirs.keys())
-               and p.truncated == (len(longer[i]) > max_length) for i, (p, row) in enumerate(zip(ours, rows)))
+    same = all(
+        row == {k: theirs[k][i] for k in row}
+        and set(row) == set(theirs.keys())
+        and p.truncated == (len(longer[i]) > max_length)
+        for i, (p, row) in enumerate(zip(ours, rows))
+    )
     if not same:
         log.debug("tokenising through transformers: the Rust tokenizer differs on probe texts")
     return fast if same else None

@@ -70,9 +70,12 @@ def install(consumer: Any) -> bool:
     fetcher = getattr(consumer, "_fetcher", None)
     records = getattr(fetcher, "PartitionRecords", None)
     if records is None or not all(callable(getattr(records, name, None)) for name in ("take", "drain")):
-        not_applied(FETCH_GUARD, "this kafka-python's consumer has no _fetcher.PartitionRecords with take and drain",
-                    "a batch that cannot be decoded (a codec not installed, a corrupt batch) makes poll() spin at "
-                    "100% CPU and never return, stalling every partition, instead of pausing its own")
+        not_applied(
+            FETCH_GUARD,
+            "this kafka-python's consumer has no _fetcher.PartitionRecords with take and drain",
+            "a batch that cannot be decoded (a codec not installed, a corrupt batch) makes poll() spin at "
+            "100% CPU and never return, stalling every partition, instead of pausing its own",
+        )
         return False
     fetcher.PartitionRecords = _PartitionRecords
     return True
@@ -80,8 +83,10 @@ def install(consumer: Any) -> bool:
 
 def fits() -> bool:
     """Whether kafka-python's PartitionRecords is the code `_PartitionRecords` was read against."""
-    return (fingerprint(Fetcher.PartitionRecords.take) == TAKE_FINGERPRINT
-            and fingerprint(Fetcher.PartitionRecords.__init__) == INIT_FINGERPRINT)
+    return (
+        fingerprint(Fetcher.PartitionRecords.take) == TAKE_FINGERPRINT
+        and fingerprint(Fetcher.PartitionRecords.__init__) == INIT_FINGERPRINT
+    )
 
 
 @dataclass(slots=True)
@@ -121,11 +126,21 @@ class BlockedPartitions:
         metrics.UNDECODABLE_BATCHES.labels(failure.reason).inc()
         self._report()
         if attempts == 1:
-            log.error("cannot decode the batch of %s at offset %d (%s); partition paused, other partitions "
-                      "go on; retrying with backoff, nothing is skipped", tp, failure.offset, error)
+            log.error(
+                "cannot decode the batch of %s at offset %d (%s); partition paused, other partitions "
+                "go on; retrying with backoff, nothing is skipped",
+                tp,
+                failure.offset,
+                error,
+            )
         else:
-            log.debug("batch of %s at offset %d still cannot be decoded (attempt %d); next retry in %.1fs",
-                      tp, failure.offset, attempts, delay)
+            log.debug(
+                "batch of %s at offset %d still cannot be decoded (attempt %d); next retry in %.1fs",
+                tp,
+                failure.offset,
+                attempts,
+                delay,
+            )
 
     def retry(self, paused: bool, stopping: bool) -> None:
         """Resume each partition whose backoff ran out, unless all are paused or we are stopping."""

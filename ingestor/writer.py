@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ingestor import hooks, metrics
-from ingestor.work import Unit, Work
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
 from ingestor.consistency import Consistency
@@ -50,6 +49,7 @@ from ingestor.offsets import OffsetTracker
 from ingestor.records import Chunked, Document, Parsed, Position, Rejected, fail
 from ingestor.retry import Retrier
 from ingestor.sink import ChunkSpan, Entity, MilvusSink
+from ingestor.work import Unit, Work
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,18 @@ class _Record:
 
 
 class Writer:
-    def __init__(self, sink: MilvusSink, dlq: DeadLetterQueue, cache: Cache, tracker: OffsetTracker,
-                 retrier: Retrier, in_flight: InFlight, identity: Identity,
-                 consistency: Consistency | None = None,
-                 observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        sink: MilvusSink,
+        dlq: DeadLetterQueue,
+        cache: Cache,
+        tracker: OffsetTracker,
+        retrier: Retrier,
+        in_flight: InFlight,
+        identity: Identity,
+        consistency: Consistency | None = None,
+        observer: Observer | None = None,
+    ) -> None:
         self.sink = sink
         self.dlq = dlq
         self.cache = cache
@@ -140,8 +148,11 @@ class Writer:
             self.retrier.run("dlq", lambda: self.dlq.send(work.rejected))
         # 5. cache, only for what Milvus acknowledged.
         if self.cache.enabled and written:
-            vectors = {row.doc.text_sha256: CachedVector(row.entity.vector, row.entity.truncated)
-                       for row in written if row.cache_vector}
+            vectors = {
+                row.doc.text_sha256: CachedVector(row.entity.vector, row.entity.truncated)
+                for row in written
+                if row.cache_vector
+            }
             markers = {row.doc.id: row.entity.content_hash for row in plain if id(row) not in refused}
             markers.update((r.progress.record.id, r.progress.record.digest) for r in whole)
             with metrics.stage("cache"):
@@ -150,8 +161,13 @@ class Writer:
             ids = [*extents, *(row.doc.id for row in plain)]
             self.consistency.wrote(generation, time.monotonic(), self.sink.covering_timestamp(), ids)
         # 6. offsets.
-        items: list[Parsed] = [*done_plain, *(r.progress.record for r in whole), *work.skipped, *work.deletes,
-                               *work.rejected]
+        items: list[Parsed] = [
+            *done_plain,
+            *(r.progress.record for r in whole),
+            *work.skipped,
+            *work.deletes,
+            *work.rejected,
+        ]
         metrics.RECORDS.settled("skipped", len(work.skipped))
         metrics.RECORDS.settled("dropped", work.dropped)
         metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in items))
@@ -201,8 +217,12 @@ class Writer:
         if not rows:
             return []
         by_entity = {id(row.entity): row for row in rows}
-        outcome = self.retrier.run("milvus", lambda: run_isolating(
-            [row.entity for row in rows], self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)))
+        outcome = self.retrier.run(
+            "milvus",
+            lambda: run_isolating(
+                [row.entity for row in rows], self.sink.upsert, splittable=lambda exc: isinstance(exc, DataError)
+            ),
+        )
         for entity, exc in outcome.failures:
             row = by_entity[id(entity)]
             log.warning("Milvus refused id %r; dead-lettering it: %s", entity.id, exc)
@@ -213,9 +233,12 @@ class Writer:
     def _trim_refused_growth(self, records: list[_Record], landed: set[int]) -> None:
         """A growing record whose first chunk Milvus refused may have had later chunks written past
         its stored count: delete those, so the rule holds (the record is a dead letter now)."""
-        keys = [chunk_id(r.progress.record.id, i) for r in records
-                if not r.shrinks and id(r.rows[0]) not in landed
-                for i in range(max(1, r.stored), r.progress.count)]
+        keys = [
+            chunk_id(r.progress.record.id, i)
+            for r in records
+            if not r.shrinks and id(r.rows[0]) not in landed
+            for i in range(max(1, r.stored), r.progress.count)
+        ]
         if keys:
             self.retrier.run("milvus", lambda: self.sink.delete(keys))
 
@@ -223,12 +246,23 @@ class Writer:
         p = doc.position
         assert unit.vector is not None
         chunk = doc.chunk
-        span = None if chunk is None else ChunkSpan(doc.record.id, chunk.index, chunk.progress.count,
-                                                    chunk.char_start, chunk.char_end)
+        span = (
+            None
+            if chunk is None
+            else ChunkSpan(doc.record.id, chunk.index, chunk.progress.count, chunk.char_start, chunk.char_end)
+        )
         return Entity(
-            id=doc.id, vector=unit.vector, text=doc.text, metadata=doc.metadata,
-            content_hash=self.identity.digest(doc.record), model=self.identity.model, truncated=unit.truncated,
-            kafka_topic=p.tp.topic, kafka_partition=p.tp.partition, kafka_offset=p.offset, chunk=span,
+            id=doc.id,
+            vector=unit.vector,
+            text=doc.text,
+            metadata=doc.metadata,
+            content_hash=self.identity.digest(doc.record),
+            model=self.identity.model,
+            truncated=unit.truncated,
+            kafka_topic=p.tp.topic,
+            kafka_partition=p.tp.partition,
+            kafka_offset=p.offset,
+            chunk=span,
             metadata_json=doc.metadata_json,
         )
 

@@ -100,8 +100,22 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> S
 
 # --- helpers: PromQL ------------------------------------------------------------------------------
 
-_PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-                    "and", "or", "unless", "offset", "atan2", "inf", "nan"}
+_PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _TOKEN = re.compile(r"(?P<num>\d[\w.]*)|(?P<id>[A-Za-z_:][A-Za-z0-9_:]*)")
 
@@ -121,7 +135,7 @@ def promql_metrics(expr: str) -> set[str]:
         name = m.group("id")
         if name is None or name.lower() in _PROMQL_KEYWORDS:
             continue
-        if s[m.end():].lstrip().startswith("("):  # a function call
+        if s[m.end() :].lstrip().startswith("("):  # a function call
             continue
         names.add(name)
     return names
@@ -194,19 +208,21 @@ class TestPromqlHelpers:
     """The checks above are only as good as the PromQL parsing behind them."""
 
     def test_metric_extraction(self) -> None:
-        expr = ('histogram_quantile(0.99, sum by (le, instance) (rate(ingestor_embed_duration_seconds_bucket'
-                '{job="x"}[$__rate_interval]))) / on(instance) group_left up offset 5m > 1e3')
+        expr = (
+            "histogram_quantile(0.99, sum by (le, instance) (rate(ingestor_embed_duration_seconds_bucket"
+            '{job="x"}[$__rate_interval]))) / on(instance) group_left up offset 5m > 1e3'
+        )
         assert promql_metrics(expr) == {"ingestor_embed_duration_seconds_bucket", "up"}
         assert promql_grouping_labels(expr) == {"le", "instance"}
 
     def test_rejects_wrong_usage(self) -> None:
         bad = [
-            "rate(ingestor_no_such_metric_total[5m])",             # unknown series
-            "rate(ingestor_records_in_flight[5m])",                # rate over a gauge
-            "ingestor_records_consumed_total > 5",                 # raw counter
-            "sum by (dependency) (ingestor_partitions_paused)",    # label it lacks
+            "rate(ingestor_no_such_metric_total[5m])",  # unknown series
+            "rate(ingestor_records_in_flight[5m])",  # rate over a gauge
+            "ingestor_records_consumed_total > 5",  # raw counter
+            "sum by (dependency) (ingestor_partitions_paused)",  # label it lacks
             "histogram_quantile(0.99, sum(rate(ingestor_batch_tokens_bucket[5m])))",  # no le
-            "sum(rate(ingestor_records_consumed_total[5m])",       # unbalanced
+            "sum(rate(ingestor_records_consumed_total[5m])",  # unbalanced
             "histogram_quantile(99, sum by (le) (rate(ingestor_batch_tokens_bucket[5m])))",
         ]
         for expr in bad:
@@ -314,9 +330,15 @@ def test_compose_images_pinned(compose_services: dict[str, Any]) -> None:
 
 
 def test_compose_official_images(compose_services: dict[str, Any]) -> None:
-    expected = {"kafka": "apache/kafka", "redis": "redis", "etcd": "quay.io/coreos/etcd",
-                "minio": "minio/minio", "milvus": "milvusdb/milvus",
-                "prometheus": "prom/prometheus", "grafana": "grafana/grafana"}
+    expected = {
+        "kafka": "apache/kafka",
+        "redis": "redis",
+        "etcd": "quay.io/coreos/etcd",
+        "minio": "minio/minio",
+        "milvus": "milvusdb/milvus",
+        "prometheus": "prom/prometheus",
+        "grafana": "grafana/grafana",
+    }
     for name, repo in expected.items():
         assert compose_services[name]["image"].rpartition(":")[0] == repo, name
     assert compose_services["redis"]["image"].rpartition(":")[2].split(".")[0] == "7"
@@ -403,7 +425,8 @@ def test_compose_ingestor_settings_validate(compose_services: dict[str, Any], mo
 
 
 def test_compose_secrets_are_files_on_the_secrets_volume_never_environment(
-        compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    compose_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     init = compose_services["secrets-init"]
     assert volume_mounts(init).get("/secrets") == "secrets"
     redis = compose_services["redis"]
@@ -437,9 +460,23 @@ def test_compose_secrets_init_makes_a_password_that_redis_accepts(tmp_path: Path
     subprocess.run(["sh", str(script), str(secrets)], check=True)
     assert (secrets / "redis-password").read_text().strip() == password, "a second run keeps the password"
     port = harness.free_port()
-    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                               "--aclfile", str(secrets / "users.acl"), "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--aclfile",
+            str(secrets / "users.acl"),
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         import redis
 
@@ -649,8 +686,11 @@ def test_dockerfile_metrics_port_and_healthcheck() -> None:
 
 
 def test_dockerfile_copies_exist_and_are_not_ignored() -> None:
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     sources = []
     for word, rest in dockerfile_instructions():
         if word == "COPY" and "--from=" not in rest:
@@ -665,10 +705,20 @@ def test_dockerfile_copies_exist_and_are_not_ignored() -> None:
 
 
 def test_dockerignore_excludes_local_state() -> None:
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-    for path in [".git/HEAD", ".state/services/kafka.log", "ingestor.db", "data/x.db",
-                 ".pytest_cache/v/cache", ".hypothesis/examples/x", "ingestor/__pycache__/a.pyc"]:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for path in [
+        ".git/HEAD",
+        ".state/services/kafka.log",
+        "ingestor.db",
+        "data/x.db",
+        ".pytest_cache/v/cache",
+        ".hypothesis/examples/x",
+        "ingestor/__pycache__/a.pyc",
+    ]:
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
     for path in ["pyproject.toml", "README.md", "ingestor/config/sections.py", "ingestor/data/sample.jsonl"]:
         assert not dockerignored(path, patterns), f"{path} would be missing from the build"
@@ -687,7 +737,7 @@ def _docker_glob(pattern: str) -> re.Pattern[str]:
             out, i = out + "[^/]", i + 1
         elif pattern[i] == "[":
             end = pattern.index("]", i)
-            out, i = out + pattern[i:end + 1], end + 1
+            out, i = out + pattern[i : end + 1], end + 1
         else:
             out, i = out + re.escape(pattern[i]), i + 1
     return re.compile(out + r"\Z")
@@ -730,7 +780,7 @@ def container_path_to_host(service: dict[str, Any], container_path: str) -> Path
             continue
         target = target.rstrip("/")
         if container_path == target or container_path.startswith(target + "/"):
-            return ROOT / source / container_path[len(target):].lstrip("/")
+            return ROOT / source / container_path[len(target) :].lstrip("/")
     return None
 
 
@@ -811,7 +861,9 @@ EXPECTED_ALERTS = {
     "IngestorDeadLetterRate": ("ingestor_records_dead_lettered_total", 10 * 60, r"\)\s*>\s*1\s*$"),
     "IngestorTimeToSearchableP99High": ("ingestor_time_to_searchable_seconds_bucket", 10 * 60, r"0\.99.*>\s*60\s*$"),
     "IngestorWorkerRestarts": (
-        "ingestor_worker_restarts_total", None, r"increase\(ingestor_worker_restarts_total\[15m\]\).*>\s*3\s*$"
+        "ingestor_worker_restarts_total",
+        None,
+        r"increase\(ingestor_worker_restarts_total\[15m\]\).*>\s*3\s*$",
     ),
     "IngestorDown": ("up", 5 * 60, r"up\{[^}]*\}\s*==\s*0"),
     "IngestorRetrying": ("ingestor_retries_total", 10 * 60, r"\)\s*>\s*0\s*$"),
@@ -838,8 +890,12 @@ def test_time_to_searchable_threshold_within_buckets(alert_rules: list[dict[str,
     # threshold there would be meaningless.
     rule = next(r for r in alert_rules if r["alert"] == "IngestorTimeToSearchableP99High")
     threshold = float(re.search(r">\s*([0-9.]+)\s*$", rule["expr"].strip()).group(1))
-    bounds = [float(s.labels["le"]) for f in metrics_module.TIME_TO_SEARCHABLE.collect()
-              for s in f.samples if s.name.endswith("_bucket")]
+    bounds = [
+        float(s.labels["le"])
+        for f in metrics_module.TIME_TO_SEARCHABLE.collect()
+        for s in f.samples
+        if s.name.endswith("_bucket")
+    ]
     finite = [b for b in bounds if b != float("inf")]
     assert finite and threshold < max(finite)
     assert threshold in finite, "threshold between buckets is interpolated, not measured"
@@ -891,14 +947,25 @@ def test_dashboard_panels_query_real_metrics(dashboard: dict[str, Any]) -> None:
 def test_dashboard_covers_the_pipeline(dashboard: dict[str, Any]) -> None:
     exprs = " ".join(dashboard_exprs(dashboard))
     used = promql_metrics(exprs)
-    for series in ["ingestor_records_consumed_total", "ingestor_records_upserted_total",
-                   "ingestor_records_skipped_total", "ingestor_records_dead_lettered_total",
-                   "ingestor_consumer_lag_records", "ingestor_time_to_searchable_seconds_bucket",
-                   "ingestor_embed_duration_seconds_bucket", "ingestor_batch_tokens_bucket",
-                   "ingestor_records_cache_hit_total", "ingestor_records_embedded_total",
-                   "ingestor_retries_total", "ingestor_partitions_paused", "ingestor_worker_restarts_total",
-                   "ingestor_records_deleted_total", "ingestor_records_superseded_total",
-                   "ingestor_records_dropped_total", "ingestor_records_in_flight"]:
+    for series in [
+        "ingestor_records_consumed_total",
+        "ingestor_records_upserted_total",
+        "ingestor_records_skipped_total",
+        "ingestor_records_dead_lettered_total",
+        "ingestor_consumer_lag_records",
+        "ingestor_time_to_searchable_seconds_bucket",
+        "ingestor_embed_duration_seconds_bucket",
+        "ingestor_batch_tokens_bucket",
+        "ingestor_records_cache_hit_total",
+        "ingestor_records_embedded_total",
+        "ingestor_retries_total",
+        "ingestor_partitions_paused",
+        "ingestor_worker_restarts_total",
+        "ingestor_records_deleted_total",
+        "ingestor_records_superseded_total",
+        "ingestor_records_dropped_total",
+        "ingestor_records_in_flight",
+    ]:
         assert series in used, f"no panel shows {series}"
     flat = [" ".join(e.split()) for e in dashboard_exprs(dashboard)]
 
@@ -907,8 +974,9 @@ def test_dashboard_covers_the_pipeline(dashboard: dict[str, Any]) -> None:
 
     assert {0.5, 0.99} <= quantiles("ingestor_time_to_searchable_seconds_bucket")
     assert 0.99 in quantiles("ingestor_embed_duration_seconds_bucket")
-    assert any("ingestor_consumer_lag_records" in e and {"topic", "partition"} <= promql_grouping_labels(e)
-               for e in flat)
+    assert any(
+        "ingestor_consumer_lag_records" in e and {"topic", "partition"} <= promql_grouping_labels(e) for e in flat
+    )
     assert any("ingestor_retries_total" in e and "dependency" in promql_grouping_labels(e) for e in flat)
 
 
@@ -970,8 +1038,12 @@ def k8s() -> K8s:
 
 
 def one(k8s: K8s, kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for docs in k8s.values() for d in docs
-             if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d
+        for docs in k8s.values()
+        for d in docs
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -1029,8 +1101,10 @@ def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S
         there.mkdir(parents=True)
         for name, value in files.items():
             (there / name).write_text(value)
-        env = {k: (str(there) + v[len(mount):] if k.endswith("_FILE") and v.startswith(mount + "/") else v)
-               for k, v in env.items()}
+        env = {
+            k: (str(there) + v[len(mount) :] if k.endswith("_FILE") and v.startswith(mount + "/") else v)
+            for k, v in env.items()
+        }
     return settings_from_env(monkeypatch, env)
 
 
@@ -1267,8 +1341,13 @@ def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.M
         assert ref["key"] in secret["stringData"], f"{ref['name']} has no key {ref['key']}"
         params[ref["parameter"]] = secret["stringData"][ref["key"]]
     if settings.kafka.security_protocol.startswith("SASL"):
-        keda_modes = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512",
-                      "GSSAPI": "gssapi", "OAUTHBEARER": "oauthbearer"}
+        keda_modes = {
+            "PLAIN": "plaintext",
+            "SCRAM-SHA-256": "scram_sha256",
+            "SCRAM-SHA-512": "scram_sha512",
+            "GSSAPI": "gssapi",
+            "OAUTHBEARER": "oauthbearer",
+        }
         assert params["sasl"] == keda_modes[settings.kafka.sasl_mechanism.upper()]
         assert params["username"] == settings.kafka.sasl_username
         assert params["password"] == settings.kafka.sasl_password.get_secret_value()

@@ -26,8 +26,10 @@ def encode_line(line: str) -> tuple[bytes | None, bytes]:
         except (ValueError, RecursionError):
             return None, stripped.encode("utf-8")
         key = obj.get("id") if isinstance(obj, dict) else None
-        return (str(key).encode("utf-8") if isinstance(key, (str, int)) and not isinstance(key, bool) else None,
-                stripped.encode("utf-8"))
+        return (
+            str(key).encode("utf-8") if isinstance(key, (str, int)) and not isinstance(key, bool) else None,
+            stripped.encode("utf-8"),
+        )
     return None, json.dumps({"text": stripped}, ensure_ascii=False).encode("utf-8")
 
 

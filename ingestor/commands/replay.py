@@ -19,15 +19,27 @@ def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
-def replay_dead_letters(settings: Settings, reasons: set[str], from_offset: int | None, to_offset: int | None,
-                        dry_run: bool, console: Console) -> int:
+def replay_dead_letters(
+    settings: Settings,
+    reasons: set[str],
+    from_offset: int | None,
+    to_offset: int | None,
+    dry_run: bool,
+    console: Console,
+) -> int:
     topics = ", ".join(dict.fromkeys(settings.dlq.topic_for(t) for t in settings.kafka.topics))
     with kafka_errors("kafka", f"cannot replay {topics} at {settings.kafka.bootstrap_servers}", at_start=True):
         return _replay(settings, reasons, from_offset, to_offset, dry_run, console)
 
 
-def _replay(settings: Settings, reasons: set[str], from_offset: int | None, to_offset: int | None,
-            dry_run: bool, console: Console) -> int:
+def _replay(
+    settings: Settings,
+    reasons: set[str],
+    from_offset: int | None,
+    to_offset: int | None,
+    dry_run: bool,
+    console: Console,
+) -> int:
     kwargs = client_kwargs(settings.kafka)
     consumer = KafkaConsumer(**kwargs, enable_auto_commit=False, group_id=None)
     producer = None if dry_run else KafkaProducer(**kwargs, acks="all")
@@ -49,9 +61,11 @@ def _replay(settings: Settings, reasons: set[str], from_offset: int | None, to_o
                         reason = _header(headers, "ingestor.reason")
                         source_offset = int(_header(headers, "ingestor.offset") or -1)
                         target = _header(headers, "ingestor.topic") or topic
-                        wanted = (not reasons or reason in reasons) and \
-                            (from_offset is None or source_offset >= from_offset) and \
-                            (to_offset is None or source_offset <= to_offset)
+                        wanted = (
+                            (not reasons or reason in reasons)
+                            and (from_offset is None or source_offset >= from_offset)
+                            and (to_offset is None or source_offset <= to_offset)
+                        )
                         if wanted:
                             replayed += 1
                             if dry_run:

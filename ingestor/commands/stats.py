@@ -52,8 +52,12 @@ def _kafka_rows(settings: Settings, table: Table) -> None:
     # The daemon's isolation level: under read_committed the end offsets are last stable
     # offsets, so an open transaction, or a partition ending in a transaction marker, is not
     # counted as lag the daemon could ever consume.
-    consumer = KafkaConsumer(**client_kwargs(settings.kafka), group_id=settings.kafka.group_id,
-                             enable_auto_commit=False, isolation_level=settings.kafka.isolation_level)
+    consumer = KafkaConsumer(
+        **client_kwargs(settings.kafka),
+        group_id=settings.kafka.group_id,
+        enable_auto_commit=False,
+        isolation_level=settings.kafka.isolation_level,
+    )
     try:
         for topic in settings.kafka.topics:
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

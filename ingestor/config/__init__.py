@@ -16,17 +16,50 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from ingestor.config.sections import (
-    BACKEND_PRECISIONS, DEFAULT_MODEL, DEVICE_BATCH_DEFAULTS, GC_GEN0_THRESHOLD, Backend, BatchSettings, ChunkingSettings, DlqSettings,
-    KafkaSettings, MetricsSettings, MilvusSettings, ModelSettings, Precision, RedisSettings, RetrySettings,
-    RuntimeSettings, is_lite_uri, parse_variant,
+    BACKEND_PRECISIONS,
+    DEFAULT_MODEL,
+    DEVICE_BATCH_DEFAULTS,
+    GC_GEN0_THRESHOLD,
+    Backend,
+    BatchSettings,
+    ChunkingSettings,
+    DlqSettings,
+    KafkaSettings,
+    MetricsSettings,
+    MilvusSettings,
+    ModelSettings,
+    Precision,
+    RedisSettings,
+    RetrySettings,
+    RuntimeSettings,
+    is_lite_uri,
+    parse_variant,
 )
 from ingestor.errors import ConfigError
 
 __all__ = [
-    "BACKEND_PRECISIONS", "DEFAULT_MODEL", "DEVICE_BATCH_DEFAULTS", "GC_GEN0_THRESHOLD", "Backend", "BatchSettings", "ChunkingSettings",
-    "DlqSettings", "KafkaSettings", "MetricsSettings", "MilvusSettings", "ModelSettings", "Precision", "RedisSettings",
-    "RetrySettings", "RuntimeSettings", "Settings", "describe", "format_validation_error", "is_lite_uri",
-    "load_settings", "parse_variant",
+    "BACKEND_PRECISIONS",
+    "DEFAULT_MODEL",
+    "DEVICE_BATCH_DEFAULTS",
+    "GC_GEN0_THRESHOLD",
+    "Backend",
+    "BatchSettings",
+    "ChunkingSettings",
+    "DlqSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "MilvusSettings",
+    "ModelSettings",
+    "Precision",
+    "RedisSettings",
+    "RetrySettings",
+    "RuntimeSettings",
+    "Settings",
+    "describe",
+    "format_validation_error",
+    "is_lite_uri",
+    "load_settings",
+    "parse_variant",
 ]
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ingestor_yaml_file", default=None)
@@ -103,7 +136,11 @@ def format_validation_error(exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "(settings)"
         env = "INGESTOR_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
         got = err.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None or "password" in field or "token" in field or "url" in field else f" (got {got!r})"
+        shown = (
+            ""
+            if isinstance(got, (dict, list)) or got is None or "password" in field or "token" in field or "url" in field
+            else f" (got {got!r})"
+        )
         # A section-wide rule (settings that must fit together) names its own fields.
         hint = f" [env {env}]" if len(err["loc"]) > 1 else ""
         lines.append(f"  {field}: {err['msg'].removeprefix('Value error, ')}{shown}{hint}")

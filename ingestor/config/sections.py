@@ -81,40 +81,54 @@ class KafkaSettings(_Section):
         "(KIP-429) moves only the partitions that change owner; see the README before choosing it",
     )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where a group with no committed offset starts: the oldest record or new ones only")
+        "earliest", description="Where a group with no committed offset starts: the oldest record or new ones only"
+    )
     isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
         "read_committed",
         description="read_committed: records of aborted transactions are never ingested and records of open "
         "transactions wait until theirs ends; lag and --until-caught-up count to the last stable offset. "
-        "read_uncommitted reads every record as soon as it is written")
+        "read_uncommitted reads every record as soon as it is written",
+    )
     session_timeout_ms: int = Field(45_000, ge=1_000, description="A member silent this long leaves the group")
     heartbeat_interval_ms: int = Field(3_000, ge=100, description="Heartbeats to the group coordinator")
     max_poll_interval_ms: int = Field(
-        300_000, ge=1_000, description="Longest gap between polls before the member is evicted (the consumer thread "
-        "polls continuously; batches never block it)")
+        300_000,
+        ge=1_000,
+        description="Longest gap between polls before the member is evicted (the consumer thread "
+        "polls continuously; batches never block it)",
+    )
     max_poll_records: int = Field(500, ge=1, description="Most records one poll returns")
     poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records")
     commit_interval_ms: int = Field(500, ge=0, description="How often done offsets are committed")
     request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout")
     value_format: Literal["json", "text"] = Field(
-        "json", description="json: an object with the text, an optional id and metadata; text: the value is the text")
+        "json", description="json: an object with the text, an optional id and metadata; text: the value is the text"
+    )
     text_field: str = Field("text", description="JSON field holding the text")
     id_field: str = Field("id", description="JSON field holding the record id (else the key, else the text's SHA-256)")
     metadata_field: str = Field("metadata", description="JSON field holding the metadata object")
     max_record_bytes: int = Field(1 << 20, ge=1, description="Larger values go to the dead-letter topic")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="How every Kafka client of ingestor connects")
+        "PLAINTEXT", description="How every Kafka client of ingestor connects"
+    )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
-        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)")
+        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"
+    )
     sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM-*)")
     sasl_password: SecretStr | None = Field(None, description="SASL password (PLAIN, SCRAM-*; never printed)")
     sasl_password_file: Path | None = _secret_file("the SASL password")
-    sasl_oauth_token_file: Path | None = Field(None, description=(
-        "OAUTHBEARER: a file holding the access token, read again at every login (a sidecar may rotate it)"))
-    sasl_oauth_token_command: str | None = Field(None, description=(
-        "OAUTHBEARER: a command printing the access token; run at most once a minute"))
-    ssl_cafile: Path | None = _file("CA bundle that signs the brokers' certificates (SSL, SASL_SSL); "
-                                    "default: the system's")
+    sasl_oauth_token_file: Path | None = Field(
+        None,
+        description=(
+            "OAUTHBEARER: a file holding the access token, read again at every login (a sidecar may rotate it)"
+        ),
+    )
+    sasl_oauth_token_command: str | None = Field(
+        None, description=("OAUTHBEARER: a command printing the access token; run at most once a minute")
+    )
+    ssl_cafile: Path | None = _file(
+        "CA bundle that signs the brokers' certificates (SSL, SASL_SSL); default: the system's"
+    )
     ssl_certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
     ssl_keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
     ssl_password: SecretStr | None = Field(None, description="Password of the client key (never printed)")
@@ -144,8 +158,10 @@ class KafkaSettings(_Section):
         if sasl and self.sasl_mechanism is None:
             raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
         if not sasl and self.sasl_mechanism is not None:
-            raise ValueError(f"sasl_mechanism is set but security_protocol is {self.security_protocol}: "
-                             "use SASL_SSL (or SASL_PLAINTEXT)")
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}: "
+                "use SASL_SSL (or SASL_PLAINTEXT)"
+            )
         if self.sasl_mechanism == "OAUTHBEARER":
             if (self.sasl_oauth_token_file is None) == (self.sasl_oauth_token_command is None):
                 raise ValueError("OAUTHBEARER needs one of sasl_oauth_token_file and sasl_oauth_token_command")
@@ -153,8 +169,9 @@ class KafkaSettings(_Section):
             raise ValueError(f"{self.sasl_mechanism} needs sasl_username and sasl_password (or sasl_password_file)")
         given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password") if getattr(self, n)]
         if given and not tls:
-            raise ValueError(f"{', '.join(given)} set but security_protocol is {self.security_protocol}: "
-                             "use SSL (or SASL_SSL)")
+            raise ValueError(
+                f"{', '.join(given)} set but security_protocol is {self.security_protocol}: use SSL (or SASL_SSL)"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
         return self
@@ -172,17 +189,29 @@ class DlqSettings(_Section):
 class BatchSettings(_Section):
     max_batch_records: int | None = Field(None, ge=1, description="Most records in one forward pass (unset: by device)")
     max_batch_tokens: int | None = Field(
-        None, ge=16, description="Most tokens in one forward pass, padding included (unset: by device)")
-    max_wait_ms: int = Field(200, ge=0, description=(
-        "Longest a record waits for its batch to fill (a window is cut sooner once its texts reach "
-        "max_batch_tokens × 4 characters)"))
-    max_window_records: int | None = Field(None, ge=1, description="Records sorted together by length (unset: by device)")
+        None, ge=16, description="Most tokens in one forward pass, padding included (unset: by device)"
+    )
+    max_wait_ms: int = Field(
+        200,
+        ge=0,
+        description=(
+            "Longest a record waits for its batch to fill (a window is cut sooner once its texts reach "
+            "max_batch_tokens × 4 characters)"
+        ),
+    )
+    max_window_records: int | None = Field(
+        None, ge=1, description="Records sorted together by length (unset: by device)"
+    )
     max_in_flight_records: int | None = Field(
-        None, ge=1, description="Read but not done before partitions pause (unset: by device)")
+        None, ge=1, description="Read but not done before partitions pause (unset: by device)"
+    )
     max_write_bytes: int = Field(16 << 20, ge=1 << 16, description="Most bytes in one Milvus upsert call")
     pass_cost_tokens: int | None = Field(
-        None, ge=0, description="Fixed cost of one forward pass in tokens, for the cheapest cut of small "
-        "windows; 0 always fills passes greedily (unset: by device)")
+        None,
+        ge=0,
+        description="Fixed cost of one forward pass in tokens, for the cheapest cut of small "
+        "windows; 0 always fills passes greedily (unset: by device)",
+    )
 
     def for_device(self, device: str) -> BatchSettings:
         """These settings with every unset limit filled in for `device` (cpu, cuda, cuda:N, mps)."""
@@ -190,13 +219,17 @@ class BatchSettings(_Section):
         base = DEVICE_BATCH_DEFAULTS[kind]
         records = self.max_batch_records or base["max_batch_records"]
         window = self.max_window_records or max(base["max_window_records"], 2 * records)
-        return self.model_copy(update={
-            "max_batch_records": records,
-            "max_batch_tokens": self.max_batch_tokens or base["max_batch_tokens"],
-            "max_window_records": window,
-            "max_in_flight_records": self.max_in_flight_records or max(base["max_in_flight_records"], 2 * window),
-            "pass_cost_tokens": base["pass_cost_tokens"] if self.pass_cost_tokens is None else self.pass_cost_tokens,
-        })
+        return self.model_copy(
+            update={
+                "max_batch_records": records,
+                "max_batch_tokens": self.max_batch_tokens or base["max_batch_tokens"],
+                "max_window_records": window,
+                "max_in_flight_records": self.max_in_flight_records or max(base["max_in_flight_records"], 2 * window),
+                "pass_cost_tokens": base["pass_cost_tokens"]
+                if self.pass_cost_tokens is None
+                else self.pass_cost_tokens,
+            }
+        )
 
 
 # A CPU pass costs a few ms plus a little per padded token, so moderate passes with an exact cut
@@ -204,23 +237,41 @@ class BatchSettings(_Section):
 # bigger passes, and a window and an in-flight budget that hold several of them. The figures
 # behind these values are in docs/performance.md.
 DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
-    "cpu": {"max_batch_records": 64, "max_batch_tokens": 4_096, "max_window_records": 1_024,
-            "max_in_flight_records": 4_096, "pass_cost_tokens": 64},
-    "gpu": {"max_batch_records": 512, "max_batch_tokens": 32_768, "max_window_records": 4_096,
-            "max_in_flight_records": 16_384, "pass_cost_tokens": 2_048},
+    "cpu": {
+        "max_batch_records": 64,
+        "max_batch_tokens": 4_096,
+        "max_window_records": 1_024,
+        "max_in_flight_records": 4_096,
+        "pass_cost_tokens": 64,
+    },
+    "gpu": {
+        "max_batch_records": 512,
+        "max_batch_tokens": 32_768,
+        "max_window_records": 4_096,
+        "max_in_flight_records": 16_384,
+        "pass_cost_tokens": 2_048,
+    },
 }
 
 
 class ChunkingSettings(_Section):
-    enabled: bool = Field(True, description=(
-        "Split each record's text into chunks that fit the model, one entity per chunk (`<id>#<n>`); "
-        "off: one entity per record (`<id>`), cut at the model's maximum sequence length and flagged "
-        "`truncated`"))
-    max_tokens: int | None = Field(None, ge=8, description=(
-        "Most tokens in one chunk, the model's special tokens included (unset: the model's maximum "
-        "sequence length, which it may not exceed)"))
+    enabled: bool = Field(
+        True,
+        description=(
+            "Split each record's text into chunks that fit the model, one entity per chunk (`<id>#<n>`); "
+            "off: one entity per record (`<id>`), cut at the model's maximum sequence length and flagged "
+            "`truncated`"
+        ),
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=8,
+        description=(
+            "Most tokens in one chunk, the model's special tokens included (unset: the model's maximum "
+            "sequence length, which it may not exceed)"
+        ),
+    )
     overlap_tokens: int = Field(32, ge=0, description="Tokens a chunk repeats from the end of the one before")
-
 
 
 Backend = Literal["torch", "onnx", "openvino"]
@@ -240,14 +291,18 @@ class ModelSettings(_Section):
     name: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or local path")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     backend: Backend = Field(
-        "torch", description="torch, or sentence-transformers' onnx / openvino backends (CPU; optional extras "
-        "ingestor[onnx] / ingestor[openvino]); their weights are exported once into cache_dir")
+        "torch",
+        description="torch, or sentence-transformers' onnx / openvino backends (CPU; optional extras "
+        "ingestor[onnx] / ingestor[openvino]); their weights are exported once into cache_dir",
+    )
     precision: Precision = Field(
-        "fp32", description="torch: fp32, fp16, bf16; onnx: fp32, int8; openvino: fp32, bf16, int8")
+        "fp32", description="torch: fp32, fp16, bf16; onnx: fp32, int8; openvino: fp32, bf16, int8"
+    )
     max_seq_length: int | None = Field(None, ge=8, description="Override the model's maximum tokens")
     cache_dir: str | None = Field(
-        None, description="Where onnx/openvino exports are kept (default $INGESTOR_HOME/models or "
-        "~/.cache/ingestor/models)")
+        None,
+        description="Where onnx/openvino exports are kept (default $INGESTOR_HOME/models or ~/.cache/ingestor/models)",
+    )
 
     @field_validator("device")
     @classmethod
@@ -262,8 +317,10 @@ class ModelSettings(_Section):
     def _backend_device(cls, value: str, info: ValidationInfo) -> str:
         device = info.data.get("device", "auto")
         if value != "torch" and device not in ("auto", "cpu"):
-            raise ValueError(f"the {value} backend runs on the CPU: set model.device to cpu or auto, "
-                             f"or use backend torch on {device}")
+            raise ValueError(
+                f"the {value} backend runs on the CPU: set model.device to cpu or auto, "
+                f"or use backend torch on {device}"
+            )
         return value
 
     @field_validator("precision")
@@ -275,8 +332,10 @@ class ModelSettings(_Section):
         allowed = BACKEND_PRECISIONS[backend]
         if value not in allowed:
             others = [b for b, ps in BACKEND_PRECISIONS.items() if value in ps]
-            raise ValueError(f"{value} is not available with model.backend={backend} (it runs "
-                             f"{', '.join(allowed)}); {value} needs backend {' or '.join(others)}")
+            raise ValueError(
+                f"{value} is not available with model.backend={backend} (it runs "
+                f"{', '.join(allowed)}); {value} needs backend {' or '.join(others)}"
+            )
         return value
 
     @property
@@ -303,21 +362,35 @@ def parse_variant(label: str) -> dict[str, str]:
 
 
 class RedisSettings(_Section):
-    url: SecretStr | None = Field(None, description=(
-        "redis://host:port/db, or rediss:// for TLS (may hold user:password@); unset runs without a cache"))
+    url: SecretStr | None = Field(
+        None,
+        description=(
+            "redis://host:port/db, or rediss:// for TLS (may hold user:password@); unset runs without a cache"
+        ),
+    )
     url_file: Path | None = _secret_file("the URL")
     username: str | None = Field(None, description="ACL user (instead of one in the URL)")
-    password: SecretStr | None = Field(None, description="Password of the ACL user, or of `requirepass` (never printed)")
+    password: SecretStr | None = Field(
+        None, description="Password of the ACL user, or of `requirepass` (never printed)"
+    )
     password_file: Path | None = _secret_file("the password")
     ssl_ca_file: Path | None = _file("CA bundle that signs the server's certificate (rediss://); default: the system's")
     ssl_certfile: Path | None = _file("Client certificate, PEM (rediss:// with mutual TLS)")
     ssl_keyfile: Path | None = _file("Client private key, PEM (rediss:// with mutual TLS)")
     ssl_check_hostname: bool = Field(True, description="Verify that the server's certificate names its host")
     key_prefix: str = Field("ingestor", description="Prefix of every Redis key ingestor writes")
-    embedding_ttl_s: int = Field(7 * 86_400, ge=1, validation_alias=AliasChoices("embedding_ttl_s", "embedding_ttl_seconds"),
-                                 description="How long a cached vector lives (an eviction only costs re-embedding)")
-    marker_ttl_s: int = Field(30 * 86_400, ge=1, validation_alias=AliasChoices("marker_ttl_s", "marker_ttl_seconds"),
-                              description="How long a record's last-write marker lives")
+    embedding_ttl_s: int = Field(
+        7 * 86_400,
+        ge=1,
+        validation_alias=AliasChoices("embedding_ttl_s", "embedding_ttl_seconds"),
+        description="How long a cached vector lives (an eviction only costs re-embedding)",
+    )
+    marker_ttl_s: int = Field(
+        30 * 86_400,
+        ge=1,
+        validation_alias=AliasChoices("marker_ttl_s", "marker_ttl_seconds"),
+        description="How long a record's last-write marker lives",
+    )
     socket_timeout_ms: int = Field(500, ge=10, description="Longest wait for Redis before the cache is bypassed")
     retry_after_ms: int = Field(5_000, ge=10, description="How long the cache is bypassed after a failure")
 
@@ -346,7 +419,9 @@ class MilvusSettings(_Section):
     ca_file: Path | None = _file("CA bundle, or the server's own certificate, for an https:// server")
     certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
     keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
-    server_name: str | None = Field(None, description="The name the server's certificate holds, when not the URI's host")
+    server_name: str | None = Field(
+        None, description="The name the server's certificate holds, when not the URI's host"
+    )
     db_name: str | None = Field(None, description="Milvus database (default: Milvus's own)")
     collection: str = Field("documents", description="Collection; created if missing, checked if present")
     store_text: bool = Field(True, description="Store each record's text in the entity (clipped at 65,535 bytes)")
@@ -354,9 +429,13 @@ class MilvusSettings(_Section):
     metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="Similarity metric of the index")
     index_params: dict[str, Any] = Field(default_factory=dict, description="Extra index parameters (JSON)")
     timeout_s: float = Field(10.0, gt=0, description="Each Milvus call; one that times out is an outage, retried")
-    lite_in_process: bool = Field(False, description=(
-        "With a Milvus Lite file: serve it on this process's threads (pymilvus's default) instead of "
-        "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"))
+    lite_in_process: bool = Field(
+        False,
+        description=(
+            "With a Milvus Lite file: serve it on this process's threads (pymilvus's default) instead of "
+            "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"
+        ),
+    )
 
     @model_validator(mode="after")
     def _auth_fits_together(self) -> MilvusSettings:
@@ -400,13 +479,21 @@ GC_GEN0_THRESHOLD = 50_000  # the daemon's default, and the Lite child's (see me
 
 class RuntimeSettings(_Section):
     shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="After SIGTERM/SIGINT the process exits 0 within this bound, in every state; "
-        "a second signal exits at once")
+        30.0,
+        gt=0,
+        description="After SIGTERM/SIGINT the process exits 0 within this bound, in every state; "
+        "a second signal exits at once",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["text", "json"] = Field("text", description="text, or one JSON object per line")
     progress_interval_s: float = Field(30.0, gt=0, description="How often a progress line is logged")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: torch's)")
-    gc_gen0_threshold: int = Field(GC_GEN0_THRESHOLD, ge=0, description=(
-        "Allocations between young-generation garbage collections, once the model is loaded (which is "
-        "then frozen out of collection). Python's 700 made collection 18% of the pipeline's CPU at GPU "
-        "batch sizes; 0 keeps Python's default"))
+    gc_gen0_threshold: int = Field(
+        GC_GEN0_THRESHOLD,
+        ge=0,
+        description=(
+            "Allocations between young-generation garbage collections, once the model is loaded (which is "
+            "then frozen out of collection). Python's 700 made collection 18% of the pipeline's CPU at GPU "
+            "batch sizes; 0 keeps Python's default"
+        ),
+    )

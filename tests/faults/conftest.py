@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Scenario, Stack, claim_slot
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 
@@ -74,4 +74,3 @@ def _repair(stack: Stack) -> None:
         r.config_set("maxmemory-policy", "noeviction")
     finally:
         r.close()
-

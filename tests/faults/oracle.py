@@ -47,8 +47,8 @@ from ingestor.chunking import Chunk, Splitter, chunk_id, splitter_for
 from ingestor.dedupe import marker_key
 from ingestor.milvus_schema import TEXT_MAX_BYTES
 from ingestor.text import clip_utf8
-from tests.support import harness
 from tests.faults.stack import CHUNK_FIELDS, Produced, Scenario, chunking_settings
+from tests.support import harness
 
 T = TypeVar("T")
 COSINE_MIN = 0.999
@@ -82,7 +82,9 @@ def splitter(env: Mapping[str, str], model: Any = None) -> Splitter | None:
     if key not in _splitters:
         from ingestor.tokenizer import Tokenizer
 
-        made = splitter_for(settings, SimpleNamespace(tokenizer=Tokenizer(model.tokenizer, limit), max_seq_length=limit))
+        made = splitter_for(
+            settings, SimpleNamespace(tokenizer=Tokenizer(model.tokenizer, limit), max_seq_length=limit)
+        )
         assert made is not None
         _splitters[key] = made
     return _splitters[key]
@@ -110,6 +112,7 @@ def model_texts(scn: Scenario, texts: Iterable[str], model: Any = None) -> set[s
 
 def store_text(env: Mapping[str, str]) -> bool:
     return env.get("INGESTOR_MILVUS__STORE_TEXT", "true").strip().lower() not in ("false", "0", "no", "off")
+
 
 # The reference vectors of texts already checked (many tests share the sample corpus).
 _reference: dict[str, np.ndarray] = {}
@@ -180,8 +183,9 @@ def wanted(good: Mapping[str, str], split: Splitter | None) -> dict[str, Wanted]
     return out
 
 
-def check_entities(rows: list[dict[str, Any]], good: Mapping[str, str], split: Splitter | None,
-                   with_text: bool = True) -> dict[str, Wanted]:
+def check_entities(
+    rows: list[dict[str, Any]], good: Mapping[str, str], split: Splitter | None, with_text: bool = True
+) -> dict[str, Wanted]:
     """Entities read from Milvus against the good records (id -> text of the last version): exactly
     the wanted ones, each once, each holding what it should. `rows`: id, text if read, and with a
     splitter the chunk fields. `with_text`: the collection stores texts (`milvus.store_text`).
@@ -194,12 +198,15 @@ def check_entities(rows: list[dict[str, Any]], good: Mapping[str, str], split: S
         misnamed = sorted(r["id"] for r in rows if r["id"] != chunk_id(r["doc_id"], r["chunk_index"]))
         assert not misnamed, f"{len(misnamed)} chunk id(s) other than <doc_id>#<chunk_index>: {misnamed[:10]}"
         orphans = sorted(r["id"] for r in rows if r["doc_id"] not in good)
-        assert not orphans, (f"{len(orphans)} orphan chunk(s), of records with no live version (deleted or "
-                             f"never good): {orphans[:10]}")
+        assert not orphans, (
+            f"{len(orphans)} orphan chunk(s), of records with no live version (deleted or never good): {orphans[:10]}"
+        )
         count_of = {w.doc_id: w.count for w in want.values()}
         surplus = sorted(r["id"] for r in rows if r["chunk_index"] >= count_of[r["doc_id"]])
-        assert not surplus, (f"{len(surplus)} orphan chunk(s) at or past their record's chunk count (what a "
-                             f"shrink deletes): {surplus[:10]}")
+        assert not surplus, (
+            f"{len(surplus)} orphan chunk(s) at or past their record's chunk count (what a "
+            f"shrink deletes): {surplus[:10]}"
+        )
     stored = set(counts)
     missing = sorted(set(want) - stored)
     what = "chunk" if split is not None else "good record"
@@ -264,11 +271,14 @@ def namespace(scn: Scenario) -> str:
 
 def _describe_lite(uri: str, collection: str) -> dict[str, Any]:
     """Milvus Lite keeps a file locked for the life of the process that opened it (see harness)."""
-    code = ("import json, sys\nfrom pymilvus import MilvusClient\n"
-            "c = MilvusClient(uri=sys.argv[1])\n"
-            "json.dump(c.describe_collection(sys.argv[2]), sys.stdout, default=str)\nc.close()\n")
-    proc = subprocess.run([sys.executable, "-c", code, uri, collection], capture_output=True, text=True,
-                          timeout=300, check=False)
+    code = (
+        "import json, sys\nfrom pymilvus import MilvusClient\n"
+        "c = MilvusClient(uri=sys.argv[1])\n"
+        "json.dump(c.describe_collection(sys.argv[2]), sys.stdout, default=str)\nc.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, uri, collection], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -316,20 +326,29 @@ def check_committed_prefix(scn: Scenario, committed: dict[int, int] | None = Non
                 later[p.rec.id].append(p)
     record_of = {r["id"]: r.get("doc_id", r["id"]) for r in rows}
     in_milvus = set(record_of.values())
-    missing = sorted(i for i, p in last.items() if p.rec.kind == "doc" and i not in in_milvus
-                     and all(q.rec.kind == "doc" for q in later[i]))
-    assert not missing, (f"committed {committed} covers {len(missing)} record(s) not in Milvus: {missing[:10]}")
+    missing = sorted(
+        i
+        for i, p in last.items()
+        if p.rec.kind == "doc" and i not in in_milvus and all(q.rec.kind == "doc" for q in later[i])
+    )
+    assert not missing, f"committed {committed} covers {len(missing)} record(s) not in Milvus: {missing[:10]}"
     settled = {i: p.rec for i, p in last.items() if not later[i]}
     deleted = sorted(i for i, rec in settled.items() if rec.kind == "tombstone" and i in in_milvus)
-    assert not deleted, f"committed {committed} covers the delete of {len(deleted)} record(s) still in Milvus: {deleted[:10]}"
+    assert not deleted, (
+        f"committed {committed} covers the delete of {len(deleted)} record(s) still in Milvus: {deleted[:10]}"
+    )
     good = {i: rec.text for i, rec in settled.items() if rec.kind == "doc" and rec.text is not None}
     try:
         check_entities([r for r in rows if record_of[r["id"]] in good], good, split, store_text(scn.env()))
     except AssertionError as exc:
         raise AssertionError(f"committed {committed}, records with nothing published after: {exc}") from None
-    unlettered = sorted((p.partition, p.offset) for p in scn.produced
-                        if p.rec.kind == "poison" and p.offset < committed.get(p.partition, 0)
-                        and (p.partition, p.offset) not in lettered)
+    unlettered = sorted(
+        (p.partition, p.offset)
+        for p in scn.produced
+        if p.rec.kind == "poison"
+        and p.offset < committed.get(p.partition, 0)
+        and (p.partition, p.offset) not in lettered
+    )
     assert not unlettered, f"committed {committed} covers poison record(s) not in the DLQ: {unlettered}"
     return committed
 
@@ -372,7 +391,8 @@ def check(
     letters = dead_letters(scn)
     seen = Counter((int(d.headers["ingestor.partition"]), int(d.headers["ingestor.offset"])) for d in letters)
     assert set(seen) == set(want.poison), (
-        f"DLQ holds {sorted(seen)} but the poison records are at {sorted(want.poison)}")
+        f"DLQ holds {sorted(seen)} but the poison records are at {sorted(want.poison)}"
+    )
     if not allow_dlq_duplicates:
         twice = {k: n for k, n in seen.items() if n > 1}
         assert not twice, f"dead-lettered more than once: {twice}"
@@ -380,7 +400,9 @@ def check(
         pos = (int(d.headers["ingestor.partition"]), int(d.headers["ingestor.offset"]))
         p = want.poison[pos]
         assert d.headers["ingestor.topic"] == scn.topic
-        assert d.headers["ingestor.reason"] == p.rec.reason, f"{pos}: reason {d.headers['ingestor.reason']} != {p.rec.reason}"
+        assert d.headers["ingestor.reason"] == p.rec.reason, (
+            f"{pos}: reason {d.headers['ingestor.reason']} != {p.rec.reason}"
+        )
         value = None if d.headers.get("ingestor.null_value") == "true" and d.value == b"" else d.value
         assert (d.key, value) == (p.rec.key, p.rec.value), f"{pos}: DLQ record bytes differ from the original"
     facts["dead_letters"] = len(letters)

@@ -49,7 +49,9 @@ def chunking_settings(env: Mapping[str, str]) -> ChunkingSettings:
     """The chunk settings of a daemon run with `env` (the INGESTOR_CHUNKING__* variables, the
     project's defaults for the rest)."""
     prefix = "INGESTOR_CHUNKING__"
-    return ChunkingSettings.model_validate({k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)})
+    return ChunkingSettings.model_validate(
+        {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
+    )
 
 
 def claim_slot() -> tuple[int, int]:
@@ -159,8 +161,12 @@ class Stack:
         lines[at] = re.sub(r"forceDeny: \w+", f"forceDeny: {'true' if deny else 'false'}", lines[at])
         path.write_text("\n".join(lines))
         if wait_s:
-            harness.wait_for(lambda: self._writes_denied() is deny, wait_s, interval_s=1,
-                             what=f"the Milvus server to {'deny' if deny else 'allow'} writes")
+            harness.wait_for(
+                lambda: self._writes_denied() is deny,
+                wait_s,
+                interval_s=1,
+                what=f"the Milvus server to {'deny' if deny else 'allow'} writes",
+            )
 
     def _writes_denied(self) -> bool | None:
         """Whether a probe write is refused by quota now (None: no answer)."""
@@ -304,7 +310,11 @@ class Scenario:
 
     def env(self, redis: bool = True, **extra: str) -> dict[str, str]:
         env = harness.ingestor_env(
-            self.topic, self.group, self.milvus_uri, redis=redis, bootstrap=self.stack.kafka,
+            self.topic,
+            self.group,
+            self.milvus_uri,
+            redis=redis,
+            bootstrap=self.stack.kafka,
             redis_url=self.stack.redis_url,
             INGESTOR_MILVUS__COLLECTION=self.collection,
             INGESTOR_REDIS__KEY_PREFIX=self.key_prefix,
@@ -317,8 +327,9 @@ class Scenario:
         env.update(extra)
         return env
 
-    def start(self, name: str = "daemon", env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-              **extra: str) -> Daemon:
+    def start(
+        self, name: str = "daemon", env: dict[str, str] | None = None, args: tuple[str, ...] = (), **extra: str
+    ) -> Daemon:
         """`ingestor run ARGS` in the background."""
         log_path = self.logdir / f"{name}-{len(self.procs)}.log"
         proc = harness.start_ingestor(env or self.env(**extra), *args, log_path=log_path)
@@ -348,8 +359,7 @@ class Scenario:
         parts = partition if isinstance(partition, list) else [partition] * len(recs)
         assert len(parts) == len(recs)
         out: list[Produced] = []
-        producer = KafkaProducer(bootstrap_servers=self.stack.kafka, acks="all", linger_ms=5,
-                                 max_request_size=8 << 20)
+        producer = KafkaProducer(bootstrap_servers=self.stack.kafka, acks="all", linger_ms=5, max_request_size=8 << 20)
         try:
             pending: list[tuple[Rec, Any]] = []
 
@@ -377,8 +387,13 @@ class Scenario:
         `codec`; their offsets follow that partition's end offset, in order."""
         recs = list(recs)
         start = self.end_offsets().get(partition, 0)
-        harness.kcat_produce(self.topic, [(r.key or b"", r.value or b"") for r in recs], codec=codec,
-                             partition=partition, bootstrap=self.stack.kafka)
+        harness.kcat_produce(
+            self.topic,
+            [(r.key or b"", r.value or b"") for r in recs],
+            codec=codec,
+            partition=partition,
+            bootstrap=self.stack.kafka,
+        )
         assert self.end_offsets()[partition] == start + len(recs), "kcat: unexpected end offset"
         out = [Produced(r, partition, start + i) for i, r in enumerate(recs)]
         self.produced.extend(out)
@@ -487,8 +502,10 @@ class Scenario:
             missing = self.ids_of(produced) - self.milvus_ids(strict=False)
             where = sorted((p.partition, p.offset) for p in produced if p.rec.id in missing)
             committed, ends = self.offsets()
-            raise AssertionError(f"{exc}: {len(missing)} missing at (partition, offset) {where[:20]}; "
-                                 f"committed {committed}, end offsets {ends}") from None
+            raise AssertionError(
+                f"{exc}: {len(missing)} missing at (partition, offset) {where[:20]}; "
+                f"committed {committed}, end offsets {ends}"
+            ) from None
 
     def wait_caught_up(self, timeout_s: float = 120, daemon: Daemon | None = None) -> None:
         def check() -> bool:

@@ -10,9 +10,9 @@ import time
 import pytest
 import redis as redis_lib
 
-from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Scenario, poison, sample
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 
@@ -81,8 +81,11 @@ def test_milvus_server_killed_then_frozen_mid_stream_commits_nothing_meanwhile(s
     scn.create_topic(4)
     # Calls to a frozen server fail by their timeout: a short one keeps the freeze (3 failed calls,
     # then OUTAGE_S) well under the server's 30 s session TTL, which a longer freeze would outlive.
-    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32", INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
-                  INGESTOR_MILVUS__TIMEOUT_S="2")
+    d = scn.start(
+        INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32",
+        INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
+        INGESTOR_MILVUS__TIMEOUT_S="2",
+    )
     d.wait_ready()
     for n, outage in enumerate(("killed", "frozen")):
         # Records arrive before each outage, so that it hits writes in flight.
@@ -276,8 +279,9 @@ def test_unwritable_dlq_holds_the_poison_record_offset_until_it_is_written(scena
 
     admin = KafkaAdminClient(bootstrap_servers=scn.stack.kafka)
     try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, scn.dlq_topic,
-                                            configs={"max.message.bytes": "1048588"})])
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, scn.dlq_topic, configs={"max.message.bytes": "1048588"})]
+        )
     finally:
         admin.close()
     scn.wait_caught_up(daemon=d)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Scenario, sample
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 
@@ -33,16 +33,29 @@ def test_an_undecodable_partition_pauses_alone_is_reported_and_never_skipped(sce
     free += scn.produce_kcat(sample(12, 36), partition=2, codec="lz4")
     port = harness.free_port()
     bound_s = 12
-    d = scn.start(INGESTOR_FAULT_HIDE_CODEC="zstd", INGESTOR_METRICS__PORT=str(port),
-                  INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s), INGESTOR_RETRY__MAX_BACKOFF_MS="1000")
+    d = scn.start(
+        INGESTOR_FAULT_HIDE_CODEC="zstd",
+        INGESTOR_METRICS__PORT=str(port),
+        INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
+        INGESTOR_RETRY__MAX_BACKOFF_MS="1000",
+    )
     scn.wait_landed(head + free, daemon=d)
-    d.wait_log(rf"ERROR .*cannot decode the batch of {re.escape(scn.topic)}\[0\] at offset {len(head)} "
-               r"\(UnsupportedCodecError")
+    d.wait_log(
+        rf"ERROR .*cannot decode the batch of {re.escape(scn.topic)}\[0\] at offset {len(head)} "
+        r"\(UnsupportedCodecError"
+    )
     base = f"http://127.0.0.1:{port}"
     # Retried with backoff (capped at 1 s here), without spinning, and reported once.
-    harness.wait_for(lambda: harness.metric_value(harness.http_get(base + "/metrics")[1],
-                                                  "ingestor_undecodable_batches_total",
-                                                  reason="unsupported_codec") >= 3, 60, what="three attempts")
+    harness.wait_for(
+        lambda: (
+            harness.metric_value(
+                harness.http_get(base + "/metrics")[1], "ingestor_undecodable_batches_total", reason="unsupported_codec"
+            )
+            >= 3
+        ),
+        60,
+        what="three attempts",
+    )
     cpu_before, wall_before = _cpu_seconds(d.proc.pid), time.monotonic()
     time.sleep(5)
     cpu_share = (_cpu_seconds(d.proc.pid) - cpu_before) / (time.monotonic() - wall_before)

@@ -19,8 +19,11 @@ pytestmark = pytest.mark.services
 def test_a_second_consumer_joins_and_the_first_leaves_mid_stream(scenario: Scenario, reference_model, assignor):
     scn = scenario
     scn.create_topic(4)
-    scn.settings.update(INGESTOR_KAFKA__ASSIGNOR=assignor, INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32",
-                        INGESTOR_KAFKA__MAX_POLL_RECORDS="16")
+    scn.settings.update(
+        INGESTOR_KAFKA__ASSIGNOR=assignor,
+        INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="32",
+        INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
+    )
     first = scn.produce(sample(160))
     d1, d2 = join_a_second_worker(scn)
     if assignor == "cooperative-sticky":
@@ -53,8 +56,11 @@ def test_a_partition_handed_back_to_its_owner_is_read_again_from_its_commit(scen
     scn = scenario
     scn.create_topic(4)
     # Everything fits in flight at once: the first worker fetches all of it before it is done.
-    scn.settings.update(INGESTOR_KAFKA__ASSIGNOR="range", INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="1000",
-                        INGESTOR_KAFKA__MAX_POLL_RECORDS="500")
+    scn.settings.update(
+        INGESTOR_KAFKA__ASSIGNOR="range",
+        INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="1000",
+        INGESTOR_KAFKA__MAX_POLL_RECORDS="500",
+    )
     produced = scn.produce(sample(160))
     d1, d2 = join_a_second_worker(scn)
     scn.wait_landed(produced, daemon=d1)

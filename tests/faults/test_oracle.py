@@ -28,8 +28,7 @@ class Words:
 
 
 SPLIT = Splitter(Words(), max_tokens=12, overlap_tokens=2)
-LONG = "\n\n".join(
-    " ".join(f"Sentence {p}.{s} of paragraph {p} says something." for s in range(3)) for p in range(6))
+LONG = "\n\n".join(" ".join(f"Sentence {p}.{s} of paragraph {p} says something." for s in range(3)) for p in range(6))
 SHRUNK = "\n\n".join(LONG.split("\n\n")[:2])
 SHORT = "One short record."
 
@@ -40,9 +39,17 @@ def chunk_rows(good: dict[str, str], split: Splitter = SPLIT) -> list[dict[str, 
     for record_id, text in good.items():
         chunks = split.split(text)
         for c in chunks:
-            rows.append({"id": f"{record_id}#{c.index}", "doc_id": record_id, "chunk_index": c.index,
-                         "chunk_count": len(chunks), "char_start": c.char_start, "char_end": c.char_end,
-                         "text": c.text})
+            rows.append(
+                {
+                    "id": f"{record_id}#{c.index}",
+                    "doc_id": record_id,
+                    "chunk_index": c.index,
+                    "chunk_count": len(chunks),
+                    "char_start": c.char_start,
+                    "char_end": c.char_end,
+                    "text": c.text,
+                }
+            )
     return rows
 
 
@@ -136,8 +143,9 @@ def test_scenarios_set_chunking_explicitly_on_unless_told_otherwise(monkeypatch,
 
 
 def test_chunk_settings_are_read_from_the_run_environment():
-    s = chunking_settings({"INGESTOR_CHUNKING__ENABLED": "true", "INGESTOR_CHUNKING__OVERLAP_TOKENS": "8",
-                           "INGESTOR_KAFKA__TOPICS": "x"})
+    s = chunking_settings(
+        {"INGESTOR_CHUNKING__ENABLED": "true", "INGESTOR_CHUNKING__OVERLAP_TOKENS": "8", "INGESTOR_KAFKA__TOPICS": "x"}
+    )
     assert s.enabled and s.overlap_tokens == 8 and s.max_tokens is None
     assert not chunking_settings({"INGESTOR_CHUNKING__ENABLED": "false"}).enabled
     assert chunking_settings({}) == ChunkingSettings()  # unset: whatever the project's default is
@@ -161,8 +169,10 @@ def test_the_oracles_splitter_is_the_daemons(hf_tokenizer):
     assert oracle.splitter({"INGESTOR_CHUNKING__ENABLED": "false"}, model) is None
     split = oracle.splitter({"INGESTOR_CHUNKING__ENABLED": "true", "INGESTOR_CHUNKING__OVERLAP_TOKENS": "16"}, model)
     assert isinstance(split, Splitter) and (split.max_tokens, split.overlap_tokens) == (256, 16)
-    daemons = splitter_for(ChunkingSettings(enabled=True, overlap_tokens=16),
-                           SimpleNamespace(tokenizer=Tokenizer(hf_tokenizer, 256), max_seq_length=256))
+    daemons = splitter_for(
+        ChunkingSettings(enabled=True, overlap_tokens=16),
+        SimpleNamespace(tokenizer=Tokenizer(hf_tokenizer, 256), max_seq_length=256),
+    )
     text = max(long_documents(), key=lambda d: len(d.text)).text
     assert split.split(text) == daemons.split(text) and len(split.split(text)) > 10
     short = oracle.splitter({"INGESTOR_CHUNKING__ENABLED": "true", "INGESTOR_MODEL__MAX_SEQ_LENGTH": "128"}, model)
@@ -175,8 +185,9 @@ def test_the_oracles_splitter_is_the_daemons(hf_tokenizer):
 def scripted(monkeypatch, tmp_path, produced: list[Produced], rows: list[dict[str, Any]]) -> Scenario:
     scn = Scenario(Stack(0), "t", tmp_path, chunking=True)
     scn.produced = produced
-    monkeypatch.setattr(scn, "entities", lambda fields=("id",), strict=True: [
-        {f: r[f] for f in fields if f in r} for r in rows])
+    monkeypatch.setattr(
+        scn, "entities", lambda fields=("id",), strict=True: [{f: r[f] for f in fields if f in r} for r in rows]
+    )
     monkeypatch.setattr(oracle, "dead_letters", lambda scn: [])
     monkeypatch.setattr(oracle, "splitter", lambda env, model=None: SPLIT)
     return scn
@@ -189,7 +200,7 @@ def at(offsets: list[int], *recs) -> list[Produced]:
 def test_the_committed_prefix_allows_a_shrink_in_flight_and_fails_one_committed_with_its_orphans(monkeypatch, tmp_path):
     v1, v2 = doc({"id": "a", "text": LONG}), doc({"id": "a", "text": SHRUNK})
     old, new = chunk_rows({"a": LONG}), chunk_rows({"a": SHRUNK})
-    mid_write = new + old[len(new):]  # the shrink's chunks upserted, its surplus not yet deleted
+    mid_write = new + old[len(new) :]  # the shrink's chunks upserted, its surplus not yet deleted
     scn = scripted(monkeypatch, tmp_path, at([0, 1], v1, v2), mid_write)
     oracle.check_committed_prefix(scn, {0: 1})  # v2 not committed: it may be anywhere in its write
     with pytest.raises(AssertionError, match=r"orphan chunk\(s\) at or past"):

@@ -31,8 +31,11 @@ def test_sigterm_mid_stream_finishes_in_flight_work_commits_it_and_exits_0(scena
     scn.produce(sample(400))
     bound_s = 20
     # A small in-flight cap, so that SIGTERM arrives with most of the topic still unread.
-    d = scn.start(INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="48", INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
-                  INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s))
+    d = scn.start(
+        INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS="48",
+        INGESTOR_KAFKA__MAX_POLL_RECORDS="16",
+        INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
+    )
     d.wait_ready()
     scn.wait_progress(40, daemon=d)
     code, took = d.terminate(timeout_s=bound_s + 60)
@@ -53,8 +56,11 @@ def _stuck_in_its_first_pass(scn: Scenario, bound_s: int) -> Daemon:
     that pass holds records in flight."""
     scn.create_topic(2)
     scn.produce(sample(60))
-    d = scn.start(INGESTOR_FAULT_SLOW_EMBED_MS="120000:1", INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
-                  INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5")
+    d = scn.start(
+        INGESTOR_FAULT_SLOW_EMBED_MS="120000:1",
+        INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S=str(bound_s),
+        INGESTOR_RUNTIME__PROGRESS_INTERVAL_S="0.5",
+    )
     d.wait_ready()
     d.wait_log(r"progress: .*, [1-9]\d* in flight")
     return d

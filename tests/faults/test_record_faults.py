@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import harness
 from tests.faults import oracle
 from tests.faults.stack import Rec, Scenario, doc, poison, sample, tombstone
 from tests.integration.test_end_to_end import BAD_RECORDS
+from tests.support import harness
 
 pytestmark = pytest.mark.services
 
@@ -57,8 +57,11 @@ def test_identical_texts_across_partitions_are_embedded_once(scenario: Scenario,
     # The two copies of a text go to two different partitions.
     scn.produce(recs, partition=[(i // 2 + i % 2) % 4 for i in range(len(recs))])
     # One window holds all 120 records (cut by time, not by size): each text is one unit of it.
-    result = scn.run(INGESTOR_BATCH__MAX_WAIT_MS="3000", INGESTOR_BATCH__MAX_BATCH_RECORDS="256",
-                     INGESTOR_BATCH__MAX_BATCH_TOKENS="1000000")
+    result = scn.run(
+        INGESTOR_BATCH__MAX_WAIT_MS="3000",
+        INGESTOR_BATCH__MAX_BATCH_RECORDS="256",
+        INGESTOR_BATCH__MAX_BATCH_TOKENS="1000000",
+    )
     assert result.returncode == 0, result.output[-4000:]
     s = result.summary()
     texts = oracle.model_texts(scn, [r["text"] for r in base], reference_model)  # chunks, with chunking
@@ -161,7 +164,8 @@ def test_milvus_rejects_one_record_only_it_goes_to_the_dlq(scenario: Scenario, r
 
 
 def test_out_of_memory_splits_the_batch_and_a_text_that_always_fails_goes_to_the_dlq(
-        scenario: Scenario, reference_model):
+    scenario: Scenario, reference_model
+):
     """Row 17: every forward pass over 8 texts raises torch.OutOfMemoryError, and the marked texts
     make any pass that holds them fail; batches are split until they fit, and only the texts that
     fail alone are dead-lettered."""
@@ -172,6 +176,7 @@ def test_out_of_memory_splits_the_batch_and_a_text_that_always_fails_goes_to_the
     s = result.summary()
     assert s["dead_lettered"] == 2 and s["upserted"] == 120, s
     assert "out of memory" in result.output.lower() or "OutOfMemoryError" in result.output, (
-        "the split should be visible in the log")
+        "the split should be visible in the log"
+    )
     facts = oracle.check(scn, reference_model)
     assert facts["rows"] == 120 and facts["dead_letters"] == 2

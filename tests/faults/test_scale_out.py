@@ -13,23 +13,25 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import harness
-from tests.support.hooks import stand_in_vector
 from tests.faults import oracle
 from tests.faults.stack import Daemon, Scenario, doc, sample
+from tests.support import harness
+from tests.support.hooks import stand_in_vector
 
 pytestmark = pytest.mark.services
 
 
 def _workers_of(supervisor: Daemon) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(supervisor.proc.pid), "-f", "ingestor run"], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["pgrep", "-P", str(supervisor.proc.pid), "-f", "ingestor run"], capture_output=True, text=True, check=False
+    )
     return [int(p) for p in out.stdout.split()]
 
 
 @pytest.mark.parametrize("scenario", ["server"], indirect=True)
-def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_kills(scenario: Scenario,
-                                                                                     reference_model):
+def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_kills(
+    scenario: Scenario, reference_model
+):
     scn = scenario
     scn.create_topic(12)
     produced = scn.produce(sample(3000))
@@ -41,8 +43,11 @@ def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_k
     scn.wait_progress(300, timeout_s=300, daemon=a)
     victim = _workers_of(supervisor)[0]
     os.kill(victim, signal.SIGKILL)  # one worker dies mid-stream; the supervisor restarts it
-    harness.wait_for(lambda: victim not in _workers_of(supervisor) and len(_workers_of(supervisor)) == 2, 120,
-                     what="the supervisor to restart its worker")
+    harness.wait_for(
+        lambda: victim not in _workers_of(supervisor) and len(_workers_of(supervisor)) == 2,
+        120,
+        what="the supervisor to restart its worker",
+    )
     scn.wait_progress(900, timeout_s=300, daemon=a)
     code, _ = b.terminate()  # one daemon stops cleanly, and comes back
     assert code == 0, b.log()[-4000:]
@@ -71,8 +76,12 @@ def test_a_dozen_consumers_joining_and_leaving_for_minutes_lose_and_duplicate_no
     rng = random.Random(seed)
     scn.create_topic(12)
     scn.chunking = False  # the stand-in model has no tokenizer to cut chunks with: one entity per record
-    scn.settings.update(INGESTOR_FAULT_STAND_IN_MODEL="1", INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
-                        INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000", INGESTOR_BATCH__MAX_WAIT_MS="50")
+    scn.settings.update(
+        INGESTOR_FAULT_STAND_IN_MODEL="1",
+        INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
+        INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+        INGESTOR_BATCH__MAX_WAIT_MS="50",
+    )
     texts = [r["text"] for r in harness.sample_records(3000)]
     live: list[Daemon] = []
     started = left = killed = 0

@@ -22,8 +22,16 @@ from tests.faults.stack import Daemon, Rec, Scenario, doc, poison, sample, tombs
 
 pytestmark = pytest.mark.services
 
-FAULTS = ("kill_daemon", "freeze_kafka", "restart_kafka", "restart_redis", "stop_milvus", "kill_milvus", "freeze_milvus",
-          "peer_joins_and_leaves")
+FAULTS = (
+    "kill_daemon",
+    "freeze_kafka",
+    "restart_kafka",
+    "restart_redis",
+    "stop_milvus",
+    "kill_milvus",
+    "freeze_milvus",
+    "peer_joins_and_leaves",
+)
 KNOBS = {
     "INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS": "64",
     "INGESTOR_KAFKA__MAX_POLL_RECORDS": "32",
@@ -48,8 +56,9 @@ def long_versions(rng: random.Random, n: int, max_chars: int) -> tuple[list[Rec]
     shrunk = max(1, n // 3)
     for d in picked[:shrunk]:
         paragraphs = d.text.split("\n\n")
-        later.append(doc({"id": d.id, "text": "\n\n".join(paragraphs[:max(1, len(paragraphs) // 3)]),
-                          "metadata": d.metadata}))
+        later.append(
+            doc({"id": d.id, "text": "\n\n".join(paragraphs[: max(1, len(paragraphs) // 3)]), "metadata": d.metadata})
+        )
     if n > shrunk:
         d = picked[shrunk]
         later.append(doc({"id": d.id, "text": edit_middle_paragraph(d.text), "metadata": d.metadata}))
@@ -77,8 +86,9 @@ class Soak:
     def ensure_daemon(self) -> Daemon:
         if self.daemon is None or not self.daemon.running():
             if self.daemon is not None:
-                raise AssertionError(f"the daemon exited by itself ({self.daemon.proc.returncode}):\n"
-                                     f"{self.daemon.log()[-4000:]}")
+                raise AssertionError(
+                    f"the daemon exited by itself ({self.daemon.proc.returncode}):\n{self.daemon.log()[-4000:]}"
+                )
             self.daemon = self.scn.start("soak", **KNOBS)
             self.daemon.wait_ready()
             self.note("daemon started")
@@ -137,16 +147,26 @@ class Soak:
         oracle.check_committed_prefix(self.scn)
 
 
-def soak(scn: Scenario, reference_model, seed: int, records: int, faults: int, long_docs: int = 6,
-         long_max_chars: int = 12_000) -> None:
+def soak(
+    scn: Scenario,
+    reference_model,
+    seed: int,
+    records: int,
+    faults: int,
+    long_docs: int = 6,
+    long_max_chars: int = 12_000,
+) -> None:
     rng = random.Random(seed)
-    print(f"\nsoak seed {seed} ({records} records and {long_docs} long documents, {faults} faults, chunking "
-          f"{'on' if scn.chunked else 'off'}): INGESTOR_SOAK_SEED={seed} replays it", flush=True)
+    print(
+        f"\nsoak seed {seed} ({records} records and {long_docs} long documents, {faults} faults, chunking "
+        f"{'on' if scn.chunked else 'off'}): INGESTOR_SOAK_SEED={seed} replays it",
+        flush=True,
+    )
     scn.create_topic(4)
     stream: list[Rec] = list(sample(records))
     for bad in POISON:
         stream.insert(rng.randrange(len(stream)), bad)
-    parts = [stream[i * len(stream) // (faults + 1):(i + 1) * len(stream) // (faults + 1)] for i in range(faults + 1)]
+    parts = [stream[i * len(stream) // (faults + 1) : (i + 1) * len(stream) // (faults + 1)] for i in range(faults + 1)]
     # The long documents go into the first part, their later versions into later ones (a fault
     # between): a shrink then finds the longer version's chunks written, and deletes its surplus.
     first, later = long_versions(rng, long_docs, long_max_chars)

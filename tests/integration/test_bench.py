@@ -22,8 +22,7 @@ def bench_env() -> dict[str, str]:
     """The environment without this machine's INGESTOR_ settings, but for chunking's: the bench
     must hold with chunking on or off, whichever the default, and INGESTOR_CHUNKING__ENABLED
     runs it the other way."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("INGESTOR_") or k.startswith("INGESTOR_CHUNKING__")}
+    return {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_") or k.startswith("INGESTOR_CHUNKING__")}
 
 
 @pytest.fixture(scope="module", params=["lite", "server"])
@@ -33,9 +32,23 @@ def figures(request, services, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = bench_env()
     env["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "bench", "--device", "cpu", "--limit", str(LIMIT),
-           "--steady-seconds", "5", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL,
-           "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--device",
+        "cpu",
+        "--limit",
+        str(LIMIT),
+        "--steady-seconds",
+        "5",
+        "--bootstrap-servers",
+        harness.KAFKA,
+        "--redis-url",
+        harness.REDIS_URL,
+        "--json",
+        str(out),
+    ]
     server = request.getfixturevalue("milvus_server") if request.param == "server" else None
     if server:
         cmd += ["--milvus-uri", server, "--cycles", "2"]
@@ -157,8 +170,22 @@ def chunk_figures(services, tmp_path_factory):
     """`python -m bench --long-documents` on a few long documents, Milvus Lite."""
     out = tmp_path_factory.mktemp("bench") / "chunks.json"
     env = bench_env()
-    cmd = [sys.executable, "-m", "bench", "--long-documents", "--device", "cpu", "--limit", str(DOCUMENTS),
-           "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--long-documents",
+        "--device",
+        "cpu",
+        "--limit",
+        str(DOCUMENTS),
+        "--bootstrap-servers",
+        harness.KAFKA,
+        "--redis-url",
+        harness.REDIS_URL,
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=harness.REPO, capture_output=True, text=True, timeout=540, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "(c)/(a) in chunks/s" in proc.stdout, proc.stdout[-2000:]
@@ -190,8 +217,9 @@ def test_an_edit_takes_most_chunks_from_the_cache(chunk_figures):
 
 def bench_cli(*args: str, timeout: int = 540) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "bench", "--bootstrap-servers", harness.KAFKA, "--redis-url", harness.REDIS_URL, *args]
-    return subprocess.run(cmd, env=bench_env(), cwd=harness.REPO, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, env=bench_env(), cwd=harness.REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_the_sink_rate_alone_on_the_server_leaves_nothing_behind(milvus_server, tmp_path):
@@ -213,9 +241,24 @@ def test_worker_processes_each_land_every_record_once(milvus_server, tmp_path):
     corpus cycled (`--cycles`), so that the records are more than the sample's first."""
     out, corpus = tmp_path / "workers.json", tmp_path / "corpus.jsonl"
     corpus.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:25]), encoding="utf-8")
-    proc = bench_cli("--workers", "1,2", "--devices", "cpu", "--cycles", "2", "--input", str(corpus),
-                     "--limit", str(WORKER_RECORDS), "--milvus-uri", milvus_server, "--timeout-s", "240",
-                     "--json", str(out))
+    proc = bench_cli(
+        "--workers",
+        "1,2",
+        "--devices",
+        "cpu",
+        "--cycles",
+        "2",
+        "--input",
+        str(corpus),
+        "--limit",
+        str(WORKER_RECORDS),
+        "--milvus-uri",
+        milvus_server,
+        "--timeout-s",
+        "240",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     results = json.loads(out.read_text())
     assert [r["workers"] for r in results] == [1, 2]

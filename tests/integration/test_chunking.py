@@ -54,7 +54,9 @@ def produce(topic: str, records: list[tuple[str, str | None]]) -> None:
     assert producer.flush(60) == 0
 
 
-def edits(texts: dict[str, str], chunks: Layout, sizes: dict[str, int]) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+def edits(
+    texts: dict[str, str], chunks: Layout, sizes: dict[str, int]
+) -> tuple[dict[str, str | None], dict[str, list[str]]]:
     """The second versions: an edit inside one paragraph, shrinks to a third, growths, deletes
     (`sizes` of each); each kind drawn from documents of three chunks or more."""
     counts = {v[0]: v[2] for v in chunks.values()}
@@ -62,7 +64,7 @@ def edits(texts: dict[str, str], chunks: Layout, sizes: dict[str, int]) -> tuple
     assert len(long_ones) > sum(sizes.values()), "the corpus should hold many documents of several chunks"
     kinds, start = {}, 0
     for kind, n in sizes.items():
-        kinds[kind], start = long_ones[start:start + n], start + n
+        kinds[kind], start = long_ones[start : start + n], start + n
     donor = texts[long_ones[-1]].split("\n\n")
     after: dict[str, str | None] = {}
     for i in kinds["edited"]:
@@ -95,8 +97,13 @@ class Reader(threading.Thread):
         with harness.milvus(self.uri) as client:
             while not self.halt.is_set():
                 try:
-                    rows = client.query(self.collection, filter=field_in("doc_id", self.ids), output_fields=["doc_id"],
-                                        consistency_level="Strong", timeout=10)
+                    rows = client.query(
+                        self.collection,
+                        filter=field_in("doc_id", self.ids),
+                        output_fields=["doc_id"],
+                        consistency_level="Strong",
+                        timeout=10,
+                    )
                 except Exception as exc:  # the reader's own trouble is reported, not hidden
                     self.errors.append(str(exc))
                     time.sleep(0.2)
@@ -128,8 +135,14 @@ def chunked(request, services, splitter, tmp_path_factory):
     else:
         uri, collection = str(tmp_path_factory.mktemp("milvus") / "chunks.db"), "documents"
     group = harness.unique("g")
-    env = harness.ingestor_env(topic, group, uri, INGESTOR_MILVUS__COLLECTION=collection,
-                               INGESTOR_CHUNKING__ENABLED="true", INGESTOR_KAFKA__MAX_RECORD_BYTES="200000")
+    env = harness.ingestor_env(
+        topic,
+        group,
+        uri,
+        INGESTOR_MILVUS__COLLECTION=collection,
+        INGESTOR_CHUNKING__ENABLED="true",
+        INGESTOR_KAFKA__MAX_RECORD_BYTES="200000",
+    )
     first = harness.run_ingestor(env)
     assert first.returncode == 0, first.output[-4000:]
     rows1 = harness.milvus_rows(uri, collection, FIELDS + ("vector",))
@@ -148,10 +161,22 @@ def chunked(request, services, splitter, tmp_path_factory):
             reader.join(timeout=30)
     assert second.returncode == 0, second.output[-4000:]
     final = {i: t for i, t in {**texts, **after}.items() if t is not None}
-    return {"backend": request.param, "uri": uri, "collection": collection, "env": env, "texts": texts,
-            "before": before, "rows1": rows1, "first": first, "after": after, "kinds": kinds,
-            "expected": layout(final, splitter), "second": second, "reader": reader,
-            "rows2": harness.milvus_rows(uri, collection, FIELDS)}
+    return {
+        "backend": request.param,
+        "uri": uri,
+        "collection": collection,
+        "env": env,
+        "texts": texts,
+        "before": before,
+        "rows1": rows1,
+        "first": first,
+        "after": after,
+        "kinds": kinds,
+        "expected": layout(final, splitter),
+        "second": second,
+        "reader": reader,
+        "rows2": harness.milvus_rows(uri, collection, FIELDS),
+    }
 
 
 def test_every_chunk_in_milvus_is_the_splitters_chunk(chunked):
@@ -162,8 +187,9 @@ def test_every_chunk_in_milvus_is_the_splitters_chunk(chunked):
 
 def test_every_stored_vector_is_the_models_vector_of_its_chunk_text(chunked, reference_model):
     rows = sorted(chunked["rows1"], key=lambda r: r["id"])[::VECTOR_SAMPLE]
-    expected = reference_model.encode([r["text"] for r in rows], convert_to_numpy=True, normalize_embeddings=True,
-                                      batch_size=64)
+    expected = reference_model.encode(
+        [r["text"] for r in rows], convert_to_numpy=True, normalize_embeddings=True, batch_size=64
+    )
     got = np.asarray([r["vector"] for r in rows], dtype=np.float32)
     got /= np.linalg.norm(got, axis=1, keepdims=True)
     cosine = (got * expected).sum(axis=1)
@@ -224,7 +250,12 @@ def test_search_keeps_each_records_best_chunk_with_its_span(chunked, reference_m
             hits = sink.search(reference_model.encode([text], normalize_embeddings=True)[0], 5)
             assert len(hits) == 5 and len({h["doc_id"] for h in hits}) == 5, "one hit per record"
             top = hits[0]
-            assert (top["doc_id"], top["chunk_index"], top["char_start"], top["char_end"]) == (record_id, index, start, end)
+            assert (top["doc_id"], top["chunk_index"], top["char_start"], top["char_end"]) == (
+                record_id,
+                index,
+                start,
+                end,
+            )
             assert top["id"] == chunk_id and top["text"] == text
     finally:
         sink.close()
@@ -232,7 +263,8 @@ def test_search_keeps_each_records_best_chunk_with_its_span(chunked, reference_m
 
 @pytest.mark.parametrize("backend", ["lite", "server"])
 def test_a_kill_between_new_chunks_and_the_surplus_delete_replays_to_exactly_the_expected_chunks(
-        backend, services, splitter, tmp_path, request):
+    backend, services, splitter, tmp_path, request
+):
     """Fault matrix row 27: kill -9 (the `after_upsert` crash point: Milvus acknowledged the new
     chunks, the surplus delete has not run) leaves extra chunks only; the replay removes them."""
     topic = harness.unique("chunkkill")
@@ -243,8 +275,9 @@ def test_a_kill_between_new_chunks_and_the_surplus_delete_replays_to_exactly_the
         uri, collection = request.getfixturevalue("milvus_server"), harness.unique("chunkkill").replace("-", "_")
     else:
         uri, collection = str(tmp_path / "kill.db"), "documents"
-    env = harness.ingestor_env(topic, harness.unique("g"), uri, INGESTOR_MILVUS__COLLECTION=collection,
-                               INGESTOR_CHUNKING__ENABLED="true")
+    env = harness.ingestor_env(
+        topic, harness.unique("g"), uri, INGESTOR_MILVUS__COLLECTION=collection, INGESTOR_CHUNKING__ENABLED="true"
+    )
     first = harness.run_ingestor(env)
     assert first.returncode == 0, first.output[-4000:]
     assert stored(harness.milvus_rows(uri, collection, FIELDS)) == layout(texts, splitter)

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.services
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
     base.update(env or {})
-    return subprocess.run([sys.executable, "-m", "ingestor", *args], env=base, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ingestor", *args],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_an_invalid_setting_is_one_message_and_exit_2():
@@ -38,7 +44,9 @@ def test_a_broken_yaml_file_is_exit_2(tmp_path):
 
 
 def test_a_secret_never_reaches_the_error_message():
-    result = _cli("run", env={"INGESTOR_REDIS__URL": "redis://:hunter2@127.0.0.1:6379/0", "INGESTOR_BATCH__MAX_WAIT_MS": "x"})
+    result = _cli(
+        "run", env={"INGESTOR_REDIS__URL": "redis://:hunter2@127.0.0.1:6379/0", "INGESTOR_BATCH__MAX_WAIT_MS": "x"}
+    )
     assert result.returncode == 2
     assert "hunter2" not in result.stderr + result.stdout
 
@@ -50,8 +58,9 @@ def test_a_second_daemon_on_a_taken_metrics_port_is_one_line_and_exit_2(tmp_path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _cli("run", env={"INGESTOR_METRICS__PORT": str(port), "INGESTOR_MILVUS__URI": str(tmp_path / "p.db")},
-                      timeout=60)
+        result = _cli(
+            "run", env={"INGESTOR_METRICS__PORT": str(port), "INGESTOR_MILVUS__URI": str(tmp_path / "p.db")}, timeout=60
+        )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     [line] = [ln for ln in result.stderr.splitlines() if "cannot start" in ln]
@@ -59,21 +68,27 @@ def test_a_second_daemon_on_a_taken_metrics_port_is_one_line_and_exit_2(tmp_path
 
 
 def test_check_reports_each_dependency(services, tmp_path):
-    env = {"INGESTOR_KAFKA__BOOTSTRAP_SERVERS": harness.KAFKA, "INGESTOR_REDIS__URL": harness.REDIS_URL,
-           "INGESTOR_MILVUS__URI": str(tmp_path / "check.db")}
+    env = {
+        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": harness.KAFKA,
+        "INGESTOR_REDIS__URL": harness.REDIS_URL,
+        "INGESTOR_MILVUS__URI": str(tmp_path / "check.db"),
+    }
     ok = _cli("check", env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for name in ("kafka", "redis", "milvus", "model"):
         assert any(line.startswith("ok") and name in line for line in ok.stdout.splitlines()), ok.stdout
-    bad = _cli("check", env=dict(env, INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1",
-                                 INGESTOR_KAFKA__REQUEST_TIMEOUT_MS="3000"))
+    bad = _cli(
+        "check",
+        env=dict(env, INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1", INGESTOR_KAFKA__REQUEST_TIMEOUT_MS="3000"),
+    )
     assert bad.returncode == 1
     assert any(line.startswith("FAIL") and "kafka" in line for line in bad.stdout.splitlines()), bad.stdout
 
 
 def test_kafka_down_at_start_is_retried_quietly_and_sigterm_exits_0(tmp_path):
-    env = harness.ingestor_env("t", "g", str(tmp_path / "down.db"), redis=False,
-                               INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1")
+    env = harness.ingestor_env(
+        "t", "g", str(tmp_path / "down.db"), redis=False, INGESTOR_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1"
+    )
     log = tmp_path / "out.log"
     proc = harness.start_ingestor(env, log_path=log)
     try:
@@ -91,9 +106,16 @@ def test_produce_and_dlq_replay_against_an_unreachable_kafka_end_with_one_messag
     env = {"INGESTOR_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "INGESTOR_KAFKA__REQUEST_TIMEOUT_MS": "3000"}
     base = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
     # Both at once: each waits out kafka-python's bootstrap timeout (30 s).
-    procs = [subprocess.Popen([sys.executable, "-m", "ingestor", *args], env={**base, **env}, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for args in (("produce", str(lines)), ("dlq", "replay"))]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ingestor", *args],
+            env={**base, **env},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in (("produce", str(lines)), ("dlq", "replay"))
+    ]
     for proc, says in zip(procs, ("cannot publish to", "cannot replay")):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 1, out + err

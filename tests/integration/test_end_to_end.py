@@ -14,7 +14,7 @@ pytestmark = pytest.mark.services
 
 # One bad record per reason code the parser knows; (key, value, expected reason).
 BAD_RECORDS: list[tuple[bytes | None, bytes | None, str]] = [
-    (None, b"\xff\xfe{\"text\": \"x\"}", "invalid_utf8"),
+    (None, b'\xff\xfe{"text": "x"}', "invalid_utf8"),
     (None, b'{"text": "\\ud800 lone surrogate"}', "invalid_utf8"),
     (None, b'{"text": ', "invalid_json"),
     (None, b"[1, 2, 3]", "not_an_object"),
@@ -49,12 +49,21 @@ def run1(request, services, tmp_path_factory):
     else:
         uri, collection = str(tmp_path_factory.mktemp("milvus") / "e2e.db"), "documents"
     group = harness.unique("g")
-    env = harness.ingestor_env(topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000",
-                               INGESTOR_MILVUS__COLLECTION=collection)
+    env = harness.ingestor_env(
+        topic, group, uri, INGESTOR_KAFKA__MAX_RECORD_BYTES="100000", INGESTOR_MILVUS__COLLECTION=collection
+    )
     result = harness.run_ingestor(env)
     assert result.returncode == 0, result.output[-4000:]
-    return {"topic": topic, "uri": uri, "collection": collection, "group": group, "env": env,
-            "good": good + dup_texts, "result": result, "rows": harness.milvus_rows(uri, collection)}
+    return {
+        "topic": topic,
+        "uri": uri,
+        "collection": collection,
+        "group": group,
+        "env": env,
+        "good": good + dup_texts,
+        "result": result,
+        "rows": harness.milvus_rows(uri, collection),
+    }
 
 
 def test_every_good_record_is_in_milvus_exactly_once(run1):

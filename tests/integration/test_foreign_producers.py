@@ -47,15 +47,25 @@ def _stored_codecs(topic: str, partitions: int) -> dict[int, list[str]]:
         answers = admin.describe_log_dirs({topic: list(range(partitions))})
     finally:
         admin.close()
-    dirs = {p["partition_index"]: Path(d["log_dir"]) / f"{topic}-{p['partition_index']}"
-            for broker in answers for d in broker["log_dirs"] for t in d["topics"] if t["name"] == topic
-            for p in t["partitions"]}
+    dirs = {
+        p["partition_index"]: Path(d["log_dir"]) / f"{topic}-{p['partition_index']}"
+        for broker in answers
+        for d in broker["log_dirs"]
+        for t in d["topics"]
+        if t["name"] == topic
+        for p in t["partitions"]
+    }
     assert sorted(dirs) == list(range(partitions)), answers
     segments = {str(f): p for p, d in dirs.items() for f in sorted(d.glob("*.log"))}
     assert sorted(set(segments.values())) == list(range(partitions)), f"no segment files readable in {dirs}"
     home = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor"))
-    dump = subprocess.run(["java", "-cp", f"{home}/kafka/lib/*", "kafka.tools.DumpLogSegments", "--files",
-                           ",".join(segments)], capture_output=True, text=True, timeout=180, check=False)
+    dump = subprocess.run(
+        ["java", "-cp", f"{home}/kafka/lib/*", "kafka.tools.DumpLogSegments", "--files", ",".join(segments)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert dump.returncode == 0, dump.stdout[-3000:] + dump.stderr[-3000:]
     codecs: dict[int, dict[int, str]] = {p: {} for p in range(partitions)}
     partition = None
@@ -75,7 +85,7 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
     texts: dict[str, str] = {}
     for i, codec in enumerate(CODECS):
         records = []
-        for j, rec in enumerate(samples[10 * i:10 * i + 10]):
+        for j, rec in enumerate(samples[10 * i : 10 * i + 10]):
             record_id = f"{codec}-{j}"
             texts[record_id] = rec["text"]
             records.append(_doc(record_id, rec["text"]))
@@ -101,8 +111,14 @@ def test_batches_of_every_codec_from_kcat_land(services, tmp_path, reference_mod
 
 def _stats_lags(env: dict[str, str], topic: str) -> dict[int, int]:
     """The lag per partition of `topic` as `ingestor stats` prints it for the group in `env`."""
-    proc = subprocess.run([sys.executable, "-m", "ingestor", "stats"], env={**env, "COLUMNS": "200"},
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingestor", "stats"],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # One table row per partition: "│ lag <topic>[<partition>] │ <lag> │".
     found = re.findall(rf"lag {re.escape(topic)}\[(\d+)\]\s*│\s*(\S+)\s*│", proc.stdout)
@@ -121,8 +137,11 @@ def _commit_abort_commit(topic: str) -> tuple[dict[str, str], dict[str, str]]:
     producer.init_transactions(60)
     committed: dict[str, str] = {}
     aborted: dict[str, str] = {}
-    for name, rows, commit in (("first", samples[:10], True), ("aborted", samples[10:20], False),
-                               ("second", samples[20:], True)):
+    for name, rows, commit in (
+        ("first", samples[:10], True),
+        ("aborted", samples[10:20], False),
+        ("second", samples[20:], True),
+    ):
         producer.begin_transaction()
         for j, rec in enumerate(rows):
             key, value = _doc(f"{name}-{j}", rec["text"])
@@ -229,7 +248,7 @@ def test_an_open_transaction_holds_back_only_its_partition(services, tmp_path):
 
 
 HOSTILE_IDS = [
-    "it's \"quoted\" \\ back\\slash",
+    'it\'s "quoted" \\ back\\slash',
     "bra]ck[et), (paren",
     "new\nline\r\tand tab",
     "emoji 🚀 日本語 ' \" ] ,",

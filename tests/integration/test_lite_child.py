@@ -44,8 +44,18 @@ def milvus_client(path: str) -> Iterator[Any]:
 def entity(i: int) -> Entity:
     v = np.zeros(DIM, dtype=np.float32)
     v[i % DIM] = 1.0
-    return Entity(id=f"id-{i}", vector=v, text=f"text {i}", metadata={"i": i}, content_hash=f"h{i}", model="m",
-                  truncated=False, kafka_topic="t", kafka_partition=0, kafka_offset=i)
+    return Entity(
+        id=f"id-{i}",
+        vector=v,
+        text=f"text {i}",
+        metadata={"i": i},
+        content_hash=f"h{i}",
+        model="m",
+        truncated=False,
+        kafka_topic="t",
+        kafka_partition=0,
+        kafka_offset=i,
+    )
 
 
 def sink_for(path: str) -> MilvusSink:
@@ -89,8 +99,10 @@ def test_rows_written_through_the_child_are_there_after_it_restarts(tmp_path):
 
 def test_the_child_stops_when_its_parent_is_killed(tmp_path):
     path = str(tmp_path / "b.db")
-    script = ("import os, sys\nfrom ingestor.lite import LiteServer\n"
-              f"LiteServer({path!r}).start()\nprint('up', flush=True)\nsys.stdin.read()\n")
+    script = (
+        "import os, sys\nfrom ingestor.lite import LiteServer\n"
+        f"LiteServer({path!r}).start()\nprint('up', flush=True)\nsys.stdin.read()\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None and parent.stdout.readline().strip() == "up"
     (child,) = children_of(parent.pid)
@@ -157,12 +169,23 @@ def test_the_child_still_checks_vectors_and_keeps_every_float(tmp_path):
         for e, v in zip(entities, vectors):
             assert np.array_equal(np.asarray(back[e.id], dtype=np.float32), v)
 
-        short = dict(id="short", vector=[0.5] * (DIM - 1), text="t", metadata={}, content_hash="h", model="m",
-                     truncated=False, kafka_topic="t", kafka_partition=0, kafka_offset=0, ingested_at=0)
+        short = dict(
+            id="short",
+            vector=[0.5] * (DIM - 1),
+            text="t",
+            metadata={},
+            content_hash="h",
+            model="m",
+            truncated=False,
+            kafka_topic="t",
+            kafka_partition=0,
+            kafka_offset=0,
+            ingested_at=0,
+        )
         with pytest.raises(Exception, match="(?i)dim"):
             sink._client.upsert("docs", [short])
         missing = {k: v for k, v in short.items() if k != "vector"}
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="(?i)vector"):
             sink._client.upsert("docs", [missing])
         assert sink.get(["short"], ["id"]) == []
     finally:

@@ -20,15 +20,20 @@ def test_counters_agree_with_what_happened(services, tmp_path):
     records += [(None, b"{broken"), (None, b'{"text": ""}'), (b"m-gone", None)]
     harness.produce(topic, records)
     port = harness.free_port()
-    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "m.db"),
-                               INGESTOR_METRICS__PORT=str(port))
+    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "m.db"), INGESTOR_METRICS__PORT=str(port))
     proc = harness.start_ingestor(env, log_path=tmp_path / "out.log")
     base = f"http://127.0.0.1:{port}"
     try:
         harness.wait_for(lambda: harness.http_get(base + "/healthz")[0] == 200, 120, what="/healthz")
-        harness.wait_for(lambda: harness.metric_value(harness.http_get(base + "/metrics")[1], "ingestor_records_consumed_total") >= len(records)
-                         and harness.metric_value(harness.http_get(base + "/metrics")[1], "ingestor_records_in_flight") == 0, 180,
-                         what="all records done")
+        harness.wait_for(
+            lambda: (
+                harness.metric_value(harness.http_get(base + "/metrics")[1], "ingestor_records_consumed_total")
+                >= len(records)
+                and harness.metric_value(harness.http_get(base + "/metrics")[1], "ingestor_records_in_flight") == 0
+            ),
+            180,
+            what="all records done",
+        )
         code, body = harness.http_get(base + "/readyz")
         assert code == 200 and json.loads(body)["status"] == "ok"
         text = harness.http_get(base + "/metrics")[1]
@@ -50,26 +55,37 @@ def test_counters_agree_with_what_happened(services, tmp_path):
 def test_readyz_follows_milvus(services, tmp_path):
     port, milvus_port = harness.free_port(), harness.free_port()
     state = tmp_path / "svc"
-    env_services = {"INGESTOR_LITE_PORT": str(milvus_port), "INGESTOR_STATE_DIR": str(state),
-                    "INGESTOR_KAFKA_PORT": harness.KAFKA.rsplit(":", 1)[1]}
+    env_services = {
+        "INGESTOR_LITE_PORT": str(milvus_port),
+        "INGESTOR_STATE_DIR": str(state),
+        "INGESTOR_KAFKA_PORT": harness.KAFKA.rsplit(":", 1)[1],
+    }
     import os
     import subprocess
 
     def svc(*args: str) -> None:
-        r = subprocess.run(["bash", str(harness.SERVICES), *args], env=dict(os.environ, **env_services),
-                           capture_output=True, text=True, timeout=180)
+        r = subprocess.run(
+            ["bash", str(harness.SERVICES), *args],
+            env=dict(os.environ, **env_services),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
     svc("start", "lite")
     topic = harness.unique("ready")
-    env = harness.ingestor_env(topic, harness.unique("g"), f"http://127.0.0.1:{milvus_port}",
-                               INGESTOR_METRICS__PORT=str(port))
+    env = harness.ingestor_env(
+        topic, harness.unique("g"), f"http://127.0.0.1:{milvus_port}", INGESTOR_METRICS__PORT=str(port)
+    )
     proc = harness.start_ingestor(env, log_path=tmp_path / "out.log")
     base = f"http://127.0.0.1:{port}"
     try:
         harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 200, 120, what="ready")
         svc("stop", "lite")
-        harness.wait_for(lambda: harness.http_get(base + "/readyz")[0] == 503, 60, what="not ready while Milvus is down")
+        harness.wait_for(
+            lambda: harness.http_get(base + "/readyz")[0] == 503, 60, what="not ready while Milvus is down"
+        )
         assert "milvus" in harness.http_get(base + "/readyz")[1]
         assert harness.http_get(base + "/healthz")[0] == 200  # alive all the same: no restart loop
         svc("start", "lite")
@@ -135,11 +151,17 @@ def test_every_record_ends_in_one_outcome_and_repeated_texts_are_embedded_once(s
     # any machine, so the batcher always runs ahead of it and resolves each window while the last
     # passes of the one before still wait for the model. Copies of those texts in the new window
     # are neither embedded yet nor in Redis: they can only share the pending passes.
-    env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "l.db"), INGESTOR_METRICS__PORT=str(port),
-                               INGESTOR_BATCH__MAX_WINDOW_RECORDS="256", INGESTOR_BATCH__MAX_WAIT_MS="50",
-                               INGESTOR_KAFKA__MAX_POLL_RECORDS=str(per_poll),  # a window: at most 256 + one poll
-                               INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS=str(cap),
-                               INGESTOR_FAULT_SLOW_EMBED_MS="300")
+    env = harness.ingestor_env(
+        topic,
+        harness.unique("g"),
+        str(tmp_path / "l.db"),
+        INGESTOR_METRICS__PORT=str(port),
+        INGESTOR_BATCH__MAX_WINDOW_RECORDS="256",
+        INGESTOR_BATCH__MAX_WAIT_MS="50",
+        INGESTOR_KAFKA__MAX_POLL_RECORDS=str(per_poll),  # a window: at most 256 + one poll
+        INGESTOR_BATCH__MAX_IN_FLIGHT_RECORDS=str(cap),
+        INGESTOR_FAULT_SLOW_EMBED_MS="300",
+    )
     proc = harness.start_ingestor(env, log_path=tmp_path / "out.log")
     base = f"http://127.0.0.1:{port}"
     scrapes: list[dict[str, float]] = []

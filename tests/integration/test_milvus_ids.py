@@ -22,7 +22,6 @@ from tests.support import harness
 DIM = 4
 
 
-
 def _valid(s: str) -> bool:
     return bool(s.strip()) and len(s.encode("utf-8")) <= MAX_ID_BYTES - 16
 
@@ -52,8 +51,9 @@ def attacking_group(draw) -> tuple[list[str], list[str]]:
     base = draw(st.lists(ids, min_size=2, max_size=4, unique=True))
     attacks: list[str] = []
     for _ in range(draw(st.integers(1, 2))):
-        attack = draw(st.sampled_from(ATTACKS)).format(a=draw(st.sampled_from([*base, "", "x"])),
-                                                         b=draw(st.sampled_from(base)))
+        attack = draw(st.sampled_from(ATTACKS)).format(
+            a=draw(st.sampled_from([*base, "", "x"])), b=draw(st.sampled_from(base))
+        )
         if _valid(attack) and attack not in base + attacks:
             attacks.append(attack)
     assume(attacks)
@@ -63,8 +63,18 @@ def attacking_group(draw) -> tuple[list[str], list[str]]:
 def entity(record_id: str, n: int) -> Entity:
     v = np.zeros(DIM, dtype=np.float32)
     v[n % DIM] = 1.0
-    return Entity(id=record_id, vector=v, text="t", metadata={}, content_hash=f"h{n}", model="m",
-                  truncated=False, kafka_topic="t", kafka_partition=0, kafka_offset=n)
+    return Entity(
+        id=record_id,
+        vector=v,
+        text="t",
+        metadata={},
+        content_hash=f"h{n}",
+        model="m",
+        truncated=False,
+        kafka_topic="t",
+        kafka_partition=0,
+        kafka_offset=n,
+    )
 
 
 def _open_sink(request, tmp_path_factory, name: str, chunked: bool = False) -> Iterator[MilvusSink]:
@@ -94,8 +104,9 @@ def sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(attacking_group(), st.data())
-def test_delete_and_query_of_an_id_touch_exactly_that_id(sink: MilvusSink, group: tuple[list[str], list[str]],
-                                                        data) -> None:
+def test_delete_and_query_of_an_id_touch_exactly_that_id(
+    sink: MilvusSink, group: tuple[list[str], list[str]], data
+) -> None:
     # The ids go in as drawn (a hostile first character included), with ids built to reach
     # another of them; each example deletes all of its ids before the next begins, and asserts
     # so, so that examples never see each other's.
@@ -129,8 +140,13 @@ def chunk(record_id: str, index: int, count: int, n: int) -> Entity:
     from ingestor.milvus_schema import ChunkSpan
 
     base = entity(chunk_id(record_id, index), n)
-    return Entity(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "content_hash": f"h{n}",
-                     "chunk": ChunkSpan(record_id, index, count, 0, 1)})
+    return Entity(
+        **{
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            "content_hash": f"h{n}",
+            "chunk": ChunkSpan(record_id, index, count, 0, 1),
+        }
+    )
 
 
 @pytest.fixture(scope="module", params=["lite", "server"])
@@ -141,8 +157,9 @@ def chunk_sink(request, tmp_path_factory) -> Iterator[MilvusSink]:
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(attacking_group())
-def test_a_read_at_the_covering_timestamp_sees_every_write_before_it(chunk_sink: MilvusSink,
-                                                                   group: tuple[list[str], list[str]]) -> None:
+def test_a_read_at_the_covering_timestamp_sees_every_write_before_it(
+    chunk_sink: MilvusSink, group: tuple[list[str], list[str]]
+) -> None:
     """What the writer and `consistency` rely on, on both Milvus implementations: after an upsert
     the sink's covering timestamp makes a read see it, and every delete before it; after a delete
     there is none (a Milvus 2.3 server answers a delete with timestamp 0; Milvus Lite gives none)
@@ -153,7 +170,9 @@ def test_a_read_at_the_covering_timestamp_sees_every_write_before_it(chunk_sink:
     chunk_sink.upsert([chunk(name, i, 3, n) for n, name in enumerate(names) for i in range(3)])
     covering = chunk_sink.covering_timestamp()
     assert (covering == 0) == lite
-    assert chunk_sink.stored(names, guarantee=covering or None) == {name: Stored(f"h{n}", 3) for n, name in enumerate(names)}
+    assert chunk_sink.stored(names, guarantee=covering or None) == {
+        name: Stored(f"h{n}", 3) for n, name in enumerate(names)
+    }
     victim = attacks[0]
     # A shrink to one chunk, as the writer does it: the other chunks, the surplus, the first chunk.
     chunk_sink.delete([f"{victim}#1", f"{victim}#2"])
@@ -161,9 +180,13 @@ def test_a_read_at_the_covering_timestamp_sees_every_write_before_it(chunk_sink:
     chunk_sink.upsert([chunk(victim, 0, 1, 99)])
     covering = chunk_sink.covering_timestamp()
     assert chunk_sink.stored(names, guarantee=covering or None)[victim] == Stored("h99", 1)
-    rows = chunk_sink.get([f"{n}#{i}" for n in names for i in range(3)], ["id"],
-                          **({"consistency_level": "Customized", "guarantee_timestamp": covering} if covering else {}))
-    assert sorted(r["id"] for r in rows) == sorted([f"{n}#{i}" for n in names if n != victim for i in range(3)]
-                                                   + [f"{victim}#0"]), "the deletes before the upsert are seen"
+    rows = chunk_sink.get(
+        [f"{n}#{i}" for n in names for i in range(3)],
+        ["id"],
+        **({"consistency_level": "Customized", "guarantee_timestamp": covering} if covering else {}),
+    )
+    assert sorted(r["id"] for r in rows) == sorted(
+        [f"{n}#{i}" for n in names if n != victim for i in range(3)] + [f"{victim}#0"]
+    ), "the deletes before the upsert are seen"
     chunk_sink.delete([f"{n}#{i}" for n in names for i in range(3)])
     assert chunk_sink.stored(names) == {}, "a Strong read sees a delete"

@@ -35,8 +35,7 @@ def _load_state(uri: str, collection: str) -> str:
 
 def test_a_new_collection_gets_the_configured_index_and_is_loaded(milvus_server):
     name = harness.unique("indexed").replace("-", "_")
-    sink = _sink(milvus_server, name, index_type="HNSW", metric_type="IP",
-                 index_params={"M": 8, "efConstruction": 64})
+    sink = _sink(milvus_server, name, index_type="HNSW", metric_type="IP", index_params={"M": 8, "efConstruction": 64})
     try:
         with harness.milvus(milvus_server) as client:
             assert client.list_indexes(name, field_name="vector")
@@ -83,14 +82,19 @@ def test_a_collection_released_while_the_daemon_runs_is_reloaded_and_nothing_is_
     log_path = tmp_path / "daemon.log"
     proc = harness.start_ingestor(env, log_path=log_path)
     try:
-        harness.wait_for(lambda: len(_ids(milvus_server, collection)) == 40, 240, interval_s=1,
-                         what="the first 40 records in Milvus")
+        harness.wait_for(
+            lambda: len(_ids(milvus_server, collection)) == 40, 240, interval_s=1, what="the first 40 records in Milvus"
+        )
         with harness.milvus(milvus_server) as client:
             client.release_collection(collection)
         assert "NotLoad" in _load_state(milvus_server, collection)
         harness.produce(topic, [harness.json_record(r) for r in second])
-        harness.wait_for(lambda: len(_ids(milvus_server, collection)) == 60, 240, interval_s=1,
-                         what="the collection loaded again, with the 20 new records")
+        harness.wait_for(
+            lambda: len(_ids(milvus_server, collection)) == 60,
+            240,
+            interval_s=1,
+            what="the collection loaded again, with the 20 new records",
+        )
         assert proc.poll() is None, log_path.read_text()[-4000:]
     finally:
         code = harness.stop(proc)
@@ -112,8 +116,9 @@ def _ids(uri: str, collection: str) -> set[str]:
             return set()
         if "Loaded" not in str(client.get_load_state(collection)["state"]):
             return set()
-        rows = client.query(collection, filter='id != ""', output_fields=["id"], limit=16384,
-                            consistency_level="Strong")
+        rows = client.query(
+            collection, filter='id != ""', output_fields=["id"], limit=16384, consistency_level="Strong"
+        )
     return set(harness.by_record(rows))
 
 
@@ -162,8 +167,9 @@ def test_a_server_too_old_for_upsert_is_refused_with_exit_2(old_server, services
     harness.create_topic(topic, partitions=1)
     harness.produce(topic, [harness.json_record(r) for r in harness.sample_records(3)])
     group = harness.unique("g")
-    env = harness.ingestor_env(topic, group, old_server,
-                               INGESTOR_MILVUS__COLLECTION=harness.unique("old").replace("-", "_"))
+    env = harness.ingestor_env(
+        topic, group, old_server, INGESTOR_MILVUS__COLLECTION=harness.unique("old").replace("-", "_")
+    )
     started = time.monotonic()
     result = harness.run_ingestor(env, timeout=180)
     assert result.returncode == 2, result.output[-4000:]

@@ -22,8 +22,14 @@ def test_the_quick_start_lands_the_sample_and_prints_nothing_alarming(services, 
     # The script's own defaults, except what keeps this run apart from the others sharing the services.
     for name in ("INGESTOR_METRICS__PORT", "INGESTOR_MODEL__DEVICE", "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S"):
         env.pop(name)
-    proc = subprocess.run(["bash", str(harness.REPO / "deploy/local/quickstart.sh")], env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        ["bash", str(harness.REPO / "deploy/local/quickstart.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     loud = [line for line in output.splitlines() if ALARMING.search(line)]

@@ -57,9 +57,18 @@ def secure_env(services) -> dict[str, str]:
 
 
 def _secrets() -> list[str]:
-    return [(_secure_dir() / f).read_text().strip()
-            for f in ("redis-password", "kafka-password", "kafka-broker-password", "kafka-key-password",
-                      "milvus-password", "milvus-root-password", "kafka-client-key-password")]
+    return [
+        (_secure_dir() / f).read_text().strip()
+        for f in (
+            "redis-password",
+            "kafka-password",
+            "kafka-broker-password",
+            "kafka-key-password",
+            "milvus-password",
+            "milvus-root-password",
+            "kafka-client-key-password",
+        )
+    ]
 
 
 def _env(secure_env: dict[str, str], tmp_path: Path, topic: str, group: str, **extra: str) -> dict[str, str]:
@@ -71,8 +80,9 @@ def _env(secure_env: dict[str, str], tmp_path: Path, topic: str, group: str, **e
 
 def _ingestor(env: dict[str, str], *args: str, timeout: float = 300, secrets: tuple[str, ...] = ()) -> harness.Run:
     """`secrets`: values besides the stack's passwords that must not appear (a token)."""
-    proc = subprocess.run([sys.executable, "-m", "ingestor", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingestor", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     result = harness.Run(proc.returncode, proc.stdout + proc.stderr)
     for secret in [*_secrets(), *secrets]:
         assert secret not in result.output, f"a secret appeared in the output of ingestor {' '.join(args)}"
@@ -93,10 +103,13 @@ def _secure_consumer(secure_env: dict[str, str], group: str | None):
     from ingestor.kafka_common import client_kwargs
 
     settings = KafkaSettings(
-        bootstrap_servers=secure_env["INGESTOR_KAFKA__BOOTSTRAP_SERVERS"], security_protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-512", sasl_username=secure_env["INGESTOR_KAFKA__SASL_USERNAME"],
+        bootstrap_servers=secure_env["INGESTOR_KAFKA__BOOTSTRAP_SERVERS"],
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=secure_env["INGESTOR_KAFKA__SASL_USERNAME"],
         sasl_password_file=secure_env["INGESTOR_KAFKA__SASL_PASSWORD_FILE"],
-        ssl_cafile=secure_env["INGESTOR_KAFKA__SSL_CAFILE"])
+        ssl_cafile=secure_env["INGESTOR_KAFKA__SSL_CAFILE"],
+    )
     return KafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
 
 
@@ -155,8 +168,9 @@ def test_the_whole_path_runs_on_the_secured_stack(secure_env, tmp_path, referenc
     assert all(c is not None for c in committed.values())
     # check, on the configuration secure.env gives: every dependency (and the model) answers.
     check = _ingestor(env, "check", timeout=180)
-    lines = {line.split()[1]: line for line in check.output.splitlines()
-             if line.startswith(("ok   ", "FAIL ", "skip "))}
+    lines = {
+        line.split()[1]: line for line in check.output.splitlines() if line.startswith(("ok   ", "FAIL ", "skip "))
+    }
     assert check.returncode == 0 and set(lines) == {"kafka", "redis", "milvus", "model"}, check.output[-3000:]
     assert all(line.startswith("ok   ") for line in lines.values()), check.output[-3000:]
     assert "not created yet" not in lines["kafka"], lines["kafka"]
@@ -170,8 +184,9 @@ def test_the_whole_path_runs_on_the_secured_stack(secure_env, tmp_path, referenc
     lag = {k: v for k, v in rows.items() if k.startswith(f"lag {topic}[")}
     assert len(lag) == len(committed) and set(lag.values()) == {"0"}, stats.output[-3000:]  # all consumed
     assert rows.get(f"dlq depth {topic}.dlq") == "1", stats.output[-3000:]
-    assert int(rows.get("cache keys", "0")) > 0 and rows.get("cache memory", "").endswith(("B", "K", "M", "G")), \
-        stats.output[-3000:]  # the cache, reached with the ACL user and a client certificate
+    assert int(rows.get("cache keys", "0")) > 0 and rows.get("cache memory", "").endswith(("B", "K", "M", "G")), (
+        stats.output[-3000:]
+    )  # the cache, reached with the ACL user and a client certificate
     assert not {"redis", "kafka", "milvus"} & set(rows), stats.output[-3000:]  # no dependency failed
     # The dead letter went through the secured producer; replay reads it back through the secured consumer.
     replay = _ingestor(env, "dlq", "replay", "--dry-run")
@@ -222,8 +237,12 @@ def test_oauthbearer_with_a_token_file_or_a_token_command(secure_env, tmp_path):
     produced = _ingestor(by_command, "produce", str(path), "--topic", topic, secrets=(jwt,))
     assert produced.returncode == 0, produced.output[-3000:]
     # At DEBUG (ingestor's and pymilvus's debug lines; kafka-python's stay at WARNING): no token either.
-    run = _ingestor({**oauth, "INGESTOR_KAFKA__SASL_OAUTH_TOKEN_FILE": str(token),
-                     "INGESTOR_RUNTIME__LOG_LEVEL": "DEBUG"}, "run", "--until-caught-up", secrets=(jwt,))
+    run = _ingestor(
+        {**oauth, "INGESTOR_KAFKA__SASL_OAUTH_TOKEN_FILE": str(token), "INGESTOR_RUNTIME__LOG_LEVEL": "DEBUG"},
+        "run",
+        "--until-caught-up",
+        secrets=(jwt,),
+    )
     assert run.returncode == 0 and run.summary()["upserted"] == 10, run.output[-4000:]
     assert " DEBUG   " in run.output, "the run did not log at DEBUG"
 
@@ -233,11 +252,16 @@ def test_the_other_sasl_mechanisms_log_in(secure_env, tmp_path, mechanism):
     """SCRAM-SHA-512 and OAUTHBEARER run the whole path above; the producer logs in the same way
     as every other client (one `client_kwargs`), and `check` opens a consumer."""
     topic = harness.unique("sasl")
-    env = {**_env(secure_env, tmp_path, topic, harness.unique("g")), "INGESTOR_KAFKA__SASL_MECHANISM": mechanism,
-           "INGESTOR_KAFKA__TOPICS": topic}
+    env = {
+        **_env(secure_env, tmp_path, topic, harness.unique("g")),
+        "INGESTOR_KAFKA__SASL_MECHANISM": mechanism,
+        "INGESTOR_KAFKA__TOPICS": topic,
+    }
     _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(3)])
     check = _ingestor(env, "check", timeout=120)
-    kafka_line = next(line for line in check.output.splitlines() if line.startswith(("ok   kafka", "FAIL kafka", "skip kafka")))
+    kafka_line = next(
+        line for line in check.output.splitlines() if line.startswith(("ok   kafka", "FAIL kafka", "skip kafka"))
+    )
     assert kafka_line.startswith("ok   kafka") and "not created yet" not in kafka_line, check.output[-3000:]
 
 
@@ -245,11 +269,14 @@ def _mutual_tls(secure_env: dict[str, str], tmp_path: Path, topic: str, group: s
     """The broker's mutual-TLS listener, with the client key encrypted and its password from a file."""
     secure = _secure_dir()
     assert "ENCRYPTED PRIVATE KEY" in (secure / "kafka-client.key").read_text()
-    return {**_without_sasl(_env(secure_env, tmp_path, topic, group)),
-            "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_mtls_port()}", "INGESTOR_KAFKA__SECURITY_PROTOCOL": "SSL",
-            "INGESTOR_KAFKA__SSL_CERTFILE": str(secure / "client.pem"),
-            "INGESTOR_KAFKA__SSL_KEYFILE": str(secure / "kafka-client.key"),
-            "INGESTOR_KAFKA__SSL_PASSWORD_FILE": str(secure / "kafka-client-key-password")}
+    return {
+        **_without_sasl(_env(secure_env, tmp_path, topic, group)),
+        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_mtls_port()}",
+        "INGESTOR_KAFKA__SECURITY_PROTOCOL": "SSL",
+        "INGESTOR_KAFKA__SSL_CERTFILE": str(secure / "client.pem"),
+        "INGESTOR_KAFKA__SSL_KEYFILE": str(secure / "kafka-client.key"),
+        "INGESTOR_KAFKA__SSL_PASSWORD_FILE": str(secure / "kafka-client-key-password"),
+    }
 
 
 def test_mutual_tls_with_a_client_certificate_and_without_one(secure_env, tmp_path):
@@ -259,11 +286,14 @@ def test_mutual_tls_with_a_client_certificate_and_without_one(secure_env, tmp_pa
     # At DEBUG too, the key's password (scanned by _ingestor, as every stack password) stays out.
     run = _ingestor({**env, "INGESTOR_RUNTIME__LOG_LEVEL": "DEBUG"}, "run", "--until-caught-up")
     assert run.returncode == 0 and run.summary()["upserted"] == 10, run.output[-4000:]
-    anonymous = {k: v for k, v in env.items()
-                 if k not in ("INGESTOR_KAFKA__SSL_CERTFILE", "INGESTOR_KAFKA__SSL_KEYFILE",
-                              "INGESTOR_KAFKA__SSL_PASSWORD_FILE")}
-    refused = _ingestor({**anonymous, "INGESTOR_KAFKA__GROUP_ID": harness.unique("g")}, "run", "--until-caught-up",
-                        timeout=240)
+    anonymous = {
+        k: v
+        for k, v in env.items()
+        if k not in ("INGESTOR_KAFKA__SSL_CERTFILE", "INGESTOR_KAFKA__SSL_KEYFILE", "INGESTOR_KAFKA__SSL_PASSWORD_FILE")
+    }
+    refused = _ingestor(
+        {**anonymous, "INGESTOR_KAFKA__GROUP_ID": harness.unique("g")}, "run", "--until-caught-up", timeout=240
+    )
     message = " ".join(refused.output.split())
     assert refused.returncode == 2 and "Traceback" not in message, message[-3000:]
     assert "refused our client certificate" in message and "kafka.ssl_certfile" in message, message[-3000:]
@@ -273,14 +303,21 @@ def test_mutual_tls_with_a_client_certificate_and_without_one(secure_env, tmp_pa
 def test_no_secret_in_metrics_health_or_the_log_of_a_running_daemon(secure_env, tmp_path, log_format, log_level):
     topic, group = harness.unique("scan"), harness.unique("g")
     port = harness.free_port()
-    env = {**_env(secure_env, tmp_path, topic, group), "INGESTOR_METRICS__PORT": str(port),
-           "INGESTOR_RUNTIME__LOG_FORMAT": log_format, "INGESTOR_RUNTIME__LOG_LEVEL": log_level}
+    env = {
+        **_env(secure_env, tmp_path, topic, group),
+        "INGESTOR_METRICS__PORT": str(port),
+        "INGESTOR_RUNTIME__LOG_FORMAT": log_format,
+        "INGESTOR_RUNTIME__LOG_LEVEL": log_level,
+    }
     _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(5)])
     log_path = tmp_path / "daemon.log"
     daemon = harness.start_ingestor(env, log_path=log_path)
     try:
-        harness.wait_for(lambda: harness.http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout_s=180,
-                         what="/readyz on the secured stack")
+        harness.wait_for(
+            lambda: harness.http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200,
+            timeout_s=180,
+            what="/readyz on the secured stack",
+        )
         bodies = [harness.http_get(f"http://127.0.0.1:{port}{path}")[1] for path in ("/metrics", "/healthz", "/readyz")]
     finally:
         assert harness.stop(daemon) == 0, log_path.read_text()[-3000:]
@@ -289,14 +326,14 @@ def test_no_secret_in_metrics_health_or_the_log_of_a_running_daemon(secure_env, 
     assert "starting ingestor with configuration" in log
     if log_format == "json":
         assert all(json.loads(line) for line in log.splitlines() if line.startswith("{")), "not JSON lines"
-        assert any(json.loads(line)["level"] == "debug" for line in log.splitlines() if line.startswith("{")), \
+        assert any(json.loads(line)["level"] == "debug" for line in log.splitlines() if line.startswith("{")), (
             "the run did not log at DEBUG"
+        )
     for secret in _secrets():
         assert all(secret not in text for text in [*bodies, log]), "a secret in /metrics, health or the log"
 
 
-def test_a_milvus_password_changed_under_a_running_daemon_is_the_readyz_reason_and_loses_nothing(
-        secure_env, tmp_path):
+def test_a_milvus_password_changed_under_a_running_daemon_is_the_readyz_reason_and_loses_nothing(secure_env, tmp_path):
     """Milvus checks the login on every call: the daemon's next write and ping are refused. It
     stays alive, /readyz names the setting, the write is retried, and once the password is back
     every record lands."""
@@ -308,8 +345,13 @@ def test_a_milvus_password_changed_under_a_running_daemon_is_the_readyz_reason_a
     base = f"http://127.0.0.1:{port}"
     secure = _secure_dir()
     password, root = ((secure / f).read_text().strip() for f in ("milvus-password", "milvus-root-password"))
-    admin = MilvusClient(secure_env["INGESTOR_MILVUS__URI"], user="root", password=root, secure=True,
-                         server_pem_path=str(secure / "ca.pem"))
+    admin = MilvusClient(
+        secure_env["INGESTOR_MILVUS__URI"],
+        user="root",
+        password=root,
+        secure=True,
+        server_pem_path=str(secure / "ca.pem"),
+    )
     records = harness.sample_records(10)
     _produce(env, tmp_path, topic, [json.dumps(r) for r in records[:5]])
     log_path = tmp_path / "daemon.log"
@@ -325,8 +367,10 @@ def test_a_milvus_password_changed_under_a_running_daemon_is_the_readyz_reason_a
         rotated = True
         _produce(env, tmp_path, topic, [json.dumps(r) for r in records[5:]])
         status, body = harness.wait_for(
-            lambda: (lambda r: r if r[0] == 503 else None)(harness.http_get(base + "/readyz")), timeout_s=120,
-            what="/readyz to say why")
+            lambda: (lambda r: r if r[0] == 503 else None)(harness.http_get(base + "/readyz")),
+            timeout_s=120,
+            what="/readyz to say why",
+        )
         assert "refused the login" in body and "milvus.password" in body, body
         assert harness.http_get(base + "/healthz")[0] == 200, "a refused login is no reason to restart"
         assert upserted() == 5
@@ -348,17 +392,25 @@ def test_a_milvus_database_other_than_default(secure_env, tmp_path):
     from ingestor.sink import client_kwargs
 
     topic, database, collection = harness.unique("db"), harness.unique("db").replace("-", "_"), "in_a_database"
-    settings = MilvusSettings(uri=secure_env["INGESTOR_MILVUS__URI"], user="ingestor",
-                              password_file=secure_env["INGESTOR_MILVUS__PASSWORD_FILE"],
-                              ca_file=secure_env["INGESTOR_MILVUS__CA_FILE"])
+    settings = MilvusSettings(
+        uri=secure_env["INGESTOR_MILVUS__URI"],
+        user="ingestor",
+        password_file=secure_env["INGESTOR_MILVUS__PASSWORD_FILE"],
+        ca_file=secure_env["INGESTOR_MILVUS__CA_FILE"],
+    )
     MilvusClient(**client_kwargs(settings, settings.uri)).create_database(database)
-    env = {**_env(secure_env, tmp_path, topic, harness.unique("g")), "INGESTOR_MILVUS__DB_NAME": database,
-           "INGESTOR_MILVUS__COLLECTION": collection}
+    env = {
+        **_env(secure_env, tmp_path, topic, harness.unique("g")),
+        "INGESTOR_MILVUS__DB_NAME": database,
+        "INGESTOR_MILVUS__COLLECTION": collection,
+    }
     _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(5)])
     run = _ingestor(env, "run", "--until-caught-up")
     assert run.returncode == 0 and run.summary()["upserted"] == 5, run.output[-4000:]
     inside = MilvusClient(**client_kwargs(settings.model_copy(update={"db_name": database}), settings.uri))
-    assert inside.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 5
+    assert (
+        inside.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"] == 5
+    )
     assert collection not in MilvusClient(**client_kwargs(settings, settings.uri)).list_collections()
 
 
@@ -392,16 +444,37 @@ def _refused_at_start(secure_env, tmp_path, within_s: float, **extra: str) -> st
 
 def _other_ca(tmp_path: Path) -> Path:
     path = tmp_path / "other-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
-                    "-keyout", str(tmp_path / "other-ca.key"), "-out", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            str(tmp_path / "other-ca.key"),
+            "-out",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
-@pytest.mark.parametrize("setting, says, within_s", [
-    ("INGESTOR_KAFKA__SASL_PASSWORD_FILE", ("brokers refused the login", "kafka.sasl_password"), WITHIN_S_KAFKA),
-    ("INGESTOR_REDIS__PASSWORD_FILE", ("redis refused the login", "redis.password"), WITHIN_S),
-    ("INGESTOR_MILVUS__PASSWORD_FILE", ("milvus refused the login", "milvus.password"), WITHIN_S),
-])
+@pytest.mark.parametrize(
+    "setting, says, within_s",
+    [
+        ("INGESTOR_KAFKA__SASL_PASSWORD_FILE", ("brokers refused the login", "kafka.sasl_password"), WITHIN_S_KAFKA),
+        ("INGESTOR_REDIS__PASSWORD_FILE", ("redis refused the login", "redis.password"), WITHIN_S),
+        ("INGESTOR_MILVUS__PASSWORD_FILE", ("milvus refused the login", "milvus.password"), WITHIN_S),
+    ],
+)
 def test_a_wrong_password_exits_2_naming_the_dependency_and_setting(secure_env, tmp_path, setting, says, within_s):
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
@@ -410,13 +483,17 @@ def test_a_wrong_password_exits_2_naming_the_dependency_and_setting(secure_env, 
     assert "not-the-password" not in message
 
 
-@pytest.mark.parametrize("setting, says, within_s", [
-    ("INGESTOR_KAFKA__SSL_CAFILE", ("brokers' certificate is not trusted", "kafka.ssl_cafile"), WITHIN_S_KAFKA),
-    ("INGESTOR_REDIS__SSL_CA_FILE", ("Redis server's certificate is not trusted", "redis.ssl_ca_file"), WITHIN_S),
-    ("INGESTOR_MILVUS__CA_FILE", ("Milvus server's certificate is not trusted", "milvus.ca_file"), WITHIN_S),
-])
-def test_an_untrusted_certificate_exits_2_naming_the_dependency_and_setting(secure_env, tmp_path, setting, says,
-                                                                            within_s):
+@pytest.mark.parametrize(
+    "setting, says, within_s",
+    [
+        ("INGESTOR_KAFKA__SSL_CAFILE", ("brokers' certificate is not trusted", "kafka.ssl_cafile"), WITHIN_S_KAFKA),
+        ("INGESTOR_REDIS__SSL_CA_FILE", ("Redis server's certificate is not trusted", "redis.ssl_ca_file"), WITHIN_S),
+        ("INGESTOR_MILVUS__CA_FILE", ("Milvus server's certificate is not trusted", "milvus.ca_file"), WITHIN_S),
+    ],
+)
+def test_an_untrusted_certificate_exits_2_naming_the_dependency_and_setting(
+    secure_env, tmp_path, setting, says, within_s
+):
     message = _refused_at_start(secure_env, tmp_path, within_s, **{setting: str(_other_ca(tmp_path))})
     assert all(s in message for s in says), message[-2000:]
 
@@ -438,8 +515,11 @@ def test_milvus_with_a_token_file_holding_user_and_password(secure_env, tmp_path
     secure = _secure_dir()
     token = tmp_path / "milvus-token"
     token.write_text(f"ingestor:{(secure / 'milvus-password').read_text().strip()}\n")
-    env = {k: v for k, v in _env(secure_env, tmp_path, topic, harness.unique("g")).items()
-           if k not in ("INGESTOR_MILVUS__USER", "INGESTOR_MILVUS__PASSWORD_FILE")}
+    env = {
+        k: v
+        for k, v in _env(secure_env, tmp_path, topic, harness.unique("g")).items()
+        if k not in ("INGESTOR_MILVUS__USER", "INGESTOR_MILVUS__PASSWORD_FILE")
+    }
     env["INGESTOR_MILVUS__TOKEN_FILE"] = str(token)
     _produce(env, tmp_path, topic, [json.dumps(r) for r in harness.sample_records(3)])
     run = _ingestor(env, "run", "--until-caught-up", secrets=(token.read_text().strip(),))
@@ -449,11 +529,14 @@ def test_milvus_with_a_token_file_holding_user_and_password(secure_env, tmp_path
 def _redis_settings(secure_env: dict[str, str], **changes):
     from ingestor.config import RedisSettings
 
-    return RedisSettings(url=secure_env["INGESTOR_REDIS__URL"], username=secure_env["INGESTOR_REDIS__USERNAME"],
-                         password_file=secure_env["INGESTOR_REDIS__PASSWORD_FILE"],
-                         ssl_ca_file=secure_env["INGESTOR_REDIS__SSL_CA_FILE"],
-                         ssl_certfile=secure_env["INGESTOR_REDIS__SSL_CERTFILE"],
-                         ssl_keyfile=secure_env["INGESTOR_REDIS__SSL_KEYFILE"]).model_copy(update=changes)
+    return RedisSettings(
+        url=secure_env["INGESTOR_REDIS__URL"],
+        username=secure_env["INGESTOR_REDIS__USERNAME"],
+        password_file=secure_env["INGESTOR_REDIS__PASSWORD_FILE"],
+        ssl_ca_file=secure_env["INGESTOR_REDIS__SSL_CA_FILE"],
+        ssl_certfile=secure_env["INGESTOR_REDIS__SSL_CERTFILE"],
+        ssl_keyfile=secure_env["INGESTOR_REDIS__SSL_KEYFILE"],
+    ).model_copy(update=changes)
 
 
 def test_redis_asks_for_a_client_certificate(secure_env):
@@ -478,8 +561,11 @@ def test_a_redis_password_changed_under_a_running_daemon_leaves_it_ready_without
 
     topic, group = harness.unique("rrotate"), harness.unique("g")
     port = harness.free_port()
-    env = {**_env(secure_env, tmp_path, topic, group), "INGESTOR_METRICS__PORT": str(port),
-           "INGESTOR_REDIS__RETRY_AFTER_MS": "500"}
+    env = {
+        **_env(secure_env, tmp_path, topic, group),
+        "INGESTOR_METRICS__PORT": str(port),
+        "INGESTOR_REDIS__RETRY_AFTER_MS": "500",
+    }
     base = f"http://127.0.0.1:{port}"
     password = (_secure_dir() / "redis-password").read_text().strip()
     rotated_to = "rotated-" + password[:8]
@@ -507,8 +593,11 @@ def test_a_redis_password_changed_under_a_running_daemon_leaves_it_ready_without
         admin.execute_command("CLIENT", "KILL", "USER", "ingestor")  # SKIPME yes: not this one
         _produce(env, tmp_path, topic, [json.dumps(r) for r in records[5:10]])
         harness.wait_for(lambda: upserted() >= 10, timeout_s=120, what="the records sent while Redis refuses us")
-        body = harness.wait_for(lambda: (lambda b: b if "without the cache" in b else None)(ready_body()),
-                                timeout_s=30, what="/readyz to say the cache is off")
+        body = harness.wait_for(
+            lambda: (lambda b: b if "without the cache" in b else None)(ready_body()),
+            timeout_s=30,
+            what="/readyz to say the cache is off",
+        )
         assert "redis refused the login" in body and "redis.password" in body, body
         admin.execute_command("ACL", "SETUSER", "ingestor", "resetpass", f">{password}")
         rotated = False

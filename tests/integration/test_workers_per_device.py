@@ -27,16 +27,27 @@ def test_the_workers_of_one_device_share_the_partitions_of_one_group(milvus_serv
     ids = [f"w{i}" for i in range(40)]
     harness.produce(topic, [harness.json_record({"id": i, "text": f"record {i} for two workers"}) for i in ids])
     port = harness.free_port()
-    env = harness.ingestor_env(topic, group, milvus_server, redis=False, INGESTOR_METRICS__PORT=str(port),
-                               INGESTOR_MILVUS__COLLECTION=collection, INGESTOR_FAULT_STAND_IN_MODEL="1",
-                               INGESTOR_CHUNKING__ENABLED="false", INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
-                               INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000")
+    env = harness.ingestor_env(
+        topic,
+        group,
+        milvus_server,
+        redis=False,
+        INGESTOR_METRICS__PORT=str(port),
+        INGESTOR_MILVUS__COLLECTION=collection,
+        INGESTOR_FAULT_STAND_IN_MODEL="1",
+        INGESTOR_CHUNKING__ENABLED="false",
+        INGESTOR_KAFKA__SESSION_TIMEOUT_MS="6000",
+        INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+    )
     log = tmp_path / "supervisor.log"
     proc = harness.start_ingestor(env, "--devices", "cpu", "--workers-per-device", "2", log_path=log)
     try:
         # Two members of one group split the 4 partitions; in two groups each would own all 4.
-        harness.wait_for(lambda: [_assigned(port + 1), _assigned(port + 2)] == [2.0, 2.0], 90,
-                         what=f"two workers owning two partitions each:\n{log.read_text()[-3000:]}")
+        harness.wait_for(
+            lambda: [_assigned(port + 1), _assigned(port + 2)] == [2.0, 2.0],
+            90,
+            what=f"two workers owning two partitions each:\n{log.read_text()[-3000:]}",
+        )
 
         def caught_up() -> bool:
             committed, ends = harness.offsets(group, topic)

@@ -17,8 +17,8 @@ from kafka import TopicPartition as KTP
 from ingestor.config import BatchSettings, KafkaSettings
 from ingestor.consistency import Consistency
 from ingestor.dedupe import Identity
-from ingestor.in_flight import InFlight
 from ingestor.errors import DataError, RetriableError
+from ingestor.in_flight import InFlight
 from ingestor.offsets import OffsetTracker
 from ingestor.parsing import parse_record
 from ingestor.pipeline import Pipeline
@@ -128,27 +128,51 @@ class LoggingTracker(OffsetTracker):
         super().done(positions)
 
 
-def pipeline_with(log: Log, sink: FakeSink, embedder: FakeEmbedder | None = None,
-                  backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic,
-                  settings: BatchSettings | None = None, cache: FakeCache | None = None,
-                  splitter: Any = None, observer: Any = None) -> tuple[Pipeline, LoggingTracker]:
+def pipeline_with(
+    log: Log,
+    sink: FakeSink,
+    embedder: FakeEmbedder | None = None,
+    backoff: Backoff | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    settings: BatchSettings | None = None,
+    cache: FakeCache | None = None,
+    splitter: Any = None,
+    observer: Any = None,
+) -> tuple[Pipeline, LoggingTracker]:
     tracker = LoggingTracker(log)
     sink.chunked = splitter is not None  # as the daemon builds both from chunking.enabled
-    p = Pipeline(settings or BatchSettings(), tracker, embedder or FakeEmbedder(log), cache or FakeCache(log), sink,
-                 FakeDlq(log), backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0), store_text=True,
-                 observer=observer, clock=clock, splitter=splitter)
+    p = Pipeline(
+        settings or BatchSettings(),
+        tracker,
+        embedder or FakeEmbedder(log),
+        cache or FakeCache(log),
+        sink,
+        FakeDlq(log),
+        backoff or Backoff(initial_ms=1, max_ms=2, jitter=0.0),
+        store_text=True,
+        observer=observer,
+        clock=clock,
+        splitter=splitter,
+    )
     return p, tracker
 
 
-def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None,
-                  capacity: int = 100) -> Resolver:
+def resolver_with(
+    log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None, capacity: int = 100
+) -> Resolver:
     """The pipeline's resolver on its own, with fresh records and texts in flight
     (`resolver.in_flight`) and the identity `pipeline_with` gives."""
     import threading
 
     retrier = Retrier(Backoff(initial_ms=1, max_ms=2, jitter=0.0), threading.Event())
-    return Resolver(cache or FakeCache(log), sink or FakeSink(log), retrier, InFlight(capacity),
-                    Identity(FakeEmbedder.identity, True), Consistency())
+    return Resolver(
+        cache or FakeCache(log),
+        sink or FakeSink(log),
+        retrier,
+        InFlight(capacity),
+        Identity(FakeEmbedder.identity, True),
+        Consistency(),
+    )
 
 
 def records_for(tracker: OffsetTracker, values: list[tuple[bytes | None, bytes | None]]):

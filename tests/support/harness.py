@@ -14,11 +14,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ingestor.corpus import SAMPLE, load_corpus
 
@@ -27,14 +27,17 @@ SERVICES = REPO / "deploy" / "local" / "services.sh"
 KAFKA = os.environ.get("INGESTOR_TEST_KAFKA", f"127.0.0.1:{os.environ.get('INGESTOR_KAFKA_PORT', '9092')}")
 MILVUS_SERVER = f"http://127.0.0.1:{os.environ.get('INGESTOR_MILVUS_PORT', '19530')}"
 FAULT_PREFIX = "INGESTOR_FAULT_"  # the variables of `tests.support.hooks`
-REDIS_URL = os.environ.get("INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0")
+REDIS_URL = os.environ.get(
+    "INGESTOR_TEST_REDIS", f"redis://127.0.0.1:{os.environ.get('INGESTOR_REDIS_PORT', '6379')}/0"
+)
 
 
 def services(*args: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`env`: extra environment for services.sh (another port set or state dir)."""
     full = None if env is None else {**os.environ, **env}
-    return subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=timeout,
-                          check=False, env=full)
+    return subprocess.run(
+        ["bash", str(SERVICES), *args], capture_output=True, text=True, timeout=timeout, check=False, env=full
+    )
 
 
 def unique(prefix: str) -> str:
@@ -43,26 +46,32 @@ def unique(prefix: str) -> str:
 
 def sample_records(n: int, offset: int = 0) -> list[dict[str, Any]]:
     """Records of the bundled sample corpus as JSON objects (id, text, metadata)."""
-    return [{"id": r.id, "text": r.text, "metadata": r.metadata} for r in load_corpus(SAMPLE)[offset:offset + n]]
+    return [{"id": r.id, "text": r.text, "metadata": r.metadata} for r in load_corpus(SAMPLE)[offset : offset + n]]
 
 
 # -- Kafka -----------------------------------------------------------------------------------------
 
 
-def create_topic(topic: str, partitions: int = 4, bootstrap: str | None = None,
-                 topic_configs: dict[str, str] | None = None) -> None:
+def create_topic(
+    topic: str, partitions: int = 4, bootstrap: str | None = None, topic_configs: dict[str, str] | None = None
+) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap or KAFKA)
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
-                                      topic_configs=topic_configs or {})])
+        admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=topic_configs or {})]
+        )
     finally:
         admin.close()
 
 
-def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], partition: int | None = None,
-            bootstrap: str | None = None) -> int:
+def produce(
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
+    bootstrap: str | None = None,
+) -> int:
     """Publish in order; a (None, None) record goes through the Java client (see NullRecord.java)."""
     from kafka import KafkaProducer
 
@@ -83,13 +92,27 @@ def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]], pa
 def produce_null_record(topic: str, bootstrap: str | None = None) -> None:
     home = Path(os.environ.get("INGESTOR_HOME", Path.home() / ".cache" / "ingestor"))
     subprocess.run(
-        ["java", "-cp", f"{home}/kafka/lib/*", str(REPO / "tests" / "support" / "NullRecord.java"), bootstrap or KAFKA, topic],
-        check=True, capture_output=True, timeout=120,
+        [
+            "java",
+            "-cp",
+            f"{home}/kafka/lib/*",
+            str(REPO / "tests" / "support" / "NullRecord.java"),
+            bootstrap or KAFKA,
+            topic,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
 
 
-def kcat_produce(topic: str, records: Iterable[tuple[bytes, bytes]], codec: str = "none",
-                 partition: int | None = None, bootstrap: str | None = None) -> int:
+def kcat_produce(
+    topic: str,
+    records: Iterable[tuple[bytes, bytes]],
+    codec: str = "none",
+    partition: int | None = None,
+    bootstrap: str | None = None,
+) -> int:
     """Publish keyed records through kcat (librdkafka, a client that is not ours), compressed with
     `codec` (none, gzip, snappy, lz4, zstd): each key and value one line, tab-separated."""
     lines = []
@@ -140,7 +163,9 @@ def read_topic(topic: str, timeout_s: float = 20, bootstrap: str | None = None) 
         while any(consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
             for _tp, recs in consumer.poll(timeout_ms=500).items():
                 for r in recs:
-                    out.append(DeadLetter(r.key, r.value, {k: v.decode("utf-8", "replace") for k, v in r.headers or []}))
+                    out.append(
+                        DeadLetter(r.key, r.value, {k: v.decode("utf-8", "replace") for k, v in r.headers or []})
+                    )
         return out
     finally:
         consumer.close(autocommit=False)
@@ -173,19 +198,28 @@ class Run:
         return {k: int(v) for k, v in (kv.split("=") for kv in found[-1].split())}
 
 
-def ingestor_env(topic: str, group: str, milvus_uri: str, redis: bool = True, bootstrap: str | None = None,
-                 redis_url: str | None = None, **extra: str) -> dict[str, str]:
+def ingestor_env(
+    topic: str,
+    group: str,
+    milvus_uri: str,
+    redis: bool = True,
+    bootstrap: str | None = None,
+    redis_url: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
-    env.update({
-        "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap or KAFKA,
-        "INGESTOR_KAFKA__TOPICS": topic,
-        "INGESTOR_KAFKA__GROUP_ID": group,
-        "INGESTOR_MILVUS__URI": milvus_uri,
-        "INGESTOR_METRICS__PORT": "0",
-        "INGESTOR_MODEL__DEVICE": "cpu",
-        "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S": "60",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "INGESTOR_KAFKA__BOOTSTRAP_SERVERS": bootstrap or KAFKA,
+            "INGESTOR_KAFKA__TOPICS": topic,
+            "INGESTOR_KAFKA__GROUP_ID": group,
+            "INGESTOR_MILVUS__URI": milvus_uri,
+            "INGESTOR_METRICS__PORT": "0",
+            "INGESTOR_MODEL__DEVICE": "cpu",
+            "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S": "60",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if redis:
         env["INGESTOR_REDIS__URL"] = redis_url or REDIS_URL
         # Tests share one Redis: a key prefix of their own keeps every test's cache cold.
@@ -209,7 +243,9 @@ def run_ingestor(env: dict[str, str], *args: str, timeout: float = 600) -> Run:
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
-def start_ingestor(env: dict[str, str], *args: str, log_path: Path, until_caught_up: bool = False) -> subprocess.Popen[bytes]:
+def start_ingestor(
+    env: dict[str, str], *args: str, log_path: Path, until_caught_up: bool = False
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "ingestor", "run", *(["--until-caught-up"] if until_caught_up else []), *args]
     log = open(log_path, "ab")
     return subprocess.Popen(cmd, env=with_hooks(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -290,8 +326,9 @@ def milvus_server_problem(uri: str, timeout_s: float = 30) -> str | None:
     try:
         client.create_collection(name, dimension=2, id_type="string", max_length=16, timeout=timeout_s)
         client.upsert(name, [{"id": "p", "vector": [0.5, 0.5]}], timeout=timeout_s)
-        rows = client.query(name, filter='id == "p"', output_fields=["id"], consistency_level="Strong",
-                            timeout=timeout_s)
+        rows = client.query(
+            name, filter='id == "p"', output_fields=["id"], consistency_level="Strong", timeout=timeout_s
+        )
         client.drop_collection(name, timeout=timeout_s)
         return None if len(rows) == 1 else f"read back {rows}"
     except Exception as exc:
@@ -340,13 +377,20 @@ def _read_milvus(uri: str, collection: str, fields: tuple[str, ...], queries: li
         return _read(uri, collection, fields, queries)
     proc = subprocess.run(
         [sys.executable, "-c", _READER, uri, collection, ",".join(fields), json.dumps(queries), str(REPO)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
-def milvus_rows(uri: str, collection: str = "documents", fields: tuple[str, ...] = ("id", "vector", "content_hash", "truncated", "text", "metadata")) -> list[dict[str, Any]]:
+def milvus_rows(
+    uri: str,
+    collection: str = "documents",
+    fields: tuple[str, ...] = ("id", "vector", "content_hash", "truncated", "text", "metadata"),
+) -> list[dict[str, Any]]:
     """Every entity in the collection (an iterator, so duplicates would show): a Milvus server's
     read in this process, a Milvus Lite file's in a subprocess."""
     return _read_milvus(uri, collection, fields, [])["rows"]

@@ -70,10 +70,17 @@ def test_an_unknown_backend_is_one_error_not_two():
     assert "model.backend" in msg and "model.precision" not in msg
 
 
-@pytest.mark.parametrize(("label", "expected"), [
-    ("onnx", ("onnx", "fp32")), ("onnx-int8", ("onnx", "int8")), ("OpenVINO-int8", ("openvino", "int8")),
-    ("openvino-bf16", ("openvino", "bf16")), ("bf16", ("torch", "bf16")), ("fp16", ("torch", "fp16")),
-])
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("onnx", ("onnx", "fp32")),
+        ("onnx-int8", ("onnx", "int8")),
+        ("OpenVINO-int8", ("openvino", "int8")),
+        ("openvino-bf16", ("openvino", "bf16")),
+        ("bf16", ("torch", "bf16")),
+        ("fp16", ("torch", "fp16")),
+    ],
+)
 def test_parse_variant(label, expected):
     assert tuple(parse_variant(label).values()) == expected
 

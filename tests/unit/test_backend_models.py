@@ -22,17 +22,21 @@ TEXTS = [
 ]
 
 
-
 def _case(backend: str, precision: str, floor: float) -> object:
     """A case skipped at collection (before the torch reference loads) when its extra is missing."""
     missing = missing_modules(backend, precision)
     reason = f"the {backend} backend needs pip install 'ingestor[{backend}]' (missing {', '.join(missing)})"
-    return pytest.param(backend, precision, floor, id=f"{backend}-{precision}",
-                        marks=pytest.mark.skipif(bool(missing), reason=reason))
+    return pytest.param(
+        backend, precision, floor, id=f"{backend}-{precision}", marks=pytest.mark.skipif(bool(missing), reason=reason)
+    )
 
 
-CASES = [_case("onnx", "fp32", 0.99), _case("onnx", "int8", 0.95),
-         _case("openvino", "fp32", 0.99), _case("openvino", "int8", 0.95)]
+CASES = [
+    _case("onnx", "fp32", 0.99),
+    _case("onnx", "int8", 0.95),
+    _case("openvino", "fp32", 0.99),
+    _case("openvino", "int8", 0.95),
+]
 
 
 @pytest.fixture(scope="module")

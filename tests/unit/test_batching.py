@@ -11,11 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestor.batching import (
-    CHARS_PER_TOKEN, EXACT_CUT_MAX_ITEMS, BatchLimits, BatchWindow, collapse, cut_batches,
-    group_texts, plan, window_chars,
+    CHARS_PER_TOKEN,
+    EXACT_CUT_MAX_ITEMS,
+    BatchLimits,
+    BatchWindow,
+    collapse,
+    cut_batches,
+    group_texts,
+    plan,
+    window_chars,
 )
-from ingestor.work import Unit, Work
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
+from ingestor.work import Unit, Work
 
 
 def padded_cost(lengths: list[int]) -> int:
@@ -97,15 +104,21 @@ def test_longest_items_come_first():
 
 
 @settings(max_examples=400)
-@given(lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=80),
-       max_records=st.integers(min_value=1, max_value=40), max_tokens=st.integers(min_value=1, max_value=3000))
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=80),
+    max_records=st.integers(min_value=1, max_value=40),
+    max_tokens=st.integers(min_value=1, max_value=3000),
+)
 def test_cut_batches_invariants(lengths, max_records, max_tokens):
     check_batches(lengths, BatchLimits(max_records, max_tokens))
 
 
 @settings(max_examples=200)
-@given(lengths=st.lists(st.integers(min_value=1, max_value=600), min_size=1, max_size=80),
-       max_records=st.integers(min_value=1, max_value=40), max_tokens=st.integers(min_value=1, max_value=3000))
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=600), min_size=1, max_size=80),
+    max_records=st.integers(min_value=1, max_value=40),
+    max_tokens=st.integers(min_value=1, max_value=3000),
+)
 def test_cut_batches_is_greedy(lengths, max_records, max_tokens):
     """A batch is closed only when the next (sorted) item would break a limit."""
     limits = BatchLimits(max_records, max_tokens)
@@ -121,7 +134,7 @@ def test_sorting_by_length_cuts_padding_versus_arrival_order():
     limits = BatchLimits(max_records=32, max_tokens=32 * 512)
     sorted_cost = sum(padded_cost(b) for b in check_batches(lengths, limits))
     n = limits.max_records
-    naive_cost = sum(padded_cost(lengths[i:i + n]) for i in range(0, len(lengths), n))
+    naive_cost = sum(padded_cost(lengths[i : i + n]) for i in range(0, len(lengths), n))
     assert sorted_cost <= naive_cost
     assert sorted_cost < 0.8 * naive_cost  # a real saving on a mixed workload, not a tie
 
@@ -161,18 +174,24 @@ def test_a_high_pass_cost_keeps_one_pass():
 
 
 @settings(max_examples=300)
-@given(lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=8),
-       max_records=st.integers(min_value=1, max_value=8), max_tokens=st.integers(min_value=1, max_value=1200),
-       pass_cost=st.integers(min_value=1, max_value=500))
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=8),
+    max_records=st.integers(min_value=1, max_value=8),
+    max_tokens=st.integers(min_value=1, max_value=1200),
+    pass_cost=st.integers(min_value=1, max_value=500),
+)
 def test_exact_cut_is_the_cheapest_consecutive_split(lengths, max_records, max_tokens, pass_cost):
     limits = BatchLimits(max_records, max_tokens, pass_cost)
     assert cut_cost(check_batches(lengths, limits), pass_cost) == brute_force_cost(lengths, limits)
 
 
 @settings(max_examples=200)
-@given(lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=EXACT_CUT_MAX_ITEMS + 40),
-       max_records=st.integers(min_value=1, max_value=80), max_tokens=st.integers(min_value=1, max_value=5000),
-       pass_cost=st.integers(min_value=1, max_value=2000))
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=EXACT_CUT_MAX_ITEMS + 40),
+    max_records=st.integers(min_value=1, max_value=80),
+    max_tokens=st.integers(min_value=1, max_value=5000),
+    pass_cost=st.integers(min_value=1, max_value=2000),
+)
 def test_exact_cut_keeps_the_invariants_and_never_costs_more_than_greedy(lengths, max_records, max_tokens, pass_cost):
     exact = check_batches(lengths, BatchLimits(max_records, max_tokens, pass_cost))
     greedy = check_batches(lengths, BatchLimits(max_records, max_tokens))
@@ -386,8 +405,13 @@ def tokens_for(*docs: Document, n: int = 5) -> dict[str, tuple[int, bool]]:
     return {d.text_sha256: (n, False) for d in docs}
 
 
-def cut(items: list, tokens: dict[str, tuple[int, bool]], limits: BatchLimits,
-        cached: tuple[Document, ...] = (), skipped: tuple[Document, ...] = ()) -> list[Work]:
+def cut(
+    items: list,
+    tokens: dict[str, tuple[int, bool]],
+    limits: BatchLimits,
+    cached: tuple[Document, ...] = (),
+    skipped: tuple[Document, ...] = (),
+) -> list[Work]:
     """`plan`, the pipeline's own composition, with a resolver standing in for the cache: the texts
     of `cached` documents have vectors, `skipped` documents are unchanged."""
 
@@ -450,8 +474,13 @@ def test_resolved_records_ride_in_the_first_work_only():
     docs = [doc(str(i), i, f"text {i}") for i in range(3)]
     hit, skip = doc("h", 8, "cached"), doc("s", 9, "unchanged")
     x, r = delete("z", 10), rejected(11)
-    works = cut([hit, *docs, skip, x, r], tokens_for(*docs), BatchLimits(max_records=1, max_tokens=1000),
-                cached=(hit,), skipped=(skip,))
+    works = cut(
+        [hit, *docs, skip, x, r],
+        tokens_for(*docs),
+        BatchLimits(max_records=1, max_tokens=1000),
+        cached=(hit,),
+        skipped=(skip,),
+    )
     assert len(works) == 3, "resolved records do not get a batch of their own"
     first = works[0]
     assert first.deletes == [x] and first.rejected == [r] and first.skipped == [skip]
@@ -524,8 +553,7 @@ def test_a_ready_window_is_cut_when_nothing_more_waits_or_it_is_full_and_any_win
 
 def test_records_of_partitions_no_longer_ours_are_dropped_and_counted_in_the_first_work():
     kept, gone = doc("k", 0, "kept"), doc("g", 1, "gone")
-    works = plan([kept, gone], BatchLimits(4, 100), tokenize=lambda units: None,
-                 current=lambda item: item is kept)
+    works = plan([kept, gone], BatchLimits(4, 100), tokenize=lambda units: None, current=lambda item: item is kept)
     assert [d for w in works for u in w.units for d in u.docs] == [kept]
     assert works[0].dropped == 1 and all(w.dropped == 0 for w in works[1:])
     [only] = plan([gone], BatchLimits(4, 100), current=lambda item: False)

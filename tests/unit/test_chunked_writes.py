@@ -6,6 +6,7 @@ The last test replays random histories against a model of Milvus, crashing after
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -79,8 +80,19 @@ def test_chunk_entities_carry_their_record_and_span():
     p, tracker = pipeline_with(log, Keeping(log), splitter=BarSplitter())
     items = records_for(tracker, [(None, b'{"id":"a","text":"ab|cde","metadata":{"k":1}}')])
     _run(p, _works(p, items))
-    spans = sorted((e.id, e.text, e.chunk.doc_id, e.chunk.index, e.chunk.count, e.chunk.char_start,
-                    e.chunk.char_end, e.metadata["k"]) for e in seen)
+    spans = sorted(
+        (
+            e.id,
+            e.text,
+            e.chunk.doc_id,
+            e.chunk.index,
+            e.chunk.count,
+            e.chunk.char_start,
+            e.chunk.char_end,
+            e.metadata["k"],
+        )
+        for e in seen
+    )
     assert spans == [("a#0", "ab", "a", 0, 2, 0, 2, 1), ("a#1", "cde", "a", 1, 2, 3, 6, 1)]
     assert len({e.content_hash for e in seen}) == 1, "every chunk carries its record's content hash"
 
@@ -170,7 +182,9 @@ def test_a_growing_record_whose_first_chunk_is_refused_takes_back_its_later_chun
 
 def test_a_chunk_the_model_cannot_encode_dead_letters_its_record_once_and_writes_none_of_it():
     log = Log()
-    p, tracker = pipeline_with(log, FakeSink(log), embedder=FakeEmbedder(log, fail_once={"bad"}), splitter=BarSplitter())
+    p, tracker = pipeline_with(
+        log, FakeSink(log), embedder=FakeEmbedder(log, fail_once={"bad"}), splitter=BarSplitter()
+    )
     # The forward pass fails as a whole; bisection by encode finds the one text that fails again.
     p.model.embedder.forward = lambda features: (_ for _ in ()).throw(RuntimeError("batch failed"))
     original = p.model.embedder.encode
@@ -315,9 +329,12 @@ def _check_stored_counts(milvus: Milvus) -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(history=st.lists(st.tuples(st.sampled_from("ab"), st.one_of(st.none(), st.integers(1, 5))),
-                        min_size=1, max_size=8),
-       window=st.integers(1, 4), batch=st.integers(1, 3), ahead=st.integers(0, 2))
+@given(
+    history=st.lists(st.tuples(st.sampled_from("ab"), st.one_of(st.none(), st.integers(1, 5))), min_size=1, max_size=8),
+    window=st.integers(1, 4),
+    batch=st.integers(1, 3),
+    ahead=st.integers(0, 2),
+)
 def test_a_crash_after_any_write_replays_to_exactly_the_last_versions(history, window, batch, ahead):
     """Versions of two records (a chunk count, or None for a tombstone) in windows of `window`
     records and batches of `batch` chunks, each window planned `ahead` windows before it is
@@ -330,7 +347,7 @@ def test_a_crash_after_any_write_replays_to_exactly_the_last_versions(history, w
             values.append((record.encode(), None))
         else:
             text = "|".join(f"{record}{n}.{i}" for i in range(count))
-            values.append((None, ('{"id":"%s","text":"%s"}' % (record, text)).encode()))
+            values.append((None, json.dumps({"id": record, "text": text}).encode()))
     expected: dict[str, tuple[str, int, int, str]] = {}
     for record in "ab":
         mine = [(n, count) for n, (k, count) in enumerate(history) if k == record]
@@ -347,7 +364,7 @@ def test_a_crash_after_any_write_replays_to_exactly_the_last_versions(history, w
         for start in [*range(0, len(items), window), *[None] * ahead]:
             if start is not None:
                 limits = BatchLimits(batch, 8192)
-                planned.append(plan(items[start:start + window], limits, p.resolver, p.model.tokenize, p.split))
+                planned.append(plan(items[start : start + window], limits, p.resolver, p.model.tokenize, p.split))
             if len(planned) > ahead or start is None and planned:
                 _run(p, planned.pop(0))
                 _check_stored_counts(milvus)
@@ -376,4 +393,3 @@ def test_the_model_of_milvus_catches_a_writer_that_trims_too_little():
     milvus = Milvus({"a#0": ("a", 0, 1, "x"), "a#1": ("a", 1, 3, "y")})
     with pytest.raises(AssertionError):
         _check_stored_counts(milvus)
-

@@ -11,10 +11,11 @@ from bisect import bisect_left
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from bench.corpus import edit_middle_paragraph, long_documents
-from ingestor.chunking import Chunk, Splitter, TokenCounter, _Walk, _chunk_documents, chunk_all
+from ingestor.chunking import Chunk, Splitter, TokenCounter, _chunk_documents, _Walk, chunk_all
 from ingestor.config import DEFAULT_MODEL
 from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.embedder import resolve_model_path
@@ -101,8 +102,9 @@ def render(paras: list[str], breaks: list[str], lead: str = "", trail: str = "")
 def documents(draw: st.DrawFn) -> str:
     paras = draw(st.lists(paragraphs(), min_size=1, max_size=5))
     breaks = [draw(BREAKS) for _ in paras]
-    return render(paras, breaks, draw(st.sampled_from(["", " ", "\n\n", "\t"])),
-                  draw(st.sampled_from(["", "\n", "  \n\n"])))[0]
+    return render(
+        paras, breaks, draw(st.sampled_from(["", " ", "\n\n", "\t"])), draw(st.sampled_from(["", "\n", "  \n\n"]))
+    )[0]
 
 
 @st.composite
@@ -136,15 +138,16 @@ def check_rules(text: str, chunks: list[Chunk], tokenizer: TokenCounter, max_tok
     assert chunks and [c.index for c in chunks] == list(range(len(chunks)))
     covered = bytearray(len(text))
     for c in chunks:
-        assert c.text == text[c.char_start:c.char_end]
+        assert c.text == text[c.char_start : c.char_end]
         assert c.text == c.text.strip() and c.text
         assert c.tokens == tokenizer.count(c.text) <= max_tokens
-        covered[c.char_start:c.char_end] = b"\1" * (c.char_end - c.char_start)
+        covered[c.char_start : c.char_end] = b"\1" * (c.char_end - c.char_start)
     assert all(covered[i] or ch.isspace() for i, ch in enumerate(text)), "a character no chunk covers"
     assert all(a.char_start < b.char_start for a, b in zip(chunks, chunks[1:]))
 
 
 # --- The tokenizer's side: offsets and counts, untruncated ----------------------------------------
+
 
 def test_offsets_and_counts_are_the_same_through_rust_and_transformers(tokenizer):
     slow = slow_tokenizer(tokenizer.hf, MAX)
@@ -167,8 +170,10 @@ def test_counting_a_long_text_through_transformers_warns_of_nothing(capfd):
 
 # --- Examples ------------------------------------------------------------------------------------
 
-DOC = ("Title here\n\nFirst sentence is short. Second one is a bit longer than that! Third?\nA new line."
-       "\n\n  \n\nLast paragraph with a verylongunbrokenwordthatgoesonandonandonforever.")
+DOC = (
+    "Title here\n\nFirst sentence is short. Second one is a bit longer than that! Third?\nA new line."
+    "\n\n  \n\nLast paragraph with a verylongunbrokenwordthatgoesonandonandonforever."
+)
 
 
 def test_a_small_document_splits_where_expected(tokenizer):
@@ -192,8 +197,11 @@ def test_without_overlap_the_chunks_partition_the_text(tokenizer):
     chunks = split(DOC, tokenizer, 12, 0)
     assert all(a.char_end <= b.char_start for a, b in zip(chunks, chunks[1:]))
     assert "".join("".join(c.text.split()) for c in chunks) == "".join(DOC.split())  # each character once
-    assert [c.text for c in chunks][:3] == ["Title here", "First sentence is short.",
-                                            "Second one is a bit longer than that!"]
+    assert [c.text for c in chunks][:3] == [
+        "Title here",
+        "First sentence is short.",
+        "Second one is a bit longer than that!",
+    ]
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\n \t\n", "\u3000"])
@@ -227,8 +235,7 @@ def test_a_corpus_sized_document_keeps_every_rule(tokenizer):
 def test_an_inserted_line_in_a_long_list_changes_few_chunks(tokenizer):
     """Lines of one shape packed greedily shift every later cut by a line after an insertion; the
     anchors bring the cuts back in step."""
-    lines = [f"Item {i}: the sensor on rack {i * 7 % 13} reported {i * 31 % 97} degrees at noon."
-             for i in range(400)]
+    lines = [f"Item {i}: the sensor on rack {i * 7 % 13} reported {i * 31 % 97} degrees at noon." for i in range(400)]
     splitter = Splitter(tokenizer, 128, 16)
     old = splitter.split("\n".join(lines))
     for at in (1, 10, 200):
@@ -251,6 +258,7 @@ def test_a_line_repeated_throughout_never_cuts_chunks_smaller_than_a_budget(toke
 
 
 # --- Any tokenizer: counts that disagree with the whole-text offsets ------------------------------
+
 
 class Disagreeing:
     """Offsets claim one token a word, but a piece costs one token a character (plus 2 specials):
@@ -281,6 +289,7 @@ def test_a_character_over_the_budget_on_its_own_is_refused():
 
 
 # --- Properties, under the real tokenizer ---------------------------------------------------------
+
 
 @PROPERTY
 @given(text=documents(), budget=budgets())
@@ -339,7 +348,7 @@ def edits(draw: st.DrawFn, paragraph: str, long: bool) -> Edit:
 
 def apply(text: str, at: int, edit: Edit) -> str:
     s, e, new = edit
-    return text[:at + s] + new + text[at + e:]
+    return text[: at + s] + new + text[at + e :]
 
 
 @st.composite
@@ -357,7 +366,7 @@ def long_paragraph_edits(draw: st.DrawFn) -> tuple[str, str, tuple[int, int, int
         paras += [joined(draw, lines, SENTENCE_GAPS)]
         # One more line, early on: it shifts every later greedy cut by a line, for good.
         heads = [m.start() for m in re.finditer(r"(?:^|(?<=\s))" + re.escape(lines[0]), paras[1])]
-        at = draw(st.sampled_from(heads[:max(1, len(heads) // 2)]))
+        at = draw(st.sampled_from(heads[: max(1, len(heads) // 2)]))
         edit = (at, at, draw(st.sampled_from(pool)) + " ")
     paras += draw(st.lists(paragraphs(most=3), max_size=2))
     old, starts = render(paras, [draw(BREAKS) for _ in paras])
@@ -372,8 +381,8 @@ def confined(new: list[Chunk], old: list[Chunk], lo: int, hi: int) -> None:
     by position, since a multiset difference cannot tell which of two equal chunks is the new one."""
     before = [c.text for c in new if c.char_end <= lo]
     after = [c.text for c in new if c.char_end > hi][1:]
-    assert before == [c.text for c in old[:len(before)]]
-    assert after == [c.text for c in old[len(old) - len(after):]]
+    assert before == [c.text for c in old[: len(before)]]
+    assert after == [c.text for c in old[len(old) - len(after) :]]
 
 
 LONG = settings(PROPERTY, max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -404,13 +413,16 @@ def test_an_edit_in_a_long_paragraph_changes_only_chunks_between_the_anchors_aro
     # Edges before the edit keep their place, edges after it move with it (the paragraph's end,
     # when the edit takes its last word, is one of those, though it may land on x).
     lo = max((a for a in old_edges if a <= x and a in new_edges), default=0)
-    hi = min((a + shift for a in old_edges if a >= old_end and a + shift in new_edges and a + shift > x),
-             default=len(new_text))  # at x, it opens the edited region
+    hi = min(
+        (a + shift for a in old_edges if a >= old_end and a + shift in new_edges and a + shift > x),
+        default=len(new_text),
+    )  # at x, it opens the edited region
     assume(len(new_edges) > 2)  # anchors to test, not the paragraph's ends alone
     confined(splitter.split(new_text), splitter.split(old_text), lo, hi)
 
 
 # --- Short paragraphs: packed between paragraph anchors -------------------------------------------
+
 
 @st.composite
 def short_paragraphs(draw: st.DrawFn) -> list[str]:
@@ -423,8 +435,13 @@ def short_paragraphs(draw: st.DrawFn) -> list[str]:
         pool = draw(st.lists(sentences(long=False, most=8), min_size=1, max_size=3, unique=True))
         lines = [pool[i % len(pool)] for i in range(draw(st.integers(20, 90)))]
         return lines if kind == "log" else [f"{i + 1}. {line}" for i, line in enumerate(lines)]
-    pairs = draw(st.lists(st.tuples(sentences(long=False, most=8), paragraphs(long=False, most=2, words_most=8)),
-                          min_size=5, max_size=25))
+    pairs = draw(
+        st.lists(
+            st.tuples(sentences(long=False, most=8), paragraphs(long=False, most=2, words_most=8)),
+            min_size=5,
+            max_size=25,
+        )
+    )
     return [p for q, a in pairs for p in (f"Q: {q.rstrip('.!。')}?", f"A: {a}")]
 
 
@@ -469,7 +486,8 @@ def test_an_edit_among_short_paragraphs_changes_only_chunks_up_to_the_next_share
     splitter = Splitter(tokenizer, *budget)
     assume(tokenizer.count(old_text) > budget[0] and tokenizer.count(new_text) > budget[0])  # long documents
     (old_cuts, old_sections, old_long), (new_cuts, new_sections, new_long) = (
-        cut_edges(_Walk(t, splitter)) for t in (old_text, new_text))
+        cut_edges(_Walk(t, splitter)) for t in (old_text, new_text)
+    )
     shift = y - old_end
     lo = max((a for a in old_cuts if a <= x and a in new_cuts), default=0)
     # Not the old document's start, moved by an insertion there: its section had the first
@@ -507,8 +525,7 @@ def test_an_inserted_paragraph_in_a_long_log_changes_few_chunks(tokenizer):
     """Lines of one shape, a blank line after each, packed greedily from the document's start,
     shift every later cut by a line after an insertion; the paragraph anchors bring the cuts back
     in step."""
-    lines = [f"Item {i}: the sensor on rack {i * 7 % 13} reported {i * 31 % 97} degrees at noon."
-             for i in range(400)]
+    lines = [f"Item {i}: the sensor on rack {i * 7 % 13} reported {i * 31 % 97} degrees at noon." for i in range(400)]
     splitter = Splitter(tokenizer, 128, 16)
     old = splitter.split("\n\n".join(lines))
     assert len(old) < len(lines) / 4
@@ -519,8 +536,11 @@ def test_an_inserted_paragraph_in_a_long_log_changes_few_chunks(tokenizer):
 
 def test_a_list_of_short_paragraphs_fills_its_chunks(tokenizer):
     """Sixty questions and answers of a dozen tokens each: a handful of chunks, not sixty."""
-    paras = [p for i in range(30) for p in (f"Q: What does setting {i} change?",
-                                            f"A: It sets the limit of stage {i % 7} to {i * 13 % 50} items.")]
+    paras = [
+        p
+        for i in range(30)
+        for p in (f"Q: What does setting {i} change?", f"A: It sets the limit of stage {i % 7} to {i * 13 % 50} items.")
+    ]
     text = "\n\n".join(paras)
     chunks = Splitter(tokenizer, MAX, 32).split(text)
     check_rules(text, chunks, tokenizer, MAX)
@@ -545,6 +565,7 @@ def test_the_long_document_corpus_packs_chunks_and_an_edit_changes_few(tokenizer
 
 # --- Many texts at once ---------------------------------------------------------------------------
 
+
 class CountingCalls:
     """The real tokenizer, with its calls counted."""
 
@@ -564,8 +585,12 @@ class CountingCalls:
         return self.inner.counts(texts)
 
 
-TEXTS = st.lists(st.one_of(st.sampled_from(["", " ", "\n\n", "\u200b"]), sentences(long=False),
-                           paragraphs(long=False, most=3), documents()), max_size=8)
+TEXTS = st.lists(
+    st.one_of(
+        st.sampled_from(["", " ", "\n\n", "\u200b"]), sentences(long=False), paragraphs(long=False, most=3), documents()
+    ),
+    max_size=8,
+)
 
 
 @PROPERTY
@@ -596,8 +621,16 @@ def test_split_many_counts_the_texts_in_one_call_and_splits_only_the_long_ones(t
 def test_chunk_all_is_chunk_documents_of_each(tokenizer):
     splitter = Splitter(tokenizer, 64, 8)
     texts = [r.text for r in load_corpus(SAMPLE)[:30]] + [DOC, "", long_documents()[0].text]
-    docs = [Document(raw=RawRecord(Position(TopicPartition("docs", 0), i, 0, 1, 0), key=None, value=b""),
-                     id=f"r{i}", text=t, text_sha256=sha256_hex(t), metadata={"i": i}) for i, t in enumerate(texts)]
+    docs = [
+        Document(
+            raw=RawRecord(Position(TopicPartition("docs", 0), i, 0, 1, 0), key=None, value=b""),
+            id=f"r{i}",
+            text=t,
+            text_sha256=sha256_hex(t),
+            metadata={"i": i},
+        )
+        for i, t in enumerate(texts)
+    ]
     flat = chunk_all(docs, splitter)
     assert flat == [c for d in docs for c in chunk_documents(d, splitter)]
     assert len(flat) > len(docs) and chunk_all([], splitter) == []
@@ -622,8 +655,16 @@ def test_chunks_carry_the_ids_the_model_stage_would_make_and_it_does_not_tokenis
 
     splitter = Splitter(tokenizer, 64, 8)
     texts = [r.text for r in load_corpus(SAMPLE)[:40]] + [long_documents()[0].text]
-    docs = [Document(raw=RawRecord(Position(TopicPartition("docs", 0), i, 0, 1, 0), key=None, value=b""),
-                     id=f"r{i}", text=t, text_sha256=sha256_hex(t), metadata={}) for i, t in enumerate(texts)]
+    docs = [
+        Document(
+            raw=RawRecord(Position(TopicPartition("docs", 0), i, 0, 1, 0), key=None, value=b""),
+            id=f"r{i}",
+            text=t,
+            text_sha256=sha256_hex(t),
+            metadata={},
+        )
+        for i, t in enumerate(texts)
+    ]
     units = group_texts(chunk_all(docs, splitter))
     assert all(u.token_ids is not None for u in units)
     fast = Embedder()

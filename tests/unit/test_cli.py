@@ -10,11 +10,14 @@ import pytest
 from ingestor.cli import _run_app
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["search", "a query", "--k", "1"], "No such option: --k"),
-    (["no-such-command"], "No such command"),
-    (["run", "--workers", "many"], "Invalid value"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["search", "a query", "--k", "1"], "No such option: --k"),
+        (["no-such-command"], "No such command"),
+        (["run", "--workers", "many"], "Invalid value"),
+    ],
+)
 def test_a_usage_error_exits_2_with_the_message(monkeypatch, capsys, argv, says):
     monkeypatch.setattr(sys, "argv", ["ingestor", *argv])
     assert _run_app() == 2

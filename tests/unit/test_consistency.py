@@ -63,10 +63,14 @@ def test_too_many_uncovered_writes_are_forgotten_and_reads_go_strong():
     assert c.guarantee(["0"], {1}, now_s=21.0) == 500
 
 
-writes = st.lists(st.tuples(st.integers(1, 3), st.floats(0, 0.6), st.booleans(),
-                            st.sets(st.sampled_from("abcde"), max_size=3)), max_size=14)
-reads = st.lists(st.tuples(st.floats(0, 0.6), st.sets(st.sampled_from("abcde"), max_size=3),
-                           st.sets(st.integers(1, 3), max_size=2)), max_size=12)
+writes = st.lists(
+    st.tuples(st.integers(1, 3), st.floats(0, 0.6), st.booleans(), st.sets(st.sampled_from("abcde"), max_size=3)),
+    max_size=14,
+)
+reads = st.lists(
+    st.tuples(st.floats(0, 0.6), st.sets(st.sampled_from("abcde"), max_size=3), st.sets(st.integers(1, 3), max_size=2)),
+    max_size=12,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -77,8 +81,10 @@ def test_a_guarantee_covers_every_write_of_ours_to_the_records_read_and_the_last
     read's partitions were assigned, and no write of ours to a record read is after it (a write
     without a timestamp counts as after every write up to the next one with one)."""
     c = Consistency(settle_s=0.5)
-    events = sorted([(w[1] + i * 0.3, "w", w) for i, w in enumerate(ws)] +
-                    [(r[0] + i * 0.3, "r", r) for i, r in enumerate(rs)], key=lambda e: e[0])
+    events = sorted(
+        [(w[1] + i * 0.3, "w", w) for i, w in enumerate(ws)] + [(r[0] + i * 0.3, "r", r) for i, r in enumerate(rs)],
+        key=lambda e: e[0],
+    )
     now, ts, generation, done = 0.0, 0, 0, []
     for at, kind, event in events:
         now = max(now, at)

@@ -53,8 +53,12 @@ def test_nothing_to_cycle():
 
 def test_a_corpus_reads_jsonl_and_plain_lines(tmp_path):
     path = tmp_path / "corpus.jsonl"
-    path.write_text('{"id": 7, "text": "seven", "metadata": {"k": 1}}\n\nplain line\n{"text": "no id"}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"id": 7, "text": "seven", "metadata": {"k": 1}}\n\nplain line\n{"text": "no id"}\n', encoding="utf-8"
+    )
     records = load_corpus(path)
     assert [(r.id, r.text, r.metadata) for r in records] == [
-        ("7", "seven", {"k": 1}), ("line-2", "plain line", {}), ("line-3", "no id", {})]
+        ("7", "seven", {"k": 1}),
+        ("line-2", "plain line", {}),
+        ("line-3", "no id", {}),
+    ]

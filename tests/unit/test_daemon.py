@@ -48,6 +48,7 @@ class _Part:
     def __getattr__(self, attr: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> None:
             self.calls.append(f"{self.name}.{attr}")
+
         return call
 
 
@@ -125,9 +126,15 @@ def test_start_waits_for_milvus_and_wires_one_tracker_and_one_clock_through_sour
     clock = Clock()
     # No metrics port, no redis.url: nothing is served and no cache is opened. The fake model has
     # no tokenizer to chunk with (the splitter's wiring is the integration suite's).
-    d = Daemon(Settings(kafka=KafkaSettings(topics=["docs"]), metrics=MetricsSettings(port=0),
-                        chunking=ChunkingSettings(enabled=False)),
-               embedder=FakeEmbedder(Log()), clock=clock)  # type: ignore[arg-type]
+    d = Daemon(
+        Settings(
+            kafka=KafkaSettings(topics=["docs"]),
+            metrics=MetricsSettings(port=0),
+            chunking=ChunkingSettings(enabled=False),
+        ),
+        embedder=FakeEmbedder(Log()),
+        clock=clock,
+    )  # type: ignore[arg-type]
     d.backoff = Backoff(initial_ms=1, max_ms=2, jitter=0.0)
     assert not d.vitals().started
     d.start()

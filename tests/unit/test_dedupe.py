@@ -150,8 +150,7 @@ def test_a_record_is_skipped_only_when_marker_and_milvus_both_hold_its_digest():
         checked.append(ids)
         return {"b"} & set(ids)
 
-    skip = unchanged([same, stale_marker, stale_milvus, no_marker, busy], ["h", "old", "h", None, "h"], in_flight,
-                     held)
+    skip = unchanged([same, stale_marker, stale_milvus, no_marker, busy], ["h", "old", "h", None, "h"], in_flight, held)
     assert skip == {id(same)}
     assert checked == [["same", "v", "b"]], "only records whose marker matches are checked for work in flight"
     assert asked == [["same", "v"]], "only candidates are read back, in one query"

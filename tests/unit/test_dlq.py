@@ -9,7 +9,9 @@ OURS = ["ingestor.reason", "ingestor.error", "ingestor.topic", "ingestor.partiti
 
 
 def rejected(error: str = "invalid JSON: Expecting value at position 0", headers=()) -> Rejected:
-    raw = RawRecord(Position(TopicPartition("docs.en", 7), 12345, 2, 1, 0), key=b"k", value=b"{", headers=tuple(headers))
+    raw = RawRecord(
+        Position(TopicPartition("docs.en", 7), 12345, 2, 1, 0), key=b"k", value=b"{", headers=tuple(headers)
+    )
     return Rejected(raw=raw, reason="invalid_json", error=error)
 
 

@@ -19,6 +19,7 @@ def _model(poison: set[str], calls: list[list[str]], oom_over: int = 10**9):
         if bad:
             raise ValueError(f"cannot encode {bad[0]!r}")
         return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
     return encode
 
 

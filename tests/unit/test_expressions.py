@@ -6,13 +6,28 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from milvus_lite.search.filter import tokens  # a dependency (milvus-lite>=3.0): this never skips
 
 from ingestor.expressions import field_in, string_literal
 
-HOSTILE = ["nope','victim1", 'a"b', "back\\slash", "\\", "'", '"', "new\nline", "\r\n\t", "] or id != [",
-           "日本語 🚀", "\u2028\u0000\x7f", "\\'", '\\"', "x\\", "$meta", "id"]
+HOSTILE = [
+    "nope','victim1",
+    'a"b',
+    "back\\slash",
+    "\\",
+    "'",
+    '"',
+    "new\nline",
+    "\r\n\t",
+    "] or id != [",
+    "日本語 🚀",
+    "\u2028\u0000\x7f",
+    "\\'",
+    '\\"',
+    "x\\",
+    "$meta",
+    "id",
+]
 
 
 def _strings(expression: str) -> list[str]:

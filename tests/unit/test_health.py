@@ -51,5 +51,7 @@ def test_a_recent_broker_refusal_makes_it_not_ready_with_what_to_fix():
 
 def test_a_redis_refusal_leaves_it_ready_and_says_so():
     status = readiness(replace(READY, redis_refused="redis refused the login: check redis.username"))
-    assert status.ok and status.reason == "3 partition(s) assigned; without the cache: redis refused the login: " \
-                                          "check redis.username"
+    assert (
+        status.ok
+        and status.reason == "3 partition(s) assigned; without the cache: redis refused the login: check redis.username"
+    )

@@ -35,8 +35,9 @@ def test_the_variable_names_a_callable_that_returns_the_hooks(monkeypatch):
     assert isinstance(hooks.current.model(ModelSettings()), StandInEmbedder)
 
 
-@pytest.mark.parametrize("spec", ["tests.support.hooks", "tests.support.nothing:hooks", "tests.support.hooks:nothing",
-                                  "os:getcwd"])
+@pytest.mark.parametrize(
+    "spec", ["tests.support.hooks", "tests.support.nothing:hooks", "tests.support.hooks:nothing", "os:getcwd"]
+)
 def test_a_variable_that_names_no_hooks_is_a_config_error(monkeypatch, spec):
     monkeypatch.setenv(hooks.ENV, spec)
     with pytest.raises(ConfigError):
@@ -45,8 +46,13 @@ def test_a_variable_that_names_no_hooks_is_a_config_error(monkeypatch, spec):
 
 
 def test_fault_hooks_do_what_their_variables_say():
-    h = FaultHooks({"INGESTOR_FAULT_SINK_REJECT": "@@x@@", "INGESTOR_FAULT_FAIL_TEXT": "@@p@@",
-                    "INGESTOR_FAULT_CRASH_AT": "after_upsert:2"})
+    h = FaultHooks(
+        {
+            "INGESTOR_FAULT_SINK_REJECT": "@@x@@",
+            "INGESTOR_FAULT_FAIL_TEXT": "@@p@@",
+            "INGESTOR_FAULT_CRASH_AT": "after_upsert:2",
+        }
+    )
     out = h.columns({"id": ["a", "b@@x@@"], "vector": [[1.0, 2.0], [3.0, 4.0]]})
     assert out["vector"] == [[1.0, 2.0], [3.0]]
     h.before_forward(["fine"])

@@ -55,10 +55,13 @@ OUTAGE = KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']")
 REFUSED = SaslAuthenticationFailedError("Authentication failed during authentication due to invalid credentials")
 
 
-@pytest.mark.parametrize("args, module, client", [
-    (("produce", "LINES"), "ingestor.commands.produce", "KafkaProducer"),
-    (("dlq", "replay"), "ingestor.commands.replay", "KafkaConsumer"),
-])
+@pytest.mark.parametrize(
+    "args, module, client",
+    [
+        (("produce", "LINES"), "ingestor.commands.produce", "KafkaProducer"),
+        (("dlq", "replay"), "ingestor.commands.replay", "KafkaConsumer"),
+    ],
+)
 def test_an_unreachable_kafka_is_one_message_and_exit_1(monkeypatch, command, args, module, client):
     monkeypatch.setattr(f"{module}.{client}", _failing(OUTAGE))
     code, err = command(*args)
@@ -68,14 +71,19 @@ def test_an_unreachable_kafka_is_one_message_and_exit_1(monkeypatch, command, ar
     assert line.startswith("unavailable: kafka: cannot ") and "127.0.0.1:1" in line and "Unable to bootstrap" in line
 
 
-@pytest.mark.parametrize("args, module, client", [
-    (("produce", "LINES"), "ingestor.commands.produce", "KafkaProducer"),
-    (("dlq", "replay"), "ingestor.commands.replay", "KafkaConsumer"),
-])
-@pytest.mark.parametrize("raised, logged", [(REFUSED, None), (OUTAGE, KafkaConnectionError(REFUSED))],
-                         ids=["raised", "logged-then-timeout"])
-def test_a_refused_login_is_one_message_naming_the_setting_and_exit_2(monkeypatch, command, args, module, client,
-                                                                      raised, logged):
+@pytest.mark.parametrize(
+    "args, module, client",
+    [
+        (("produce", "LINES"), "ingestor.commands.produce", "KafkaProducer"),
+        (("dlq", "replay"), "ingestor.commands.replay", "KafkaConsumer"),
+    ],
+)
+@pytest.mark.parametrize(
+    "raised, logged", [(REFUSED, None), (OUTAGE, KafkaConnectionError(REFUSED))], ids=["raised", "logged-then-timeout"]
+)
+def test_a_refused_login_is_one_message_naming_the_setting_and_exit_2(
+    monkeypatch, command, args, module, client, raised, logged
+):
     monkeypatch.setattr(f"{module}.{client}", _failing(raised, logged))
     code, err = command(*args)
     assert code == 2, err
@@ -101,8 +109,9 @@ def test_stats_shows_kafkas_failure_in_its_row(monkeypatch):
     monkeypatch.setattr("kafka.KafkaConsumer", _failing(OUTAGE))
     monkeypatch.setattr("ingestor.sink.MilvusSink.exists", lambda self: False)
     console = Console(record=True, width=200)
-    stats.render_stats(Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, milvus={"uri": "http://127.0.0.1:1"}),
-                       console)
+    stats.render_stats(
+        Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, milvus={"uri": "http://127.0.0.1:1"}), console
+    )
     assert "KafkaTimeoutError: Unable to bootstrap" in console.export_text()
 
 
@@ -127,8 +136,13 @@ def test_no_module_but_kafka_common_imports_kafka_pythons_exceptions():
         if path.name == "kafka_common.py" or "bench" in path.relative_to(root).parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             if any(n == "kafka.errors" or n.startswith("kafka.errors.") for n in names):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not found, found

@@ -4,7 +4,7 @@ later turn may retry) and `kafka_errors` (a call whose failure the caller retrie
 from __future__ import annotations
 
 import pytest
-from kafka.errors import KafkaTimeoutError, KafkaConnectionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from ingestor import metrics
 from ingestor.errors import RetriableError
@@ -12,8 +12,10 @@ from ingestor.kafka_common import kafka_call, kafka_errors
 
 
 def _count(dependency: str, kind: str) -> float:
-    return metrics.REGISTRY.get_sample_value("ingestor_dependency_errors_total",
-                                             {"dependency": dependency, "kind": kind}) or 0.0
+    return (
+        metrics.REGISTRY.get_sample_value("ingestor_dependency_errors_total", {"dependency": dependency, "kind": kind})
+        or 0.0
+    )
 
 
 def test_kafka_call_turns_a_not_now_failure_into_false_and_counts_it() -> None:

@@ -7,13 +7,15 @@ import numpy as np
 
 from ingestor.errors import Reason
 
+
 def _work(texts: list[str]):
     """A work whose units (one per text) all still need the model, as the batcher plans it."""
     from ingestor.batching import BatchLimits, plan
-    from tests.support.fakes import LoggingTracker, Log, records_for
+    from tests.support.fakes import Log, LoggingTracker, records_for
 
-    items = records_for(LoggingTracker(Log()), [(None, b'{"id":"%d","text":"%s"}' % (i, t.encode()))
-                                                for i, t in enumerate(texts)])
+    items = records_for(
+        LoggingTracker(Log()), [(None, b'{"id":"%d","text":"%s"}' % (i, t.encode())) for i, t in enumerate(texts)]
+    )
     [work] = plan(items, BatchLimits(64, 8192))
     return work
 
@@ -70,9 +72,7 @@ def test_a_unit_whose_shared_pass_failed_is_tokenised_and_embedded_by_its_own_wo
 def test_a_failed_shared_pass_beside_a_forward_pass_leaves_every_vector_in_place():
     """The unit that embeds its text itself is not part of the collated pass: the pass's vectors
     go to the units it was collated for, all of them."""
-    from tests.support.fakes import Log
-
-    from tests.support.fakes import FakeEmbedder
+    from tests.support.fakes import FakeEmbedder, Log
 
     class Numbered(FakeEmbedder):
         """Row i of a pass is [i + 1, ...]; an encoded text's vector is all zeros."""

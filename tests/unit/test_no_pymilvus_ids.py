@@ -96,7 +96,7 @@ def violations(source: str, filename: str = "<source>") -> tuple[list[str], int]
             calls.append((method, node.args))
         for i, arg in enumerate(node.args):
             if (method := _client_method(arg, clients)) is not None:
-                calls.append((method, node.args[i + 1:]))
+                calls.append((method, node.args[i + 1 :]))
         for method, args in calls:
             if any(isinstance(a, ast.Starred) for a in args):
                 at(node, f"{method}(*…): cannot tell whether ids are passed positionally")
@@ -129,29 +129,35 @@ class Sink:
 """
 
 
-@pytest.mark.parametrize("line", [
-    'self._call("delete", self._client.delete, "c", ids=ids)',
-    'self._call("delete", self._client.delete, "c", ids)',
-    'self._call("delete", self._client.delete, "c", pks=ids)',
-    'self._client.delete("c", ids)',
-    'self._client.query("c", "", ["id"], None, ids)',
-    'self._client.query("c", **{"ids": ids})',
-    'self._call("get", self._client.get, "c", ids)',
-    'return self._client.get',
-    'self._client.delete(*ids)',
-    'self.other(ids=ids)',  # any `ids=` keyword at all: no function of ours takes one
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'self._call("delete", self._client.delete, "c", ids=ids)',
+        'self._call("delete", self._client.delete, "c", ids)',
+        'self._call("delete", self._client.delete, "c", pks=ids)',
+        'self._client.delete("c", ids)',
+        'self._client.query("c", "", ["id"], None, ids)',
+        'self._client.query("c", **{"ids": ids})',
+        'self._call("get", self._client.get, "c", ids)',
+        "return self._client.get",
+        "self._client.delete(*ids)",
+        "self.other(ids=ids)",  # any `ids=` keyword at all: no function of ours takes one
+    ],
+)
 def test_the_scan_flags_every_way_to_hand_pymilvus_ids(line: str) -> None:
     found, _ = violations(SINK_LIKE.format(line=line))
     assert found, line
 
 
-@pytest.mark.parametrize("source", [
-    SINK_LIKE.format(line='self._call("delete", self._client.delete, "c", filter=field_in("id", ids))'),
-    SINK_LIKE.format(line='self._client.query("c", filter=field_in("id", ids), output_fields=["id"])'),
-    "import redis\nclient = redis.Redis()\nclient.delete(*keys)\n",  # not a Milvus client
-    "cache = {}\nvalue = cache.get('k')\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        SINK_LIKE.format(line='self._call("delete", self._client.delete, "c", filter=field_in("id", ids))'),
+        SINK_LIKE.format(line='self._client.query("c", filter=field_in("id", ids), output_fields=["id"])'),
+        "import redis\nclient = redis.Redis()\nclient.delete(*keys)\n",  # not a Milvus client
+        "cache = {}\nvalue = cache.get('k')\n",
+    ],
+)
 def test_the_scan_leaves_expressions_and_other_clients_alone(source: str) -> None:
     found, _ = violations(source)
     assert not found, found

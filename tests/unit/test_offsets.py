@@ -260,7 +260,7 @@ def test_commit_point_is_end_of_done_prefix_and_never_moves_back(case):
     for size in chunks:
         if i >= len(completion):
             break
-        chunk = [offsets[j] for j in completion[i:i + size]]
+        chunk = [offsets[j] for j in completion[i : i + size]]
         i += size
         t.done([positions[o] for o in chunk])
         done.update(chunk)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from ingestor.config import KafkaSettings
 from ingestor.dedupe import content_hash
 from ingestor.errors import Reason
-from ingestor.config import KafkaSettings
 from ingestor.parsing import MAX_ID_BYTES, parse_record
 from ingestor.records import Delete, Document, Position, RawRecord, Rejected, TopicPartition
 
@@ -309,8 +309,11 @@ def check_total(result) -> None:
 
 
 @settings(max_examples=400)
-@given(value=st.one_of(st.none(), st.binary(max_size=200)), key=st.one_of(st.none(), st.binary(max_size=40)),
-       fmt=st.sampled_from(["json", "text"]))
+@given(
+    value=st.one_of(st.none(), st.binary(max_size=200)),
+    key=st.one_of(st.none(), st.binary(max_size=40)),
+    fmt=st.sampled_from(["json", "text"]),
+)
 def test_parse_record_never_raises_on_arbitrary_bytes(value, key, fmt):
     check_total(parse_record(raw(value, key), KafkaSettings(value_format=fmt, max_record_bytes=150)))
 
@@ -340,11 +343,14 @@ def test_deeply_nested_json_is_rejected_not_raised():
     check_total(parse(b'{"text": "x", "metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"))
 
 
-@pytest.mark.parametrize("value", [
-    b'{"text": "x", "metadata": {"k": "\\ud800"}}',
-    b'{"text": "x", "metadata": {"\\udfff": 1}}',
-    b'{"text": "x", "metadata": {"k": ["ok", {"deep": "\\ud83d"}]}}',
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"text": "x", "metadata": {"k": "\\ud800"}}',
+        b'{"text": "x", "metadata": {"\\udfff": 1}}',
+        b'{"text": "x", "metadata": {"k": ["ok", {"deep": "\\ud83d"}]}}',
+    ],
+)
 def test_accepted_metadata_can_be_hashed_and_stored(value):
     # A Document's metadata goes through content_hash (UTF-8) and into a Milvus JSON field; a lone
     # surrogate escape must be rejected here, not crash the writer later.
@@ -376,22 +382,37 @@ class _JsonOnly:
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
-@given(st.one_of(
-    _json_values.map(lambda v: json.dumps({"text": "t", "metadata": {"v": v}, "v": v}).encode()),
-    _json_values.map(lambda v: json.dumps(v).encode()),
-    st.integers(-(2**65), 2**65).map(lambda n: b'{"text": "t", "metadata": {"n": %d}}' % n),
-    st.text(max_size=40).map(lambda t: ('{"text": "%s"}' % t).encode("utf-8", "surrogatepass")),
-    st.binary(max_size=40).map(lambda b: b'{"text": "x", "m": ' + b + b"}"),
-    st.sampled_from([b'{"text": "x", "n": NaN}', b'{"text": "x", "n": 1e400}', b'{"text": "\\ud800"}',
-                     b'{"text": "a\x01b"}', b'{"text": "x", "n": 123456789012345678901234567890}',
-                     b'{"text": "x"} ', b' {"text":"x","text":"y"}', b"[" * 3000 + b"]" * 3000]),
-))
+@given(
+    st.one_of(
+        _json_values.map(lambda v: json.dumps({"text": "t", "metadata": {"v": v}, "v": v}).encode()),
+        _json_values.map(lambda v: json.dumps(v).encode()),
+        st.integers(-(2**65), 2**65).map(lambda n: f'{{"text": "t", "metadata": {{"n": {n}}}}}'.encode()),
+        st.text(max_size=40).map(lambda t: ('{"text": "' + t + '"}').encode("utf-8", "surrogatepass")),
+        st.binary(max_size=40).map(lambda b: b'{"text": "x", "m": ' + b + b"}"),
+        st.sampled_from(
+            [
+                b'{"text": "x", "n": NaN}',
+                b'{"text": "x", "n": 1e400}',
+                b'{"text": "\\ud800"}',
+                b'{"text": "a\x01b"}',
+                b'{"text": "x", "n": 123456789012345678901234567890}',
+                b'{"text": "x"} ',
+                b' {"text":"x","text":"y"}',
+                b"[" * 3000 + b"]" * 3000,
+            ]
+        ),
+    )
+)
 @example(b'{"text": "x", "metadata": {"n": 18446744073709551616}}')
 @example(b'{"text": "x", "metadata": {"n": -9223372036854775809}}')
 @example(b'{"text": "x", "metadata": {"n": 9223372036854775807, "m": -9223372036854775808}}')

@@ -123,7 +123,12 @@ def test_pymilvus_column_upsert_and_raw_schema_are_what_the_sink_calls():
 
     assert callable(MilvusClient._get_connection)
     assert list(inspect.signature(GrpcHandler.upsert).parameters)[:5] == [
-        "self", "collection_name", "entities", "partition_name", "timeout"]
+        "self",
+        "collection_name",
+        "entities",
+        "partition_name",
+        "timeout",
+    ]
     assert fingerprint(GrpcHandler.upsert) == GRPC_UPSERT
     assert fingerprint(GrpcHandler._prepare_batch_upsert_request) == GRPC_UPSERT_REQUEST
     assert 'schema = kwargs.get("schema")' in inspect.getsource(GrpcHandler._prepare_batch_upsert_request)
@@ -180,8 +185,10 @@ def test_a_changed_lite_validator_is_left_alone_and_the_child_tells_the_parent(m
     assert "not the one it was read against" in lite.wire_floats_unfit()
     assert not lite.trust_wire_floats()
     # What the child prints instead (see `serve`) is logged by the parent at WARNING.
-    lines = [f"{lite.WARNING} {lite.WIRE_FLOATS}: cannot be used (changed); {lite.WIRE_FLOATS_LOSS}\n",
-             f"{lite.READY} 4242\n"]
+    lines = [
+        f"{lite.WARNING} {lite.WIRE_FLOATS}: cannot be used (changed); {lite.WIRE_FLOATS_LOSS}\n",
+        f"{lite.READY} 4242\n",
+    ]
     port: queue.Queue = queue.Queue()
     with caplog.at_level(logging.WARNING, logger="ingestor.lite"):
         lite._read_stdout(SimpleNamespace(stdout=iter(lines)), port)

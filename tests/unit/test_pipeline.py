@@ -106,11 +106,17 @@ def test_a_window_holding_a_batchs_token_budget_in_characters_is_cut_without_wai
 
     log = Log()
     now = [100.0]
-    pipeline, tracker = pipeline_with(log, FakeSink(log), clock=lambda: now[0],
-                                      settings=BatchSettings(max_batch_tokens=16, max_batch_records=64))
+    pipeline, tracker = pipeline_with(
+        log, FakeSink(log), clock=lambda: now[0], settings=BatchSettings(max_batch_tokens=16, max_batch_records=64)
+    )
     budget = 16 * CHARS_PER_TOKEN
-    short, last = records_for(tracker, [(None, json.dumps({"id": "a", "text": "x" * (budget - 1)}).encode()),
-                                        (None, json.dumps({"id": "b", "text": "y"}).encode())])
+    short, last = records_for(
+        tracker,
+        [
+            (None, json.dumps({"id": "a", "text": "x" * (budget - 1)}).encode()),
+            (None, json.dumps({"id": "b", "text": "y"}).encode()),
+        ],
+    )
     pipeline.start()
     try:
         pipeline.submit([short])
@@ -128,12 +134,13 @@ def test_a_backlog_fills_windows_of_max_window_records_not_one_window_of_everyth
     hold four deliveries each, and a window collapses repeated ids: two windows write 32 entities.
     One window of everything would write 16."""
     log = Log()
-    pipeline, tracker = pipeline_with(log, FakeSink(log), settings=BatchSettings(max_window_records=64,
-                                                                                 max_batch_records=64))
+    pipeline, tracker = pipeline_with(
+        log, FakeSink(log), settings=BatchSettings(max_window_records=64, max_batch_records=64)
+    )
     values = [(None, json.dumps({"id": f"d{i % 16}", "text": f"text {i}"}).encode()) for i in range(128)]
     items = records_for(tracker, values)
     for n in range(0, 128, 16):
-        pipeline.submit(items[n:n + 16])
+        pipeline.submit(items[n : n + 16])
     pipeline.start()
     try:
         _wait(lambda: tracker.in_flight() == 0)

@@ -40,9 +40,11 @@ def code_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
 def readme_table() -> dict[str, tuple[str, tuple[str, ...]]]:
     """The metric table under "Metrics, health, logs": exposed name → (type, label names)."""
     lines = README.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"\|\s*metric\s*\|\s*type\s*\|\s*meaning\s*\|", line))
+    start = next(
+        i for i, line in enumerate(lines) if re.fullmatch(r"\|\s*metric\s*\|\s*type\s*\|\s*meaning\s*\|", line)
+    )
     table: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         names, kind = (cell.strip() for cell in line.strip("|").split("|")[:2])
@@ -57,10 +59,14 @@ def test_the_readme_table_names_exactly_the_metrics_the_code_registers() -> None
     code, table = code_metrics(), readme_table()
     assert len(code) >= 25, sorted(code)  # not vacuous: the ledger's families and metrics.py's metrics
     missing, stale = sorted(set(code) - set(table)), sorted(set(table) - set(code))
-    assert not missing and not stale, f"README's metric table lacks {missing} and names {stale}, which the code does not register"
+    assert not missing and not stale, (
+        f"README's metric table lacks {missing} and names {stale}, which the code does not register"
+    )
     for name, (kind, labels) in code.items():
         assert table[name][0] == kind, f"{name}: README says {table[name][0]}, the code registers a {kind}"
-        assert sorted(table[name][1]) == sorted(labels), f"{name}: README's labels {table[name][1]}, the code's {labels}"
+        assert sorted(table[name][1]) == sorted(labels), (
+            f"{name}: README's labels {table[name][1]}, the code's {labels}"
+        )
 
 
 def test_the_readme_invariant_and_stop_line_name_every_outcome() -> None:
@@ -79,8 +85,18 @@ def test_the_readme_invariant_and_stop_line_name_every_outcome() -> None:
 def test_metrics_are_defined_in_metrics_py_alone() -> None:
     # What the table is checked against is what ingestor.metrics registers: a metric made elsewhere
     # would escape the check above.
-    makers = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum", "CounterMetricFamily",
-              "GaugeMetricFamily", "HistogramMetricFamily", "SummaryMetricFamily"}
+    makers = {
+        "Counter",
+        "Gauge",
+        "Histogram",
+        "Summary",
+        "Info",
+        "Enum",
+        "CounterMetricFamily",
+        "GaugeMetricFamily",
+        "HistogramMetricFamily",
+        "SummaryMetricFamily",
+    }
     found = []
     for path in sorted((ROOT / "ingestor").rglob("*.py")):
         if path == ROOT / "ingestor" / "metrics.py":

@@ -20,7 +20,7 @@ def _window(values):
     """A window's units and the work its resolved part goes to, as `batching.plan` makes them."""
     from ingestor.batching import collapse, group_texts
     from ingestor.work import Work
-    from tests.support.fakes import LoggingTracker, Log, records_for
+    from tests.support.fakes import Log, LoggingTracker, records_for
 
     window = collapse(records_for(LoggingTracker(Log()), values))
     return group_texts(window.documents), Work(deletes=window.deletes, rejected=window.rejected)
@@ -50,9 +50,15 @@ def test_the_resolver_skips_shares_and_fills_cached_vectors_in_one_lookup():
     resolve = resolver_with(log, Sink(log), Cache(log))
     flying = _unit("flying")
     resolve.in_flight.claim([flying])  # earlier work is embedding this text
-    units, ready = _window([(None, b'{"id":"a","text":"cached"}'), (None, b'{"id":"b","text":"flying"}'),
-                            (None, b'{"id":"c","text":"new"}'), (None, b'{"id":"d","text":"same"}'),
-                            (b"gone", None)])
+    units, ready = _window(
+        [
+            (None, b'{"id":"a","text":"cached"}'),
+            (None, b'{"id":"b","text":"flying"}'),
+            (None, b'{"id":"c","text":"new"}'),
+            (None, b'{"id":"d","text":"same"}'),
+            (b"gone", None),
+        ]
+    )
     same = units[3].docs[0]
     digests["d"] = resolve.identity.digest(same)
     todo = resolve(units, ready)

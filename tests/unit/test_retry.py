@@ -66,8 +66,11 @@ def test_jitter_actually_spreads_delays():
     assert len({b.delay_s(3, rng) for _ in range(20)}) > 1
 
 
-@given(attempt=st.integers(min_value=0, max_value=60), seed=st.integers(min_value=0, max_value=2**32),
-       jitter=st.floats(min_value=0.0, max_value=1.0))
+@given(
+    attempt=st.integers(min_value=0, max_value=60),
+    seed=st.integers(min_value=0, max_value=2**32),
+    jitter=st.floats(min_value=0.0, max_value=1.0),
+)
 def test_delay_within_jittered_band_of_capped_base(attempt, seed, jitter):
     b = Backoff(initial_ms=200, max_ms=30_000, multiplier=2.0, jitter=jitter)
     base_s = min(30_000, 200 * 2.0**attempt) / 1000.0

@@ -39,15 +39,26 @@ def _refused(overrides: dict, *needles: str) -> str:
 
 def test_a_secret_comes_from_its_file_without_the_trailing_newline(tmp_path):
     (tmp_path / "pw").write_text(SECRET + "\n")
-    k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
-                      sasl_password_file=tmp_path / "pw")
+    k = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="u",
+        sasl_password_file=tmp_path / "pw",
+    )
     assert k.sasl_password is not None and k.sasl_password.get_secret_value() == SECRET
     assert SECRET not in repr(k) and SECRET not in str(k.model_dump())
 
 
-@pytest.mark.parametrize("section, field", [
-    ("kafka", "ssl_password"), ("redis", "url"), ("redis", "password"), ("milvus", "token"), ("milvus", "password"),
-])
+@pytest.mark.parametrize(
+    "section, field",
+    [
+        ("kafka", "ssl_password"),
+        ("redis", "url"),
+        ("redis", "password"),
+        ("milvus", "token"),
+        ("milvus", "password"),
+    ],
+)
 def test_every_secret_has_a_file_beside_it(section, field, tmp_path):
     from ingestor.config import Settings
 
@@ -70,8 +81,16 @@ def test_a_missing_or_empty_secret_file_is_refused_naming_the_setting(tmp_path):
 
 
 def test_sasl_ssl_with_scram_and_mutual_tls_reaches_every_kafka_client(pem):
-    k = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username="ingest",
-                      sasl_password=SECRET, ssl_cafile=pem, ssl_certfile=pem, ssl_keyfile=pem, ssl_password=SECRET)
+    k = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="ingest",
+        sasl_password=SECRET,
+        ssl_cafile=pem,
+        ssl_certfile=pem,
+        ssl_keyfile=pem,
+        ssl_password=SECRET,
+    )
     kwargs = client_kwargs(k)
     assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
     assert kwargs["sasl_plain_username"] == "ingest" and kwargs["sasl_plain_password"] == SECRET
@@ -85,17 +104,35 @@ def test_plaintext_stays_plaintext():
     assert not [k for k in kwargs if k.startswith(("ssl_", "sasl_"))]
 
 
-@pytest.mark.parametrize("kafka, needles", [
-    ({"security_protocol": "SASL_SSL"}, ["SASL_SSL needs sasl_mechanism"]),
-    ({"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": SECRET}, ["security_protocol is PLAINTEXT"]),
-    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u"},
-     ["SCRAM-SHA-512 needs sasl_username and sasl_password"]),
-    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER"}, ["OAUTHBEARER needs one of"]),
-    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI", "sasl_username": "u", "sasl_password": SECRET},
-     ["kafka.sasl_mechanism"]),
-    ({"ssl_password": SECRET}, ["ssl_password set but security_protocol is PLAINTEXT"]),
-    ({"security_protocol": "SSL", "ssl_cafile": "/no/such/ca.pem"}, ["ssl_cafile: file not found: /no/such/ca.pem"]),
-])
+@pytest.mark.parametrize(
+    "kafka, needles",
+    [
+        ({"security_protocol": "SASL_SSL"}, ["SASL_SSL needs sasl_mechanism"]),
+        (
+            {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": SECRET},
+            ["security_protocol is PLAINTEXT"],
+        ),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u"},
+            ["SCRAM-SHA-512 needs sasl_username and sasl_password"],
+        ),
+        ({"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER"}, ["OAUTHBEARER needs one of"]),
+        (
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "GSSAPI",
+                "sasl_username": "u",
+                "sasl_password": SECRET,
+            },
+            ["kafka.sasl_mechanism"],
+        ),
+        ({"ssl_password": SECRET}, ["ssl_password set but security_protocol is PLAINTEXT"]),
+        (
+            {"security_protocol": "SSL", "ssl_cafile": "/no/such/ca.pem"},
+            ["ssl_cafile: file not found: /no/such/ca.pem"],
+        ),
+    ],
+)
 def test_kafka_security_that_does_not_fit_together_is_refused(kafka, needles):
     _refused({"kafka": kafka}, *needles)
 
@@ -116,8 +153,10 @@ def test_an_oauth_token_file_is_read_again_at_every_login(tmp_path):
 def test_an_oauth_token_command_runs_once_a_minute_and_its_failure_shows_no_output(tmp_path):
     counter = tmp_path / "runs"
     script = tmp_path / "token.py"
-    script.write_text(f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(p.read_text() + 'x' "
-                      "if p.exists() else 'x'); print('tok-' + str(len(p.read_text())))\n")
+    script.write_text(
+        f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(p.read_text() + 'x' "
+        "if p.exists() else 'x'); print('tok-' + str(len(p.read_text())))\n"
+    )
     provider = TokenProvider(None, f"{sys.executable} {script}")
     assert provider.token() == "tok-1" and provider.token() == "tok-1"
     assert counter.read_text() == "x"
@@ -141,8 +180,14 @@ def test_oauthbearer_hands_kafka_python_a_token_provider(tmp_path):
 def test_rediss_with_a_ca_client_certificate_and_an_acl_user(pem):
     from ingestor.cache import connect
 
-    settings = RedisSettings(url="rediss://127.0.0.1:6380/0", username="ingestor", password=SECRET,
-                             ssl_ca_file=pem, ssl_certfile=pem, ssl_keyfile=pem)
+    settings = RedisSettings(
+        url="rediss://127.0.0.1:6380/0",
+        username="ingestor",
+        password=SECRET,
+        ssl_ca_file=pem,
+        ssl_certfile=pem,
+        ssl_keyfile=pem,
+    )
     client = connect(settings, timeout_s=1)
     got = client.connection_pool.connection_kwargs
     assert got["ssl_ca_certs"] == str(pem) and got["ssl_certfile"] == str(pem) and got["ssl_keyfile"] == str(pem)
@@ -151,8 +196,10 @@ def test_rediss_with_a_ca_client_certificate_and_an_acl_user(pem):
 
 
 def test_redis_tls_files_without_rediss_are_refused(pem):
-    _refused({"redis": {"url": f"redis://u:{SECRET}@h:6379/0", "ssl_ca_file": str(pem)}},
-             "ssl_ca_file set but the url is not rediss://")
+    _refused(
+        {"redis": {"url": f"redis://u:{SECRET}@h:6379/0", "ssl_ca_file": str(pem)}},
+        "ssl_ca_file set but the url is not rediss://",
+    )
 
 
 # -- Milvus ---------------------------------------------------------------------------------------
@@ -161,8 +208,14 @@ def test_redis_tls_files_without_rediss_are_refused(pem):
 def test_milvus_over_tls_with_a_user_and_one_way_or_mutual_tls(pem):
     from ingestor.sink import client_kwargs as milvus_kwargs
 
-    one_way = MilvusSettings(uri="https://milvus:19530", user="root", password=SECRET, ca_file=pem,
-                             server_name="milvus.internal", db_name="search")
+    one_way = MilvusSettings(
+        uri="https://milvus:19530",
+        user="root",
+        password=SECRET,
+        ca_file=pem,
+        server_name="milvus.internal",
+        db_name="search",
+    )
     kwargs = milvus_kwargs(one_way, one_way.uri)
     assert kwargs["secure"] is True and kwargs["server_pem_path"] == str(pem)
     assert kwargs["server_name"] == "milvus.internal" and kwargs["db_name"] == "search"
@@ -173,12 +226,15 @@ def test_milvus_over_tls_with_a_user_and_one_way_or_mutual_tls(pem):
     assert kwargs["token"] == SECRET and "server_pem_path" not in kwargs
 
 
-@pytest.mark.parametrize("milvus, needle", [
-    ({"uri": "http://m:19530", "user": "root"}, "a Milvus user needs its password"),
-    ({"uri": "http://m:19530", "user": "root", "password": SECRET, "token": SECRET}, "not both"),
-    ({"uri": "http://m:19530", "ca_file": "PEM"}, "ca_file set but the uri is not https://"),
-    ({"uri": "https://m:19530", "certfile": "PEM", "keyfile": "PEM"}, "mutual TLS needs ca_file too"),
-])
+@pytest.mark.parametrize(
+    "milvus, needle",
+    [
+        ({"uri": "http://m:19530", "user": "root"}, "a Milvus user needs its password"),
+        ({"uri": "http://m:19530", "user": "root", "password": SECRET, "token": SECRET}, "not both"),
+        ({"uri": "http://m:19530", "ca_file": "PEM"}, "ca_file set but the uri is not https://"),
+        ({"uri": "https://m:19530", "certfile": "PEM", "keyfile": "PEM"}, "mutual TLS needs ca_file too"),
+    ],
+)
 def test_milvus_security_that_does_not_fit_together_is_refused(milvus, needle, pem):
     _refused({"milvus": {k: (str(pem) if v == "PEM" else v) for k, v in milvus.items()}}, needle)
 
@@ -229,11 +285,17 @@ def test_a_kafka_refusal_is_found_in_what_kafka_python_logged_before_its_timeout
     with pytest.raises(StartupError, match="brokers refused the login: check kafka.sasl_mechanism"):
         with kafka_errors("kafka", "cannot reach b:9094", at_start=True):  # as kafka-python 3.0 logs it
             logging.getLogger("kafka.net.manager").warning(
-                "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0",
-                SaslAuthenticationFailedError("invalid credentials with SASL mechanism SCRAM-SHA-512"), 1.6)
+                "Bootstrap connection to %s failed: %s (backoff %.2f secs)",
+                "bootstrap-0",
+                SaslAuthenticationFailedError("invalid credentials with SASL mechanism SCRAM-SHA-512"),
+                1.6,
+            )
             logging.getLogger("kafka.net.manager").warning(
-                "Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0",
-                KafkaConnectionError("socket disconnected"), 1.6)  # an outage after it keeps the refusal
+                "Bootstrap connection to %s failed: %s (backoff %.2f secs)",
+                "bootstrap-0",
+                KafkaConnectionError("socket disconnected"),
+                1.6,
+            )  # an outage after it keeps the refusal
             raise KafkaTimeoutError("Unable to bootstrap")
     with pytest.raises(RetriableError) as plain:  # a failure logged by an earlier attempt does not count
         with kafka_errors("kafka", "cannot reach b:9094", at_start=True):
@@ -262,8 +324,9 @@ def _wrapped(cause: BaseException) -> BaseException:
     """pymilvus's generic connect failure, raised from the gRPC error, as on a real server."""
     from pymilvus.exceptions import MilvusException
 
-    error = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:19535, illegal connection "
-                                            "params or server unavailable")
+    error = MilvusException(
+        code=2, message="Fail connecting to server on 127.0.0.1:19535, illegal connection params or server unavailable"
+    )
     error.__cause__ = cause
     return error
 
@@ -275,8 +338,13 @@ def test_a_milvus_refusal_is_told_from_an_outage_under_pymilvus_generic_error():
     login = _wrapped(_Rpc.error("UNAUTHENTICATED", "auth check failure, please check username and password"))
     assert "check milvus.user and milvus.password (or milvus.password_file)" in refusal(login)
     assert "milvus.token" in refusal(_wrapped(_Rpc.error("UNAUTHENTICATED", "missing authorization in header")))
-    untrusted = _wrapped(_Rpc.error("UNAVAILABLE", "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
-                                                   "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"))
+    untrusted = _wrapped(
+        _Rpc.error(
+            "UNAVAILABLE",
+            "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
+            "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED",
+        )
+    )
     assert "certificate is not trusted: check milvus.ca_file" in refusal(untrusted)
     assert "grant the milvus.user a role" in refusal(_wrapped(_Rpc.error("PERMISSION_DENIED", "no privilege")))
     assert refusal(_wrapped(_Rpc.error("UNAVAILABLE", "failed to connect to all addresses; Socket closed"))) is None
@@ -371,19 +439,30 @@ def _kafka_constructions_without_client_kwargs(source: str, filename: str) -> tu
             for a in node.names:
                 if a.name in _KAFKA_CLIENTS:
                     aliases[a.asname or a.name] = a.name
-        if isinstance(node, ast.ImportFrom) and (node.module == "ingestor.kafka_common"
-                                                 or (node.level > 0 and node.module == "kafka_common")):
+        if isinstance(node, ast.ImportFrom) and (
+            node.module == "ingestor.kafka_common" or (node.level > 0 and node.module == "kafka_common")
+        ):
             shared |= {a.asname or a.name for a in node.names if a.name == "client_kwargs"}
 
     def is_shared_call(expr: ast.AST) -> bool:
         return isinstance(expr, ast.Call) and (
             (isinstance(expr.func, ast.Name) and expr.func.id in shared)
-            or (isinstance(expr.func, ast.Attribute) and expr.func.attr == "client_kwargs"
-                and isinstance(expr.func.value, ast.Name) and expr.func.value.id == "kafka_common"))
+            or (
+                isinstance(expr.func, ast.Attribute)
+                and expr.func.attr == "client_kwargs"
+                and isinstance(expr.func.value, ast.Name)
+                and expr.func.value.id == "kafka_common"
+            )
+        )
 
     def bound_to_shared(scope: ast.AST) -> set[str]:
-        return {t.id for node in ast.walk(scope) if isinstance(node, ast.Assign) and is_shared_call(node.value)
-                for t in node.targets if isinstance(t, ast.Name)}
+        return {
+            t.id
+            for node in ast.walk(scope)
+            if isinstance(node, ast.Assign) and is_shared_call(node.value)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
 
     found, bad = 0, []
     scopes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]
@@ -427,14 +506,20 @@ def test_every_kafka_client_in_ingestor_takes_the_shared_client_settings():
 
 
 def test_the_client_settings_scan_flags_a_client_without_them():
-    ok = ("from kafka import KafkaConsumer\nfrom ingestor.kafka_common import client_kwargs\n"
-          "def f(s):\n    kw = client_kwargs(s)\n    return KafkaConsumer(**kw, group_id='g')\n")
+    ok = (
+        "from kafka import KafkaConsumer\nfrom ingestor.kafka_common import client_kwargs\n"
+        "def f(s):\n    kw = client_kwargs(s)\n    return KafkaConsumer(**kw, group_id='g')\n"
+    )
     assert _kafka_constructions_without_client_kwargs(ok, "ok.py") == (1, [])
-    plain = ("from kafka import KafkaProducer as P\nimport kafka\n"
-             "def f(s):\n    a = P(bootstrap_servers=s.bootstrap_servers)\n"
-             "    b = kafka.KafkaConsumer(**{'bootstrap_servers': 'x'})\n    return a, b\n")
+    plain = (
+        "from kafka import KafkaProducer as P\nimport kafka\n"
+        "def f(s):\n    a = P(bootstrap_servers=s.bootstrap_servers)\n"
+        "    b = kafka.KafkaConsumer(**{'bootstrap_servers': 'x'})\n    return a, b\n"
+    )
     found, bad = _kafka_constructions_without_client_kwargs(plain, "plain.py")
     assert found == 2 and len(bad) == 2, bad
-    other = ("from kafka.admin import KafkaAdminClient\nfrom ingestor.sink import client_kwargs\n"
-             "def f(s):\n    return KafkaAdminClient(**client_kwargs(s, 'u'))\n")  # Milvus's, not Kafka's
+    other = (
+        "from kafka.admin import KafkaAdminClient\nfrom ingestor.sink import client_kwargs\n"
+        "def f(s):\n    return KafkaAdminClient(**client_kwargs(s, 'u'))\n"
+    )  # Milvus's, not Kafka's
     assert _kafka_constructions_without_client_kwargs(other, "other.py")[1], "the Milvus client_kwargs passed"

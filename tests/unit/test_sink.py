@@ -11,18 +11,32 @@ from hypothesis import strategies as st
 from pymilvus.exceptions import MilvusException, ParamError
 
 from ingestor.errors import DataError, RetriableError
-from ingestor.parsing import Reason
 from ingestor.milvus_schema import (
-    SCHEMA_FIELDS, TEXT_MAX_BYTES, Entity, classify, same_width, to_columns, to_rows,
+    SCHEMA_FIELDS,
+    TEXT_MAX_BYTES,
+    Entity,
+    classify,
+    same_width,
+    to_columns,
+    to_rows,
 )
+from ingestor.parsing import Reason
 from ingestor.sink import chunk_by_bytes
 from ingestor.text import clip_utf8
 
 
 def entity(i: int, text: str = "t", dim: int = 4) -> Entity:
     return Entity(
-        id=str(i), vector=[0.0] * dim, text=text, metadata={}, content_hash="h", model="m", truncated=False,
-        kafka_topic="docs", kafka_partition=0, kafka_offset=i,
+        id=str(i),
+        vector=[0.0] * dim,
+        text=text,
+        metadata={},
+        content_hash="h",
+        model="m",
+        truncated=False,
+        kafka_topic="docs",
+        kafka_partition=0,
+        kafka_offset=i,
     )
 
 
@@ -53,8 +67,10 @@ def test_single_oversize_entity_gets_its_own_chunk():
 
 
 @settings(max_examples=200)
-@given(sizes=st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
-       max_bytes=st.integers(min_value=300, max_value=8000))
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
+    max_bytes=st.integers(min_value=300, max_value=8000),
+)
 def test_every_entity_once_in_order_and_chunks_under_max(sizes, max_bytes):
     es = [entity(i, text="x" * n) for i, n in enumerate(sizes)]
     chunks = list(chunk_by_bytes(es, max_bytes))
@@ -171,20 +187,32 @@ def test_os_level_connection_error_is_retriable():
     assert isinstance(classify(ConnectionResetError("reset by peer")), RetriableError)
 
 
-@pytest.mark.parametrize("version, old", [
-    ("v2.3.5", False), ("v2.3.0", False), ("2.4.13-rc1", False), ("v3.0.0", False),
-    ("v2.2.16", True), ("v2.0.0", True), ("milvus_lite-3.2.2", False), ("unknown", False),
-])
+@pytest.mark.parametrize(
+    "version, old",
+    [
+        ("v2.3.5", False),
+        ("v2.3.0", False),
+        ("2.4.13-rc1", False),
+        ("v3.0.0", False),
+        ("v2.2.16", True),
+        ("v2.0.0", True),
+        ("milvus_lite-3.2.2", False),
+        ("unknown", False),
+    ],
+)
 def test_a_server_too_old_for_upsert_is_refused(version: str, old: bool) -> None:
     from ingestor.milvus_schema import too_old
 
     assert too_old(version) is old
 
 
-@pytest.mark.parametrize("code,message", [
-    (65535, "the length(3) of float data should divide the dim(4)"),  # Milvus 2.3.5, a short vector
-    (1100, "the length (600) of 0th string exceeds max length (512): invalid parameter"),
-])
+@pytest.mark.parametrize(
+    "code,message",
+    [
+        (65535, "the length(3) of float data should divide the dim(4)"),  # Milvus 2.3.5, a short vector
+        (1100, "the length (600) of 0th string exceeds max length (512): invalid parameter"),
+    ],
+)
 def test_a_servers_refusal_of_one_row_is_a_data_error(code: int, message: str) -> None:
     from pymilvus.exceptions import MilvusException
 
@@ -195,8 +223,16 @@ def test_chunk_columns_follow_the_chunk_schema_and_refuse_a_record_entity():
     from ingestor.milvus_schema import ChunkSpan, schema_fields
 
     es = [entity(i, text=f"t{i}") for i in range(2)]
-    chunks = [Entity(**{**{f: getattr(e, f) for f in e.__dataclass_fields__},
-                        "id": f"d#{i}", "chunk": ChunkSpan("d", i, 2, 10 * i, 10 * i + 5)}) for i, e in enumerate(es)]
+    chunks = [
+        Entity(
+            **{
+                **{f: getattr(e, f) for f in e.__dataclass_fields__},
+                "id": f"d#{i}",
+                "chunk": ChunkSpan("d", i, 2, 10 * i, 10 * i + 5),
+            }
+        )
+        for i, e in enumerate(es)
+    ]
     columns = to_columns(chunks, store_text=True, now_ms=7, chunked=True)
     assert list(columns) == list(schema_fields(True))
     assert columns["doc_id"] == ["d", "d"] and columns["chunk_index"] == [0, 1] and columns["chunk_count"] == [2, 2]
@@ -226,6 +262,7 @@ def test_a_worker_that_loses_the_index_race_on_milvus_lite_takes_the_index_as_bu
             class Params:
                 def add_index(self, *args, **kwargs):
                     pass
+
             return Params()
 
         def create_index(self, collection, params, timeout):
@@ -278,8 +315,11 @@ def test_metadata_serialised_at_parse_time_is_what_pymilvus_would_make_of_the_di
     from ingestor.parsing import parse_record
     from ingestor.records import Position, RawRecord, TopicPartition
 
-    values = [b'{"text": "t", "metadata": {"b": 1, "a": [1.5, "\\u00e9", null, {"z": true}]}}',
-              b'{"text": "t"}', b'{"text": "t", "metadata": {"n": -9223372036854775808, "s": "\\ud83d\\ude00"}}']
+    values = [
+        b'{"text": "t", "metadata": {"b": 1, "a": [1.5, "\\u00e9", null, {"z": true}]}}',
+        b'{"text": "t"}',
+        b'{"text": "t", "metadata": {"n": -9223372036854775808, "s": "\\ud83d\\ude00"}}',
+    ]
     for value in values:
         doc = parse_record(RawRecord(Position(TopicPartition("t", 0), 0, 0, 1, 0), None, value), KafkaSettings())
         assert doc.metadata_json is not None

@@ -31,9 +31,16 @@ def world():
     clock = Clock()
     delivered: list[Any] = []
     tracker = OffsetTracker()
-    source = KafkaSource(KafkaSettings(topics=["docs"], commit_interval_ms=0), tracker, delivered.extend, max_in_flight=8,
-                         backoff=Backoff(initial_ms=1_000, max_ms=4_000, jitter=0.0),
-                         consumer=consumer, clock=clock, sleep=lambda s: None)
+    source = KafkaSource(
+        KafkaSettings(topics=["docs"], commit_interval_ms=0),
+        tracker,
+        delivered.extend,
+        max_in_flight=8,
+        backoff=Backoff(initial_ms=1_000, max_ms=4_000, jitter=0.0),
+        consumer=consumer,
+        clock=clock,
+        sleep=lambda s: None,
+    )
     source.start()
     consumer.assign_all()
     source.poll_once()  # positions the new partitions at their committed offsets (none: the beginning)
@@ -44,8 +51,16 @@ def test_a_topic_that_does_not_exist_is_said_once_at_start(caplog):
     # kafka-python's own "not found in cluster metadata" is held back as auto-create noise; a
     # misspelt topic must still be visible, or `--until-caught-up` "catches up" on nothing silently.
     consumer = FakeConsumer([T0, T1])
-    source = KafkaSource(KafkaSettings(topics=["docs", "dcos"]), OffsetTracker(), lambda _: None, max_in_flight=8,
-                         backoff=Backoff(), consumer=consumer, clock=Clock(), sleep=lambda s: None)
+    source = KafkaSource(
+        KafkaSettings(topics=["docs", "dcos"]),
+        OffsetTracker(),
+        lambda _: None,
+        max_in_flight=8,
+        backoff=Backoff(),
+        consumer=consumer,
+        clock=Clock(),
+        sleep=lambda s: None,
+    )
     with caplog.at_level("INFO", logger="ingestor.source"):
         source.start()
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -62,8 +77,10 @@ def test_an_undecodable_batch_pauses_only_its_partition_and_is_retried_with_back
     with caplog.at_level("DEBUG", logger="ingestor.source"):
         source.poll_once()
         assert consumer.paused() == {T0}
-        assert source.blocked_reason() == ("docs[0] at offset 0 cannot be decoded (unsupported_codec: "
-                                           "UnsupportedCodecError: Libraries for zstd compression codec not found); retrying")
+        assert source.blocked_reason() == (
+            "docs[0] at offset 0 cannot be decoded (unsupported_codec: "
+            "UnsupportedCodecError: Libraries for zstd compression codec not found); retrying"
+        )
         source.poll_once()  # the other partition goes on
         assert [d.position.offset for d in delivered] == [0, 1] and consumer.paused() == {T0}
         clock.now += 0.9
@@ -174,9 +191,17 @@ def test_end_offsets_unreadable_at_start_is_a_retriable_error(caplog):
         return {tp: 3 for tp in tps}
 
     consumer.end_offsets = flaky
-    source = KafkaSource(KafkaSettings(topics=["docs"]), OffsetTracker(), lambda _: None, max_in_flight=8,
-                         until_caught_up=True, backoff=Backoff(), consumer=consumer, clock=Clock(),
-                         sleep=lambda s: None)
+    source = KafkaSource(
+        KafkaSettings(topics=["docs"]),
+        OffsetTracker(),
+        lambda _: None,
+        max_in_flight=8,
+        until_caught_up=True,
+        backoff=Backoff(),
+        consumer=consumer,
+        clock=Clock(),
+        sleep=lambda s: None,
+    )
     with pytest.raises(RetriableError, match="end offsets of docs"):
         source.start()
     source.start()  # the daemon retries start() with backoff (Daemon.until_up)
@@ -206,7 +231,9 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def _lag(tp: KTP) -> float | None:
-    return REGISTRY.get_sample_value("ingestor_consumer_lag_records", {"topic": tp.topic, "partition": str(tp.partition)})
+    return REGISTRY.get_sample_value(
+        "ingestor_consumer_lag_records", {"topic": tp.topic, "partition": str(tp.partition)}
+    )
 
 
 def test_the_lag_gauge_is_the_end_offset_minus_the_committed_offset(world):
@@ -252,8 +279,10 @@ def test_a_corrupt_batch_is_blocked_with_its_own_reason(world, caplog):
     source, consumer, clock, delivered, tracker = world
     failure = _corrupt_batch(T1, 0)
     assert failure.reason == "corrupt_batch" and failure.offset == 0
-    before = {r: _sample("ingestor_undecodable_batches_total", reason=r)
-              for r in ("corrupt_batch", "unsupported_codec", "undecodable")}
+    before = {
+        r: _sample("ingestor_undecodable_batches_total", reason=r)
+        for r in ("corrupt_batch", "unsupported_codec", "undecodable")
+    }
     consumer.script += [failure, {T0: [Record(T0, 0)]}]
     with caplog.at_level("ERROR", logger="ingestor.source"):
         source.poll_once()

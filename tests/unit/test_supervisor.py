@@ -67,11 +67,22 @@ def test_workers_with_gpus_count_per_device():
     assert _env(plans, "INGESTOR_METRICS__PORT") == ["9401", "9402", "9403", "9404"]
 
 
-@pytest.mark.parametrize("cores, gpus, k", [
-    (16, 1, 4), (16, 2, 4), (64, 8, 4), (128, 1, 4),  # capped: four workers outrun one GPU's encode rate
-    (8, 2, 2), (12, 2, 3), (6, 1, 3),  # two cores a worker
-    (2, 1, 1), (3, 2, 1), (1, 4, 1), (0, 1, 1),  # never fewer than one
-])
+@pytest.mark.parametrize(
+    "cores, gpus, k",
+    [
+        (16, 1, 4),
+        (16, 2, 4),
+        (64, 8, 4),
+        (128, 1, 4),  # capped: four workers outrun one GPU's encode rate
+        (8, 2, 2),
+        (12, 2, 3),
+        (6, 1, 3),  # two cores a worker
+        (2, 1, 1),
+        (3, 2, 1),
+        (1, 4, 1),
+        (0, 1, 1),  # never fewer than one
+    ],
+)
 def test_the_default_workers_per_gpu_rule(cores, gpus, k):
     assert default_workers_per_gpu(cores, gpus) == k
 
@@ -126,8 +137,9 @@ class _Recorded:
 @pytest.fixture
 def gpu_box(monkeypatch):
     def start(argv: list[str], gpus: int, milvus_uri: str) -> int:
-        monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
-            cuda=types.SimpleNamespace(device_count=lambda: gpus)))
+        monkeypatch.setitem(
+            sys.modules, "torch", types.SimpleNamespace(cuda=types.SimpleNamespace(device_count=lambda: gpus))
+        )
         monkeypatch.setattr("ingestor.supervisor.usable_cores", lambda: 16)
         monkeypatch.setattr("ingestor.supervisor.Supervisor", _Recorded)
         monkeypatch.setattr("ingestor.supervisor.warn_if_few_partitions", lambda *_: None)
@@ -166,8 +178,9 @@ def test_run_refuses_several_workers_on_a_lite_file(gpu_box, capsys, argv):
 
 
 def test_run_refuses_contradicting_worker_counts_with_exit_2(gpu_box, capsys):
-    assert gpu_box(["run", "--devices", "0", "--workers", "2", "--workers-per-device", "3"], 1,
-                   "http://milvus:19530") == 2
+    assert (
+        gpu_box(["run", "--devices", "0", "--workers", "2", "--workers-per-device", "3"], 1, "http://milvus:19530") == 2
+    )
     err = capsys.readouterr().err
     assert "--workers 2 and --workers-per-device 3 contradict each other" in err and "Traceback" not in err
     assert not _Recorded.plans

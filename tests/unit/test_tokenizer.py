@@ -3,14 +3,13 @@ the same ids, masks and truncation flags, on the whole bundled corpus and on odd
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import numpy as np
-
-from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.config import DEFAULT_MODEL
+from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.embedder import resolve_model_path
 from ingestor.tokenizer import PROBE_TEXTS, Tokenizer, batch_tokenizer, pad_encodings
 from tests.support.fakes import slow_tokenizer

@@ -14,8 +14,8 @@ from ingestor.tokenizer import pad_encodings
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from ingestor.embedder import resolve_model_path
     from ingestor.config import DEFAULT_MODEL
+    from ingestor.embedder import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
 

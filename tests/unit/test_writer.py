@@ -40,8 +40,15 @@ def _run(p: Pipeline, work) -> None:
 def test_milvus_then_dead_letters_then_cache_then_offsets():
     log = Log()
     p, tracker = pipeline_with(log, FakeSink(log))
-    items = records_for(tracker, [(None, b'{"id":"a","text":"alpha"}'), (b"gone", None), (None, b"not json"),
-                               (None, b'{"id":"b","text":"beta"}')])
+    items = records_for(
+        tracker,
+        [
+            (None, b'{"id":"a","text":"alpha"}'),
+            (b"gone", None),
+            (None, b"not json"),
+            (None, b'{"id":"b","text":"beta"}'),
+        ],
+    )
     _run(p, _work(p, items))
     names = [entry[0] for entry in log]
     assert names == ["encode", "forget", "delete", "upsert", "dlq", "store", "done"]
@@ -61,8 +68,10 @@ def test_a_retried_upsert_writes_no_marker_and_no_offset_until_it_lands():
 def test_an_entity_milvus_rejects_goes_to_the_dlq_alone_and_gets_no_marker():
     log = Log()
     p, tracker = pipeline_with(log, FakeSink(log, reject_id="bad"))
-    items = records_for(tracker, [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n))
-                               for n, i in enumerate(["a", "b", "bad", "c"])])
+    items = records_for(
+        tracker,
+        [(None, b'{"id":"%s","text":"text %d"}' % (i.encode(), n)) for n, i in enumerate(["a", "b", "bad", "c"])],
+    )
     _run(p, _work(p, items))
     assert ("dlq", ["sink_rejected"]) in log
     [store] = [e for e in log if e[0] == "store"]
@@ -100,8 +109,9 @@ def test_retries_stop_when_shutdown_gives_up():
 def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_own():
     log = Log()
     p, tracker = pipeline_with(log, FakeSink(log))
-    first_items, second_items = _split(records_for(tracker, [(None, b'{"id":"a","text":"same"}'),
-                                                          (None, b'{"id":"b","text":"same"}')]))
+    first_items, second_items = _split(
+        records_for(tracker, [(None, b'{"id":"a","text":"same"}'), (None, b'{"id":"b","text":"same"}')])
+    )
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)  # read while the first is not written yet
     assert [u.shares for u in second.units] == first.units
@@ -118,8 +128,9 @@ def test_a_text_still_in_flight_shares_the_earlier_pass_instead_of_running_its_o
 def test_when_the_shared_pass_fails_the_later_work_embeds_the_text_itself():
     log = Log()
     p, tracker = pipeline_with(log, FakeSink(log), FakeEmbedder(log, fail_once={"same"}))
-    first_items, second_items = _split(records_for(tracker, [(None, b'{"id":"a","text":"same"}'),
-                                                          (None, b'{"id":"b","text":"same"}')]))
+    first_items, second_items = _split(
+        records_for(tracker, [(None, b'{"id":"a","text":"same"}'), (None, b'{"id":"b","text":"same"}')])
+    )
     first = _work(p, first_items, shared=True)
     second = _work(p, second_items, shared=True)
     _run(p, first)
