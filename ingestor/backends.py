@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ingestor.corpus import SAMPLE, load_corpus
 from ingestor.errors import StartupError
@@ -251,7 +251,7 @@ def _build(variant: Variant, source: str, staging: Path, calibration: list[str] 
 
     quiet_libraries(variant.backend)
     # The source has no backend file, so sentence-transformers exports through optimum here.
-    model = SentenceTransformer(source, device="cpu", backend=variant.backend)
+    model = SentenceTransformer(source, device="cpu", backend=cast(Any, variant.backend))
     model.save_pretrained(str(staging))
     if variant.weights == "fp32":
         return
@@ -263,7 +263,9 @@ def _build(variant: Variant, source: str, staging: Path, calibration: list[str] 
         export_dynamic_quantized_onnx_model(model, preset, str(staging), file_suffix=onnx_int8_suffix(preset))
         (staging / "onnx" / "model.onnx").unlink()  # only the int8 file is loaded from here
     else:
-        _quantize_openvino(staging, model.tokenizer, int(model.max_seq_length), calibration or sample_texts())
+        max_length = model.max_seq_length
+        assert max_length is not None, "a sentence-transformers model knows its maximum sequence length"
+        _quantize_openvino(staging, model.tokenizer, max_length, calibration or sample_texts())
     if not (staging / variant.file_name).is_file():
         raise StartupError(f"the {variant.backend} int8 export did not produce {variant.file_name}")
 

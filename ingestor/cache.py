@@ -159,8 +159,8 @@ class Cache:
         self.refused = ""
         metrics.CACHE_SECONDS.labels("lookup").observe(time.perf_counter() - started)
         n = len(record_ids)
-        markers = [v.decode("ascii", "replace") if v is not None else None for v in values[:n]]
-        vectors = [unpack_vector(v, self.dimension) for v in values[n:]]
+        markers = [v.decode("ascii", "replace") if isinstance(v, bytes) else None for v in values[:n]]
+        vectors = [unpack_vector(v if isinstance(v, bytes) else None, self.dimension) for v in values[n:]]
         return markers, vectors
 
     def store(self, vectors: Mapping[str, CachedVector], markers: Mapping[str, str]) -> None:
@@ -168,6 +168,7 @@ class Cache:
         client = self._available()
         if client is None or (not vectors and not markers):
             return
+        assert self._store_script is not None  # registered with the client
         p = self.settings.key_prefix
         keys = [embedding_key(p, self.model_identity, sha) for sha in vectors]
         keys += [marker_key(p, self.namespace, record_id) for record_id in markers]

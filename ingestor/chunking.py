@@ -367,8 +367,11 @@ def _chunk_documents(doc: Document, chunks: list[Chunk]) -> list[Document]:
 class Model(Protocol):
     """What the splitter needs of the embedder."""
 
-    tokenizer: TokenCounter
-    max_seq_length: int
+    @property
+    def tokenizer(self) -> TokenCounter: ...
+
+    @property
+    def max_seq_length(self) -> int: ...
 
 
 def splitter_for(settings: ChunkingSettings, model: Model) -> Splitter | None:

@@ -194,6 +194,8 @@ class Daemon:
         self.model_loaded = True
         tune_gc(s.runtime.gc_gen0_threshold)
         batch = s.batch.for_device(embedder.device)
+        in_flight = batch.max_in_flight_records
+        assert in_flight is not None, "for_device fills every limit in"
         log.info(
             "batching on %s: up to %d records and %d tokens per pass (pass cost %d tokens), windows of %d, "
             "%d in flight",
@@ -238,7 +240,7 @@ class Daemon:
                 s.kafka,
                 tracker,
                 deliver,
-                batch.max_in_flight_records,
+                in_flight,
                 self.until_caught_up,
                 self.backoff,
                 hold=pipeline.is_retrying,

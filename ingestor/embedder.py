@@ -242,8 +242,8 @@ def encode_all(
         for i, vector in zip(batch, out):
             vectors[i] = vector
     errors = {}
-    for i, exc in result.failures:
-        if is_out_of_memory(exc):
+    for i, failure in result.failures:
+        if is_out_of_memory(failure):
             log.warning("one text runs out of device memory alone; dead-lettering it")
-        errors[i] = embed_failure_reason(exc)
+        errors[i] = embed_failure_reason(failure)
     return Encoded(vectors, errors)

@@ -123,7 +123,9 @@ class _ConnectionFailures(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
-            reason = refusal(arg) if isinstance(arg, BaseException) else None
+            if not isinstance(arg, BaseException):
+                continue
+            reason = refusal(arg)
             if reason is not None:
                 self.last, self.last_reason, self.last_at = arg, reason, time.monotonic()
 
@@ -180,7 +182,7 @@ def _patch_transport() -> bool:
             "bootstrap timeout and retries instead of exiting 2 naming kafka.sasl_password",
         )
         return False
-    KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
+    KafkaTCPTransport._read_from_sock = _read_from_sock
     return True
 
 

@@ -204,7 +204,7 @@ def _read_stderr(proc: subprocess.Popen[str], errors: collections.deque[str]) ->
 # -- the child ----------------------------------------------------------------------------------
 
 
-class _WireFloats(list):  # type: ignore[type-arg]
+class _WireFloats(list[float]):
     """A float vector as it came off the wire, shown to Lite's validator: its type and length are
     the real ones, and iterating it yields nothing, so the per-element loop does no work."""
 
@@ -251,7 +251,7 @@ def trust_wire_floats() -> bool:
     def validate_record(record: Any, schema: Any, default_properties: Any = None) -> None:
         field = find_vector(schema) if isinstance(record, dict) else None
         vector = record.get(field.name) if field is not None else None
-        if type(vector) is not list:  # noqa: E721 - exactly what the wire gives; anything else as before
+        if field is None or type(vector) is not list:  # noqa: E721 - what the wire gives; else as before
             original(record, schema, default_properties=default_properties)
             return
         record[field.name] = _WireFloats(vector)

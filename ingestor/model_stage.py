@@ -41,7 +41,9 @@ class ModelStage:
     def collate(self, work: Work) -> None:
         """The padded tensors of the units `work` embeds, ready for its pass."""
         if work.claimed:
-            work.features = self.embedder.collate([u.encoding for u in work.claimed])
+            encodings = [u.encoding for u in work.claimed if u.encoding is not None]
+            assert len(encodings) == len(work.claimed), "every claimed unit was tokenised"
+            work.features = self.embedder.collate(encodings)
 
     def embed(self, work: Work) -> None:
         """Vectors for the work's units, dead letters for the texts the model cannot encode."""
@@ -61,6 +63,7 @@ class ModelStage:
             features = work.features
 
             def forward() -> np.ndarray:
+                assert features is not None
                 hooks.current.before_forward([u.text for u in todo])
                 return self.embedder.forward(features)
 

@@ -82,6 +82,8 @@ class Pipeline:
         self.tracker = tracker
         self.identity = Identity(embedder.identity, store_text, splitter.layout if splitter else "")
         assert settings.max_batch_records and settings.max_batch_tokens and settings.pass_cost_tokens is not None
+        assert settings.max_window_records is not None, "for_device fills every limit in"
+        self.window_records = settings.max_window_records
         self.limits = BatchLimits(settings.max_batch_records, settings.max_batch_tokens, settings.pass_cost_tokens)
         self.intake: queue.Queue[Any] = queue.Queue()
         # What the batcher reads: the chunker's output, or with no chunking the intake itself.
@@ -171,9 +173,7 @@ class Pipeline:
     # -- stage 2: batcher ------------------------------------------------------------------------
 
     def _batcher_loop(self) -> None:
-        window: BatchWindow[Parsed] = BatchWindow(
-            self.limits, self.settings.max_wait_ms, self.settings.max_window_records
-        )
+        window: BatchWindow[Parsed] = BatchWindow(self.limits, self.settings.max_wait_ms, self.window_records)
         stopping = False
         while not stopping:
             deadline = window.deadline()

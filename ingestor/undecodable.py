@@ -69,7 +69,8 @@ def install(consumer: Any) -> bool:
     Whether installed."""
     fetcher = getattr(consumer, "_fetcher", None)
     records = getattr(fetcher, "PartitionRecords", None)
-    if records is None or not all(callable(getattr(records, name, None)) for name in ("take", "drain")):
+    usable = records is not None and all(callable(getattr(records, name, None)) for name in ("take", "drain"))
+    if fetcher is None or not usable:
         not_applied(
             FETCH_GUARD,
             "this kafka-python's consumer has no _fetcher.PartitionRecords with take and drain",

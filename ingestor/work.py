@@ -69,7 +69,8 @@ class Work:
         window share a chunked record's object; another window's version of it is another one."""
         out = {d.record.id: id(d.record) for u in self.units for d in u.docs}
         out.update((d.record.id, id(d.record)) for d in self.chunks)
-        out.update((d.id, id(d)) for d in [*self.skipped, *self.deletes])
+        out.update((d.id, id(d)) for d in self.skipped)
+        out.update((d.id, id(d)) for d in self.deletes)
         return out
 
 

@@ -35,6 +35,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from ingestor import hooks, metrics
 from ingestor.cache import Cache
 from ingestor.chunking import chunk_id
@@ -149,7 +151,7 @@ class Writer:
         # 5. cache, only for what Milvus acknowledged.
         if self.cache.enabled and written:
             vectors = {
-                row.doc.text_sha256: CachedVector(row.entity.vector, row.entity.truncated)
+                row.doc.text_sha256: CachedVector(np.asarray(row.entity.vector), row.entity.truncated)
                 for row in written
                 if row.cache_vector
             }

@@ -21,6 +21,12 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up
 cd "$repo"
+# Style and types first (seconds): a failure there fails the run as a test does.
+checks_rc=0
+"$venv/bin/ruff" check ingestor tests bench || checks_rc=1
+"$venv/bin/ruff" format --check ingestor tests bench || checks_rc=1
+"$venv/bin/mypy" || checks_rc=1  # its files and settings: pyproject.toml [tool.mypy]
+checks="ruff and mypy: rc $checks_rc"
 # The slowest tests are listed at the end of each run: where the time goes.
 pytest=("$venv/bin/python" -m pytest -p no:cacheprovider --durations=30)
 backend_tests=tests/unit/test_backend_models.py
@@ -41,8 +47,9 @@ if [ "${INGESTOR_FAULT_TESTS:-1}" = 0 ] || [ "${INGESTOR_TEST_JOBS:-2}" = 1 ]; t
   else
     "${pytest[@]}" "$@" || rest_rc=$?
   fi
-  echo "tests: rc $rest_rc; $backends" >&2
-  exit $((rest_rc > backends_rc ? rest_rc : backends_rc))
+  echo "tests: rc $rest_rc; $backends; $checks" >&2
+  worst=$((rest_rc > backends_rc ? rest_rc : backends_rc))
+  exit $((worst > checks_rc ? worst : checks_rc))
 fi
 
 logs="$(mktemp -d)"
@@ -54,6 +61,7 @@ rest_rc=0
 faults_rc=0
 wait "$faults" || faults_rc=$?
 sed 's/^/[faults] /' "$logs/faults"
-echo "tests: rc $rest_rc; fault suite: rc $faults_rc; $backends" >&2
+echo "tests: rc $rest_rc; fault suite: rc $faults_rc; $backends; $checks" >&2
 worst=$((rest_rc > faults_rc ? rest_rc : faults_rc))
-exit $((worst > backends_rc ? worst : backends_rc))
+worst=$((worst > backends_rc ? worst : backends_rc))
+exit $((worst > checks_rc ? worst : checks_rc))

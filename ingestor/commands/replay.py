@@ -68,7 +68,7 @@ def _replay(
                         )
                         if wanted:
                             replayed += 1
-                            if dry_run:
+                            if producer is None:  # a dry run
                                 console.print(f"{target} offset {source_offset}: {reason}")
                             else:
                                 kept = [(k, v) for k, v in headers if not k.startswith("ingestor.")]

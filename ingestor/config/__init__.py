@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from ingestor.config.sections import (
@@ -111,6 +111,7 @@ def describe(path: str) -> str:
     """The description of a setting, `section.field`: the one text behind the docs and `--help`."""
     section, name = path.split(".")
     model = Settings.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
     return model.model_fields[name].description or ""
 
 
@@ -121,7 +122,8 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str
     token = _yaml_file.set(config_file)
     try:
         clean = {k: {f: v for f, v in section.items() if v is not None} for k, section in (overrides or {}).items()}
-        return Settings(**{k: v for k, v in clean.items() if v})
+        # Settings(), not model_validate: its __init__ is what reads the environment and the file.
+        return Settings(**cast(Any, {k: v for k, v in clean.items() if v}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     except (ValueError, OSError, yaml.YAMLError) as exc:  # e.g. YAML syntax, a JSON list that does not parse

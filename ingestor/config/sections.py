@@ -56,7 +56,7 @@ class _Section(BaseModel):
 
 
 # Marks a path setting that must name an existing file (a CA, a certificate, a key).
-_MUST_EXIST = {"file": "must exist"}
+_MUST_EXIST: dict[str, Any] = {"file": "must exist"}
 
 
 def _file(description: str) -> Any:
