@@ -11,8 +11,9 @@ claims its texts) and the writer (which settles them). Pure logic, thread-safe.
   own. This works because the model stage takes work in order: by the time the later work reaches
   it, the earlier unit has its vector (or, if its pass failed, none: the later unit then embeds the
   text itself). An entry is released when its work is written, after the cache write, so a later
-  window always finds a text in one place or the other. Bounded: at most `capacity` texts (the
-  pipeline holds no more records than that); beyond it a text is simply embedded again.
+  window always finds a text in one place or the other. Not bounded on its own: an entry is a unit
+  that an unwritten work holds anyway, and a record may have any number of chunks, so a cap in
+  records would make long documents embed their chunks twice.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from ingestor.work import Unit
 
 
 class InFlight:
-    def __init__(self, text_capacity: int) -> None:
-        self.capacity = text_capacity
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}  # record id -> planned works that carry it
         self._extents: dict[str, int] = {}
@@ -53,8 +53,6 @@ class InFlight:
         """These units are about to be embedded; later windows may share their passes."""
         with self._lock:
             for unit in units:
-                if len(self._texts) >= self.capacity:
-                    return
                 self._texts.setdefault(unit.text_sha256, unit)
 
     def settle(

@@ -94,7 +94,7 @@ class Pipeline:
         self._flush = threading.Event()  # cut the window now (shutdown)
         self._abort = threading.Event()  # give up retries (shutdown bound reached)
         self.retrier = Retrier(backoff, self._abort)
-        self.in_flight = InFlight(settings.max_in_flight_records or 0)
+        self.in_flight = InFlight()
         # How a record becomes the documents written for it: its chunks, or (None) itself.
         self.splitter = splitter
         self.split: Callable[[list[Document]], list[Document]] | None = (

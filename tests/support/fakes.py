@@ -158,7 +158,7 @@ def pipeline_with(
 
 
 def resolver_with(
-    log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None, capacity: int = 100
+    log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None
 ) -> Resolver:
     """The pipeline's resolver on its own, with fresh records and texts in flight
     (`resolver.in_flight`) and the identity `pipeline_with` gives."""
@@ -169,7 +169,7 @@ def resolver_with(
         cache or FakeCache(log),
         sink or FakeSink(log),
         retrier,
-        InFlight(capacity),
+        InFlight(),
         Identity(FakeEmbedder.identity, True),
         Consistency(),
     )

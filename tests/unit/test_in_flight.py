@@ -14,7 +14,7 @@ def _unit(text: str) -> Unit:
 
 
 def test_a_claimed_text_is_shared_until_its_owner_is_settled():
-    in_flight = InFlight(text_capacity=10)
+    in_flight = InFlight()
     owner = _unit("a")
     in_flight.claim([owner])
     later, other = _unit("a"), _unit("b")
@@ -29,17 +29,20 @@ def test_a_claimed_text_is_shared_until_its_owner_is_settled():
     assert again.shares is None and len(in_flight) == 0
 
 
-def test_texts_in_flight_are_bounded():
-    in_flight = InFlight(text_capacity=2)
-    in_flight.claim([_unit(t) for t in "abcd"])
-    assert len(in_flight) == 2
-    beyond = _unit("d")
-    in_flight.enter([], [beyond])
-    assert beyond.shares is None, "beyond the bound a text is embedded again"
+def test_every_claimed_text_is_shared_however_many_and_settling_empties_the_registry():
+    """A few records may hold thousands of chunks: no count of records bounds the texts in flight."""
+    owners = [_unit(str(i)) for i in range(5_000)]
+    in_flight = InFlight()
+    in_flight.claim(owners)
+    later = [_unit(str(i)) for i in range(5_000)]
+    in_flight.enter([], later)
+    assert all(u.shares is o for u, o in zip(later, owners, strict=True))
+    in_flight.settle([], owners)
+    assert len(in_flight) == 0
 
 
 def test_an_id_an_earlier_work_carries_is_busy():
-    in_flight = InFlight(text_capacity=10)
+    in_flight = InFlight()
     in_flight.enter(["a", "b"], [])
     assert in_flight.busy_among(["a", "b"]) == set(), "carried once: by this window only"
     in_flight.enter(["a"], [])
@@ -47,7 +50,7 @@ def test_an_id_an_earlier_work_carries_is_busy():
 
 
 def test_an_extent_is_kept_only_while_a_later_work_still_carries_the_id():
-    in_flight = InFlight(text_capacity=10)
+    in_flight = InFlight()
     in_flight.enter(["a", "b"], [])
     in_flight.enter(["a"], [])  # a later window carries a again
     in_flight.settle(["a", "b"], [], {"a": 3, "b": 2})
