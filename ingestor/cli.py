@@ -237,14 +237,18 @@ def search(
         backend=backend,
         log_level="WARNING",
     )
+    from ingestor.chunking import splitter_for
     from ingestor.embedder import Embedder
+    from ingestor.identity import of_model
     from ingestor.sink import MilvusSink
 
     embedder = Embedder(settings.model)
+    identity = of_model(embedder, splitter_for(settings.chunking, embedder))
     sink = MilvusSink(settings.milvus, chunked=settings.chunking.enabled)
     sink.connect()
-    sink.ensure_collection(embedder.dimension, embedder.identity)
     try:
+        if not sink.open_for_search(embedder.dimension, embedder.identity, identity):
+            raise StartupError(f"there is no Milvus collection {settings.milvus.collection!r} at {settings.milvus.uri}")
         hits = sink.search(embedder.encode([query])[0], k)
     finally:
         sink.close()

@@ -24,6 +24,7 @@ from ingestor.dlq import DeadLetterQueue
 from ingestor.embedder import Embedder
 from ingestor.errors import RetriableError
 from ingestor.health import HealthServer, MilvusWatch, Vitals
+from ingestor.identity import of_model
 from ingestor.kafka_common import recent_refusal
 from ingestor.memory import tune_gc
 from ingestor.observer import Observer
@@ -209,7 +210,7 @@ class Daemon:
 
         def open_milvus() -> None:
             sink.connect()
-            sink.ensure_collection(embedder.dimension, embedder.identity)
+            sink.ensure_collection(embedder.dimension, embedder.identity, of_model(embedder, splitter))
 
         self.until_up(f"milvus at {s.milvus.uri}", open_milvus)
         cache = self.cache = Cache(s.redis, embedder.identity, sink.namespace, embedder.dimension)

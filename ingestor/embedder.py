@@ -113,6 +113,12 @@ class Embedder:
         )
 
     @property
+    def normalized(self) -> bool:
+        """Whether the model's last module scales each vector to unit length (part of what a
+        collection's vectors mean: `identity.ModelIdentity`)."""
+        return any(type(module).__name__ == "Normalize" for module in self.model)
+
+    @property
     def is_reference(self) -> bool:
         """torch fp32: what every other setting is compared with."""
         return self.settings.backend == "torch" and self.settings.precision == "fp32"

@@ -20,6 +20,7 @@ from ingestor.chunking import chunk_id
 from ingestor.config import MilvusSettings
 from ingestor.errors import DataError, RetriableError, StartupError
 from ingestor.expressions import field_in
+from ingestor.identity import PROPERTY, ModelIdentity, UnreadableIdentity, from_properties, mismatch
 from ingestor.lite import LiteLock, LiteServer, lite_file_busy
 from ingestor.logs import adopt_pymilvus
 
@@ -176,28 +177,84 @@ class MilvusSink:
             raise
         return uri
 
-    def ensure_collection(self, dimension: int, model_identity: str) -> None:
-        """Create the collection for vectors of `dimension` if missing; refuse to start if an
-        existing one does not fit."""
+    def ensure_collection(self, dimension: int, model_identity: str, identity: ModelIdentity | None = None) -> None:
+        """Create the collection for vectors of `dimension` if missing, recording `identity` in it;
+        refuse to start if an existing one does not fit, or was written with another identity (one
+        from before identities were recorded is adopted: ours is recorded in it)."""
         self.dimension, self.model_identity = dimension, model_identity
         try:
             if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
-                self._create_or_join()
+                self._create_or_join(identity)
             info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
+            if identity is not None and self._check_identity(info, identity) is None:
+                self._adopt(info, identity)
             self._ensure_index()
             self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
         except StartupError:
             raise
         except Exception as exc:
             raise classify(exc) from exc
-        verify(
-            info,
-            self.fields,
-            self.chunked,
-            self.dimension,
-            self.model_identity,
-            f"{self.collection!r} at {self.settings.uri}",
+        self._take(info)
+
+    def open_for_search(self, dimension: int, model_identity: str, identity: ModelIdentity) -> bool:
+        """Check an existing collection for searching with `identity`, writing nothing: False when
+        there is none yet (`ingestor run` creates it), StartupError when it does not fit or was
+        written with another identity."""
+        self.dimension, self.model_identity = dimension, model_identity
+        try:
+            if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
+                return False
+            info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
+            if self._check_identity(info, identity) is None:
+                log.info(
+                    "Milvus collection %r records no model identity yet (written before identities were "
+                    "recorded): searching it as %s; the next `ingestor run` records it",
+                    self.collection,
+                    identity.describe(),
+                )
+            self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        self._take(info)
+        return True
+
+    def _where(self) -> str:
+        return f"{self.collection!r} at {self.settings.uri}"
+
+    def _check_identity(self, info: dict[str, Any], identity: ModelIdentity) -> ModelIdentity | None:
+        """The identity the described collection records (None: none yet); StartupError when it is
+        not `identity`."""
+        try:
+            stored = from_properties(info.get("properties"))
+        except UnreadableIdentity as exc:
+            raise StartupError(f"Milvus collection {self._where()}: {exc}. Use another milvus.collection") from None
+        if stored is not None:
+            reason = mismatch(stored, identity, self._where())
+            if reason is not None:
+                raise StartupError(reason)
+        return stored
+
+    def _adopt(self, info: dict[str, Any], identity: ModelIdentity) -> None:
+        """Record `identity` in a collection from before identities were recorded, once its fields
+        are known to fit."""
+        self._verify(info)
+        self._client.alter_collection_properties(
+            self.collection, {PROPERTY: identity.to_json()}, timeout=self.settings.timeout_s
         )
+        log.info(
+            "Milvus collection %r recorded no model identity (made before identities were recorded): adopted it as %s",
+            self.collection,
+            identity.describe(),
+        )
+
+    def _verify(self, info: dict[str, Any]) -> None:
+        verify(info, self.fields, self.chunked, self.dimension, self.model_identity, self._where())
+
+    def _take(self, info: dict[str, Any]) -> None:
+        """Check the described collection's fields, then keep what writing to it needs."""
+        self._verify(info)
         self._schema, self._field_types = self._column_schema()
         description = info.get("description") or ""
         incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
@@ -209,7 +266,7 @@ class MilvusSink:
         schema, types = column_schema(self._client, self.collection, self.settings.timeout_s)
         return (schema, types) if schema is not None and set(self.fields) <= set(types) else (None, {})
 
-    def _create_or_join(self) -> None:
+    def _create_or_join(self, identity: ModelIdentity | None) -> None:
         """Create the collection; if another worker created it at the same moment, use theirs.
 
         Workers racing to create it send different descriptions (each its own incarnation id), so
@@ -218,7 +275,7 @@ class MilvusSink:
         collection."""
         mine = f"{_INCARNATION_PREFIX}{uuid.uuid4().hex}"
         try:
-            self._create(mine)
+            self._create(mine, identity)
         except Exception:
             if not self._created_meanwhile():
                 raise
@@ -268,13 +325,14 @@ class MilvusSink:
         )
         return index
 
-    def _create(self, description: str) -> None:
+    def _create(self, description: str, identity: ModelIdentity | None) -> None:
         self._client.create_collection(
             self.collection,
             schema=create_schema(self.fields, self.dimension, description),
             index_params=self._index_params(),
             consistency_level="Strong",
             timeout=self.settings.timeout_s,
+            properties={PROPERTY: identity.to_json()} if identity is not None else None,
         )
         log.info(
             "created Milvus collection %r (dimension %d%s)",

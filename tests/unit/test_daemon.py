@@ -17,6 +17,7 @@ from ingestor import daemon as daemon_module
 from ingestor.config import ChunkingSettings, KafkaSettings, MetricsSettings, RuntimeSettings, Settings
 from ingestor.daemon import CLOSE_RESERVE_S, Daemon
 from ingestor.errors import RetriableError
+from ingestor.identity import ModelIdentity
 from ingestor.retry import Backoff
 from ingestor.source import KafkaSource
 from tests.support.fakes import Clock, FakeConsumer, FakeEmbedder, FakeSink, Log
@@ -106,8 +107,9 @@ class _Sink(FakeSink):
             self.down -= 1
             raise RetriableError("milvus", "not up yet")
 
-    def ensure_collection(self, dimension: int, identity: str) -> None:
+    def ensure_collection(self, dimension: int, identity: str, model: ModelIdentity | None = None) -> None:
         self.calls.append(f"sink.ensure_collection({dimension}, {identity})")
+        self.model = model
 
     def ping(self) -> str:
         return ""
@@ -140,6 +142,7 @@ def test_start_waits_for_milvus_and_wires_one_tracker_and_one_clock_through_sour
     d.start()
     try:
         assert calls == ["sink.start_serving", "sink.connect", "sink.connect", "sink.ensure_collection(4, fake@fp32)"]
+        assert sink.model is not None and (sink.model.dimension, sink.model.chunking) == (4, "off")
         assert d.vitals().started and d.model_loaded
         assert d.source is not None and d.pipeline is not None and d.milvus_watch is not None
         assert d.source.tracker is d.tracker and d.pipeline.tracker is d.tracker
