@@ -1,4 +1,4 @@
-"""The command line: `ingestor run | produce | search | check | stats | dlq replay`."""
+"""The command line: `ingestor run | serve | produce | search | check | stats | dlq replay`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def _settings(
     log_format: str | None = None,
     log_level: str | None = None,
     backend: str | None = None,
+    serve: dict[str, object] | None = None,
 ) -> Settings:
     settings = load_settings(
         config,
@@ -62,6 +63,7 @@ def _settings(
             "milvus": {"uri": milvus_uri, "collection": collection},
             "model": {"name": model, "device": device, "backend": backend, "precision": precision},
             "runtime": {"log_format": log_format, "log_level": log_level.upper() if log_level else None},
+            "serve": serve or {},
         },
     )
     setup_logging(settings.runtime.log_level, settings.runtime.log_format)
@@ -195,6 +197,40 @@ def _drop_option_values(args: list[str], names: tuple[str, ...]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    milvus_uri: MilvusOpt = None,
+    collection: CollectionOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    backend: BackendOpt = None,
+    log_format: LogFormatOpt = None,
+    log_level: LogLevelOpt = None,
+    host: Annotated[str | None, typer.Option("--host", help=describe("serve.host"))] = None,
+    port: Annotated[int | None, typer.Option("--port", help=describe("serve.port"))] = None,
+) -> None:
+    """Serve embeddings (OpenAI /v1/embeddings, TEI /embed) and /search with the collection's model."""
+    settings = _settings(
+        config,
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        collection=collection,
+        model=model,
+        device=device,
+        precision=precision,
+        log_format=log_format,
+        log_level=log_level,
+        backend=backend,
+        serve={"host": host, "port": port},
+    )
+    from ingestor.serve.server import serve as run_server
+
+    raise typer.Exit(run_server(settings))
 
 
 @app.command()

@@ -81,6 +81,26 @@ WORKER_RESTARTS = Counter(
     "Restarts of this worker's slot by its supervisor (handed down to each new worker process)",
 )
 
+# The query side (`ingestor serve`).
+SERVE_REQUESTS = Counter(
+    "ingestor_serve_requests_total",
+    "Requests answered by `ingestor serve`, by endpoint and status code",
+    ["endpoint", "code"],
+)
+SERVE_SECONDS = Histogram(
+    "ingestor_serve_request_duration_seconds", "Time to answer a request", ["endpoint"], buckets=_LATENCY_BUCKETS
+)
+SERVE_QUEUED_TOKENS = Gauge(
+    "ingestor_serve_queued_tokens", "Tokens of query texts admitted and not yet embedded (what admission bounds)"
+)
+SERVE_QUEUED_TEXTS = Gauge("ingestor_serve_queued_texts", "Query texts admitted and not yet embedded")
+SERVE_TEXTS = Counter(
+    "ingestor_serve_texts_total", "Query texts embedded, by where the vector came from (model, cache)", ["source"]
+)
+SERVE_TRUNCATED = Counter(
+    "ingestor_serve_texts_truncated_total", "Query texts cut at the model's maximum sequence length"
+)
+
 
 # Where a consumed record can end; each one ends in exactly one of these.
 OUTCOMES: dict[str, str] = {

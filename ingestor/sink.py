@@ -74,6 +74,30 @@ def chunk_by_bytes(entities: Sequence[Entity], max_bytes: int) -> Iterator[list[
         yield chunk
 
 
+def _best_per_record(hits: Sequence[Any], limit: int, chunked: bool) -> list[dict[str, Any]]:
+    """Search hits (best first) as rows, with chunks the first of each record only, up to `limit`."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for hit in hits:
+        entity = hit.get("entity", {})
+        row = {
+            "id": hit.get("id", entity.get("id")),
+            "score": float(hit.get("distance", 0.0)),
+            "text": entity.get("text", ""),
+            "truncated": entity.get("truncated", False),
+            "metadata": entity.get("metadata"),
+        }
+        if chunked:
+            if entity.get("doc_id") in seen:
+                continue
+            seen.add(entity.get("doc_id"))
+            row.update({k: entity.get(k) for k in ("doc_id", "chunk_index", "char_start", "char_end")})
+        out.append(row)
+        if len(out) == limit:
+            break
+    return out
+
+
 def client_kwargs(settings: MilvusSettings, uri: str) -> dict[str, Any]:
     """MilvusClient's arguments for `uri`: credentials, database and TLS. pymilvus reads the TLS
     files itself: the server's certificate or its CA alone (one-way TLS), or with a client
@@ -472,45 +496,36 @@ class MilvusSink:
         )
         return int(rows[0]["count(*)"])
 
-    def search(self, vector: Sequence[float], limit: int) -> list[dict[str, Any]]:
-        """The `limit` nearest records, best first. With chunks, one hit per record: its best
-        chunk, with the chunk's span (`char_start`, `char_end`) in the record's text."""
+    def search(
+        self, vector: Sequence[float], limit: int, filter: str = "", consistency_level: str = "Strong"
+    ) -> list[dict[str, Any]]:
+        """The `limit` nearest records, best first, among the entities `filter` (an expression of
+        `expressions`) keeps. With chunks, one hit per record: its best chunk, with the chunk's span
+        (`char_start`, `char_end`) in the record's text and the record's id as `doc_id`."""
         if self._client is None:
             self.connect()
-        fields = ["id", "text", "truncated"] + (
+        fields = ["id", "text", "truncated", "metadata"] + (
             ["doc_id", "chunk_index", "char_start", "char_end"] if self.chunked else []
         )
-        # A record's chunks may crowd the nearest hits: ask for more, keep each record's best.
+        # A record's chunks may crowd the nearest hits: ask for more, keep each record's best, and
+        # ask for more again while too few records came back from a full page.
         wanted = min(limit * SEARCH_CHUNKS_PER_RECORD, SEARCH_MAX_HITS) if self.chunked else limit
-        hits = self._call(
-            "search",
-            self._client.search,
-            self.collection,
-            data=[list(map(float, vector))],
-            limit=wanted,
-            output_fields=fields,
-            consistency_level="Strong",
-            search_params={"metric_type": self.settings.metric_type},
-        )
-        out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for hit in hits[0]:
-            entity = hit.get("entity", {})
-            row = {
-                "id": hit.get("id", entity.get("id")),
-                "score": float(hit.get("distance", 0.0)),
-                "text": entity.get("text", ""),
-                "truncated": entity.get("truncated", False),
-            }
-            if self.chunked:
-                if entity.get("doc_id") in seen:
-                    continue
-                seen.add(entity.get("doc_id"))
-                row.update({k: entity.get(k) for k in ("doc_id", "chunk_index", "char_start", "char_end")})
-            out.append(row)
-            if len(out) == limit:
-                break
-        return out
+        while True:
+            hits = self._call(
+                "search",
+                self._client.search,
+                self.collection,
+                data=[list(map(float, vector))],
+                limit=wanted,
+                filter=filter,
+                output_fields=fields,
+                consistency_level=consistency_level,
+                search_params={"metric_type": self.settings.metric_type},
+            )[0]
+            out = _best_per_record(hits, limit, self.chunked)
+            if len(out) == limit or len(hits) < wanted or wanted >= SEARCH_MAX_HITS:
+                return out
+            wanted = min(wanted * 4, SEARCH_MAX_HITS)
 
     def ping(self) -> str:
         """A real call: "" when Milvus answered, else why not (what /readyz says)."""

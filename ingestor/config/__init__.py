@@ -32,6 +32,7 @@ from ingestor.config.sections import (
     RedisSettings,
     RetrySettings,
     RuntimeSettings,
+    ServeSettings,
     is_lite_uri,
     parse_variant,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RedisSettings",
     "RetrySettings",
     "RuntimeSettings",
+    "ServeSettings",
     "Settings",
     "describe",
     "format_validation_error",
@@ -80,6 +82,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -474,6 +474,40 @@ class MetricsSettings(_Section):
     host: str = Field("127.0.0.1", description="Address of the metrics and health endpoint (0.0.0.0 in containers)")
 
 
+class ServeSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address `ingestor serve` listens on (0.0.0.0 in containers)")
+    port: int = Field(
+        8080, ge=1, le=65_535, description="Port of `ingestor serve`: its API, /metrics, /healthz, /readyz"
+    )
+    max_wait_ms: int = Field(
+        5,
+        ge=0,
+        description="Longest a query waits for others to share its forward pass (a pass is cut sooner once a "
+        "batch's worth of tokens waits, and at once while the model is busy)",
+    )
+    max_queued_tokens: int = Field(
+        65_536,
+        ge=16,
+        description="Tokens of queries admitted and not yet embedded; a request that does not fit gets 429 with "
+        "Retry-After (a request larger than this is admitted when nothing waits)",
+    )
+    max_inputs_per_request: int = Field(
+        2_048, ge=1, description="Most texts in one request (more: 413); larger batches than a pass takes are split"
+    )
+    max_input_chars: int = Field(100_000, ge=1, description="Most characters in one text (more: 413)")
+    max_body_bytes: int = Field(8 << 20, ge=1_024, description="Largest request body in bytes (more: 413)")
+    max_k: int = Field(1_000, ge=1, le=16_384, description="Most results one /search may ask for")
+    cache: bool = Field(
+        True,
+        description="Look query vectors up in, and add them to, the Redis cache of ingestion (when redis.url is set)",
+    )
+    search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Bounded",
+        description="Milvus consistency level of /search: Bounded reads without waiting for the server's clock, "
+        "and may miss writes of the last few seconds",
+    )
+
+
 GC_GEN0_THRESHOLD = 50_000  # the daemon's default, and the Lite child's (see memory.tune_gc)
 
 
