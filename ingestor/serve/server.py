@@ -5,6 +5,7 @@ serve.host:serve.port until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import time
 
@@ -107,6 +108,10 @@ def _run(s: Settings, embedder: Embedder, index: SearchIndex, listening: socket.
         limits.max_tokens,
         s.serve.max_queued_tokens,
     )
+    # uvicorn handles SIGTERM and SIGINT while it runs, then raises the signal again for the
+    # handler it found: a no-op one lets the clean-up below run and the process exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     try:
         server.run(sockets=[listening])
     finally:

@@ -426,3 +426,69 @@ def one_chunk_each(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def milvus_search(uri: str, vectors: list[list[float]], collection: str = "documents") -> list[list[str]]:
     """Top-3 ids for each query vector."""
     return _read_milvus(uri, collection, ("id",), vectors)["hits"]
+
+
+# -- ingestor serve --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def serve_env(milvus_uri: str, redis: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of an `ingestor serve` on a free port, on the CPU, with `extra` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTOR_")}
+    env.update(
+        {
+            "INGESTOR_MILVUS__URI": milvus_uri,
+            "INGESTOR_MODEL__DEVICE": "cpu",
+            "INGESTOR_SERVE__PORT": str(free_port()),
+            "INGESTOR_RUNTIME__SHUTDOWN_TIMEOUT_S": "20",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if redis:
+        env["INGESTOR_REDIS__URL"] = REDIS_URL
+        env["INGESTOR_REDIS__KEY_PREFIX"] = unique("t")
+    env.update(extra)
+    return env
+
+
+def start_serve(env: dict[str, str], log_path: Path, timeout_s: float = 180) -> Server:
+    """`ingestor serve` in a subprocess, once /readyz answers 200."""
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingestor", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{env['INGESTOR_SERVE__PORT']}"
+    server = Server(proc, url, log_path)
+    deadline = time.monotonic() + timeout_s
+    while http_get(f"{url}/readyz")[0] != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc, timeout_s=30)
+            raise AssertionError(f"ingestor serve did not get ready:\n{server.log()[-4000:]}")
+        time.sleep(0.25)
+    return server
+
+
+def run_serve(env: dict[str, str], timeout: float = 300) -> Run:
+    """`ingestor serve` to its end: for a start that must fail."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingestor", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
