@@ -1048,33 +1048,36 @@ def one(k8s: K8s, kind: str, name: str | None = None) -> dict[str, Any]:
     return found[0]
 
 
-def pod_spec(k8s: K8s) -> dict[str, Any]:
-    return one(k8s, "Deployment")["spec"]["template"]["spec"]
+WORKER, SERVE = "ingestor", "ingestor-serve"  # the Deployments: the workers, the query side
 
 
-def container(k8s: K8s) -> dict[str, Any]:
-    containers = pod_spec(k8s)["containers"]
-    assert len(containers) == 1, "one worker per pod"
+def pod_spec(k8s: K8s, name: str = WORKER) -> dict[str, Any]:
+    return one(k8s, "Deployment", name)["spec"]["template"]["spec"]
+
+
+def container(k8s: K8s, name: str = WORKER) -> dict[str, Any]:
+    containers = pod_spec(k8s, name)["containers"]
+    assert len(containers) == 1, "one process per pod"
     return containers[0]
 
 
-def pod_labels(k8s: K8s) -> dict[str, str]:
-    return one(k8s, "Deployment")["spec"]["template"]["metadata"]["labels"]
+def pod_labels(k8s: K8s, name: str = WORKER) -> dict[str, str]:
+    return one(k8s, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def pod_env(k8s: K8s) -> dict[str, str]:
+def pod_env(k8s: K8s, name: str = WORKER) -> dict[str, str]:
     """The INGESTOR_* environment a pod gets: envFrom sources first, then env (which wins)."""
     env: dict[str, str] = {}
-    for source in container(k8s).get("envFrom", []):
+    for source in container(k8s, name).get("envFrom", []):
         if "configMapRef" in source:
             env.update(one(k8s, "ConfigMap", source["configMapRef"]["name"])["data"])
         if "secretRef" in source:
             env.update(one(k8s, "Secret", source["secretRef"]["name"])["stringData"])
-    for item in container(k8s).get("env", []):
+    for item in container(k8s, name).get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
         elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
@@ -1082,21 +1085,24 @@ def pod_env(k8s: K8s) -> dict[str, str]:
     return env
 
 
-def secret_mounts(k8s: K8s) -> dict[str, dict[str, str]]:
-    """Mount path -> the files there, for every Secret volume the container mounts."""
-    volumes = {v["name"]: v for v in pod_spec(k8s).get("volumes", [])}
+def secret_mounts(k8s: K8s, name: str = WORKER) -> dict[str, dict[str, str]]:
+    """Mount path -> the files there, for every Secret volume the container mounts (the Secret's
+    keys, or where the volume lists `items`, those)."""
+    volumes = {v["name"]: v for v in pod_spec(k8s, name).get("volumes", [])}
     mounts = {}
-    for mount in container(k8s).get("volumeMounts", []):
+    for mount in container(k8s, name).get("volumeMounts", []):
         volume = volumes[mount["name"]]
         if "secret" in volume:
-            mounts[mount["mountPath"]] = one(k8s, "Secret", volume["secret"]["secretName"])["stringData"]
+            data = one(k8s, "Secret", volume["secret"]["secretName"])["stringData"]
+            items = volume["secret"].get("items")
+            mounts[mount["mountPath"]] = data if items is None else {i["path"]: data[i["key"]] for i in items}
     return mounts
 
 
-def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+def pod_settings(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str = WORKER) -> Settings:
     """The Settings a pod builds, with its mounted Secrets laid out as files under tmp_path."""
-    env = pod_env(k8s)
-    for mount, files in secret_mounts(k8s).items():
+    env = pod_env(k8s, name)
+    for mount, files in secret_mounts(k8s, name).items():
         there = tmp_path / mount.lstrip("/")
         there.mkdir(parents=True)
         for name, value in files.items():
@@ -1126,6 +1132,9 @@ EXPECTED_KINDS = {
     "servicemonitor.yaml": {("monitoring.coreos.com/v1", "ServiceMonitor")},
     "pdb.yaml": {("policy/v1", "PodDisruptionBudget")},
     "keda-scaledobject.yaml": {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")},
+    "serve-deployment.yaml": {("apps/v1", "Deployment")},
+    "serve-service.yaml": {("v1", "Service")},
+    "serve-scaledobject.yaml": {("keda.sh/v1alpha1", "ScaledObject")},
     "kustomization.yaml": {("kustomize.config.k8s.io/v1beta1", "Kustomization")},
 }
 
@@ -1269,13 +1278,13 @@ def test_k8s_image_pinned_and_replicas_left_to_keda(k8s: K8s) -> None:
     image = container(k8s)["image"]
     repo, sep, tag = image.rpartition(":")
     assert sep and tag and "/" not in tag and tag != "latest"
-    deployment = one(k8s, "Deployment")
+    deployment = one(k8s, "Deployment", WORKER)
     assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels(k8s))
     assert "replicas" not in deployment["spec"], "a fixed replica count fights the KEDA autoscaler"
 
 
 def test_k8s_service_selects_pods_and_targets_metrics(k8s: K8s) -> None:
-    service = one(k8s, "Service")
+    service = one(k8s, "Service", "ingestor-metrics")
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     assert selects(service["spec"]["selector"], pod_labels(k8s))
     ports = {p["name"]: p for p in service["spec"]["ports"]}
@@ -1290,7 +1299,7 @@ def test_k8s_service_selects_pods_and_targets_metrics(k8s: K8s) -> None:
 
 
 def test_k8s_servicemonitor_selects_service(k8s: K8s) -> None:
-    monitor, service = one(k8s, "ServiceMonitor"), one(k8s, "Service")
+    monitor, service = one(k8s, "ServiceMonitor", "ingestor"), one(k8s, "Service", "ingestor-metrics")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     service_ports = {p["name"] for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
@@ -1308,8 +1317,8 @@ def test_k8s_pdb_selects_pods(k8s: K8s) -> None:
 
 
 def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    scaled = one(k8s, "ScaledObject")["spec"]
-    deployment = one(k8s, "Deployment")
+    scaled = one(k8s, "ScaledObject", "ingestor")["spec"]
+    deployment = one(k8s, "Deployment", WORKER)
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= 8
@@ -1330,7 +1339,7 @@ def test_k8s_keda_scales_the_consumer_group(k8s: K8s, monkeypatch: pytest.Monkey
 
 
 def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    trigger = one(k8s, "ScaledObject")["spec"]["triggers"][0]
+    trigger = one(k8s, "ScaledObject", "ingestor")["spec"]["triggers"][0]
     settings = pod_settings(k8s, monkeypatch, tmp_path)
     if settings.kafka.security_protocol == "PLAINTEXT":
         return  # no auth needed; nothing to agree on
@@ -1352,3 +1361,113 @@ def test_k8s_keda_authenticates_like_the_workers(k8s: K8s, monkeypatch: pytest.M
         assert params["username"] == settings.kafka.sasl_username
         assert params["password"] == settings.kafka.sasl_password.get_secret_value()
     assert (params.get("tls") == "enable") == settings.kafka.security_protocol.endswith("SSL")
+
+
+# --- The query side (`ingestor serve`) ---------------------------------------------------------------
+
+
+# What decides a collection's model identity (`ingestor.identity`): the query side must agree.
+def identity_settings(settings: Settings) -> tuple[Any, ...]:
+    return (
+        settings.model.name,
+        settings.model.backend,
+        settings.model.precision,
+        settings.model.max_seq_length,
+        settings.chunking.enabled,
+        settings.chunking.max_tokens,
+        settings.chunking.overlap_tokens,
+        settings.milvus.uri,
+        settings.milvus.collection,
+    )
+
+
+def test_compose_serve_runs_the_workers_model_on_its_published_port(
+    compose_services: dict[str, Any], prometheus_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve = compose_services["ingestor-serve"]
+    assert serve["command"] == ["serve"] and serve.get("build"), "the same image as the workers, another command"
+    settings = compose_settings(monkeypatch, serve)
+    worker = compose_settings(monkeypatch, compose_services["ingestor"])
+    assert identity_settings(settings) == identity_settings(worker)
+    assert settings.serve.host == "0.0.0.0", "bound to loopback inside the container"
+    assert str(settings.serve.port) in {c for _, _, c in published_ports(serve)}
+    assert f":{settings.serve.port}/healthz" in healthcheck_text(serve)
+    deps = depends_of(serve)
+    assert {d for d, spec in deps.items() if spec.get("condition") == "service_healthy"} == {"redis", "milvus"}
+    assert "kafka" not in deps, "the query side needs no Kafka"
+    [job] = [j for j in prometheus_config["scrape_configs"] if j["job_name"] == "ingestor-serve"]
+    [sd] = job["dns_sd_configs"]
+    assert sd["names"] == ["ingestor-serve"] and sd["port"] == settings.serve.port
+
+
+def test_k8s_serve_runs_the_workers_model_and_probes_its_port(
+    k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    c = container(k8s, SERVE)
+    assert c["args"] == ["serve"] and c["image"] == container(k8s)["image"]
+    settings = pod_settings(k8s, monkeypatch, tmp_path / "serve", SERVE)
+    worker = pod_settings(k8s, monkeypatch, tmp_path / "worker")
+    assert identity_settings(settings) == identity_settings(worker)
+    assert settings.model.device == "cpu" and settings.serve.host == "0.0.0.0"
+    assert settings.redis.url is not None and settings.milvus.token is not None
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": settings.serve.port}
+    for probe, path in {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}.items():
+        assert c[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    startup = c["startupProbe"]
+    assert startup["failureThreshold"] * startup.get("periodSeconds", 10) >= 300
+    assert pod_spec(k8s, SERVE)["terminationGracePeriodSeconds"] > settings.runtime.shutdown_timeout_s
+    assert "nvidia.com/gpu" not in c["resources"]["limits"], "CPU by default; serve-gpu/ adds a GPU"
+    # Secrets as files only, and every file mounted is one a setting reads.
+    assert not any("secretRef" in s for s in c.get("envFrom", []))
+    env = pod_env(k8s, SERVE)
+    pointed = {v for k, v in env.items() if k.endswith("_FILE")}
+    assert {f"{m}/{f}" for m, files in secret_mounts(k8s, SERVE).items() for f in files} == pointed
+    spec = pod_spec(k8s, SERVE)
+    assert spec["securityContext"]["runAsUser"] == pod_spec(k8s)["securityContext"]["runAsUser"]
+    assert "replicas" not in one(k8s, "Deployment", SERVE)["spec"], "a fixed replica count fights KEDA"
+
+
+def test_k8s_serve_service_and_monitor_select_the_servers_only(k8s: K8s) -> None:
+    service = one(k8s, "Service", SERVE)
+    serve_pods, worker_pods = pod_labels(k8s, SERVE), pod_labels(k8s)
+    assert selects(service["spec"]["selector"], serve_pods) and not selects(service["spec"]["selector"], worker_pods)
+    workers = one(k8s, "Service", "ingestor-metrics")
+    assert not selects(workers["spec"]["selector"], serve_pods)
+    [port] = service["spec"]["ports"]
+    assert (
+        port["targetPort"] == "http" and int(service["metadata"]["annotations"]["prometheus.io/port"]) == port["port"]
+    )
+    monitor = one(k8s, "ServiceMonitor", SERVE)
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert not selects(
+        one(k8s, "ServiceMonitor", "ingestor")["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]
+    )
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+
+
+def test_k8s_serve_scales_on_its_queue_depth(k8s: K8s, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    scaled = one(k8s, "ScaledObject", SERVE)["spec"]
+    assert scaled["scaleTargetRef"]["name"] == SERVE
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    [trigger] = scaled["triggers"]
+    assert trigger["type"] == "prometheus"
+    query = trigger["metadata"]["query"]
+    check_promql(query, "serve-scaledobject.yaml")
+    assert promql_metrics(query) == {"ingestor_serve_queued_tokens"}
+    settings = pod_settings(k8s, monkeypatch, tmp_path, SERVE)
+    assert 0 < int(trigger["metadata"]["threshold"]) < settings.serve.max_queued_tokens, "scale before 429s"
+
+
+def test_k8s_serve_gpu_overlay_patches_the_server_onto_a_gpu() -> None:
+    overlay = K8S_DIR / "serve-gpu"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert kustomization["resources"] == [".."]
+    [patch] = kustomization["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": SERVE}
+    spec = yaml.safe_load((overlay / patch["path"]).read_text(encoding="utf-8"))["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    assert c["name"] == container(k8s_files(), SERVE)["name"]
+    assert {e["name"]: e["value"] for e in c["env"]}["INGESTOR_MODEL__DEVICE"] == "cuda"
+    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert any(t.get("key") == "nvidia.com/gpu" for t in spec["tolerations"]) and spec["nodeSelector"]
