@@ -1,8 +1,8 @@
 """Milvus Lite in a child process.
 
 Milvus Lite 3 is a pure-Python gRPC server: given a file URI, pymilvus starts it on threads of
-*this* process, where validating and logging each upserted row holds the GIL (about 100 µs a row
-here, more than the rest of the pipeline's Python per record). On a GPU that is time the model
+*this* process, where validating and logging each upserted row holds the GIL (more CPU per
+record than the rest of the pipeline's Python). On a GPU that is time the model
 thread waits to launch its kernels. So by default the daemon runs the same server, on the same
 data directory, in a child process and talks to it over the same loopback gRPC it would have used
 anyway (`milvus.lite_in_process=true` restores pymilvus's own behaviour).

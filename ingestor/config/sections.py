@@ -527,7 +527,7 @@ class RuntimeSettings(_Section):
         ge=0,
         description=(
             "Allocations between young-generation garbage collections, once the model is loaded (which is "
-            "then frozen out of collection). Python's 700 made collection 18% of the pipeline's CPU at GPU "
-            "batch sizes; 0 keeps Python's default"
+            "then frozen out of collection). At Python's 700, collection takes a large share of the pipeline's "
+            "CPU at GPU batch sizes; 0 keeps Python's default"
         ),
     )
