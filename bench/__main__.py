@@ -1,5 +1,6 @@
 """`python -m bench [options]`, from the repository root: the command line of the bench (see
-`bench`). Settings come as for `ingestor run`: `--config`, INGESTOR_* variables, and the flags."""
+`bench`); `python -m bench serve [options]` benches the query side (`bench.serve`). Settings come
+as for `ingestor run`: `--config`, INGESTOR_* variables, and the flags."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ingestor.errors import ConfigError, StartupError
 from ingestor.logs import setup_logging
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
+serve_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -202,6 +204,33 @@ def bench(
     _write(result, json_path)
 
 
+@serve_app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")] = None,
+    model: Annotated[str | None, typer.Option("--model", help=describe("model.name"))] = None,
+    device: Annotated[str | None, typer.Option("--device", help=describe("model.device"))] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help=describe("model.precision"))] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=describe("model.backend"))] = None,
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="Connections sending requests, per level (comma-separated)")
+    ] = "1,16,64",
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="Measured seconds per level and server")] = 10.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure as JSON to this file")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help=describe("runtime.log_level"))] = "WARNING",
+) -> None:
+    """The query side under load: ingestor serve (s) vs a naive per-request encode server (n) vs
+    plain encode in one call (a), at each concurrency."""
+    from bench.serve import render_serve, run_serve_bench
+
+    levels = _worker_counts(concurrency)
+    settings = _settings(config, None, None, model, device, precision, backend, log_level)
+    result = run_serve_bench(settings, levels, seconds, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    render_serve(result, console)
+    _write(result, json_path)
+
+
 def _settings(
     config: Path | None,
     bootstrap_servers: str | None,
@@ -240,7 +269,7 @@ def _worker_counts(text: str) -> list[int]:
     except ValueError:
         counts = []
     if not counts or min(counts) < 1:
-        raise ConfigError(f"--workers takes worker counts of at least 1, comma-separated (1,2,4), not {text!r}")
+        raise ConfigError(f"expected counts of at least 1, comma-separated (1,2,4), not {text!r}")
     return counts
 
 
@@ -258,7 +287,10 @@ def main() -> NoReturn:
     """Run the command line and exit with its code (2: bad settings or a start-up check failed),
     without the interpreter's teardown: torch's bindings print noise for objects alive at exit."""
     try:
-        code = app(standalone_mode=False)
+        if sys.argv[1:2] == ["serve"]:
+            code = serve_app(args=sys.argv[2:], prog_name="python -m bench serve", standalone_mode=False)
+        else:
+            code = app(standalone_mode=False)
         code = code if isinstance(code, int) else 0
     except (ConfigError, StartupError) as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)

@@ -6,9 +6,12 @@ model identity differs from the collection's refuses to start, naming both."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -51,8 +54,11 @@ def ingested(services, corpus, tmp_path_factory):
 
 def test_a_different_identity_makes_serve_and_run_exit_2_naming_both(ingested):
     """First in the module: the server of the tests below holds the Lite file once started."""
+    # A Lite file has one user: the daemon reads a copy, so that both start at once.
+    copy = ingested["tmp"] / "copy.db"
+    shutil.copytree(ingested["uri"], copy)
     serve_env = harness.serve_env(ingested["uri"], INGESTOR_MODEL__PRECISION="bf16")
-    run_env = {**ingested["env"], "INGESTOR_CHUNKING__MAX_TOKENS": "128"}
+    run_env = {**ingested["env"], "INGESTOR_CHUNKING__MAX_TOKENS": "128", "INGESTOR_MILVUS__URI": str(copy)}
     started = [
         subprocess.Popen(
             [sys.executable, "-m", "ingestor", *args],
@@ -103,9 +109,11 @@ def search(client: httpx.Client, query: str, k: int = 5, **extra) -> list[dict]:
 def test_each_sampled_record_is_found_first_from_its_exact_text(client, corpus):
     long_ids = {r["id"] for r in corpus[SHORT:]}
     sample = random.Random(25).sample(corpus[:SHORT], SAMPLE - LONG) + corpus[SHORT:]
+    # Concurrent, as clients are: the server batches the queries.
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: search(client, r["text"]), sample))
     misses = []
-    for record in sample:
-        results = search(client, record["text"])
+    for record, results in zip(sample, answers):
         assert results and set(results[0]) == {
             "id", "score", "text", "metadata", "chunk_index", "char_start", "char_end"
         }  # fmt: skip
@@ -160,3 +168,41 @@ def test_a_hostile_filter_value_is_only_a_value(client, corpus, value):
         assert results == [], (field, value)
     kept = search(client, record["text"], filter={"field": "id", "op": "in", "value": [value, record["id"]]})
     assert [r["id"] for r in kept] == [record["id"]]
+
+
+def readme_examples() -> tuple[list[str], str]:
+    """The shell commands (continuation lines joined) and the Python of README's "Query side"."""
+    text = (harness.REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Query side\n", 1)[1].split("\n## ", 1)[0]
+    bash = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    return [line for line in bash.splitlines() if line.strip()], python
+
+
+def test_the_readmes_query_side_examples_run_as_written(server):
+    commands, python = readme_examples()
+    address = server.url.removeprefix("http://")
+    # This module's server stands for the README's own `ingestor serve &`, on its own port.
+    assert any(c.startswith("ingestor serve") for c in commands)
+    curls = [c.replace("localhost:8080", address) for c in commands if c.startswith(("curl", "until"))]
+    assert len(curls) == 4
+    for command in curls:
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+        if command.startswith("until"):
+            continue
+        answer = json.loads(done.stdout)
+        assert not (isinstance(answer, dict) and "error" in answer), (command, answer)
+        if "/search" in command:
+            assert answer["results"], command
+            assert {r["metadata"]["module"] for r in answer["results"]} <= {"builtins", "functools", "itertools"}
+    ran = subprocess.run(
+        [sys.executable, "-c", python.replace("http://localhost:8080", server.url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    dimension, tokens = ran.stdout.split()
+    assert int(dimension) == 384 and int(tokens) > 2
