@@ -257,6 +257,10 @@ class MilvusSink:
         if stored is not None:
             reason = mismatch(stored, identity, self._where())
             if reason is not None:
+                try:  # what else does not fit (fields, dimension) says more of what to change
+                    self._verify(info)
+                except StartupError as exc:
+                    reason = f"{reason}. {exc}"
                 raise StartupError(reason)
         return stored
 
@@ -290,7 +294,7 @@ class MilvusSink:
         schema, types = column_schema(self._client, self.collection, self.settings.timeout_s)
         return (schema, types) if schema is not None and set(self.fields) <= set(types) else (None, {})
 
-    def _create_or_join(self, identity: ModelIdentity | None) -> None:
+    def _create_or_join(self, identity: ModelIdentity | None = None) -> None:
         """Create the collection; if another worker created it at the same moment, use theirs.
 
         Workers racing to create it send different descriptions (each its own incarnation id), so

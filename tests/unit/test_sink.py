@@ -297,7 +297,7 @@ def test_a_worker_whose_create_is_refused_before_the_winners_collection_shows_jo
             return {"description": "ingestor:v1:theirs"}
 
     sink = MilvusSink(MilvusSettings(uri="http://127.0.0.1:1", collection="c"))
-    sink._create = lambda description: (_ for _ in ()).throw(RuntimeError("[Errno 17] File exists"))
+    sink._create = lambda description, identity=None: (_ for _ in ()).throw(RuntimeError("[Errno 17] File exists"))
     sink._client = Client(shows_after=2)
     sink._create_or_join()  # joined on the third look
     sink._client = Client(shows_after=None)
