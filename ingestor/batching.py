@@ -151,13 +151,15 @@ class BatchWindow(Generic[T]):
         """No more records fit in this window."""
         return len(self._entries) >= self.max_window_records
 
+    def filled(self) -> bool:
+        """A full batch's worth is waiting."""
+        return len(self._entries) >= self.limits.max_records or self._chars >= self.max_chars
+
     def ready(self, now_s: float) -> bool:
         """A batch should be cut now: a full batch is waiting, or the oldest waited long enough."""
         if not self._entries:
             return False
-        if len(self._entries) >= self.limits.max_records or self._chars >= self.max_chars:
-            return True
-        return now_s - self._entries[0].arrived_s >= self.max_wait_s
+        return self.filled() or now_s - self._entries[0].arrived_s >= self.max_wait_s
 
     def cut_now(self, now_s: float, more_waiting: bool, flushing: bool = False) -> bool:
         """Whether to cut the window now: it is `ready` and either full or nothing more waits to

@@ -102,7 +102,7 @@ class ModelThread:
                 self._embed(batch)
                 elapsed = time.perf_counter() - started
                 with self._cond:
-                    self.queue.done(batch, elapsed)
+                    self.queue.done(batch, elapsed, self.clock())
                     self._gauges()
                 for entry in batch:
                     entry.request.left -= 1

@@ -6,11 +6,14 @@ fit `max_queued_tokens` (or when nothing waits, so a request larger than the who
 served alone rather than refused for ever), else it is refused with a Retry-After from the rate the
 model has been embedding at. A single text and a batch meet the same bound, by their size.
 
-Batches are cut exactly as the daemon cuts them (`batching.BatchWindow` decides when,
-`batching.cut_batches` where): texts are collected until a batch's worth of tokens waits or the
-oldest has waited `max_wait_ms`, then sorted by length and cut by the token budget. Texts that
-arrive while the model runs join the next window; a client's batch larger than one pass is split
-across passes like any other texts.
+Batches are cut as the daemon cuts them (`batching.BatchWindow` decides when, `batching.cut_batches`
+where): texts are collected until a batch's worth of tokens waits or the oldest has waited
+`max_wait_ms`, then sorted by length and cut by the token budget. Texts that arrive while the model
+runs join the next window; a client's batch larger than one pass is split across passes like any
+other texts. One difference: short of a full batch, a window also waits `max_wait_ms` from the end
+of the last pass, since the clients that pass answered send their next requests just after it; cut
+at once, their texts would ride in a pass of their own, and concurrent clients would split into
+cohorts that never share a pass.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class Queue(Generic[T]):
         self.queued_tokens = 0  # admitted and not yet done
         self.queued_texts = 0
         self.tokens_per_s = 0.0  # smoothed rate of the passes so far; 0 before the first
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.passed_s = float("-inf")  # when the last pass ended
 
     def admit(self, items: list[T], now_s: float) -> bool:
         """Queue `items` (one request's texts) if they fit the token budget; False refuses them all."""
@@ -68,16 +73,20 @@ class Queue(Generic[T]):
         self._fill()
         if not self.window.cut_now(now_s, more_waiting=bool(self.waiting)):
             return []
+        if not self.window.filled() and now_s < self.passed_s + self.max_wait_s:
+            return []
         batches = cut_batches(self.window.take(), self.tokens, self.limits)
         self._fill()
         return batches
 
     def deadline(self) -> float | None:
-        """When the window's oldest text has waited long enough (None: nothing waits)."""
-        return self.window.deadline()
+        """When the window will have waited long enough (None: nothing waits)."""
+        oldest = self.window.deadline()
+        return None if oldest is None else max(oldest, self.passed_s + self.max_wait_s)
 
-    def done(self, batch: list[T], seconds: float) -> None:
-        """A batch was embedded (or failed) in `seconds`: its tokens leave the budget."""
+    def done(self, batch: list[T], seconds: float, now_s: float) -> None:
+        """A batch was embedded (or failed) in `seconds`, ending at `now_s`: its tokens leave the budget."""
+        self.passed_s = now_s
         spent = sum(self.tokens(i) for i in batch)
         self.queued_tokens -= spent
         self.queued_texts -= len(batch)

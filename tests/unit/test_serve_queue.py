@@ -28,6 +28,28 @@ def test_a_text_waits_at_most_max_wait_ms_at_low_load():
     assert q.deadline() is None and q.take(1.0) == []
 
 
+def test_after_a_pass_the_window_waits_for_the_clients_it_answered():
+    """Their next requests come just after the pass: cut at once, the texts that waited through it
+    would ride alone, and the answered clients' texts in the pass after."""
+    q = queue(max_wait_ms=10)
+    assert q.admit([1, 2], now_s=0.0)
+    [first] = q.take(0.010)
+    assert q.admit([3], now_s=0.012)  # arrives while the pass runs
+    q.done(first, 0.010, now_s=0.020)
+    assert q.take(0.021) == []  # waited long enough itself, but the pass just ended
+    assert q.deadline() == 0.030
+    assert q.admit([4, 5], now_s=0.022)  # the answered clients come back
+    assert q.take(0.030) == [[5, 4, 3]]
+
+
+def test_a_full_batch_after_a_pass_is_cut_at_once():
+    q = queue(max_wait_ms=10)
+    assert q.admit([1], 0.0)
+    q.done(q.take(0.010)[0], 0.01, now_s=0.020)
+    assert q.admit([1, 2, 3, 4], now_s=0.020)
+    assert q.take(0.020) == [[4, 3, 2, 1]]
+
+
 def test_a_full_batch_is_cut_at_once_sorted_longest_first():
     q = queue()
     assert q.admit([3, 9, 1, 7], now_s=0.0)  # max_records reached
@@ -52,7 +74,7 @@ def test_a_client_batch_larger_than_a_pass_is_split_across_passes_and_all_served
         for batch in q.take(now):
             assert len(batch) <= LIMITS.max_records
             served += batch
-            q.done(batch, 0.01)
+            q.done(batch, 0.01, now)
         now += 0.01
     assert sorted(served) == texts
     assert q.queued_tokens == 0
@@ -66,19 +88,21 @@ def test_admission_counts_tokens_not_requests():
     assert q.queued_tokens == 20 and q.queued_texts == 3
     batches = q.take(1.0)
     for b in batches:
-        q.done(b, 0.1)
+        q.done(b, 0.1, 1.1)
     assert q.queued_tokens == 0
-    assert q.admit([1], 1.0)
+    assert q.admit([1], 1.1)
 
 
 def test_a_request_larger_than_the_budget_is_served_alone_not_refused_for_ever():
     q = queue(max_queued_tokens=20)
     assert q.admit([15, 15], 0.0)  # nothing waits: admitted although over the budget
     assert not q.admit([1], 0.0)
+    now = 1.0
     while q.queued_texts:
-        for b in q.take(1.0):
-            q.done(b, 0.1)
-    assert q.admit([1], 1.0)
+        for b in q.take(now):
+            q.done(b, 0.1, now)
+        now += 0.1
+    assert q.admit([1], now)
 
 
 def test_retry_after_follows_the_embedding_rate():
@@ -86,7 +110,7 @@ def test_retry_after_follows_the_embedding_rate():
     assert q.retry_after_s() == 1  # nothing measured yet
     assert q.admit([10] * 4, 0.0)
     [batch] = q.take(0.0)
-    q.done(batch, 1.0)  # 40 tokens a second
+    q.done(batch, 1.0, 1.0)  # 40 tokens a second
     assert q.admit([10] * 4 * 5, 0.0)  # 200 tokens queued: five seconds' worth
     assert q.retry_after_s() == 5
     q.tokens_per_s = 0.001
