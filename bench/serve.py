@@ -38,9 +38,8 @@ QUERY_WORDS = 8
 
 def query_texts(n: int) -> list[str]:
     """`n` distinct short queries: the first words of the sample's records, numbered past its end."""
-    records = load_corpus(SAMPLE)
-    texts = [" ".join(r.text.split()[:QUERY_WORDS]) for r in records]
-    return [texts[i % len(texts)] + (f" {i // len(texts)}" if i >= len(texts) else "") for i in range(n)]
+    texts = list(dict.fromkeys(" ".join(r.text.split()[:QUERY_WORDS]) for r in load_corpus(SAMPLE)))
+    return [texts[i % len(texts)] + (f" ({i // len(texts)})" if i >= len(texts) else "") for i in range(n)]
 
 
 def _free_port() -> int:
