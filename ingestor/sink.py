@@ -324,8 +324,10 @@ class MilvusSink:
         now_ms = int(time.time() * 1000)
         written = 0
         for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
-            columns = hooks.current.columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
-            self._call("upsert", self._write_columns, columns)
+            with metrics.stage("columns"):
+                columns = hooks.current.columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
+            with metrics.stage("upsert"):
+                self._call("upsert", self._write_columns, columns)
             written += len(chunk)
             self._covering = self._last_timestamp()
         return written
