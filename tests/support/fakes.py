@@ -157,9 +157,7 @@ def pipeline_with(
     return p, tracker
 
 
-def resolver_with(
-    log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None
-) -> Resolver:
+def resolver_with(log: Log, sink: FakeSink | None = None, cache: FakeCache | None = None) -> Resolver:
     """The pipeline's resolver on its own, with fresh records and texts in flight
     (`resolver.in_flight`) and the identity `pipeline_with` gives."""
     import threading
