@@ -62,7 +62,9 @@ def _flag(name: str, path: str, metavar: str) -> Any:
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", metavar="FILE", help="YAML settings file (its keys: docs/configuration.md)"),
+    typer.Option(
+        "--config", "-c", metavar="FILE", help="YAML settings file (its keys: docs/configuration.md) [default: none]"
+    ),
 ]
 BootstrapOpt = Annotated[str | None, _flag("--bootstrap-servers", "kafka.bootstrap_servers", "HOST:PORT,...")]
 TopicsOpt = Annotated[str | None, _flag("--topics", "kafka.topics", "TOPIC,...")]
@@ -112,7 +114,10 @@ WorkersPerDeviceOpt = Annotated[
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        "--workers", metavar="K", callback=_at_least(1), help="The older name of --workers-per-device; the same count"
+        "--workers",
+        metavar="K",
+        callback=_at_least(1),
+        help="The older name of --workers-per-device; the same count [default: as --workers-per-device]",
     ),
 ]
 
@@ -384,8 +389,13 @@ def stats(
     epilog=_example('ingestor search "sort a list in place" -k 5', 'ingestor search "tokenizer" --collection docs'),
 )
 def search(
-    query: Annotated[str, typer.Argument(metavar="QUERY", help="Text to search for", show_default=False)],
-    k: Annotated[int, typer.Option("-k", metavar="N", callback=_at_least(1), help="Number of records to show")] = 5,
+    query: Annotated[str, typer.Argument(metavar="QUERY", show_default=False, hidden=True)],
+    k: Annotated[
+        int,
+        typer.Option(
+            "-k", metavar="N", callback=_at_least(1), help="Number of records to show [default: 5]", show_default=False
+        ),
+    ] = 5,
     config: ConfigOpt = None,
     milvus_uri: MilvusOpt = None,
     collection: CollectionOpt = None,
@@ -394,7 +404,7 @@ def search(
     precision: PrecisionOpt = None,
     backend: BackendOpt = None,
 ) -> None:
-    """Embed a query with the collection's model and print the nearest records, one row per record
+    """Embed QUERY with the collection's model and print the nearest records, one row per record
     (its best chunk). Never creates a collection: a missing one is an error (exit 1)."""
     settings = _settings(
         config,
@@ -450,12 +460,7 @@ def _require_collection(settings: Settings, sink: Any) -> None:
     epilog=_example("ingestor produce my.jsonl", "ingestor produce notes.txt --topic documents --limit 100"),
 )
 def produce(
-    file: Annotated[
-        Path,
-        typer.Argument(
-            metavar="FILE", help="JSONL file (one JSON object a line) or plain text lines", show_default=False
-        ),
-    ],
+    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False, hidden=True)],
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
     topic: Annotated[
@@ -463,11 +468,12 @@ def produce(
         typer.Option("--topic", metavar="TOPIC", help="Topic to publish to [default: the first of kafka.topics]"),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", metavar="N", callback=_at_least(1), help="Publish at most N records")
+        int | None,
+        typer.Option("--limit", metavar="N", callback=_at_least(1), help="Publish at most N records [default: all]"),
     ] = None,
 ) -> None:
-    """Publish a file of records to Kafka, with a progress bar. A JSON line goes as it is (its `id`
-    is the key); a plain text line is wrapped as {"text": line}."""
+    """Publish FILE, JSONL (one JSON object a line) or plain text lines, to Kafka, with a progress
+    bar. A JSON line goes as it is (its `id` is the key); a text line is wrapped as {"text": line}."""
     settings = _settings(config, quiet=True, bootstrap_servers=bootstrap_servers)
     if not file.is_file():
         raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
@@ -503,7 +509,7 @@ def dlq_replay(
         typer.Option(
             "--reason",
             metavar="REASON",
-            help=f"Only records dead-lettered for this reason (repeatable): {', '.join(REASONS)}",
+            help=f"Only records dead-lettered for this reason (repeatable): {', '.join(REASONS)} [default: all]",
         ),
     ] = None,
     partition: Annotated[
@@ -512,7 +518,7 @@ def dlq_replay(
             "--partition",
             metavar="N",
             callback=_at_least(0),
-            help="Only records from this partition of the source topic",
+            help="Only records from this partition of the source topic [default: all]",
         ),
     ] = None,
     from_offset: Annotated[
@@ -521,7 +527,7 @@ def dlq_replay(
             "--from-offset",
             metavar="N",
             callback=_at_least(0),
-            help="Only source offsets >= N (of every partition, or --partition's)",
+            help="Only source offsets >= N (of every partition, or --partition's) [default: the first]",
         ),
     ] = None,
     to_offset: Annotated[
@@ -530,7 +536,7 @@ def dlq_replay(
             "--to-offset",
             metavar="N",
             callback=_at_least(0),
-            help="Only source offsets <= N (of every partition, or --partition's)",
+            help="Only source offsets <= N (of every partition, or --partition's) [default: the last]",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; publish nothing")] = False,
@@ -594,12 +600,12 @@ def show(
     settings = load_settings(config, _overrides(**flags))
     from ingestor.config.reference import effective_rows, sources
 
-    table = Table(show_header=True, box=None, pad_edge=False)
-    for column in ("setting", "value", "source"):
-        table.add_column(column, overflow="fold")
-    for path, value, source in effective_rows(settings, sources(config, _overrides(**flags))):
-        table.add_row(path, escape(value), source)
-    console.print(table)
+    rows = [("setting", "value", "source")] + effective_rows(settings, sources(config, _overrides(**flags)))
+    widths = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    # Plain lines, never wrapped: one setting a line, for grep and diff.
+    for path, value, source in rows:
+        sys.stdout.write(f"{path:<{widths[0]}}  {value:<{widths[1]}}  {source}\n")
+    sys.stdout.flush()
 
 
 @_config_command("Check the settings without connecting.", "ingestor config validate -c settings.yaml")
