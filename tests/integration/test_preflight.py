@@ -169,7 +169,7 @@ def test_search_of_an_unknown_collection_is_one_line_naming_those_there(tmp_path
     db = str(tmp_path / "s.db")
     # A Lite file holding one collection, "documents", made in a process of its own: in-process,
     # Milvus Lite keeps the file's lock until the interpreter exits.
-    make = "from pymilvus import MilvusClient; MilvusClient(uri=__import__('sys').argv[1]).create_collection('documents', 8)"
+    make = "import sys, pymilvus; pymilvus.MilvusClient(uri=sys.argv[1]).create_collection('documents', 8)"
     subprocess.run([sys.executable, "-c", make, db], check=True, timeout=120, capture_output=True)
     env = {"INGESTOR_MILVUS__URI": db}
     result = _cli("search", "cat", "--collection", "TYPO", env=env)
