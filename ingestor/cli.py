@@ -479,6 +479,11 @@ def produce(
         raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
     from ingestor.commands.produce import publish_file
     from ingestor.config.sections import check_topic_name
+    from ingestor.logs import quiet_kafka_clients
+
+    # kafka-python warns of each produce it retries while a new topic's leader is elected; a failure
+    # that outlasts its retries is this command's to report, in one line.
+    quiet_kafka_clients()
 
     target = topic or settings.kafka.topics[0]
     try:
@@ -550,6 +555,9 @@ def dlq_replay(
         raise UsageError(f"--from-offset {from_offset} is past --to-offset {to_offset}")
     settings = _settings(config, quiet=True, bootstrap_servers=bootstrap_servers, topics=topics)
     from ingestor.commands.replay import Selection, replay_dead_letters
+    from ingestor.logs import quiet_kafka_clients
+
+    quiet_kafka_clients()  # as in produce: what fails for good is reported once, by this command
 
     wanted = Selection(set(reason or []), partition, from_offset, to_offset)
     n = replay_dead_letters(settings, wanted, dry_run, console)
