@@ -635,6 +635,10 @@ def reference() -> None:
 
 
 def main() -> None:
+    """The console script `ingestor`."""
+    from ingestor.checkout import redirect_to_invoking_checkout
+
+    redirect_to_invoking_checkout(sys.argv[1:])
     _exit(_run_app())
 
 

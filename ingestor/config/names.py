@@ -58,7 +58,7 @@ OTHER_VARIABLES = frozenset(
         # the daemon and its supervisor
         "INGESTOR_HOOKS",
         "INGESTOR_WORKER_RESTARTS",
-        "INGESTOR_ALLOW_FOREIGN_CHECKOUT",
+        "INGESTOR_CHECKOUT",
     }
 )
 # Families of test-harness variables (tests/support/hooks.py's faults, the harness's service addresses).
