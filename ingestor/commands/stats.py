@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ingestor.commands.check import CLIENT_SHARE, CheckResult, bounded, kafka_consumer
+from ingestor.commands.check import CLIENT_SHARE, CheckResult, bounded, kafka_consumer, lite_allowance
 from ingestor.config import Settings
 from ingestor.errors import RetriableError, StartupError
 
@@ -101,6 +101,7 @@ def render_stats(settings: Settings, console: Console, timeout_s: float) -> int:
                 "kafka": lambda: _kafka(settings, timeout_s, rows["kafka"]),
             },
             timeout_s,
+            {"milvus": lite_allowance(settings)},
         )
     }
     table = Table(title="ingestor stats", show_header=True)
