@@ -1,7 +1,7 @@
 """`ingestor stats`: collection rows, cache keys and memory, consumer lag per partition, DLQ depth.
 Each dependency is asked at once, within `timeout_s` (as `check` does); one that fails shows its
-error's message, and makes the exit code 1. Nothing is created: a missing collection or topic is
-shown as missing."""
+error's message, and makes the exit code 1, as a missing collection does. Nothing is created: not
+the collection, not a topic."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ingestor.commands.check import CLIENT_SHARE, CheckResult, bounded, kafka_consumer, lite_allowance
 from ingestor.config import Settings
-from ingestor.errors import RetriableError, StartupError
+from ingestor.errors import NotFound, RetriableError, StartupError
 
 Rows = list[tuple[str, str]]
 
@@ -21,13 +21,16 @@ Rows = list[tuple[str, str]]
 def _milvus(settings: Settings, timeout_s: float, rows: Rows) -> CheckResult:
     m = settings.milvus
     if m.is_lite and not Path(m.uri).exists():
-        rows.append((f"milvus rows ({m.collection})", "no Milvus Lite file yet"))
-        return CheckResult("milvus", 0, "")
+        raise NotFound(f"no Milvus Lite file at {m.uri}")
     from ingestor.sink import MilvusSink
 
     sink = MilvusSink(m.model_copy(update={"timeout_s": min(m.timeout_s, timeout_s * CLIENT_SHARE)}))
     try:
-        count = str(sink.count()) if sink.exists() else "no collection"
+        if not sink.exists():
+            names = sink.collection_names()
+            there = f"the collections there: {', '.join(names)}" if names else "it holds no collection"
+            raise NotFound(f"no collection {m.collection!r} ({there})")
+        count = str(sink.count())
     finally:
         sink.close()
     rows.append((f"milvus rows ({m.collection})", count))

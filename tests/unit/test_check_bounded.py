@@ -53,3 +53,13 @@ def test_failures_become_codes_run_would_exit_with():
     assert (results["odd"].code, results["odd"].detail) == (1, "OSError: disk on fire")
     hung = next(iter(bounded({"x": lambda: (hang.wait(), CheckResult("x", 0, ""))[1]}, timeout_s=0.1)))
     assert (hung.code, hung.detail) == (1, "no answer within 0.1s")
+
+
+def test_a_replay_selection_takes_a_partition_and_its_offsets():
+    from ingestor.commands.replay import Selection
+
+    wanted = Selection({"invalid_json"}, partition=3, from_offset=10, to_offset=20)
+    assert wanted.wants("invalid_json", 3, 10) and wanted.wants("invalid_json", 3, 20)
+    assert not wanted.wants("invalid_json", 2, 15), "another partition"
+    assert not wanted.wants("invalid_json", 3, 21) and not wanted.wants("blank_text", 3, 15)
+    assert Selection(set()).wants(None, 0, 0), "no filter: every dead letter"

@@ -109,6 +109,7 @@ def test_stats_shows_kafkas_failure_in_its_row(monkeypatch):
 
     monkeypatch.setattr("kafka.KafkaConsumer", _failing(OUTAGE))
     monkeypatch.setattr("ingestor.sink.MilvusSink.exists", lambda self: False)
+    monkeypatch.setattr("ingestor.sink.MilvusSink.collection_names", lambda self: [])
     console = Console(record=True, width=200)
     code = stats.render_stats(
         Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, milvus={"uri": "http://127.0.0.1:1"}), console, 5
