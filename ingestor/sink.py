@@ -217,8 +217,14 @@ class MilvusSink:
             info, self.fields, self.chunked, dimension, model_identity, f"{self.collection!r} at {self.settings.uri}"
         )
 
+    def is_loaded(self) -> bool:
+        """Whether the collection is loaded (a query needs it), asked without loading it."""
+        state = self._call("load state", self._client.get_load_state, self.collection).get("state")
+        return getattr(state, "name", str(state)) == "Loaded"
+
     def stored_model(self) -> str | None:
-        """The model identity one stored entity was embedded with, or None when it holds none."""
+        """The model identity one stored entity was embedded with, or None when it holds none (or
+        it is not loaded: reading it would load it)."""
         rows = self._call("query", self._client.query, self.collection, filter="", output_fields=["model"], limit=1)
         return str(rows[0]["model"]) if rows else None
 

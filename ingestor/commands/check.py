@@ -206,7 +206,7 @@ class MilvusProbe:
         try:
             sink.connect()
             self.info = sink.describe_existing()
-            if self.info is not None:
+            if self.info is not None and sink.is_loaded():  # loading it is run's to do, not check's
                 self.stored_model = sink.stored_model()
             version = sink.server_version
         finally:
