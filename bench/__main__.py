@@ -111,21 +111,26 @@ def bench(
     workers: Annotated[
         str | None,
         typer.Option(
-            "--workers",
+            "--workers-per-device",
+            metavar="K,...",
             help=(
-                "Instead of (a)-(f): `ingestor run --devices D --workers K --until-caught-up` for each K of this "
-                "comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server"
+                "Instead of (a)-(f): `ingestor run --devices D --workers-per-device K --until-caught-up` for each "
+                "K of this comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server"
             ),
         ),
     ] = None,
     devices: Annotated[
         str,
-        typer.Option("--devices", help="With --workers: as for `ingestor run --devices` (GPU indices like 0, or cpu)"),
+        typer.Option(
+            "--devices", help="With --workers-per-device: as for `ingestor run --devices` (GPU indices like 0, or cpu)"
+        ),
     ] = "0",
     timeout_s: Annotated[
         float,
         typer.Option(
-            "--timeout-s", min=1, help="With --workers: seconds each `ingestor run` may take before it is killed"
+            "--timeout-s",
+            min=1,
+            help="With --workers-per-device: seconds each `ingestor run` may take before it is killed",
         ),
     ] = 300.0,
     log_level: Annotated[str | None, typer.Option("--log-level", help=describe("runtime.log_level"))] = "WARNING",
@@ -147,7 +152,9 @@ def bench(
             )
     counts = _worker_counts(workers) if workers is not None else None
     if counts is not None and milvus_uri is None:
-        raise ConfigError("--workers needs --milvus-uri: a Milvus server that every worker process writes to")
+        raise ConfigError(
+            "--workers-per-device needs --milvus-uri: a Milvus server that every worker process writes to"
+        )
     settings = _settings(config, bootstrap_servers, redis_url, model, device, precision, backend, log_level)
 
     def progress(msg: str) -> None:
@@ -234,13 +241,15 @@ def _write(result: object, path: Path | None) -> None:
 
 
 def _worker_counts(text: str) -> list[int]:
-    """--workers 1,2,4 as [1, 2, 4], or ConfigError."""
+    """--workers-per-device 1,2,4 as [1, 2, 4], or ConfigError."""
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         counts = []
     if not counts or min(counts) < 1:
-        raise ConfigError(f"--workers takes worker counts of at least 1, comma-separated (1,2,4), not {text!r}")
+        raise ConfigError(
+            f"--workers-per-device takes worker counts of at least 1, comma-separated (1,2,4), not {text!r}"
+        )
     return counts
 
 

@@ -190,14 +190,48 @@ class MilvusSink:
             raise
         except Exception as exc:
             raise classify(exc) from exc
+        self.verify(info, dimension, model_identity)
+        self._open(info)
+
+    def open_existing(self, dimension: int, model_identity: str) -> bool:
+        """For the read commands: use the collection if it exists and fits (StartupError if it
+        does not), never creating it. False when there is none."""
+        self.dimension, self.model_identity = dimension, model_identity
+        info = self.describe_existing()
+        if info is None:
+            return False
+        self.verify(info, dimension, model_identity)
+        self._call("load", self._client.load_collection, self.collection)
+        self._open(info)
+        return True
+
+    def describe_existing(self) -> dict[str, Any] | None:
+        """The collection's description, or None when there is none; creates nothing."""
+        if not self.exists():
+            return None
+        return dict(self._call("describe", self._client.describe_collection, self.collection))
+
+    def verify(self, info: dict[str, Any], dimension: int, model_identity: str) -> None:
+        """StartupError unless the described collection takes this model's entities (`run`'s check)."""
         verify(
-            info,
-            self.fields,
-            self.chunked,
-            self.dimension,
-            self.model_identity,
-            f"{self.collection!r} at {self.settings.uri}",
+            info, self.fields, self.chunked, dimension, model_identity, f"{self.collection!r} at {self.settings.uri}"
         )
+
+    def is_loaded(self) -> bool:
+        """Whether the collection is loaded (a query needs it), asked without loading it."""
+        state = self._call("load state", self._client.get_load_state, self.collection).get("state")
+        return getattr(state, "name", str(state)) == "Loaded"
+
+    def stored_model(self) -> str | None:
+        """The model identity one stored entity was embedded with, or None when it holds none (or
+        it is not loaded: reading it would load it)."""
+        rows = self._call("query", self._client.query, self.collection, filter="", output_fields=["model"], limit=1)
+        return str(rows[0]["model"]) if rows else None
+
+    def collection_names(self) -> list[str]:
+        return sorted(self._call("list", self._client.list_collections))
+
+    def _open(self, info: dict[str, Any]) -> None:
         self._schema, self._field_types = self._column_schema()
         description = info.get("description") or ""
         incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"

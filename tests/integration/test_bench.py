@@ -245,12 +245,12 @@ WORKER_RECORDS = 40
 
 
 def test_worker_processes_each_land_every_record_once(milvus_server, tmp_path):
-    """`python -m bench --workers 1,2 --devices cpu`: the GPU kit's worker runs, on the CPU; the
+    """`python -m bench --workers-per-device 1,2 --devices cpu`: the GPU kit's worker runs, on the CPU; the
     corpus cycled (`--cycles`), so that the records are more than the sample's first."""
     out, corpus = tmp_path / "workers.json", tmp_path / "corpus.jsonl"
     corpus.write_text("".join(SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)[:25]), encoding="utf-8")
     proc = bench_cli(
-        "--workers",
+        "--workers-per-device",
         "1,2",
         "--devices",
         "cpu",
