@@ -41,8 +41,8 @@ openvino, openvino-bf16, openvino-int8; those run on the CPU, so both sides then
 and exporting a backend's weights the first time, is not timed.
 
 Two more modes run instead of (a)-(f): `--sink-rate`, the sink's own write rate alone (no Kafka,
-model or Redis; `variants.sink_rate`), and `--workers 1,2,4`, (c) through `ingestor run --devices
-D --workers K` as deployed, for each K (`bench.workers`). `--cycles N` makes any of them run on
+model or Redis; `variants.sink_rate`), and `--workers-per-device 1,2,4`, (c) through `ingestor run --devices
+D --workers-per-device K` as deployed, for each K (`bench.workers`). `--cycles N` makes any of them run on
 the corpus N times over, each cycle's texts distinct (`bench.corpus.cycled`).
 
 With chunking on (`chunking.enabled`), the daemon writes one entity per chunk: the bench counts

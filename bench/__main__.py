@@ -113,21 +113,26 @@ def bench(
     workers: Annotated[
         str | None,
         typer.Option(
-            "--workers",
+            "--workers-per-device",
+            metavar="K,...",
             help=(
-                "Instead of (a)-(f): `ingestor run --devices D --workers K --until-caught-up` for each K of this "
-                "comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server"
+                "Instead of (a)-(f): `ingestor run --devices D --workers-per-device K --until-caught-up` for each "
+                "K of this comma-separated list (1,2,4), on --limit records, all writing to the --milvus-uri server"
             ),
         ),
     ] = None,
     devices: Annotated[
         str,
-        typer.Option("--devices", help="With --workers: as for `ingestor run --devices` (GPU indices like 0, or cpu)"),
+        typer.Option(
+            "--devices", help="With --workers-per-device: as for `ingestor run --devices` (GPU indices like 0, or cpu)"
+        ),
     ] = "0",
     timeout_s: Annotated[
         float,
         typer.Option(
-            "--timeout-s", min=1, help="With --workers: seconds each `ingestor run` may take before it is killed"
+            "--timeout-s",
+            min=1,
+            help="With --workers-per-device: seconds each `ingestor run` may take before it is killed",
         ),
     ] = 300.0,
     log_level: Annotated[str | None, typer.Option("--log-level", help=describe("runtime.log_level"))] = "WARNING",
@@ -149,7 +154,9 @@ def bench(
             )
     counts = _worker_counts(workers) if workers is not None else None
     if counts is not None and milvus_uri is None:
-        raise ConfigError("--workers needs --milvus-uri: a Milvus server that every worker process writes to")
+        raise ConfigError(
+            "--workers-per-device needs --milvus-uri: a Milvus server that every worker process writes to"
+        )
     settings = _settings(config, bootstrap_servers, redis_url, model, device, precision, backend, log_level)
 
     def progress(msg: str) -> None:
@@ -224,7 +231,7 @@ def serve(
     plain encode in one call (a), at each concurrency."""
     from bench.serve import render_serve, run_serve_bench
 
-    levels = _worker_counts(concurrency)
+    levels = _worker_counts(concurrency, "--concurrency")
     settings = _settings(config, None, None, model, device, precision, backend, log_level)
     result = run_serve_bench(settings, levels, seconds, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     render_serve(result, console)
@@ -262,14 +269,14 @@ def _write(result: object, path: Path | None) -> None:
         console.print(f"figures written to {path}")
 
 
-def _worker_counts(text: str) -> list[int]:
-    """--workers 1,2,4 as [1, 2, 4], or ConfigError."""
+def _worker_counts(text: str, option: str = "--workers-per-device") -> list[int]:
+    """--workers-per-device (or `option`) 1,2,4 as [1, 2, 4], or ConfigError."""
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         counts = []
     if not counts or min(counts) < 1:
-        raise ConfigError(f"expected counts of at least 1, comma-separated (1,2,4), not {text!r}")
+        raise ConfigError(f"{option} takes counts of at least 1, comma-separated (1,2,4), not {text!r}")
     return counts
 
 

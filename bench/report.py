@@ -223,7 +223,7 @@ def render_sink_rate(sink: dict[str, Any], console: Any) -> None:
 def render_workers(results: list[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title="worker processes (ingestor run --workers K), all writing to one sink")
+    table = Table(title="worker processes (ingestor run --workers-per-device K), all writing to one sink")
     for col in ("K", "exit", "records", "rows", "write span s", "texts/s", "wall s", "record ids"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in results:

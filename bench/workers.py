@@ -1,5 +1,5 @@
-"""`python -m bench --workers 1,2,4`: worker processes per device, as deployed. For each K asked,
-`ingestor run --devices D --workers K --until-caught-up` on a fresh topic, consumer group,
+"""`python -m bench --workers-per-device 1,2,4`: worker processes per device, as deployed. For each K asked,
+`ingestor run --devices D --workers-per-device K --until-caught-up` on a fresh topic, consumer group,
 collection and cache prefix holding the same records, all writing to one Milvus server
 (`deploy/local/services.sh up --milvus-server`, or the daemon's own Lite server, `up
 --lite-server`).
@@ -48,7 +48,7 @@ def run_workers(
     results = []
     try:
         for run, k in enumerate(counts):
-            progress(f"ingestor run --devices {devices} --workers {k} on {len(records)} records")
+            progress(f"ingestor run --devices {devices} --workers-per-device {k} on {len(records)} records")
             results.append(_run_once(run, k, settings, records, svc, devices, milvus_uri, redis_url, timeout_s, config))
             progress(str(results[-1]))
     finally:
@@ -78,7 +78,7 @@ def _run_once(
         "run",
         "--devices",
         devices,
-        "--workers",
+        "--workers-per-device",
         str(k),
         "--until-caught-up",
         "--topics",

@@ -10,6 +10,10 @@ only, by class: *retriable?* and *data?* — the two paths of the delivery contr
     ├── ConfigError              bad settings: one readable message, exit code 2
     ├── StartupError             a check at start failed (schema mismatch, credentials refused,
     │                            Lite file locked, port taken): exit code 2
+    ├── UsageError               a command was given something it cannot use (a missing file,
+    │                            an unknown dead-letter reason): one line, exit code 2
+    ├── NotFound                 what a read command was pointed at does not exist (a collection):
+    │                            one line, exit code 1
     ├── RetriableError           a dependency is unavailable: pause, back off, retry the same work
     │   └── (dependency="kafka" | "dlq" | "milvus")
     └── DataError                one record cannot be processed: it goes to the dead-letter topic
@@ -67,6 +71,14 @@ class ConfigError(IngestorError):
 
 class StartupError(IngestorError):
     """A start-up check failed; the message says what to change."""
+
+
+class UsageError(IngestorError):
+    """A command's argument cannot be used; the message says which and why."""
+
+
+class NotFound(IngestorError):
+    """What a read command was pointed at does not exist; the message says what does."""
 
 
 class RetriableError(IngestorError):

@@ -99,3 +99,13 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for name in _SILENT:
         logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+
+
+def quiet_kafka_clients() -> None:
+    """Keep kafka-python's own lines (a connection refused, retried, again) out of a command that
+    reports each dependency in one line of its own. Its records still reach the handler that reads
+    refusals from them (`kafka_common`), which sits below this logger."""
+    kafka = logging.getLogger("kafka")
+    kafka.propagate = False
+    if not kafka.handlers:  # without any handler Python's last resort would print them anyway
+        kafka.addHandler(logging.NullHandler())

@@ -173,7 +173,8 @@ def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
 RECORDS = RecordLedger()
 REGISTRY.register(RECORDS)
 
-STAGES = ("poll", "parse", "plan", "resolve", "collate", "embed", "write", "cache", "commit")
+# "columns" and "upsert" are parts of "write": packing the columns, and pymilvus serialising and sending them.
+STAGES = ("poll", "parse", "plan", "resolve", "collate", "embed", "write", "columns", "upsert", "cache", "commit")
 _STAGE_CHILDREN = {name: STAGE_CPU.labels(name) for name in STAGES}
 
 

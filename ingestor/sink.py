@@ -218,31 +218,38 @@ class MilvusSink:
             raise
         except Exception as exc:
             raise classify(exc) from exc
-        self._take(info)
+        self.verify(info, dimension, model_identity)
+        self._open(info)
 
-    def open_for_search(self, dimension: int, model_identity: str, identity: ModelIdentity) -> bool:
-        """Check an existing collection for searching with `identity`, writing nothing: False when
-        there is none yet (`ingestor run` creates it), StartupError when it does not fit or was
-        written with another identity."""
+    def open_existing(self, dimension: int, model_identity: str, identity: ModelIdentity | None = None) -> bool:
+        """For the read commands and `ingestor serve`: use the collection if it exists and fits
+        (StartupError if it does not, or was written with another `identity`), never creating it
+        nor writing to it. False when there is none."""
         self.dimension, self.model_identity = dimension, model_identity
-        try:
-            if not self._client.has_collection(self.collection, timeout=self.settings.timeout_s):
-                return False
-            info = self._client.describe_collection(self.collection, timeout=self.settings.timeout_s)
-            if self._check_identity(info, identity) is None:
-                log.info(
-                    "Milvus collection %r records no model identity yet (written before identities were "
-                    "recorded): searching it as %s; the next `ingestor run` records it",
-                    self.collection,
-                    identity.describe(),
-                )
-            self._client.load_collection(self.collection, timeout=max(self.settings.timeout_s, 60))
-        except StartupError:
-            raise
-        except Exception as exc:
-            raise classify(exc) from exc
-        self._take(info)
+        info = self.describe_existing()
+        if info is None:
+            return False
+        if identity is not None and self._check_identity(info, identity) is None:
+            log.info(
+                "Milvus collection %r records no model identity yet (made before identities were recorded): "
+                "reading it as %s; the next `ingestor run` records it",
+                self.collection,
+                identity.describe(),
+            )
+        self.verify(info, dimension, model_identity)
+        self._call("load", self._client.load_collection, self.collection)
+        self._open(info)
         return True
+
+    def describe_existing(self) -> dict[str, Any] | None:
+        """The collection's description, or None when there is none; creates nothing."""
+        if not self.exists():
+            return None
+        return dict(self._call("describe", self._client.describe_collection, self.collection))
+
+    def verify(self, info: dict[str, Any], dimension: int, model_identity: str) -> None:
+        """StartupError unless the described collection takes this model's entities (`run`'s check)."""
+        verify(info, self.fields, self.chunked, dimension, model_identity, self._where())
 
     def _where(self) -> str:
         return f"{self.collection!r} at {self.settings.uri}"
@@ -258,7 +265,7 @@ class MilvusSink:
             reason = mismatch(stored, identity, self._where())
             if reason is not None:
                 try:  # what else does not fit (fields, dimension) says more of what to change
-                    self._verify(info)
+                    self.verify(info, self.dimension, self.model_identity)
                 except StartupError as exc:
                     reason = f"{reason}. {exc}"
                 raise StartupError(reason)
@@ -267,7 +274,7 @@ class MilvusSink:
     def _adopt(self, info: dict[str, Any], identity: ModelIdentity) -> None:
         """Record `identity` in a collection from before identities were recorded, once its fields
         are known to fit."""
-        self._verify(info)
+        self.verify(info, self.dimension, self.model_identity)
         self._client.alter_collection_properties(
             self.collection, {PROPERTY: identity.to_json()}, timeout=self.settings.timeout_s
         )
@@ -277,12 +284,21 @@ class MilvusSink:
             identity.describe(),
         )
 
-    def _verify(self, info: dict[str, Any]) -> None:
-        verify(info, self.fields, self.chunked, self.dimension, self.model_identity, self._where())
+    def is_loaded(self) -> bool:
+        """Whether the collection is loaded (a query needs it), asked without loading it."""
+        state = self._call("load state", self._client.get_load_state, self.collection).get("state")
+        return getattr(state, "name", str(state)) == "Loaded"
 
-    def _take(self, info: dict[str, Any]) -> None:
-        """Check the described collection's fields, then keep what writing to it needs."""
-        self._verify(info)
+    def stored_model(self) -> str | None:
+        """The model identity one stored entity was embedded with, or None when it holds none (or
+        it is not loaded: reading it would load it)."""
+        rows = self._call("query", self._client.query, self.collection, filter="", output_fields=["model"], limit=1)
+        return str(rows[0]["model"]) if rows else None
+
+    def collection_names(self) -> list[str]:
+        return sorted(self._call("list", self._client.list_collections))
+
+    def _open(self, info: dict[str, Any]) -> None:
         self._schema, self._field_types = self._column_schema()
         description = info.get("description") or ""
         incarnation = description.split(_INCARNATION_PREFIX, 1)[1] if _INCARNATION_PREFIX in description else "external"
@@ -410,8 +426,10 @@ class MilvusSink:
         now_ms = int(time.time() * 1000)
         written = 0
         for chunk in chunk_by_bytes(entities, max_bytes=self.max_write_bytes):
-            columns = hooks.current.columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
-            self._call("upsert", self._write_columns, columns)
+            with metrics.stage("columns"):
+                columns = hooks.current.columns(to_columns(chunk, self.settings.store_text, now_ms, self.chunked))
+            with metrics.stage("upsert"):
+                self._call("upsert", self._write_columns, columns)
             written += len(chunk)
             self._covering = self._last_timestamp()
         return written

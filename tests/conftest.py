@@ -6,6 +6,10 @@ import pytest
 
 from tests.support import harness
 
+# Every `python -m ingestor` the tests start runs this checkout, whatever the shared venv's editable
+# install links to and whatever directory a test starts it in.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(harness.REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("INGESTOR_SLOW_TESTS") == "1":

@@ -3,8 +3,8 @@
 # from the kit through the project's own services.sh; measure the server's write rate alone
 # (`python -m bench --sink-rate`); run `python -m bench` on the GPU in fp16 with the server as the
 # sink ((a) plain encode, (c) the pipeline with one worker, (f) its ceiling with a null forward
-# pass); then (c) again with K = 1, 2 and 4 worker processes on the GPU (`python -m bench --workers
-# 1,2,4 --devices 0`, which runs `ingestor run --devices 0 --workers K` for each K). Results go to $OUT.
+# pass); then (c) again with K = 1, 2 and 4 worker processes on the GPU (`python -m bench --workers-per-device
+# 1,2,4 --devices 0`, which runs `ingestor run --devices 0 --workers-per-device K` for each K). Results go to $OUT.
 #
 # The bundled sample (3,000 records) is about a third of a second of work for a GPU, too short to
 # measure a pipeline whose start-up is excluded but whose first fetches are not. The corpus here is
@@ -58,6 +58,6 @@ fi
 # per-record Python over processes feed the GPU better?
 workers="${WORKERS-1,2,4}"  # WORKERS= (empty) skips it
 if [ -n "$workers" ]; then
-  "${cli[@]}" "${gpu[@]}" "${corpus[@]}" --workers "$workers" --devices 0 --timeout-s 90 \
+  "${cli[@]}" "${gpu[@]}" "${corpus[@]}" --workers-per-device "$workers" --devices 0 --timeout-s 90 \
     --json "$out/workers.json" 2>&1 | tee "$out/workers.log" || true
 fi

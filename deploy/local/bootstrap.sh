@@ -4,7 +4,10 @@
 #     and openssl (the certificates of the secured services)
 #   - the Apache Kafka broker jars, resolved from Maven Central (deploy/kafka/pom.xml)
 #   - a Python virtual environment with ingestor and its dependencies (torch is large: the venv
-#     lives outside the checkout so that later runs and fresh clones reuse it)
+#     lives outside the checkout so that later runs and fresh clones reuse it). ingestor is
+#     installed editable, linked to the checkout that ran this last; `ingestor` run from inside
+#     another checkout runs that one's code instead (ingestor/checkout.py), and the scripts here
+#     put their own checkout first on PYTHONPATH (common.sh), so no clone runs another's code
 #   - a second one, $INGESTOR_HOME/venv-backends, with the onnx and openvino extras, where test.sh
 #     runs the backend tests (their optimum packages need an older transformers than the first)
 #   - the real Milvus standalone server (PyPI package `milvus`, pinned: the v2.3.5 binary with

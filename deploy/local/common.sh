@@ -7,6 +7,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 home="${INGESTOR_HOME:-$HOME/.cache/ingestor}"
 venv="${INGESTOR_VENV:-$home/venv}"
+# The shared venv's editable install links one checkout; this one's code goes first on the path.
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
 bash "$here/bootstrap.sh"
 bash "$here/services.sh" up

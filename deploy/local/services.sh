@@ -7,7 +7,7 @@
 #   milvus  a real Milvus 2.3.5 standalone server (embedded etcd, local storage, rocksmq), the
 #           binary of the PyPI package `milvus` that bootstrap.sh unpacks under
 #           $INGESTOR_HOME/milvus-server (optional: `up --milvus-server` or INGESTOR_MILVUS_SERVER=1;
-#           by default ingestor opens Milvus Lite in-process on a local file)
+#           by default ingestor serves a local Milvus Lite file from a child process of its own)
 #   lite    the daemon's own Milvus Lite gRPC server, `python -m ingestor.lite` (optional:
 #           `up --lite-server` or INGESTOR_LITE_SERVER=1)
 #   kafkas  a second Kafka broker, SASL_SSL only (SCRAM-SHA-512, inter-broker too; SCRAM-SHA-256,

@@ -16,7 +16,8 @@
 # Environment: INGESTOR_FAULT_TESTS=0 leaves the fault suite out (a quick local run);
 # INGESTOR_BACKEND_TESTS=0 leaves the backend run out (the main run then skips those tests);
 # INGESTOR_TEST_JOBS=1 runs the rest in one pytest process, one test after another;
-# INGESTOR_SLOW_TESTS=1 adds the long soak. Extra arguments go to each pytest process.
+# INGESTOR_SLOW_TESTS=1 adds the slow tests (docs/reliability.md lists them). Extra arguments go to
+# each pytest process.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # sets here, repo, home, venv; bootstrap; services up

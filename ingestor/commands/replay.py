@@ -5,6 +5,8 @@ RetriableError (exit 1)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from rich.console import Console
 
@@ -19,34 +21,43 @@ def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
-def replay_dead_letters(
-    settings: Settings,
-    reasons: set[str],
-    from_offset: int | None,
-    to_offset: int | None,
-    dry_run: bool,
-    console: Console,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which dead letters to replay: by reason (none: all), source partition and source offsets."""
+
+    reasons: set[str]
+    partition: int | None = None
+    from_offset: int | None = None
+    to_offset: int | None = None
+
+    def wants(self, reason: str | None, partition: int, offset: int) -> bool:
+        return (
+            (not self.reasons or reason in self.reasons)
+            and (self.partition is None or partition == self.partition)
+            and (self.from_offset is None or offset >= self.from_offset)
+            and (self.to_offset is None or offset <= self.to_offset)
+        )
+
+
+def replay_dead_letters(settings: Settings, wanted: Selection, dry_run: bool, console: Console) -> int:
     topics = ", ".join(dict.fromkeys(settings.dlq.topic_for(t) for t in settings.kafka.topics))
     with kafka_errors("kafka", f"cannot replay {topics} at {settings.kafka.bootstrap_servers}", at_start=True):
-        return _replay(settings, reasons, from_offset, to_offset, dry_run, console)
+        return _replay(settings, wanted, dry_run, console)
 
 
-def _replay(
-    settings: Settings,
-    reasons: set[str],
-    from_offset: int | None,
-    to_offset: int | None,
-    dry_run: bool,
-    console: Console,
-) -> int:
+def _replay(settings: Settings, wanted: Selection, dry_run: bool, console: Console) -> int:
     kwargs = client_kwargs(settings.kafka)
-    consumer = KafkaConsumer(**kwargs, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(**kwargs, enable_auto_commit=False, group_id=None, allow_auto_create_topics=False)
     producer = None if dry_run else KafkaProducer(**kwargs, acks="all")
     replayed = 0
     try:
-        for topic in settings.kafka.topics:
+        existing = consumer.topics()  # asks for no topic by name, so creates none
+        done: set[str] = set()
+        for topic in dict.fromkeys(settings.kafka.topics):
             dlq_topic = settings.dlq.topic_for(topic)
+            if dlq_topic not in existing or dlq_topic in done:  # one dead-letter topic may serve several
+                continue
+            done.add(dlq_topic)
             parts = [TopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or [])]
             if not parts:
                 continue
@@ -60,16 +71,12 @@ def _replay(
                         headers = list(r.headers or [])
                         reason = _header(headers, "ingestor.reason")
                         source_offset = int(_header(headers, "ingestor.offset") or -1)
+                        source_partition = int(_header(headers, "ingestor.partition") or -1)
                         target = _header(headers, "ingestor.topic") or topic
-                        wanted = (
-                            (not reasons or reason in reasons)
-                            and (from_offset is None or source_offset >= from_offset)
-                            and (to_offset is None or source_offset <= to_offset)
-                        )
-                        if wanted:
+                        if wanted.wants(reason, source_partition, source_offset):
                             replayed += 1
                             if producer is None:  # a dry run
-                                console.print(f"{target} offset {source_offset}: {reason}")
+                                console.print(f"{target}[{source_partition}] offset {source_offset}: {reason}")
                             else:
                                 kept = [(k, v) for k, v in headers if not k.startswith("ingestor.")]
                                 if _header(headers, "ingestor.null_value") == "true":

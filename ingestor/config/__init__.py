@@ -8,6 +8,8 @@ defaults of the sections (`ingestor.config.sections`).
 from __future__ import annotations
 
 import contextvars
+import os
+import re
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,6 +17,15 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from ingestor.config.names import (
+    closest,
+    env_name,
+    section_models,
+    settings_of,
+    unknown_variables,
+    unknown_yaml_keys,
+    unparsable_json,
+)
 from ingestor.config.sections import (
     BACKEND_PRECISIONS,
     DEFAULT_MODEL,
@@ -58,6 +69,8 @@ __all__ = [
     "ServeSettings",
     "Settings",
     "describe",
+    "env_name",
+    "settings_of",
     "format_validation_error",
     "is_lite_uri",
     "load_settings",
@@ -119,9 +132,14 @@ def describe(path: str) -> str:
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
-    """Build the settings or raise ConfigError with one readable message per bad field."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file not found: {config_file}")
+    """Build the settings or raise ConfigError with one readable message per bad field. Strict: an
+    INGESTOR_* variable or a YAML key that sets nothing is refused, naming the closest real one."""
+    env = os.environ
+    problems = unknown_variables(Settings, env) + unparsable_json(Settings, env)
+    if config_file is not None:
+        problems += unknown_yaml_keys(Settings, read_yaml(config_file), config_file.name)
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     token = _yaml_file.set(config_file)
     try:
         clean = {k: {f: v for f, v in section.items() if v is not None} for k, section in (overrides or {}).items()}
@@ -129,24 +147,71 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, dict[str
         return Settings(**cast(Any, {k: v for k, v in clean.items() if v}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
-    except (ValueError, OSError, yaml.YAMLError) as exc:  # e.g. YAML syntax, a JSON list that does not parse
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # what the checks above did not foresee
         raise ConfigError(f"invalid configuration: {exc}") from None
     finally:
         _yaml_file.reset(token)
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML settings file's content (an empty file is no settings), or ConfigError saying where it
+    does not parse."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid configuration: {path} is not valid YAML{where}: {problem}") from None
+    return {} if data is None else data
+
+
+_FIELD_WORD = re.compile(r"\b(?:([a-z]+)\.)?([a-z][a-z0-9_]*)\b")
+
+
+def _variables_named(message: str, section: str | None) -> list[str]:
+    """The variables of the settings a cross-field message mentions, `section.field` or (within
+    `section`'s own rule) a bare field name, in the order they appear."""
+    sections = section_models(Settings)
+    found: list[str] = []
+    for qualifier, word in _FIELD_WORD.findall(message):
+        owner = qualifier if qualifier in sections else section
+        if owner is None or (qualifier and qualifier not in sections):
+            continue
+        if word in sections[owner].model_fields and env_name(owner, word) not in found:
+            found.append(env_name(owner, word))
+    return found
+
+
 def format_validation_error(exc: ValidationError) -> str:
+    sections = section_models(Settings)
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(settings)"
-        env = "INGESTOR_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "settings"
+        if err["type"] == "extra_forbidden" and len(loc) == 2 and loc[0] in sections:
+            # Only a whole section given as one JSON variable or object gets here: the names of the
+            # environment and the YAML file are checked before.
+            guess = closest(loc[1], list(sections[loc[0]].model_fields))
+            lines.append(f"  {field}: no such setting" + (f"; did you mean {loc[0]}.{guess}?" if guess else ""))
+            continue
         got = err.get("input")
         shown = (
             ""
-            if isinstance(got, (dict, list)) or got is None or "password" in field or "token" in field or "url" in field
+            if isinstance(got, (dict, list)) or got is None or any(w in field for w in ("password", "token", "url"))
             else f" (got {got!r})"
         )
-        # A section-wide rule (settings that must fit together) names its own fields.
-        hint = f" [env {env}]" if len(err["loc"]) > 1 else ""
-        lines.append(f"  {field}: {err['msg'].removeprefix('Value error, ')}{shown}{hint}")
+        message = err["msg"].removeprefix("Value error, ")
+        if shown and repr(got) in message:  # the message quotes it already
+            shown = ""
+        if len(loc) >= 2 and loc[0] in sections and loc[1] in sections[loc[0]].model_fields:
+            hint = f" [env {env_name(loc[0], loc[1])}]"
+        else:  # a rule over several settings: the variables of those it names
+            named = _variables_named(message, loc[0] if loc and loc[0] in sections else None)
+            hint = f" [set {', '.join(named)}]" if named else ""
+        lines.append(f"  {field}: {message}{shown}{hint}")
     return "\n".join(lines)

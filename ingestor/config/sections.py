@@ -4,6 +4,7 @@ behind the docs and `--help`. Names carry their unit. Secrets are ``SecretStr`` 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -141,7 +142,13 @@ class KafkaSettings(_Section):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        'expected a JSON list of topic names like ["a", "b"], or names separated by commas '
+                        "like a,b; this starts with [ but is not valid JSON"
+                    ) from None
             return [t.strip() for t in text.split(",") if t.strip()]
         return value
 
@@ -150,7 +157,19 @@ class KafkaSettings(_Section):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one topic is required")
+        for topic in value:
+            check_topic_name(topic)
         return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",")]
+        if not any(servers):
+            raise ValueError("at least one broker is required, as host:port")
+        for server in servers:
+            check_host_port(server)
+        return ",".join(servers)
 
     @model_validator(mode="after")
     def _security_fits_together(self) -> KafkaSettings:
@@ -181,6 +200,18 @@ class DlqSettings(_Section):
     topic: str | None = Field(None, description="Dead-letter topic; default '<source topic>.dlq'")
     suffix: str = Field(".dlq", description="Appended to the source topic to name its dead-letter topic")
     ack_timeout_ms: int = Field(10_000, ge=100, description="How long a dead-letter write may wait for the broker")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_name(value)
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str) -> str:
+        if not value or not _TOPIC_CHARS.fullmatch(value):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it ends a topic's name), and not empty")
+        return value
 
     def topic_for(self, source_topic: str) -> str:
         return self.topic or f"{source_topic}{self.suffix}"
@@ -404,13 +435,71 @@ class RedisSettings(_Section):
         return self
 
 
+# What pymilvus connects to: a server by these schemes, or a Milvus Lite file whose name ends in .db.
+MILVUS_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+
+
 def is_lite_uri(uri: str) -> bool:
     """A file path (Milvus Lite), not a server address."""
-    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+    return not uri.startswith(MILVUS_SCHEMES)
+
+
+def check_milvus_uri(uri: str) -> str:
+    text = uri.strip()
+    if text.startswith(MILVUS_SCHEMES):
+        if text.startswith(("http://", "https://", "tcp://")) and not text.split("://", 1)[1].strip("/"):
+            raise ValueError("names no host: use http://host:19530")
+        return text
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"unknown scheme {scheme}://: a Milvus server is http://, https://, tcp:// or unix:, "
+            "and a Milvus Lite file is a path ending in .db"
+        )
+    if not text.endswith(".db"):
+        raise ValueError(
+            "a Milvus Lite file must end in .db (a server is http://host:19530, https://, tcp:// or unix:)"
+        )
+    return text
+
+
+# Kafka's own rule for a topic's name (kafka.common.internals.Topic): these characters, at most 249.
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+TOPIC_MAX_LENGTH = 249
+
+
+def check_topic_name(topic: str) -> str:
+    if topic in (".", "..") or not _TOPIC_CHARS.fullmatch(topic):
+        raise ValueError(
+            f"{topic!r} is not a Kafka topic name: only letters, digits, '.', '_' and '-' "
+            "(a list is a JSON list or names separated by commas)"
+        )
+    if len(topic) > TOPIC_MAX_LENGTH:
+        raise ValueError(f"topic name {topic[:20]}... is {len(topic)} characters; Kafka allows {TOPIC_MAX_LENGTH}")
+    return topic
+
+
+def check_host_port(server: str) -> str:
+    """`host:port`, `[v6 address]:port`; the port a number from 1 to 65535."""
+    host, sep, port = server.rpartition(":")
+    if "://" in server:
+        raise ValueError(
+            f"{server!r}: a broker is host:port, without a scheme (the protocol is kafka.security_protocol)"
+        )
+    if not sep or not host or host == "[]":
+        raise ValueError(f"{server!r} is not host:port (for example kafka-1:9092)")
+    if not port.isdigit() or not 1 <= int(port) <= 65_535:
+        raise ValueError(f"{server!r}: the port must be a number from 1 to 65535")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"{server!r}: write an IPv6 address in brackets, like [::1]:9092")
+    return server
 
 
 class MilvusSettings(_Section):
-    uri: str = Field("./ingestor.db", description="A file path (Milvus Lite) or http(s)://host:port")
+    uri: str = Field(
+        "./ingestor.db",
+        description="A Milvus Lite file (a path ending in .db) or a server: http(s)://host:port, tcp://, unix:",
+    )
     token: SecretStr | None = Field(None, description="user:password, or an API key (never printed)")
     token_file: Path | None = _secret_file("the token")
     user: str | None = Field(None, description="Milvus user (with password; instead of a token)")
@@ -436,6 +525,11 @@ class MilvusSettings(_Section):
             "a child process. Lite is pure Python, and in-process it competes with the pipeline for the GIL"
         ),
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return check_milvus_uri(value)
 
     @model_validator(mode="after")
     def _auth_fits_together(self) -> MilvusSettings:

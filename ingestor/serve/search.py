@@ -38,7 +38,7 @@ class SearchIndex:
         with another identity; RetriableError while Milvus does not answer."""
         with self._lock:
             if not self.opened:
-                self.opened = self.sink.open_for_search(self.identity.dimension, self.model_identity, self.identity)
+                self.opened = self.sink.open_existing(self.identity.dimension, self.model_identity, self.identity)
             return self.opened
 
     def _ready(self) -> None:

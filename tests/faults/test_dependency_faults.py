@@ -157,7 +157,8 @@ def _markers_resume(scn: Scenario, start: int) -> None:
     harness.wait_for(fed_and_marked, 90, interval_s=0.5, what="cache writes to resume after Redis returned")
 
 
-@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
+# Redis's faults do not depend on the Milvus backend: the server's run is with the slow tests.
+@pytest.mark.parametrize("scenario", ["lite", pytest.param("server", marks=pytest.mark.slow)], indirect=True)
 def test_redis_killed_then_hung_never_stalls_ingestion(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)

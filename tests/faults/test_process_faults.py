@@ -100,7 +100,8 @@ def test_a_second_signal_exits_at_once_and_what_was_not_committed_replays(scenar
     oracle.check(scn, reference_model)
 
 
-@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
+# Nothing of the crashed batch reaches Milvus, whichever it is: the server's run is with the slow tests.
+@pytest.mark.parametrize("scenario", ["lite", pytest.param("server", marks=pytest.mark.slow)], indirect=True)
 def test_kill_after_embedding_before_upsert_replays_without_loss(scenario: Scenario, reference_model):
     scn = scenario
     scn.create_topic(4)

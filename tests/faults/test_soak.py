@@ -203,7 +203,8 @@ def _seed(default: int | None) -> int:
     return default if default is not None else random.SystemRandom().randrange(1 << 31)
 
 
-@pytest.mark.parametrize("scenario", ["lite", "server"], indirect=True)
+# The server, the production sink, in CI; Lite with the slow tests.
+@pytest.mark.parametrize("scenario", [pytest.param("lite", marks=pytest.mark.slow), "server"], indirect=True)
 def test_soak_short(scenario: Scenario, reference_model):
     soak(scenario, reference_model, _seed(20), records=400, faults=3)
 

@@ -144,7 +144,7 @@ def test_stats_shows_rows_and_lag(services, tmp_path):
     env = harness.ingestor_env(topic, harness.unique("g"), str(tmp_path / "stats.db"))
     assert harness.run_ingestor(env).returncode == 0
     out = _cli("stats", env=env)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "milvus rows (documents)" in out.stdout and " 5 " in out.stdout
     assert f"lag {topic}[0]" in out.stdout
 

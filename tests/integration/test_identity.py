@@ -54,8 +54,8 @@ def test_identity_is_recorded_at_create_kept_and_another_one_refused(place):
         assert OURS.describe() in str(refused.value) and other.describe() in str(refused.value)
         assert "model.precision" in str(refused.value)
         with pytest.raises(StartupError, match="model.name"):
-            sink.open_for_search(DIM, "m@fp32", replace(OURS, model="other"))
-        assert sink.open_for_search(DIM, "m@fp32", OURS)
+            sink.open_existing(DIM, "m@fp32", replace(OURS, model="other"))
+        assert sink.open_existing(DIM, "m@fp32", OURS)
     finally:
         milvus.drop(sink)
         sink.close()
@@ -67,7 +67,7 @@ def test_a_collection_from_before_identities_is_adopted_with_one_line(place, cap
     try:
         sink.ensure_collection(DIM, "m@fp32")  # as the daemon made collections before identities
         assert PROPERTY not in _properties(sink)
-        assert sink.open_for_search(DIM, "m@fp32", OURS)  # a search reads, and writes nothing
+        assert sink.open_existing(DIM, "m@fp32", OURS)  # a search reads, and writes nothing
         assert PROPERTY not in _properties(sink)
         with caplog.at_level("INFO", logger="ingestor.sink"):
             sink.ensure_collection(DIM, "m@fp32", OURS)
@@ -85,7 +85,7 @@ def test_a_search_on_a_missing_collection_says_so_without_creating_it(place):
     uri, collection = place
     sink = _sink(uri, collection)
     try:
-        assert not sink.open_for_search(DIM, "m@fp32", OURS)
+        assert not sink.open_existing(DIM, "m@fp32", OURS)
         assert not sink.exists()
     finally:
         sink.close()

@@ -97,10 +97,11 @@ def test_check_names_what_kafka_said(monkeypatch):
 
     settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
     monkeypatch.setattr("kafka.KafkaConsumer", _failing(OUTAGE))
-    result = check._kafka(settings)
-    assert not result.ok and result.detail.startswith("127.0.0.1:1: KafkaTimeoutError"), result.detail
+    [result] = check.bounded({"kafka": lambda: check.check_kafka(settings, 5)}, 5)
+    assert result.code == 1 and result.detail.startswith("127.0.0.1:1: KafkaTimeoutError"), result.detail
     monkeypatch.setattr("kafka.KafkaConsumer", _failing(REFUSED))
-    assert "brokers refused the login" in check._kafka(settings).detail
+    [result] = check.bounded({"kafka": lambda: check.check_kafka(settings, 5)}, 5)
+    assert result.code == 2 and "brokers refused the login" in result.detail
 
 
 def test_stats_shows_kafkas_failure_in_its_row(monkeypatch):
@@ -108,11 +109,12 @@ def test_stats_shows_kafkas_failure_in_its_row(monkeypatch):
 
     monkeypatch.setattr("kafka.KafkaConsumer", _failing(OUTAGE))
     monkeypatch.setattr("ingestor.sink.MilvusSink.exists", lambda self: False)
+    monkeypatch.setattr("ingestor.sink.MilvusSink.collection_names", lambda self: [])
     console = Console(record=True, width=200)
-    stats.render_stats(
-        Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, milvus={"uri": "http://127.0.0.1:1"}), console
+    code = stats.render_stats(
+        Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, milvus={"uri": "http://127.0.0.1:1"}), console, 5
     )
-    assert "KafkaTimeoutError: Unable to bootstrap" in console.export_text()
+    assert code == 1 and "KafkaTimeoutError: Unable to bootstrap" in console.export_text().replace("\n", " ")
 
 
 def test_the_supervisors_partition_count_warns_on_a_kafka_failure(monkeypatch, caplog):
