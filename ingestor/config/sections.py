@@ -574,10 +574,11 @@ class ServeSettings(_Section):
         8080, ge=1, le=65_535, description="Port of `ingestor serve`: its API, /metrics, /healthz, /readyz"
     )
     max_wait_ms: int = Field(
-        5,
+        0,
         ge=0,
-        description="Longest a query waits for others to share its forward pass (a pass is cut sooner once a "
-        "batch's worth of tokens waits, and at once while the model is busy)",
+        description="Longest a query waits for others to share its forward pass, and after a pass for the clients "
+        "it answered (0: a pass is cut as soon as the model is free, and texts that arrive while it runs share "
+        "the next; a pass is cut sooner once a batch's worth of tokens waits)",
     )
     max_queued_tokens: int = Field(
         65_536,
