@@ -223,6 +223,7 @@ def check_model(settings: Settings, milvus: MilvusProbe, wait_s: float) -> Check
     """Load the model as `run` does and check what `run` checks against it at start."""
     from ingestor.chunking import splitter_for
     from ingestor.embedder import Embedder
+    from ingestor.identity import UnreadableIdentity, from_properties, mismatch, of_model
     from ingestor.sink import MilvusSink
 
     embedder = Embedder(settings.model, settings.runtime.torch_threads)
@@ -233,6 +234,14 @@ def check_model(settings: Settings, milvus: MilvusProbe, wait_s: float) -> Check
         detail += f", chunks of at most {splitter.max_tokens} tokens"
     milvus.ready.wait(wait_s)
     if milvus.info is not None:
+        where = f"{settings.milvus.collection!r} at {settings.milvus.uri}"
+        try:
+            recorded = from_properties(milvus.info.get("properties"))
+        except UnreadableIdentity as exc:
+            raise StartupError(f"Milvus collection {where}: {exc}. Use another milvus.collection") from None
+        reason = None if recorded is None else mismatch(recorded, of_model(embedder, splitter), where)
+        if reason is not None:
+            raise StartupError(reason)  # run refuses it (exit 2) with the same message
         MilvusSink(settings.milvus, chunked=settings.chunking.enabled).verify(
             milvus.info, embedder.dimension, embedder.identity
         )

@@ -52,13 +52,15 @@ def ingested(services, corpus, tmp_path_factory):
     return {"uri": uri, "tmp": tmp, "env": env}
 
 
-def test_a_different_identity_makes_serve_and_run_exit_2_naming_both(ingested):
+def test_a_different_identity_makes_serve_run_and_check_exit_2_naming_both(ingested):
     """First in the module: the server of the tests below holds the Lite file once started."""
-    # A Lite file has one user: the daemon reads a copy, so that both start at once.
-    copy = ingested["tmp"] / "copy.db"
-    shutil.copytree(ingested["uri"], copy)
+    # A Lite file has one user: the daemon and the check read copies, so that all start at once.
+    copies = [ingested["tmp"] / f"copy{i}.db" for i in range(2)]
+    for copy in copies:
+        shutil.copytree(ingested["uri"], copy)
     serve_env = harness.serve_env(ingested["uri"], INGESTOR_MODEL__PRECISION="bf16")
-    run_env = {**ingested["env"], "INGESTOR_CHUNKING__MAX_TOKENS": "128", "INGESTOR_MILVUS__URI": str(copy)}
+    run_env = {**ingested["env"], "INGESTOR_CHUNKING__MAX_TOKENS": "128", "INGESTOR_MILVUS__URI": str(copies[0])}
+    check_env = {**ingested["env"], "INGESTOR_CHUNKING__OVERLAP_TOKENS": "16", "INGESTOR_MILVUS__URI": str(copies[1])}
     started = [
         subprocess.Popen(
             [sys.executable, "-m", "ingestor", *args],
@@ -67,21 +69,23 @@ def test_a_different_identity_makes_serve_and_run_exit_2_naming_both(ingested):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for args, env in ((["serve"], serve_env), (["run", "--until-caught-up"], run_env))
+        for args, env in ((["serve"], serve_env), (["run", "--until-caught-up"], run_env), (["check"], check_env))
     ]
     outputs = [p.communicate(timeout=300)[0] for p in started]
     ours = ModelIdentity("sentence-transformers/all-MiniLM-L6-v2", "torch", "fp32", 384, True, "256/32")
-    for proc, output, theirs, setting in zip(
+    for proc, output, theirs, setting, says in zip(
         started,
         outputs,
         (
             ModelIdentity(ours.model, "torch", "bf16", 384, True, "256/32"),
             ModelIdentity(ours.model, "torch", "fp32", 384, True, "128/32"),
+            ModelIdentity(ours.model, "torch", "fp32", 384, True, "256/16"),
         ),
-        ("model.precision", "chunking.max_tokens"),
+        ("model.precision", "chunking.max_tokens", "chunking.overlap_tokens"),
+        ("cannot start:", "cannot start:", "FAIL"),
     ):
         assert proc.returncode == 2, output[-3000:]
-        [line] = [ln for ln in output.splitlines() if ln.startswith("cannot start:")]
+        [line] = [ln for ln in output.splitlines() if ln.startswith(says)]
         assert ours.describe() in line and theirs.describe() in line and setting in line, line
         assert "Traceback" not in output
 
