@@ -16,6 +16,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -65,6 +66,7 @@ def create_app(service: Service) -> Starlette:
         return Route(path, _answering(path, lambda request: endpoint(service, request)), methods=[method])
 
     return Starlette(
+        exception_handlers={HTTPException: _http_error},
         routes=[
             route("/v1/embeddings", openai_embeddings, "POST"),
             route("/v1/models", openai_models, "GET"),
@@ -73,8 +75,16 @@ def create_app(service: Service) -> Starlette:
             Route("/healthz", lambda request: _status(health.liveness(service.vitals())), methods=["GET"]),
             Route("/readyz", lambda request: _status(health.readiness(service.vitals())), methods=["GET"]),
             Route("/metrics", _metrics, methods=["GET"]),
-        ]
+        ],
     )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, another method) in our error's shape."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    body = {"error": str(exc.detail), "type": kind, "detail": f"{request.method} {request.url.path}"}
+    return JsonResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def _answering(endpoint: str, handler: Handler) -> Handler:

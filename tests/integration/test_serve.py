@@ -223,6 +223,13 @@ def test_200_concurrent_requests_on_a_small_queue_get_429s_and_no_5xx(server, re
     assert harness.metric_value(metrics, "ingestor_serve_requests_total", endpoint="/embed", code="429") == len(refused)
 
 
+def test_an_unknown_path_or_method_is_a_json_error(client):
+    missing = client.post("/v2/embeddings", json={})
+    assert missing.status_code == 404 and missing.json()["type"] == "not_found"
+    wrong = client.get("/embed")
+    assert wrong.status_code == 405 and wrong.json()["type"] == "method_not_allowed"
+
+
 def test_health_and_metrics_in_the_daemons_conventions(client):
     assert client.post("/embed", json={"inputs": "x"}).status_code == 200
     assert client.get("/healthz").json() == {"status": "ok", "reason": "alive"}
