@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from ingestor.config.kafka import DlqSettings, KafkaSettings
 from ingestor.config.names import (
     closest,
     env_name,
@@ -34,8 +35,6 @@ from ingestor.config.sections import (
     Backend,
     BatchSettings,
     ChunkingSettings,
-    DlqSettings,
-    KafkaSettings,
     MetricsSettings,
     MilvusSettings,
     ModelSettings,
@@ -44,9 +43,9 @@ from ingestor.config.sections import (
     RetrySettings,
     RuntimeSettings,
     ServeSettings,
-    is_lite_uri,
     parse_variant,
 )
+from ingestor.config.values import is_lite_uri
 from ingestor.errors import ConfigError
 
 __all__ = [

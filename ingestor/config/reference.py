@@ -113,7 +113,7 @@ def reference_markdown() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from ingestor/config/sections.py by `python -m ingestor config reference > "
+        "<!-- Generated from the settings in ingestor/config/ by `python -m ingestor config reference > "
         "docs/configuration.md`; tests/unit/test_config_reference.py fails when it is stale. -->",
         "",
         "Sources, highest priority first: command-line flags, environment variables, a YAML file "

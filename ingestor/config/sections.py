@@ -3,221 +3,26 @@ behind the docs and `--help`. Names carry their unit. Secrets are ``SecretStr`` 
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    NoDecode,
-)
 
+from ingestor.config.base import Section, file_field, secret_file_field
+from ingestor.config.values import check_milvus_uri, is_lite_uri
 from ingestor.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    @model_validator(mode="after")
-    def _read_secret_files(self) -> Any:
-        """`X_file` beside a secret `X`: the secret is that file's content (how Kubernetes mounts a
-        Secret), read once at start, one trailing newline dropped. Setting both is an error."""
-        for name in type(self).model_fields:
-            base = name.removesuffix("_file")
-            path = getattr(self, name)
-            if base == name or base not in type(self).model_fields or path is None:
-                continue
-            if getattr(self, base) is not None:
-                raise ValueError(f"set {base} or {name}, not both")
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ValueError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
-            text = text[:-1] if text.endswith("\n") else text
-            if not text:
-                raise ValueError(f"{name}: {path} is empty")
-            object.__setattr__(self, base, SecretStr(text))
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if field.json_schema_extra == _MUST_EXIST and value is not None and not Path(value).is_file():
-                raise ValueError(f"{name}: file not found: {value}")
-        return self
-
-
-# Marks a path setting that must name an existing file (a CA, a certificate, a key).
-_MUST_EXIST: dict[str, Any] = {"file": "must exist"}
-
-
-def _file(description: str) -> Any:
-    return Field(None, description=description, json_schema_extra=_MUST_EXIST)
-
-
-def _secret_file(secret: str) -> Any:
-    return Field(None, description=f"A file holding {secret} (a mounted Secret), instead of the value itself")
-
-
-class KafkaSettings(_Section):
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    topics: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["documents"], description="Topics to consume (JSON list or comma-separated)"
-    )
-    group_id: str = Field("ingestor", description="Consumer group; every worker of one deployment shares it")
-    client_id: str = Field("ingestor", description="Client id the brokers see in their logs and quotas")
-    group_instance_id: str | None = Field(None, description="Static membership id (KIP-345), e.g. the pod name")
-    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
-        "range",
-        description="Partition assignor; every member of a group must use the same one. cooperative-sticky "
-        "(KIP-429) moves only the partitions that change owner; see the README before choosing it",
-    )
-    auto_offset_reset: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where a group with no committed offset starts: the oldest record or new ones only"
-    )
-    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
-        "read_committed",
-        description="read_committed: records of aborted transactions are never ingested and records of open "
-        "transactions wait until theirs ends; lag and --until-caught-up count to the last stable offset. "
-        "read_uncommitted reads every record as soon as it is written",
-    )
-    session_timeout_ms: int = Field(45_000, ge=1_000, description="A member silent this long leaves the group")
-    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Heartbeats to the group coordinator")
-    max_poll_interval_ms: int = Field(
-        300_000,
-        ge=1_000,
-        description="Longest gap between polls before the member is evicted (the consumer thread "
-        "polls continuously; batches never block it)",
-    )
-    max_poll_records: int = Field(500, ge=1, description="Most records one poll returns")
-    poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records")
-    commit_interval_ms: int = Field(500, ge=0, description="How often done offsets are committed")
-    request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout")
-    value_format: Literal["json", "text"] = Field(
-        "json", description="json: an object with the text, an optional id and metadata; text: the value is the text"
-    )
-    text_field: str = Field("text", description="JSON field holding the text")
-    id_field: str = Field("id", description="JSON field holding the record id (else the key, else the text's SHA-256)")
-    metadata_field: str = Field("metadata", description="JSON field holding the metadata object")
-    max_record_bytes: int = Field(1 << 20, ge=1, description="Larger values go to the dead-letter topic")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="How every Kafka client of ingestor connects"
-    )
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
-        None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"
-    )
-    sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM-*)")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (PLAIN, SCRAM-*; never printed)")
-    sasl_password_file: Path | None = _secret_file("the SASL password")
-    sasl_oauth_token_file: Path | None = Field(
-        None,
-        description=(
-            "OAUTHBEARER: a file holding the access token, read again at every login (a sidecar may rotate it)"
-        ),
-    )
-    sasl_oauth_token_command: str | None = Field(
-        None, description=("OAUTHBEARER: a command printing the access token; run at most once a minute")
-    )
-    ssl_cafile: Path | None = _file(
-        "CA bundle that signs the brokers' certificates (SSL, SASL_SSL); default: the system's"
-    )
-    ssl_certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
-    ssl_keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
-    ssl_password: SecretStr | None = Field(None, description="Password of the client key (never printed)")
-    ssl_password_file: Path | None = _secret_file("the client key's password")
-    ssl_check_hostname: bool = Field(True, description="Verify that a broker's certificate names its host")
-
-    @field_validator("topics", mode="before")
-    @classmethod
-    def _split_topics(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    raise ValueError(
-                        'expected a JSON list of topic names like ["a", "b"], or names separated by commas '
-                        "like a,b; this starts with [ but is not valid JSON"
-                    ) from None
-            return [t.strip() for t in text.split(",") if t.strip()]
-        return value
-
-    @field_validator("topics")
-    @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one topic is required")
-        for topic in value:
-            check_topic_name(topic)
-        return value
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, value: str) -> str:
-        servers = [s.strip() for s in value.split(",")]
-        if not any(servers):
-            raise ValueError("at least one broker is required, as host:port")
-        for server in servers:
-            check_host_port(server)
-        return ",".join(servers)
-
-    @model_validator(mode="after")
-    def _security_fits_together(self) -> KafkaSettings:
-        sasl, tls = self.security_protocol.startswith("SASL_"), self.security_protocol.endswith("SSL")
-        if sasl and self.sasl_mechanism is None:
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
-        if not sasl and self.sasl_mechanism is not None:
-            raise ValueError(
-                f"sasl_mechanism is set but security_protocol is {self.security_protocol}: "
-                "use SASL_SSL (or SASL_PLAINTEXT)"
-            )
-        if self.sasl_mechanism == "OAUTHBEARER":
-            if (self.sasl_oauth_token_file is None) == (self.sasl_oauth_token_command is None):
-                raise ValueError("OAUTHBEARER needs one of sasl_oauth_token_file and sasl_oauth_token_command")
-        elif self.sasl_mechanism is not None and (not self.sasl_username or self.sasl_password is None):
-            raise ValueError(f"{self.sasl_mechanism} needs sasl_username and sasl_password (or sasl_password_file)")
-        given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password") if getattr(self, n)]
-        if given and not tls:
-            raise ValueError(
-                f"{', '.join(given)} set but security_protocol is {self.security_protocol}: use SSL (or SASL_SSL)"
-            )
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
-        return self
-
-
-class DlqSettings(_Section):
-    topic: str | None = Field(None, description="Dead-letter topic; default '<source topic>.dlq'")
-    suffix: str = Field(".dlq", description="Appended to the source topic to name its dead-letter topic")
-    ack_timeout_ms: int = Field(10_000, ge=100, description="How long a dead-letter write may wait for the broker")
-
-    @field_validator("topic")
-    @classmethod
-    def _topic_name(cls, value: str | None) -> str | None:
-        return None if value is None else check_topic_name(value)
-
-    @field_validator("suffix")
-    @classmethod
-    def _suffix(cls, value: str) -> str:
-        if not value or not _TOPIC_CHARS.fullmatch(value):
-            raise ValueError("must be letters, digits, '.', '_' or '-' (it ends a topic's name), and not empty")
-        return value
-
-    def topic_for(self, source_topic: str) -> str:
-        return self.topic or f"{source_topic}{self.suffix}"
-
-
-class BatchSettings(_Section):
+class BatchSettings(Section):
     max_batch_records: int | None = Field(None, ge=1, description="Most records in one forward pass (unset: by device)")
     max_batch_tokens: int | None = Field(
         None, ge=16, description="Most tokens in one forward pass, padding included (unset: by device)"
@@ -285,7 +90,7 @@ DEVICE_BATCH_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
-class ChunkingSettings(_Section):
+class ChunkingSettings(Section):
     enabled: bool = Field(
         True,
         description=(
@@ -317,7 +122,7 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     # Field order matters: each validator below sees the fields declared above it.
     name: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or local path")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
@@ -392,22 +197,24 @@ def parse_variant(label: str) -> dict[str, str]:
     return {"backend": backend, "precision": precision}
 
 
-class RedisSettings(_Section):
+class RedisSettings(Section):
     url: SecretStr | None = Field(
         None,
         description=(
             "redis://host:port/db, or rediss:// for TLS (may hold user:password@); unset runs without a cache"
         ),
     )
-    url_file: Path | None = _secret_file("the URL")
+    url_file: Path | None = secret_file_field("the URL")
     username: str | None = Field(None, description="ACL user (instead of one in the URL)")
     password: SecretStr | None = Field(
         None, description="Password of the ACL user, or of `requirepass` (never printed)"
     )
-    password_file: Path | None = _secret_file("the password")
-    ssl_ca_file: Path | None = _file("CA bundle that signs the server's certificate (rediss://); default: the system's")
-    ssl_certfile: Path | None = _file("Client certificate, PEM (rediss:// with mutual TLS)")
-    ssl_keyfile: Path | None = _file("Client private key, PEM (rediss:// with mutual TLS)")
+    password_file: Path | None = secret_file_field("the password")
+    ssl_ca_file: Path | None = file_field(
+        "CA bundle that signs the server's certificate (rediss://); default: the system's"
+    )
+    ssl_certfile: Path | None = file_field("Client certificate, PEM (rediss:// with mutual TLS)")
+    ssl_keyfile: Path | None = file_field("Client private key, PEM (rediss:// with mutual TLS)")
     ssl_check_hostname: bool = Field(True, description="Verify that the server's certificate names its host")
     key_prefix: str = Field("ingestor", description="Prefix of every Redis key ingestor writes")
     embedding_ttl_s: int = Field(
@@ -435,79 +242,19 @@ class RedisSettings(_Section):
         return self
 
 
-# What pymilvus connects to: a server by these schemes, or a Milvus Lite file whose name ends in .db.
-MILVUS_SCHEMES = ("http://", "https://", "tcp://", "unix:")
-
-
-def is_lite_uri(uri: str) -> bool:
-    """A file path (Milvus Lite), not a server address."""
-    return not uri.startswith(MILVUS_SCHEMES)
-
-
-def check_milvus_uri(uri: str) -> str:
-    text = uri.strip()
-    if text.startswith(MILVUS_SCHEMES):
-        if text.startswith(("http://", "https://", "tcp://")) and not text.split("://", 1)[1].strip("/"):
-            raise ValueError("names no host: use http://host:19530")
-        return text
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise ValueError(
-            f"unknown scheme {scheme}://: a Milvus server is http://, https://, tcp:// or unix:, "
-            "and a Milvus Lite file is a path ending in .db"
-        )
-    if not text.endswith(".db"):
-        raise ValueError(
-            "a Milvus Lite file must end in .db (a server is http://host:19530, https://, tcp:// or unix:)"
-        )
-    return text
-
-
-# Kafka's own rule for a topic's name (kafka.common.internals.Topic): these characters, at most 249.
-_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]+")
-TOPIC_MAX_LENGTH = 249
-
-
-def check_topic_name(topic: str) -> str:
-    if topic in (".", "..") or not _TOPIC_CHARS.fullmatch(topic):
-        raise ValueError(
-            f"{topic!r} is not a Kafka topic name: only letters, digits, '.', '_' and '-' "
-            "(a list is a JSON list or names separated by commas)"
-        )
-    if len(topic) > TOPIC_MAX_LENGTH:
-        raise ValueError(f"topic name {topic[:20]}... is {len(topic)} characters; Kafka allows {TOPIC_MAX_LENGTH}")
-    return topic
-
-
-def check_host_port(server: str) -> str:
-    """`host:port`, `[v6 address]:port`; the port a number from 1 to 65535."""
-    host, sep, port = server.rpartition(":")
-    if "://" in server:
-        raise ValueError(
-            f"{server!r}: a broker is host:port, without a scheme (the protocol is kafka.security_protocol)"
-        )
-    if not sep or not host or host == "[]":
-        raise ValueError(f"{server!r} is not host:port (for example kafka-1:9092)")
-    if not port.isdigit() or not 1 <= int(port) <= 65_535:
-        raise ValueError(f"{server!r}: the port must be a number from 1 to 65535")
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise ValueError(f"{server!r}: write an IPv6 address in brackets, like [::1]:9092")
-    return server
-
-
-class MilvusSettings(_Section):
+class MilvusSettings(Section):
     uri: str = Field(
         "./ingestor.db",
         description="A Milvus Lite file (a path ending in .db) or a server: http(s)://host:port, tcp://, unix:",
     )
     token: SecretStr | None = Field(None, description="user:password, or an API key (never printed)")
-    token_file: Path | None = _secret_file("the token")
+    token_file: Path | None = secret_file_field("the token")
     user: str | None = Field(None, description="Milvus user (with password; instead of a token)")
     password: SecretStr | None = Field(None, description="Password of the Milvus user (never printed)")
-    password_file: Path | None = _secret_file("the password")
-    ca_file: Path | None = _file("CA bundle, or the server's own certificate, for an https:// server")
-    certfile: Path | None = _file("Client certificate, PEM (mutual TLS)")
-    keyfile: Path | None = _file("Client private key, PEM (mutual TLS)")
+    password_file: Path | None = secret_file_field("the password")
+    ca_file: Path | None = file_field("CA bundle, or the server's own certificate, for an https:// server")
+    certfile: Path | None = file_field("Client certificate, PEM (mutual TLS)")
+    keyfile: Path | None = file_field("Client private key, PEM (mutual TLS)")
     server_name: str | None = Field(
         None, description="The name the server's certificate holds, when not the URI's host"
     )
@@ -556,19 +303,19 @@ class MilvusSettings(_Section):
         return self.is_lite and not self.lite_in_process
 
 
-class RetrySettings(_Section):
+class RetrySettings(Section):
     initial_backoff_ms: int = Field(200, ge=1, description="First wait after a retriable failure")
     max_backoff_ms: int = Field(30_000, ge=1, description="Longest wait between retries")
     multiplier: float = Field(2.0, ge=1.0, description="Each wait is this many times the one before, up to the cap")
     jitter: float = Field(0.2, ge=0.0, le=1.0, description="Each wait varies by up to this fraction either way")
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     port: int = Field(9400, ge=0, le=65_535, description="Prometheus and health port; 0 turns it off")
     host: str = Field("127.0.0.1", description="Address of the metrics and health endpoint (0.0.0.0 in containers)")
 
 
-class ServeSettings(_Section):
+class ServeSettings(Section):
     host: str = Field("127.0.0.1", description="Address `ingestor serve` listens on (0.0.0.0 in containers)")
     port: int = Field(
         8080, ge=1, le=65_535, description="Port of `ingestor serve`: its API, /metrics, /healthz, /readyz"
@@ -606,7 +353,7 @@ class ServeSettings(_Section):
 GC_GEN0_THRESHOLD = 50_000  # the daemon's default, and the Lite child's (see memory.tune_gc)
 
 
-class RuntimeSettings(_Section):
+class RuntimeSettings(Section):
     shutdown_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -12,7 +12,7 @@ import click
 import pytest
 import typer
 
-from ingestor import __version__, cli
+from ingestor import __version__, cli, cli_common
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,7 @@ def hermetic(monkeypatch, tmp_path):
     for name in [n for n in os.environ if n.startswith("INGESTOR_")]:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)  # keep pytest's log capture
+    monkeypatch.setattr(cli_common, "setup_logging", lambda *a, **k: None)  # keep pytest's log capture
 
 
 def run(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
 from rich.console import Console
 
-from ingestor import cli
+from ingestor import cli, cli_common
 from ingestor.config import Settings
 
 
@@ -36,7 +36,7 @@ def _failing(exc: BaseException, logged: BaseException | None = None) -> type:
 @pytest.fixture
 def command(monkeypatch, capsys, tmp_path):
     """Run `ingestor ARGS` in-process; (exit code, stderr)."""
-    monkeypatch.setattr(cli, "setup_logging", lambda *args, **kwargs: None)  # keep pytest's handlers
+    monkeypatch.setattr(cli_common, "setup_logging", lambda *args, **kwargs: None)  # keep pytest's handlers
     for name in [n for n in os.environ if n.startswith("INGESTOR_")]:
         monkeypatch.delenv(name)
     lines = tmp_path / "lines.txt"

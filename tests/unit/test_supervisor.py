@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestor import cli, metrics
+from ingestor import cli_common, metrics
 from ingestor.cli import _drop_option_values, _run_app
 from ingestor.config import Settings
 from ingestor.errors import ConfigError
@@ -143,7 +143,7 @@ def gpu_box(monkeypatch):
         monkeypatch.setattr("ingestor.supervisor.usable_cores", lambda: 16)
         monkeypatch.setattr("ingestor.supervisor.Supervisor", _Recorded)
         monkeypatch.setattr("ingestor.supervisor.warn_if_few_partitions", lambda *_: None)
-        monkeypatch.setattr(cli, "setup_logging", lambda *_: None)  # keep pytest's log capture
+        monkeypatch.setattr(cli_common, "setup_logging", lambda *_: None)  # keep pytest's log capture
         monkeypatch.setenv("INGESTOR_MILVUS__URI", milvus_uri)
         monkeypatch.setattr(sys, "argv", ["ingestor", *argv])
         _Recorded.plans, _Recorded.args = [], []
