@@ -256,7 +256,7 @@ def markers(scn: Scenario) -> set[str]:
 
 def namespace(scn: Scenario) -> str:
     """What MilvusSink.namespace is for this collection (the markers' namespace)."""
-    from ingestor.sink import _INCARNATION_PREFIX
+    from ingestor.collection import _INCARNATION_PREFIX
 
     def describe() -> dict[str, Any]:
         if not scn.milvus_uri.startswith("http"):  # a Lite file: read it in a process of its own
