@@ -4,8 +4,6 @@ as for `ingestor run`: `--config`, INGESTOR_* variables, and the flags."""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -14,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ingestor.cli import exit_without_teardown
 from ingestor.config import Settings, describe, load_settings
 from ingestor.errors import ConfigError, StartupError
 from ingestor.logs import setup_logging
@@ -317,13 +316,7 @@ def main() -> NoReturn:
         if callable(show):
             show()
         code = exit_code
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    exit_without_teardown(code)
 
 
 if __name__ == "__main__":

@@ -292,7 +292,7 @@ def main() -> None:
     from ingestor.checkout import redirect_to_invoking_checkout
 
     redirect_to_invoking_checkout(sys.argv[1:])
-    _exit(_run_app())
+    exit_without_teardown(_run_app())
 
 
 def _run_app() -> int:
@@ -342,7 +342,7 @@ def _run_app() -> int:
         return code
 
 
-def _exit(code: int) -> NoReturn:
+def exit_without_teardown(code: int) -> NoReturn:
     """Exit without the interpreter's teardown. Everything ingestor opens is closed by then; what
     teardown would add is noise: nanobind, under triton's bindings that torch loads, prints dozens
     of "leaked instances" lines for objects that are simply still alive at exit."""
