@@ -10,10 +10,11 @@ claims its texts) and the writer (which settles them). Pure logic, thread-safe.
   an earlier window, not yet in the Redis cache) shares that forward pass instead of running its
   own. This works because the model stage takes work in order: by the time the later work reaches
   it, the earlier unit has its vector (or, if its pass failed, none: the later unit then embeds the
-  text itself). An entry is released when its work is written, after the cache write, so a later
-  window always finds a text in one place or the other. Not bounded on its own: an entry is a unit
-  that an unwritten work holds anyway, and a record may have any number of chunks, so a cap in
-  records would make long documents embed their chunks twice.
+  text itself). An entry is released once its vector is written and cached (a chunk's, with its
+  record's last chunk: `writer`), so a later window always finds a text in one place or the
+  other. Not bounded on its own: an entry is a unit that an unwritten work holds anyway, and a
+  record may have any number of chunks, so a cap in records would make long documents embed their
+  chunks twice.
 """
 
 from __future__ import annotations

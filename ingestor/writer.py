@@ -62,7 +62,9 @@ class _Row:
 
     doc: Document
     entity: Entity
-    cache_vector: bool  # its vector came from its own work's pass: cached once it is written
+    # The unit whose own pass gave its vector (None: from the cache or a shared pass): its vector
+    # is cached once the row is written, and its text leaves `InFlight` only then.
+    claimed: Unit | None
 
 
 @dataclass(slots=True)
@@ -106,6 +108,7 @@ class Writer:
         self.consistency = consistency or Consistency()
         self.observer = observer
         self._held: dict[int, list[_Row]] = {}  # chunks of records still in flight, by id(Chunked)
+        self._unreleased: list[Unit] = []  # claimed units with a held row: still in `InFlight`
 
     def write(self, work: Work) -> None:
         generation = self.tracker.latest_generation()  # before any write is issued (`consistency`)
@@ -153,7 +156,7 @@ class Writer:
             vectors = {
                 row.doc.text_sha256: CachedVector(np.asarray(row.entity.vector), row.entity.truncated)
                 for row in written
-                if row.cache_vector
+                if row.claimed is not None
             }
             markers = {row.doc.id: row.entity.content_hash for row in plain if id(row) not in refused}
             markers.update((r.progress.record.id, r.progress.record.digest) for r in whole)
@@ -174,7 +177,7 @@ class Writer:
         metrics.RECORDS.settled("dropped", work.dropped)
         metrics.RECORDS.settled("superseded", sum(len(item.superseded) for item in items))
         self.tracker.done(positions(items))
-        self.in_flight.settle(work.registered + [p.record.id for p in finished], work.claimed, extents)
+        self.in_flight.settle(work.registered + [p.record.id for p in finished], self._released(work), extents)
         self._observe_latency(work)
 
     # -- the rows of a work ----------------------------------------------------------------------
@@ -185,12 +188,21 @@ class Writer:
         plain: list[_Row] = []
         for unit in work.units:
             for doc in unit.docs:
-                row = _Row(doc, self._entity(doc, unit), id(unit) in claimed)
+                row = _Row(doc, self._entity(doc, unit), unit if id(unit) in claimed else None)
                 if doc.chunk is None:
                     plain.append(row)
                 else:
                     self._held.setdefault(id(doc.chunk.progress), []).append(row)
         return plain
+
+    def _released(self, work: Work) -> list[Unit]:
+        """The claimed units whose texts may leave `InFlight`: those with no row still held. A held
+        chunk's vector reaches the cache only with its record's last chunk; released before, its
+        text would be in neither place, and a later window would embed it again."""
+        held = {id(row.claimed) for rows in self._held.values() for row in rows if row.claimed is not None}
+        candidates = [*work.claimed, *self._unreleased]
+        self._unreleased = [u for u in candidates if id(u) in held]
+        return [u for u in candidates if id(u) not in held]
 
     def _complete(self, finished: list[Chunked], read: Mapping[str, int]) -> list[_Record]:
         """Of the records whose last chunk is in this work, those with no failed chunk, with all

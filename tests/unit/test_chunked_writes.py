@@ -68,6 +68,29 @@ def test_a_record_spread_over_works_is_written_and_settled_with_its_last_chunk()
     assert metrics.total(metrics.CHUNKS_UPSERTED) - upserted == 3
 
 
+def test_a_held_chunks_text_stays_in_flight_until_its_record_is_written_and_cached():
+    """A chunk's vector reaches the cache only with its record's last chunk: until then a later
+    window must find its text in flight, or it would embed it a second time."""
+    from ingestor.work import Unit
+
+    log = Log()
+    p, tracker = pipeline_with(log, Ordered(log), splitter=BarSplitter())
+    items = records_for(tracker, [(None, b'{"id":"a","text":"one|two|three"}')])
+    works = _works(p, items, max_records=2)
+    first = works[0].claimed[0]
+
+    def later() -> Unit:
+        unit = Unit(first.text, first.text_sha256, [])
+        p.in_flight.enter([], [unit])
+        return unit
+
+    _run(p, works[:1])
+    assert later().shares is first, "held, not cached: a later window would embed it again"
+    _run(p, works[1:])
+    assert ("store", ["a"]) in log
+    assert later().shares is None and len(p.in_flight) == 0
+
+
 def test_chunk_entities_carry_their_record_and_span():
     log = Log()
     seen = []
