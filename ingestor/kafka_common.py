@@ -38,6 +38,9 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
+        # The first broker's answer is a request's answer too: without this, an unreachable Kafka
+        # holds every client for kafka-python's own 30 s whatever the request timeout.
+        "bootstrap_timeout_ms": settings.request_timeout_ms,
     }
     if settings.security_protocol.endswith("SSL"):
         kwargs["ssl_check_hostname"] = settings.ssl_check_hostname

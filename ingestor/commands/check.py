@@ -99,14 +99,13 @@ def kafka_consumer(settings: Settings, timeout_s: float) -> Any:
 
     ms = max(1_000, int(timeout_s * CLIENT_SHARE * 1000))
     kwargs = client_kwargs(settings.kafka)
-    kwargs["request_timeout_ms"] = min(kwargs["request_timeout_ms"], ms)
+    kwargs["request_timeout_ms"] = kwargs["bootstrap_timeout_ms"] = min(kwargs["request_timeout_ms"], ms)
     return KafkaConsumer(
         **kwargs,
         group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         allow_auto_create_topics=False,
         isolation_level=settings.kafka.isolation_level,
-        bootstrap_timeout_ms=ms,
     )
 
 

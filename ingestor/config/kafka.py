@@ -53,7 +53,9 @@ class KafkaSettings(Section):
     max_poll_records: int = Field(500, ge=1, description="Most records one poll returns")
     poll_timeout_ms: int = Field(100, ge=1, description="How long one poll waits for records")
     commit_interval_ms: int = Field(500, ge=0, description="How often done offsets are committed")
-    request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout")
+    request_timeout_ms: int = Field(
+        30_000, ge=1_000, description="Kafka request timeout, and how long a client waits for its first broker"
+    )
     value_format: Literal["json", "text"] = Field(
         "json", description="json: an object with the text, an optional id and metadata; text: the value is the text"
     )

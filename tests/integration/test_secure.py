@@ -418,8 +418,8 @@ def test_a_milvus_database_other_than_default(secure_env, tmp_path):
 # issue 15). The daemon loads the model before it opens its clients: a start, its imports and the
 # model load took 12-38 s on 2 cores beside a CI run. A Redis or Milvus refusal is told at the first
 # answer: 60 s. kafka-python retries a refused handshake like a lost connection and raises only when
-# its bootstrap_timeout_ms (30 s, its default) is over, although the refusal is logged within a
-# second (kafka_common keeps it): 60 + 30 s. An outage is no refusal: it is retried past both.
+# its bootstrap_timeout_ms (kafka.request_timeout_ms, 30 s by default) is over, although the refusal
+# is logged within a second (kafka_common keeps it): 60 + 30 s. An outage is no refusal: it is retried past both.
 WITHIN_S = 60.0
 WITHIN_S_KAFKA = WITHIN_S + 30.0
 # A wrong SCRAM password: the broker sends its error and closes at once. kafka-python 3.0.12 read

@@ -104,6 +104,13 @@ def test_plaintext_stays_plaintext():
     assert not [k for k in kwargs if k.startswith(("ssl_", "sasl_"))]
 
 
+def test_a_client_waits_for_its_first_broker_as_long_as_for_any_answer():
+    """kafka-python's own bootstrap timeout (30 s) would hold an unreachable Kafka past a shorter
+    request timeout: `produce` and the start-up retries would wait it out."""
+    kwargs = client_kwargs(KafkaSettings(request_timeout_ms=3_000))
+    assert kwargs["bootstrap_timeout_ms"] == kwargs["request_timeout_ms"] == 3_000
+
+
 @pytest.mark.parametrize(
     "kafka, needles",
     [
