@@ -34,13 +34,13 @@ def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_k
 ):
     scn = scenario
     scn.create_topic(12)
-    produced = scn.produce(sample(3000))
+    produced = scn.produce(sample(1500))
     knobs = dict(INGESTOR_KAFKA__SESSION_TIMEOUT_MS="10000", INGESTOR_KAFKA__HEARTBEAT_INTERVAL_MS="1000")
     supervisor = scn.start("supervisor", args=("--devices", "cpu", "--workers", "2"), **knobs)
     a = scn.start("a", **knobs)
     b = scn.start("b", **knobs)
     harness.wait_for(lambda: len(_workers_of(supervisor)) == 2, 60, what="the supervisor's two workers")
-    scn.wait_progress(300, timeout_s=300, daemon=a)
+    scn.wait_progress(150, timeout_s=300, daemon=a)
     victim = _workers_of(supervisor)[0]
     os.kill(victim, signal.SIGKILL)  # one worker dies mid-stream; the supervisor restarts it
     harness.wait_for(
@@ -48,7 +48,7 @@ def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_k
         120,
         what="the supervisor to restart its worker",
     )
-    scn.wait_progress(900, timeout_s=300, daemon=a)
+    scn.wait_progress(450, timeout_s=300, daemon=a)
     code, _ = b.terminate()  # one daemon stops cleanly, and comes back
     assert code == 0, b.log()[-4000:]
     b = scn.start("b-again", **knobs)
@@ -59,7 +59,7 @@ def test_a_supervisors_workers_and_independent_daemons_share_one_group_through_k
         assert code == 0, d.log()[-4000:]
     assert "worker 0" in supervisor.log() and "restarting" in supervisor.log()
     facts = oracle.check(scn, reference_model)
-    assert facts["rows"] == 3000
+    assert facts["rows"] == 1500
 
 
 # 90 s of churn in CI, 210 with the slow tests (INGESTOR_SLOW_TESTS=1).

@@ -114,11 +114,11 @@ class Reader(threading.Thread):
                 self.polls += 1
 
 
-# Per backend: which documents, and how many of them each edit kind takes. Lite gets every other
-# document of the corpus (all its lengths, the longest included); the server, which takes the same
-# writes through another implementation, the first 90.
+# Per backend: which documents, and how many of them each edit kind takes. Lite gets every fourth
+# document of the corpus (all its lengths) and the longest; the server, which takes the same writes
+# through another implementation, the first 90.
 SCALE = {
-    "lite": (slice(None, None, 2), {"edited": 30, "shrunk": 25, "grown": 25, "deleted": 15}),
+    "lite": (slice(None, None, 4), {"edited": 12, "shrunk": 10, "grown": 10, "deleted": 6}),
     "server": (slice(90), {"edited": 12, "shrunk": 12, "grown": 12, "deleted": 6}),
 }
 VECTOR_SAMPLE = 8  # every 8th chunk's stored vector is compared with the model's (~1/8 of the encode)
@@ -129,7 +129,9 @@ def chunked(request, services, splitter, tmp_path_factory):
     topic = harness.unique("chunks")
     harness.create_topic(topic, partitions=4)
     part, sizes = SCALE[request.param]
-    texts = {d.id: d.text for d in long_documents()[part]}
+    corpus = long_documents()
+    longest = max(corpus, key=lambda d: len(d.text))
+    texts = {d.id: d.text for d in [*corpus[part], *([longest] if request.param == "lite" else [])]}
     produce(topic, list(texts.items()))
     if request.param == "server":
         uri, collection = request.getfixturevalue("milvus_server"), harness.unique("chunks").replace("-", "_")
