@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bench.run import BenchOptions
 from ingestor.cli import exit_without_teardown
 from ingestor.config import Settings, describe, load_settings
 from ingestor.errors import ConfigError, StartupError
@@ -69,6 +70,9 @@ def bench(
         Path | None, typer.Option("--json", help="Also write every figure as JSON to this file")
     ] = None,
     skip_ceiling: Annotated[bool, typer.Option("--skip-ceiling", help="Skip the null-forward-pass run (f)")] = False,
+    sink_rows: Annotated[
+        int, typer.Option("--sink-rows", min=512, help="Rows of the sink's own write rate, measured alone")
+    ] = BenchOptions.sink_rows,
     trace_memory: Annotated[
         bool,
         typer.Option(
@@ -138,7 +142,7 @@ def bench(
 ) -> None:
     """Throughput and latency of the pipeline vs plain encode and a naive loop, in one run."""
     from bench.report import render
-    from bench.run import BenchOptions, bench_corpus, run_bench
+    from bench.run import bench_corpus, run_bench
     from ingestor.corpus import SAMPLE
 
     if compare_precision is not None:
@@ -201,6 +205,7 @@ def bench(
         compare_precision=compare_precision,
         json_path=json_path,
         skip_ceiling=skip_ceiling,
+        sink_rows=sink_rows,
         trace_memory=trace_memory,
         keep=keep,
         milvus_uri=milvus_uri,

@@ -43,6 +43,8 @@ def figures(request, services, tmp_path_factory):
         str(LIMIT),
         "--steady-seconds",
         "5",
+        "--sink-rows",
+        "2048",
         "--bootstrap-servers",
         harness.KAFKA,
         "--redis-url",
