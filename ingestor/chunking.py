@@ -121,15 +121,33 @@ class Splitter:
         counts, tokens = self._measure(
             pieces, [len(p) > self.max_tokens and len(p) == len(t) for p, t in zip(pieces, texts)]
         )
-        return [
-            [Chunk(0, t, 0, len(t), whole, _ids(known))] if not t or t.isspace() else self._split(t, s, e, whole, known)
-            for t, (s, e), whole, known in zip(texts, edges, counts, tokens)
-        ]
+        out: list[list[Chunk]] = []
+        walks: list[tuple[int, str, _Walk, list[tuple[int, int]]]] = []  # long texts: their first cut
+        for t, (s, e), whole, known in zip(texts, edges, counts, tokens):
+            if not t or t.isspace():
+                out.append([Chunk(0, t, 0, len(t), whole, _ids(known))])
+            elif whole <= self.max_tokens:
+                out.append([Chunk(0, t[s:e], s, e, whole, _ids(known))])
+            else:
+                # The first cut trusts the whole-text tokens.
+                offsets = known.offsets if known is not None and (s, e) == (0, len(t)) else None
+                walk = _Walk(t, self, offsets)
+                walks.append((len(out), t, walk, walk.run(lambda a, b: 0)))
+                out.append([])
+        # Every chunk of the first cuts, counted on its own, in one tokenizer call.
+        span_counts, span_tokens = self._measure([t[a:b] for _, t, _, spans in walks for a, b in spans])
+        at = 0
+        for i, text, walk, spans in walks:
+            n, at = at, at + len(spans)
+            out[i] = self._cut(text, walk, spans, span_counts[n:at], span_tokens[n:at])
+        return out
 
     def _measure(
         self, pieces: list[str], with_offsets: list[bool] | None = None
     ) -> tuple[list[int], list[Tokens | None]]:
         """Each piece's token count, and its tokens where the tokenizer gives them."""
+        if not pieces:
+            return [], []
         encode = getattr(self.tokenizer, "encode_many", None)
         tokens = encode(pieces, with_offsets or ()) if encode is not None else None
         if tokens is not None:
@@ -137,21 +155,18 @@ class Splitter:
         batch = getattr(self.tokenizer, "counts", None)
         return (batch(pieces) if batch else [self.tokenizer.count(p) for p in pieces]), [None] * len(pieces)
 
-    def _split(self, text: str, start: int, end: int, whole: int, tokens: Tokens | None = None) -> list[Chunk]:
-        """The chunks of a text with non-whitespace in [start, end), `whole` tokens there; `tokens`:
-        what tokenising `text[start:end]` gave, if anything."""
-        if whole <= self.max_tokens:
-            return [Chunk(0, text[start:end], start, end, whole, _ids(tokens))]
-        known: dict[tuple[int, int], int] = {}
-        known_ids: dict[tuple[int, int], list[int] | None] = {}
-        # The first pass trusts the whole-text tokens. Should a chunk, counted on its own, be
-        # over, a second pass retraces the first (its counts known) and cuts shorter from there.
-        offsets = tokens.offsets if tokens is not None and (start, end) == (0, len(text)) else None
-        walk = _Walk(text, self, offsets)
-        spans = walk.run(lambda s, e: 0)
-        counts, span_tokens = self._measure([text[s:e] for s, e in spans])
-        known.update(zip(spans, counts))
-        known_ids.update(zip(spans, map(_ids, span_tokens)))
+    def _cut(
+        self,
+        text: str,
+        walk: _Walk,
+        spans: list[tuple[int, int]],
+        counts: list[int],
+        span_tokens: list[Tokens | None],
+    ) -> list[Chunk]:
+        """The chunks of a long text from its first cut (`spans`, each counted on its own). Should
+        one be over, a second pass retraces the first (its counts known) and cuts shorter there."""
+        known = dict(zip(spans, counts))
+        known_ids = dict(zip(spans, map(_ids, span_tokens)))
         if any(known[span] > self.max_tokens for span in spans):
 
             def over(s: int, e: int) -> int:
